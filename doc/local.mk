@@ -1,0 +1,15 @@
+# doc/local.mk: man pages and the example drivers.
+dist_man_MANS += doc/tessera.3
+
+# The grid/comm demo: the README's first command runs it; installcheck builds it again
+# against the installed library with pkg-config, as a user's program would be.
+noinst_PROGRAMS += doc/examples/grid_demo
+
+installcheck-local:
+	$(MKDIR_P) installcheck-tmp
+	PKG_CONFIG_PATH='$(DESTDIR)$(libdir)/pkgconfig' ; export PKG_CONFIG_PATH ; \
+	  $(CC) -o installcheck-tmp/grid_demo $(top_srcdir)/doc/examples/grid_demo.c \
+	    `$(PKG_CONFIG) --define-variable=prefix='$(DESTDIR)$(prefix)' --cflags --libs tessera` \
+	    -Wl,-rpath,'$(DESTDIR)$(libdir)'
+	$(MPIEXEC) $(MPIEXEC_FLAGS) -n 4 installcheck-tmp/grid_demo
+	rm -rf installcheck-tmp

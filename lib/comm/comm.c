@@ -1,0 +1,397 @@
+/* comm.c: the public communicator API: argument checks, byte counters, backend dispatch. */
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "comm/comm_impl.h"
+
+static const tsr_comm_ops_t *const backends[] = {
+    [TSR_COMM_BACKEND_MPI] = &tsr__comm_mpi_ops,
+    [TSR_COMM_BACKEND_NCCL] = &tsr__comm_nccl_ops,
+};
+
+static const char *const op_names[TSR_COMM_OP_COUNT] = {
+    [TSR_COMM_ALLREDUCE] = "allreduce", [TSR_COMM_REDUCE_SCATTER] = "reduce_scatter",
+    [TSR_COMM_ALLGATHER] = "allgather", [TSR_COMM_BCAST] = "bcast",
+    [TSR_COMM_SEND] = "send",           [TSR_COMM_RECV] = "recv",
+};
+
+size_t tsr_dtype_size(tsr_dtype_t dtype)
+{
+    static const size_t sizes[TSR_DTYPE_COUNT] = {
+        [TSR_DTYPE_F32] = 4, [TSR_DTYPE_F64] = 8, [TSR_DTYPE_I32] = 4, [TSR_DTYPE_I64] = 8, [TSR_DTYPE_U8] = 1,
+    };
+    return (unsigned)dtype < TSR_DTYPE_COUNT ? sizes[dtype] : 0;
+}
+
+const char *tsr_comm_op_name(tsr_comm_op_t op)
+{
+    return (unsigned)op < TSR_COMM_OP_COUNT ? op_names[op] : "unknown";
+}
+
+tsr_status_t tsr__comm_adopt(MPI_Comm owned, tsr_comm_t *out)
+{
+    tsr_status_t rc = TSR_OK;
+    struct tsr_comm *c = tsr__calloc(1, sizeof *c);
+    *out = NULL;
+    TSR_CHECK(c, TSR_ERR_OUT_OF_MEMORY, "no memory for a communicator");
+    c->mpi = owned;
+    TSR_CALL_MPI(MPI_Comm_set_errhandler(owned, MPI_ERRORS_RETURN));
+    TSR_CALL_MPI(MPI_Comm_rank(owned, &c->rank));
+    TSR_CALL_MPI(MPI_Comm_size(owned, &c->size));
+    c->backend = TSR_COMM_BACKEND_MPI;
+    c->ops = backends[TSR_COMM_BACKEND_MPI];
+    *out = c;
+    c = NULL;
+cleanup:
+    free(c);
+    return rc;
+}
+
+tsr_status_t tsr_comm_create(MPI_Comm comm, tsr_comm_t *out)
+{
+    tsr_status_t rc = TSR_OK;
+    MPI_Comm dup = MPI_COMM_NULL;
+    *out = NULL;
+    TSR_CHECK(comm != MPI_COMM_NULL, TSR_ERR_INVALID_ARG, "tsr_comm_create needs a communicator, got MPI_COMM_NULL");
+    TSR_CALL_MPI(MPI_Comm_dup(comm, &dup));
+    TSR_TRY(tsr__comm_adopt(dup, out));
+    dup = MPI_COMM_NULL;
+cleanup:
+    if (dup != MPI_COMM_NULL)
+        MPI_Comm_free(&dup);
+    return rc;
+}
+
+void tsr_comm_destroy(tsr_comm_t *comm)
+{
+    if (!comm || !*comm)
+        return;
+    MPI_Comm_free(&(*comm)->mpi);
+    free(*comm);
+    *comm = NULL;
+}
+
+int tsr_comm_rank(tsr_comm_t comm)
+{
+    return comm->rank;
+}
+
+int tsr_comm_size(tsr_comm_t comm)
+{
+    return comm->size;
+}
+
+MPI_Comm tsr_comm_mpi(tsr_comm_t comm)
+{
+    return comm->mpi;
+}
+
+tsr_status_t tsr_comm_set_backend(tsr_comm_t comm, tsr_comm_backend_t backend)
+{
+    if ((unsigned)backend > TSR_COMM_BACKEND_NCCL)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "communication backend %d out of range", (int)backend);
+    if (!backends[backend]->allreduce)
+        return TSR_ERROR(TSR_ERR_NOT_SUPPORTED, "the %s communication backend is not available in this build",
+                         backends[backend]->name);
+    comm->backend = backend;
+    comm->ops = backends[backend];
+    return TSR_OK;
+}
+
+tsr_comm_backend_t tsr_comm_backend(tsr_comm_t comm)
+{
+    return comm->backend;
+}
+
+void tsr_comm_counters(tsr_comm_t comm, tsr_comm_counters_t *out)
+{
+    *out = comm->counters;
+}
+
+void tsr_comm_reset_counters(tsr_comm_t comm)
+{
+    memset(&comm->counters, 0, sizeof comm->counters);
+}
+
+tsr_status_t tsr_comm_barrier(tsr_comm_t comm)
+{
+    tsr_status_t rc = TSR_OK;
+    TSR_CALL_MPI(MPI_Barrier(comm->mpi));
+cleanup:
+    return rc;
+}
+
+/* Bytes this rank sends in op, by the bus-bytes model documented in tessera/comm.h.
+ * bytes: the whole vector for allreduce, one rank's block for reduce-scatter and allgather,
+ * the message for the others. */
+static uint64_t bus_bytes(tsr_comm_op_t op, int n, uint64_t bytes)
+{
+    uint64_t others = (uint64_t)n - 1;
+    switch (op) {
+    case TSR_COMM_ALLREDUCE:
+        return 2 * others * bytes / (uint64_t)n;
+    case TSR_COMM_REDUCE_SCATTER:
+    case TSR_COMM_ALLGATHER:
+        return others * bytes;
+    case TSR_COMM_BCAST:
+        return n > 1 ? bytes : 0;
+    case TSR_COMM_SEND:
+        return bytes;
+    default:
+        return 0;
+    }
+}
+
+static void count(tsr_comm_t c, tsr_comm_op_t op, size_t count, tsr_dtype_t dtype)
+{
+    uint64_t b = bus_bytes(op, c->size, (uint64_t)count * tsr_dtype_size(dtype));
+    c->counters.bytes[op] += b;
+    c->counters.bytes_sent += b;
+    c->counters.calls[op]++;
+}
+
+/* Checks shared by every operation; peer is a root, destination or source rank, or -1. */
+static tsr_status_t check_args(tsr_comm_t c, tsr_comm_op_t op, size_t count, tsr_dtype_t dtype, int peer)
+{
+    if (!c)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "%s on a NULL communicator", op_names[op]);
+    if (tsr_dtype_size(dtype) == 0)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "%s: element type %d out of range", op_names[op], (int)dtype);
+    if (count > INT_MAX)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "%s of %zu elements: at most %d per call", op_names[op], count,
+                         INT_MAX);
+    if (peer != -1 && (peer < 0 || peer >= c->size) &&
+        !(op == TSR_COMM_RECV && peer == MPI_ANY_SOURCE))
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "%s: rank %d out of range for a communicator of %d ranks",
+                         op_names[op], peer, c->size);
+    return TSR_OK;
+}
+
+/* Allocate the request of a non-blocking operation (req != NULL) and hand it to the backend. */
+static tsr_status_t request_new(tsr_request_t *req, struct tsr_request **out)
+{
+    *out = NULL;
+    if (!req)
+        return TSR_OK;
+    *req = NULL;
+    *out = tsr__calloc(1, sizeof **out);
+    if (!*out)
+        return TSR_ERROR(TSR_ERR_OUT_OF_MEMORY, "no memory for a request");
+    (*out)->mpi = MPI_REQUEST_NULL;
+    return TSR_OK;
+}
+
+/* Finish posting: on success count the op and publish the request, else free it. */
+static tsr_status_t posted(tsr_status_t rc, tsr_comm_t c, tsr_comm_op_t op, size_t n, tsr_dtype_t dtype,
+                           struct tsr_request *r, tsr_request_t *req)
+{
+    if (rc != TSR_OK) {
+        free(r);
+        return rc;
+    }
+    count(c, op, n, dtype);
+    if (req)
+        *req = r;
+    return TSR_OK;
+}
+
+static tsr_status_t do_allreduce(tsr_comm_t c, const void *send, void *recv, size_t n, tsr_dtype_t dtype,
+                                 tsr_reduce_op_t op, tsr_request_t *req)
+{
+    struct tsr_request *r;
+    tsr_status_t rc = check_args(c, TSR_COMM_ALLREDUCE, n, dtype, -1);
+    if (rc == TSR_OK && (unsigned)op > TSR_REDUCE_MIN)
+        rc = TSR_ERROR(TSR_ERR_INVALID_ARG, "allreduce: reduction %d out of range", (int)op);
+    if (rc == TSR_OK)
+        rc = request_new(req, &r);
+    if (rc != TSR_OK)
+        return rc;
+    return posted(c->ops->allreduce(c, send, recv, n, dtype, op, r), c, TSR_COMM_ALLREDUCE, n, dtype, r, req);
+}
+
+static tsr_status_t do_reduce_scatter(tsr_comm_t c, const void *send, void *recv, size_t n, tsr_dtype_t dtype,
+                                      tsr_reduce_op_t op, tsr_request_t *req)
+{
+    struct tsr_request *r;
+    tsr_status_t rc = check_args(c, TSR_COMM_REDUCE_SCATTER, n, dtype, -1);
+    if (rc == TSR_OK && (unsigned)op > TSR_REDUCE_MIN)
+        rc = TSR_ERROR(TSR_ERR_INVALID_ARG, "reduce_scatter: reduction %d out of range", (int)op);
+    if (rc == TSR_OK)
+        rc = request_new(req, &r);
+    if (rc != TSR_OK)
+        return rc;
+    return posted(c->ops->reduce_scatter(c, send, recv, n, dtype, op, r), c, TSR_COMM_REDUCE_SCATTER, n, dtype,
+                  r, req);
+}
+
+static tsr_status_t do_allgather(tsr_comm_t c, const void *send, void *recv, size_t n, tsr_dtype_t dtype,
+                                 tsr_request_t *req)
+{
+    struct tsr_request *r;
+    tsr_status_t rc = check_args(c, TSR_COMM_ALLGATHER, n, dtype, -1);
+    if (rc == TSR_OK)
+        rc = request_new(req, &r);
+    if (rc != TSR_OK)
+        return rc;
+    return posted(c->ops->allgather(c, send, recv, n, dtype, r), c, TSR_COMM_ALLGATHER, n, dtype, r, req);
+}
+
+static tsr_status_t do_bcast(tsr_comm_t c, void *buf, size_t n, tsr_dtype_t dtype, int root, tsr_request_t *req)
+{
+    struct tsr_request *r;
+    tsr_status_t rc = check_args(c, TSR_COMM_BCAST, n, dtype, root);
+    if (rc == TSR_OK)
+        rc = request_new(req, &r);
+    if (rc != TSR_OK)
+        return rc;
+    return posted(c->ops->bcast(c, buf, n, dtype, root, r), c, TSR_COMM_BCAST, n, dtype, r, req);
+}
+
+static tsr_status_t do_send(tsr_comm_t c, const void *buf, size_t n, tsr_dtype_t dtype, int dest, int tag,
+                            tsr_request_t *req)
+{
+    struct tsr_request *r;
+    tsr_status_t rc = check_args(c, TSR_COMM_SEND, n, dtype, dest);
+    if (rc == TSR_OK && tag < 0)
+        rc = TSR_ERROR(TSR_ERR_INVALID_ARG, "send: tag %d is negative", tag);
+    if (rc == TSR_OK)
+        rc = request_new(req, &r);
+    if (rc != TSR_OK)
+        return rc;
+    return posted(c->ops->send(c, buf, n, dtype, dest, tag, r), c, TSR_COMM_SEND, n, dtype, r, req);
+}
+
+static tsr_status_t do_recv(tsr_comm_t c, void *buf, size_t n, tsr_dtype_t dtype, int src, int tag,
+                            tsr_request_t *req)
+{
+    struct tsr_request *r;
+    tsr_status_t rc = check_args(c, TSR_COMM_RECV, n, dtype, src);
+    if (rc == TSR_OK && tag < 0)
+        rc = TSR_ERROR(TSR_ERR_INVALID_ARG, "recv: tag %d is negative", tag);
+    if (rc == TSR_OK)
+        rc = request_new(req, &r);
+    if (rc != TSR_OK)
+        return rc;
+    return posted(c->ops->recv(c, buf, n, dtype, src, tag, r), c, TSR_COMM_RECV, n, dtype, r, req);
+}
+
+tsr_status_t tsr_comm_allreduce(tsr_comm_t comm, const void *send, void *recv, size_t count, tsr_dtype_t dtype,
+                                tsr_reduce_op_t op)
+{
+    return do_allreduce(comm, send, recv, count, dtype, op, NULL);
+}
+
+tsr_status_t tsr_comm_iallreduce(tsr_comm_t comm, const void *send, void *recv, size_t count, tsr_dtype_t dtype,
+                                 tsr_reduce_op_t op, tsr_request_t *req)
+{
+    return do_allreduce(comm, send, recv, count, dtype, op, req);
+}
+
+tsr_status_t tsr_comm_reduce_scatter(tsr_comm_t comm, const void *send, void *recv, size_t recv_count,
+                                     tsr_dtype_t dtype, tsr_reduce_op_t op)
+{
+    return do_reduce_scatter(comm, send, recv, recv_count, dtype, op, NULL);
+}
+
+tsr_status_t tsr_comm_ireduce_scatter(tsr_comm_t comm, const void *send, void *recv, size_t recv_count,
+                                      tsr_dtype_t dtype, tsr_reduce_op_t op, tsr_request_t *req)
+{
+    return do_reduce_scatter(comm, send, recv, recv_count, dtype, op, req);
+}
+
+tsr_status_t tsr_comm_allgather(tsr_comm_t comm, const void *send, void *recv, size_t send_count,
+                                tsr_dtype_t dtype)
+{
+    return do_allgather(comm, send, recv, send_count, dtype, NULL);
+}
+
+tsr_status_t tsr_comm_iallgather(tsr_comm_t comm, const void *send, void *recv, size_t send_count,
+                                 tsr_dtype_t dtype, tsr_request_t *req)
+{
+    return do_allgather(comm, send, recv, send_count, dtype, req);
+}
+
+tsr_status_t tsr_comm_bcast(tsr_comm_t comm, void *buf, size_t count, tsr_dtype_t dtype, int root)
+{
+    return do_bcast(comm, buf, count, dtype, root, NULL);
+}
+
+tsr_status_t tsr_comm_ibcast(tsr_comm_t comm, void *buf, size_t count, tsr_dtype_t dtype, int root,
+                             tsr_request_t *req)
+{
+    return do_bcast(comm, buf, count, dtype, root, req);
+}
+
+tsr_status_t tsr_comm_send(tsr_comm_t comm, const void *buf, size_t count, tsr_dtype_t dtype, int dest, int tag)
+{
+    return do_send(comm, buf, count, dtype, dest, tag, NULL);
+}
+
+tsr_status_t tsr_comm_isend(tsr_comm_t comm, const void *buf, size_t count, tsr_dtype_t dtype, int dest, int tag,
+                            tsr_request_t *req)
+{
+    return do_send(comm, buf, count, dtype, dest, tag, req);
+}
+
+tsr_status_t tsr_comm_recv(tsr_comm_t comm, void *buf, size_t count, tsr_dtype_t dtype, int src, int tag)
+{
+    return do_recv(comm, buf, count, dtype, src, tag, NULL);
+}
+
+tsr_status_t tsr_comm_irecv(tsr_comm_t comm, void *buf, size_t count, tsr_dtype_t dtype, int src, int tag,
+                            tsr_request_t *req)
+{
+    return do_recv(comm, buf, count, dtype, src, tag, req);
+}
+
+/* Complete r's MPI request (blocking or tested), check a receive's length, free r on completion. */
+static tsr_status_t request_complete(tsr_request_t *req, int blocking, int *done)
+{
+    tsr_status_t rc = TSR_OK;
+    struct tsr_request *r = *req;
+    MPI_Status status;
+    int flag = 1;
+    if (blocking)
+        TSR_CALL_MPI(MPI_Wait(&r->mpi, &status));
+    else
+        TSR_CALL_MPI(MPI_Test(&r->mpi, &flag, &status));
+    if (flag && r->recv_count > 0)
+        TSR_TRY(tsr__check_recv_count(&status, r->recv_type, r->recv_count, r->recv_source, r->recv_tag));
+cleanup:
+    /* A failed request is finished too: MPI has released it or will never complete it. */
+    if (done)
+        *done = flag || rc != TSR_OK;
+    if (flag || rc != TSR_OK) {
+        free(r);
+        *req = NULL;
+    }
+    return rc;
+}
+
+tsr_status_t tsr_request_wait(tsr_request_t *req)
+{
+    if (!req || !*req)
+        return TSR_OK;
+    return request_complete(req, 1, NULL);
+}
+
+tsr_status_t tsr_request_test(tsr_request_t *req, int *done)
+{
+    if (!req || !*req) {
+        *done = 1;
+        return TSR_OK;
+    }
+    return request_complete(req, 0, done);
+}
+
+tsr_status_t tsr_request_waitall(size_t n, tsr_request_t *reqs)
+{
+    tsr_status_t first = TSR_OK;
+    for (size_t i = 0; i < n; i++) {
+        tsr_status_t rc = tsr_request_wait(&reqs[i]);
+        if (first == TSR_OK)
+            first = rc;
+    }
+    return first;
+}

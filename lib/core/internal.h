@@ -1,0 +1,74 @@
+/*
+ * internal.h: the library-private API that every module of libtessera may use.
+ * Never installed; apps and black-box tests do not include it.
+ *
+ * Error handling, PETSc style. A fallible function declares `tsr_status_t rc = TSR_OK;`,
+ * has one `cleanup:` label that releases what it acquired, and returns rc:
+ *
+ *     TSR_CHECK(n > 0, TSR_ERR_INVALID_ARG, "n must be positive, got %d", n);
+ *     TSR_TRY(tsr_device_alloc(dev, TSR_MEM_WORKSPACE, bytes, &buf));
+ *     TSR_CALL_MPI(MPI_Comm_dup(comm, &dup));
+ *   cleanup:
+ *     free(tmp);
+ *     return rc;
+ *
+ * TSR_CHECK and TSR_CALL_* record the detail (file, line, formatted message) readable
+ * through tsr_last_error(); TSR_TRY propagates a status whose detail is already recorded.
+ */
+#ifndef TESSERA_CORE_INTERNAL_H
+#define TESSERA_CORE_INTERNAL_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <tessera.h>
+
+/* Record an error's detail for tsr_last_error() and return status. */
+tsr_status_t tsr__error(tsr_status_t status, const char *file, int line, const char *fmt, ...)
+    TSR_PRINTF(4, 5);
+
+/* Record an MPI error: the call's text and MPI's own error string. Returns TSR_ERR_MPI. */
+tsr_status_t tsr__error_mpi(int mpi_code, const char *call, const char *file, int line);
+
+/* Raise an error where it is detected: `return TSR_ERROR(TSR_ERR_INVALID_ARG, "...", ...);` */
+#define TSR_ERROR(status, ...) tsr__error((status), __FILE__, __LINE__, __VA_ARGS__)
+
+/* If cond is false, record the error in rc and jump to cleanup. */
+#define TSR_CHECK(cond, status, ...)                                                               \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            rc = TSR_ERROR((status), __VA_ARGS__);                                                 \
+            goto cleanup;                                                                          \
+        }                                                                                          \
+    } while (0)
+
+/* Evaluate a tsr_status_t expression; on failure keep its status in rc and jump to cleanup. */
+#define TSR_TRY(expr)                                                                              \
+    do {                                                                                           \
+        rc = (expr);                                                                               \
+        if (rc != TSR_OK)                                                                          \
+            goto cleanup;                                                                          \
+    } while (0)
+
+/* Call MPI; on failure convert its code with MPI's message and jump to cleanup. */
+#define TSR_CALL_MPI(call)                                                                         \
+    do {                                                                                           \
+        int tsr_mpi_rc_ = (call);                                                                  \
+        if (tsr_mpi_rc_ != MPI_SUCCESS) {                                                          \
+            rc = tsr__error_mpi(tsr_mpi_rc_, #call, __FILE__, __LINE__);                           \
+            goto cleanup;                                                                          \
+        }                                                                                          \
+    } while (0)
+
+/* Tracked-allocator bookkeeping, called by the device backends (lib/core/memory.c). */
+tsr_status_t tsr__mem_record(tsr_device_kind_t kind, tsr_mem_category_t category, void *ptr, size_t bytes);
+/* Forget ptr; TSR_ERR_INVALID_ARG if it was never recorded (a double or foreign free). */
+tsr_status_t tsr__mem_forget(tsr_device_kind_t kind, void *ptr);
+
+/* Checked host allocation for the library's own small structures (not tracked). */
+void *tsr__calloc(size_t count, size_t size);
+
+/* Wrap an MPI communicator the library created itself (e.g. by MPI_Comm_split): the handle
+ * takes ownership and frees it on destroy, with no further duplicate (lib/comm/comm.c). */
+tsr_status_t tsr__comm_adopt(MPI_Comm owned, tsr_comm_t *out);
+
+#endif /* TESSERA_CORE_INTERNAL_H */

@@ -1,0 +1,171 @@
+/*
+ * cuda.c: the CUDA backend: cudaMalloc'd memory, one stream per device handle, cuBLAS.
+ * Without CUDA in the build the table entry has no open function, so creating a CUDA
+ * device reports TSR_ERR_NOT_SUPPORTED (see device.c).
+ */
+#include "device/device_impl.h"
+
+#if TSR_HAVE_CUDA
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+#include <stdlib.h>
+
+#include "device/cuda_kernels.h"
+
+typedef struct cuda_state {
+    cudaStream_t stream;
+    cublasHandle_t blas;
+} cuda_state_t;
+
+#define CALL_CUDA(call)                                                                            \
+    do {                                                                                           \
+        cudaError_t tsr_cuda_rc_ = (call);                                                         \
+        if (tsr_cuda_rc_ != cudaSuccess) {                                                         \
+            rc = TSR_ERROR(TSR_ERR_CUDA, "%s failed: %s", #call, cudaGetErrorString(tsr_cuda_rc_)); \
+            goto cleanup;                                                                          \
+        }                                                                                          \
+    } while (0)
+
+#define CALL_CUBLAS(call)                                                                          \
+    do {                                                                                           \
+        cublasStatus_t tsr_blas_rc_ = (call);                                                      \
+        if (tsr_blas_rc_ != CUBLAS_STATUS_SUCCESS) {                                               \
+            rc = TSR_ERROR(TSR_ERR_CUBLAS, "%s failed: %s", #call, cublasGetStatusString(tsr_blas_rc_)); \
+            goto cleanup;                                                                          \
+        }                                                                                          \
+    } while (0)
+
+static cuda_state_t *state(struct tsr_device *dev)
+{
+    return (cuda_state_t *)dev->backend;
+}
+
+static int cuda_count(void)
+{
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) {
+        cudaGetLastError(); /* no driver or no GPU: clear the sticky error, report none */
+        return 0;
+    }
+    return n;
+}
+
+static void cuda_close(struct tsr_device *dev)
+{
+    cuda_state_t *s = state(dev);
+    if (!s)
+        return;
+    if (s->blas)
+        cublasDestroy(s->blas);
+    if (s->stream)
+        cudaStreamDestroy(s->stream);
+    free(s);
+    dev->backend = NULL;
+}
+
+static tsr_status_t cuda_open(struct tsr_device *dev, int index)
+{
+    tsr_status_t rc = TSR_OK;
+    int n = cuda_count();
+    TSR_CHECK(index >= 0 && index < n, TSR_ERR_CUDA, "CUDA device %d requested but %d visible", index, n);
+    dev->index = index;
+    dev->backend = tsr__calloc(1, sizeof(cuda_state_t));
+    TSR_CHECK(dev->backend, TSR_ERR_OUT_OF_MEMORY, "no memory for CUDA device state");
+    CALL_CUDA(cudaSetDevice(index));
+    CALL_CUDA(cudaStreamCreateWithFlags(&state(dev)->stream, cudaStreamNonBlocking));
+    CALL_CUBLAS(cublasCreate(&state(dev)->blas));
+    CALL_CUBLAS(cublasSetStream(state(dev)->blas, state(dev)->stream));
+cleanup:
+    if (rc != TSR_OK)
+        cuda_close(dev);
+    return rc;
+}
+
+static tsr_status_t cuda_alloc(struct tsr_device *dev, size_t bytes, void **out)
+{
+    tsr_status_t rc = TSR_OK;
+    (void)dev;
+    CALL_CUDA(cudaMalloc(out, bytes)); /* 256-byte aligned, more than TSR_DEVICE_ALIGNMENT */
+cleanup:
+    return rc;
+}
+
+static tsr_status_t cuda_free(struct tsr_device *dev, void *ptr)
+{
+    tsr_status_t rc = TSR_OK;
+    (void)dev;
+    CALL_CUDA(cudaFree(ptr));
+cleanup:
+    return rc;
+}
+
+static tsr_status_t cuda_copy(struct tsr_device *dev, void *dst, const void *src, size_t bytes, tsr_copy_dir_t dir)
+{
+    static const enum cudaMemcpyKind kinds[] = {
+        [TSR_COPY_HOST_TO_DEVICE] = cudaMemcpyHostToDevice,
+        [TSR_COPY_DEVICE_TO_HOST] = cudaMemcpyDeviceToHost,
+        [TSR_COPY_DEVICE_TO_DEVICE] = cudaMemcpyDeviceToDevice,
+    };
+    tsr_status_t rc = TSR_OK;
+    CALL_CUDA(cudaMemcpyAsync(dst, src, bytes, kinds[dir], state(dev)->stream));
+    CALL_CUDA(cudaStreamSynchronize(state(dev)->stream));
+cleanup:
+    return rc;
+}
+
+static tsr_status_t cuda_memset(struct tsr_device *dev, void *ptr, int value, size_t bytes)
+{
+    tsr_status_t rc = TSR_OK;
+    CALL_CUDA(cudaMemsetAsync(ptr, value, bytes, state(dev)->stream));
+cleanup:
+    return rc;
+}
+
+static tsr_status_t cuda_fill_f32(struct tsr_device *dev, float *x, float value, size_t n)
+{
+    tsr_status_t rc = TSR_OK;
+    CALL_CUDA(tsr__cuda_fill_f32(x, value, n, state(dev)->stream));
+cleanup:
+    return rc;
+}
+
+static tsr_status_t cuda_gemm_f32(struct tsr_device *dev, tsr_trans_t ta, tsr_trans_t tb, int m, int n, int k,
+                                  float alpha, const float *a, int lda, const float *b, int ldb, float beta,
+                                  float *c, int ldc)
+{
+    tsr_status_t rc = TSR_OK;
+    /* cuBLAS is column-major: a row-major C (m×n) is a column-major C^T (n×m) = op(B)^T op(A)^T. */
+    CALL_CUBLAS(cublasSgemm(state(dev)->blas, tb == TSR_TRANS ? CUBLAS_OP_T : CUBLAS_OP_N,
+                            ta == TSR_TRANS ? CUBLAS_OP_T : CUBLAS_OP_N, n, m, k, &alpha, b, ldb, a, lda, &beta,
+                            c, ldc));
+cleanup:
+    return rc;
+}
+
+static tsr_status_t cuda_sync(struct tsr_device *dev)
+{
+    tsr_status_t rc = TSR_OK;
+    CALL_CUDA(cudaStreamSynchronize(state(dev)->stream));
+cleanup:
+    return rc;
+}
+
+const tsr_device_ops_t tsr__device_cuda_ops = {
+    .name = "cuda",
+    .count = cuda_count,
+    .open = cuda_open,
+    .close = cuda_close,
+    .alloc = cuda_alloc,
+    .free = cuda_free,
+    .copy = cuda_copy,
+    .memset = cuda_memset,
+    .fill_f32 = cuda_fill_f32,
+    .gemm_f32 = cuda_gemm_f32,
+    .sync = cuda_sync,
+};
+
+#else /* !TSR_HAVE_CUDA */
+
+const tsr_device_ops_t tsr__device_cuda_ops = {.name = "cuda"};
+
+#endif

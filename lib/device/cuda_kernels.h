@@ -1,0 +1,18 @@
+/* cuda_kernels.h: launchers of the CUDA kernels in cuda_kernels.cu, callable from C. */
+#ifndef TESSERA_CUDA_KERNELS_H
+#define TESSERA_CUDA_KERNELS_H
+
+#include <cuda_runtime.h>
+#include <stddef.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* x[i] = value for i < n, queued on stream. */
+cudaError_t tsr__cuda_fill_f32(float *x, float value, size_t n, cudaStream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TESSERA_CUDA_KERNELS_H */

@@ -1,0 +1,143 @@
+/* grid.c: the dp × pp × tp(rows × cols) process grid and one communicator per axis. */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "core/internal.h"
+
+struct tsr_grid {
+    tsr_layout_t layout;
+    tsr_grid_coords_t coords;
+    tsr_comm_t comms[TSR_AXIS_COUNT];
+};
+
+static const char *const axis_names[TSR_AXIS_COUNT] = {
+    [TSR_AXIS_WORLD] = "world", [TSR_AXIS_DP] = "dp",         [TSR_AXIS_PP] = "pp",
+    [TSR_AXIS_TP] = "tp",       [TSR_AXIS_TP_ROW] = "tp_row", [TSR_AXIS_TP_COL] = "tp_col",
+};
+
+const char *tsr_axis_name(tsr_axis_t axis)
+{
+    return (unsigned)axis < TSR_AXIS_COUNT ? axis_names[axis] : "unknown";
+}
+
+/* Coordinates of a rank; the inverse of tsr_grid_rank_of(). */
+static tsr_grid_coords_t coords_of(const tsr_layout_t *l, int rank)
+{
+    tsr_grid_coords_t c;
+    c.rank = rank;
+    c.size = tsr_layout_ranks(l);
+    c.tp_col = rank % l->tp_cols;
+    c.tp_row = rank / l->tp_cols % l->tp_rows;
+    c.tp = c.tp_row * l->tp_cols + c.tp_col;
+    c.pp = rank / (l->tp_cols * l->tp_rows) % l->pp;
+    c.dp = rank / (l->tp_cols * l->tp_rows * l->pp);
+    return c;
+}
+
+/* The local checks: every rank reaches the same verdict without communicating. */
+static tsr_status_t check_layout(const tsr_layout_t *l, int size)
+{
+    char text[TSR_LAYOUT_STRLEN];
+    if (!l || l->struct_size < sizeof(tsr_layout_t))
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "layout not initialized with TSR_LAYOUT_INIT");
+    if (l->dp < 1 || l->pp < 1 || l->tp_rows < 1 || l->tp_cols < 1)
+        return TSR_ERROR(TSR_ERR_LAYOUT, "layout %s has a size below 1", tsr_layout_format(l, text, sizeof text));
+    long long need = (long long)l->dp * l->pp * l->tp_rows * l->tp_cols;
+    if (need != size)
+        return TSR_ERROR(TSR_ERR_LAYOUT, "layout dp=%d x pp=%d x tp=%dx%d needs %lld ranks but the communicator has %d",
+                         l->dp, l->pp, l->tp_rows, l->tp_cols, need, size);
+    return TSR_OK;
+}
+
+/* Split the world so that ranks sharing a color form one communicator, ordered by key. */
+static tsr_status_t split(tsr_comm_t world, int color, int key, tsr_comm_t *out)
+{
+    tsr_status_t rc = TSR_OK;
+    MPI_Comm sub = MPI_COMM_NULL;
+    TSR_CALL_MPI(MPI_Comm_split(tsr_comm_mpi(world), color, key, &sub));
+    TSR_TRY(tsr__comm_adopt(sub, out));
+    sub = MPI_COMM_NULL;
+cleanup:
+    if (sub != MPI_COMM_NULL)
+        MPI_Comm_free(&sub);
+    return rc;
+}
+
+tsr_status_t tsr_grid_create(MPI_Comm comm, const tsr_layout_t *layout, tsr_grid_t *out)
+{
+    tsr_status_t rc = TSR_OK;
+    struct tsr_grid *g = NULL;
+    int size = 0;
+    char prefix[64];
+    *out = NULL;
+    TSR_CHECK(comm != MPI_COMM_NULL, TSR_ERR_INVALID_ARG, "tsr_grid_create needs a communicator, got MPI_COMM_NULL");
+    TSR_CALL_MPI(MPI_Comm_size(comm, &size));
+    TSR_TRY(check_layout(layout, size));
+    g = tsr__calloc(1, sizeof *g);
+    TSR_CHECK(g, TSR_ERR_OUT_OF_MEMORY, "no memory for a grid");
+    g->layout = *layout;
+    g->layout.struct_size = sizeof g->layout;
+    TSR_TRY(tsr_comm_create(comm, &g->comms[TSR_AXIS_WORLD]));
+
+    /* Ranks given different layouts would build different communicators and hang: agree first. */
+    const tsr_layout_t *l = &g->layout;
+    int mine[8] = {l->dp, l->pp, l->tp_rows, l->tp_cols, -l->dp, -l->pp, -l->tp_rows, -l->tp_cols}, all[8];
+    TSR_TRY(tsr_comm_allreduce(g->comms[TSR_AXIS_WORLD], mine, all, 8, TSR_DTYPE_I32, TSR_REDUCE_MAX));
+    TSR_CHECK(all[0] == -all[4] && all[1] == -all[5] && all[2] == -all[6] && all[3] == -all[7], TSR_ERR_LAYOUT,
+              "ranks were given different layouts (this rank: dp=%d,pp=%d,tp=%dx%d)", l->dp, l->pp, l->tp_rows,
+              l->tp_cols);
+    tsr_comm_reset_counters(g->comms[TSR_AXIS_WORLD]);
+
+    g->coords = coords_of(l, tsr_comm_rank(g->comms[TSR_AXIS_WORLD]));
+    const tsr_grid_coords_t *c = &g->coords;
+    int tp_size = l->tp_rows * l->tp_cols;
+    int tp_group = c->dp * l->pp + c->pp; /* which tp group: one per (dp, pp) */
+    tsr_comm_t world = g->comms[TSR_AXIS_WORLD];
+    TSR_TRY(split(world, c->pp * tp_size + c->tp, c->dp, &g->comms[TSR_AXIS_DP]));
+    TSR_TRY(split(world, c->dp * tp_size + c->tp, c->pp, &g->comms[TSR_AXIS_PP]));
+    TSR_TRY(split(world, tp_group, c->tp, &g->comms[TSR_AXIS_TP]));
+    TSR_TRY(split(world, tp_group * l->tp_rows + c->tp_row, c->tp_col, &g->comms[TSR_AXIS_TP_ROW]));
+    TSR_TRY(split(world, tp_group * l->tp_cols + c->tp_col, c->tp_row, &g->comms[TSR_AXIS_TP_COL]));
+
+    snprintf(prefix, sizeof prefix, "[dp%d pp%d tp(%d,%d)]", c->dp, c->pp, c->tp_row, c->tp_col);
+    tsr_log_set_prefix(prefix);
+    *out = g;
+    g = NULL;
+cleanup:
+    tsr_grid_destroy(&g);
+    return rc;
+}
+
+void tsr_grid_destroy(tsr_grid_t *grid)
+{
+    if (!grid || !*grid)
+        return;
+    for (int a = TSR_AXIS_COUNT - 1; a >= 0; a--)
+        tsr_comm_destroy(&(*grid)->comms[a]);
+    free(*grid);
+    *grid = NULL;
+}
+
+void tsr_grid_layout(tsr_grid_t grid, tsr_layout_t *out)
+{
+    *out = grid->layout;
+}
+
+void tsr_grid_coords(tsr_grid_t grid, tsr_grid_coords_t *out)
+{
+    *out = grid->coords;
+}
+
+tsr_comm_t tsr_grid_comm(tsr_grid_t grid, tsr_axis_t axis)
+{
+    return (unsigned)axis < TSR_AXIS_COUNT ? grid->comms[axis] : NULL;
+}
+
+int tsr_grid_rank_of(tsr_grid_t grid, int dp, int pp, int tp_row, int tp_col)
+{
+    const tsr_layout_t *l = &grid->layout;
+    if (dp < 0 || dp >= l->dp || pp < 0 || pp >= l->pp || tp_row < 0 || tp_row >= l->tp_rows || tp_col < 0 ||
+        tp_col >= l->tp_cols)
+        return -1;
+    return ((dp * l->pp + pp) * l->tp_rows + tp_row) * l->tp_cols + tp_col;
+}

@@ -1,0 +1,25 @@
+/**
+ * @file tessera.h
+ * @brief Tessera: training transformers across a cluster. Include this one header.
+ *
+ * Modules, bottom up (each has its own header under tessera/):
+ *   - core:   status.h (errors), log.h, timer.h, memory.h (tracked allocator), rng.h
+ *   - device: device.h (CPU via CBLAS, CUDA via cuBLAS)
+ *   - comm:   comm.h (collectives and point-to-point, byte counters)
+ *   - grid:   grid.h (dp × pp × tp process grid)
+ * config.h tells the version and which optional backends this installation has.
+ */
+#ifndef TESSERA_H
+#define TESSERA_H
+
+#include <tessera/config.h>
+#include <tessera/status.h>
+#include <tessera/log.h>
+#include <tessera/timer.h>
+#include <tessera/memory.h>
+#include <tessera/rng.h>
+#include <tessera/device.h>
+#include <tessera/comm.h>
+#include <tessera/grid.h>
+
+#endif /* TESSERA_H */

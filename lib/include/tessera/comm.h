@@ -1,0 +1,174 @@
+/**
+ * @file tessera/comm.h
+ * @brief Collectives and point-to-point messages over a communicator, with byte counters.
+ *
+ * A ::tsr_comm_t wraps a duplicate of an MPI communicator (with MPI_ERRORS_RETURN set on
+ * the copy) and a backend: MPI always; NCCL for device buffers when the library is built
+ * with it. Every operation is offered blocking and non-blocking (tsr_comm_i*), and every
+ * operation adds the bytes this rank sends to the communicator's counters.
+ *
+ * Bytes sent are counted with the bus-bytes model of nccl-tests, for a communicator of N
+ * ranks and a buffer of S bytes (the whole vector for allreduce, the concatenation of all
+ * ranks' blocks for reduce-scatter and allgather):
+ *   - allreduce:      floor(2 (N-1) S / N)
+ *   - reduce-scatter: (N-1) S / N  (= (N-1) × block bytes)
+ *   - allgather:      (N-1) S / N  (= (N-1) × block bytes)
+ *   - broadcast:      S on every rank (root included)
+ *   - send:           S; recv counts no bytes
+ * A communicator of one rank counts no bytes for collectives. These are the volumes of the
+ * bandwidth-optimal algorithms (ring, pipelined broadcast); they make communication volume
+ * a measured quantity that formulas can be checked against exactly.
+ */
+#ifndef TESSERA_COMM_H
+#define TESSERA_COMM_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <tessera/status.h>
+#include <tessera/visibility.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** An opaque communicator handle. */
+typedef struct tsr_comm *tsr_comm_t;
+
+/** An opaque handle on a non-blocking operation in flight. */
+typedef struct tsr_request *tsr_request_t;
+
+/** Element types of communicated buffers. */
+typedef enum tsr_dtype {
+    TSR_DTYPE_F32 = 0,
+    TSR_DTYPE_F64,
+    TSR_DTYPE_I32,
+    TSR_DTYPE_I64,
+    TSR_DTYPE_U8,
+    TSR_DTYPE_COUNT
+} tsr_dtype_t;
+
+/** Reductions. */
+typedef enum tsr_reduce_op { TSR_REDUCE_SUM = 0, TSR_REDUCE_MAX, TSR_REDUCE_MIN } tsr_reduce_op_t;
+
+/** Operations, as counted by ::tsr_comm_counters_t. */
+typedef enum tsr_comm_op {
+    TSR_COMM_ALLREDUCE = 0,
+    TSR_COMM_REDUCE_SCATTER,
+    TSR_COMM_ALLGATHER,
+    TSR_COMM_BCAST,
+    TSR_COMM_SEND,
+    TSR_COMM_RECV,
+    TSR_COMM_OP_COUNT
+} tsr_comm_op_t;
+
+/** Communication backends. */
+typedef enum tsr_comm_backend { TSR_COMM_BACKEND_MPI = 0, TSR_COMM_BACKEND_NCCL = 1 } tsr_comm_backend_t;
+
+/** Pass as the send buffer of tsr_comm_allreduce() to reduce in place in the receive buffer. */
+#define TSR_IN_PLACE ((const void *)1)
+
+/** Traffic counted on one communicator since creation or the last reset. */
+typedef struct tsr_comm_counters {
+    uint64_t bytes_sent;                 /**< sum of bytes[] */
+    uint64_t bytes[TSR_COMM_OP_COUNT];   /**< bytes sent, per operation (see the model above) */
+    uint64_t calls[TSR_COMM_OP_COUNT];   /**< calls, blocking and non-blocking, per operation */
+} tsr_comm_counters_t;
+
+/** Size in bytes of one element of @p dtype (0 for an invalid type). */
+TSR_API size_t tsr_dtype_size(tsr_dtype_t dtype);
+
+/** The name of an operation ("allreduce", "reduce_scatter", ...). */
+TSR_API const char *tsr_comm_op_name(tsr_comm_op_t op);
+
+/** Wrap a duplicate of @p comm (the caller keeps and frees its own). Collective over @p comm. */
+TSR_API tsr_status_t tsr_comm_create(MPI_Comm comm, tsr_comm_t *out);
+
+/** Free a communicator made by tsr_comm_create(); sets *comm to NULL and accepts NULL. Collective. */
+TSR_API void tsr_comm_destroy(tsr_comm_t *comm);
+
+/** This process's rank in @p comm. */
+TSR_API int tsr_comm_rank(tsr_comm_t comm);
+
+/** Number of ranks in @p comm. */
+TSR_API int tsr_comm_size(tsr_comm_t comm);
+
+/** The library's MPI communicator under @p comm (for callers that need raw MPI; do not free it). */
+TSR_API MPI_Comm tsr_comm_mpi(tsr_comm_t comm);
+
+/** Choose the backend. TSR_ERR_NOT_SUPPORTED for NCCL in a build without it. */
+TSR_API tsr_status_t tsr_comm_set_backend(tsr_comm_t comm, tsr_comm_backend_t backend);
+
+/** The backend in use. */
+TSR_API tsr_comm_backend_t tsr_comm_backend(tsr_comm_t comm);
+
+/** Copy the traffic counters of @p comm into @p out. */
+TSR_API void tsr_comm_counters(tsr_comm_t comm, tsr_comm_counters_t *out);
+
+/** Set the traffic counters of @p comm to zero. */
+TSR_API void tsr_comm_reset_counters(tsr_comm_t comm);
+
+/** Wait until every rank of @p comm has called it. Counts no bytes. */
+TSR_API tsr_status_t tsr_comm_barrier(tsr_comm_t comm);
+
+/** recv[i] = op over ranks of send[i], i < count, on every rank. send may be #TSR_IN_PLACE. */
+TSR_API tsr_status_t tsr_comm_allreduce(tsr_comm_t comm, const void *send, void *recv, size_t count,
+                                        tsr_dtype_t dtype, tsr_reduce_op_t op);
+
+/** Rank r receives op over ranks of send[r*recv_count + i], i < recv_count. send holds N*recv_count. */
+TSR_API tsr_status_t tsr_comm_reduce_scatter(tsr_comm_t comm, const void *send, void *recv,
+                                             size_t recv_count, tsr_dtype_t dtype, tsr_reduce_op_t op);
+
+/** recv[r*send_count + i] = send of rank r, element i. recv holds N*send_count. */
+TSR_API tsr_status_t tsr_comm_allgather(tsr_comm_t comm, const void *send, void *recv,
+                                        size_t send_count, tsr_dtype_t dtype);
+
+/** Copy @p count elements of @p buf on rank @p root to every rank. */
+TSR_API tsr_status_t tsr_comm_bcast(tsr_comm_t comm, void *buf, size_t count, tsr_dtype_t dtype, int root);
+
+/** Send @p count elements to rank @p dest with @p tag (tag >= 0). */
+TSR_API tsr_status_t tsr_comm_send(tsr_comm_t comm, const void *buf, size_t count, tsr_dtype_t dtype,
+                                   int dest, int tag);
+
+/** Receive exactly @p count elements from rank @p src with @p tag. A different length is an error. */
+TSR_API tsr_status_t tsr_comm_recv(tsr_comm_t comm, void *buf, size_t count, tsr_dtype_t dtype, int src,
+                                   int tag);
+
+/** Non-blocking tsr_comm_allreduce(); buffers must stay untouched until the request completes. */
+TSR_API tsr_status_t tsr_comm_iallreduce(tsr_comm_t comm, const void *send, void *recv, size_t count,
+                                         tsr_dtype_t dtype, tsr_reduce_op_t op, tsr_request_t *req);
+
+/** Non-blocking tsr_comm_reduce_scatter(). */
+TSR_API tsr_status_t tsr_comm_ireduce_scatter(tsr_comm_t comm, const void *send, void *recv,
+                                              size_t recv_count, tsr_dtype_t dtype, tsr_reduce_op_t op,
+                                              tsr_request_t *req);
+
+/** Non-blocking tsr_comm_allgather(). */
+TSR_API tsr_status_t tsr_comm_iallgather(tsr_comm_t comm, const void *send, void *recv, size_t send_count,
+                                         tsr_dtype_t dtype, tsr_request_t *req);
+
+/** Non-blocking tsr_comm_bcast(). */
+TSR_API tsr_status_t tsr_comm_ibcast(tsr_comm_t comm, void *buf, size_t count, tsr_dtype_t dtype, int root,
+                                     tsr_request_t *req);
+
+/** Non-blocking tsr_comm_send(). */
+TSR_API tsr_status_t tsr_comm_isend(tsr_comm_t comm, const void *buf, size_t count, tsr_dtype_t dtype,
+                                    int dest, int tag, tsr_request_t *req);
+
+/** Non-blocking tsr_comm_recv(); the length is checked when the request completes. */
+TSR_API tsr_status_t tsr_comm_irecv(tsr_comm_t comm, void *buf, size_t count, tsr_dtype_t dtype, int src,
+                                    int tag, tsr_request_t *req);
+
+/** Wait for @p *req to complete, release it and set *req to NULL. A NULL *req returns at once. */
+TSR_API tsr_status_t tsr_request_wait(tsr_request_t *req);
+
+/** Set *done to 1 and release the request (*req = NULL) if it has completed, else set *done to 0. */
+TSR_API tsr_status_t tsr_request_test(tsr_request_t *req, int *done);
+
+/** Wait for all @p n requests (NULL entries allowed); each is released and set to NULL. */
+TSR_API tsr_status_t tsr_request_waitall(size_t n, tsr_request_t *reqs);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TESSERA_COMM_H */

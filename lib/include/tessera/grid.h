@@ -1,0 +1,107 @@
+/**
+ * @file tessera/grid.h
+ * @brief The dp × pp × tp(rows × cols) process grid and its sub-communicators.
+ *
+ * World rank order keeps tensor parallelism innermost (the ranks of one tp group are
+ * neighbours, normally on one node), then pipeline, then data parallelism:
+ *
+ *     rank = ((dp * PP + pp) * TP_ROWS + tp_row) * TP_COLS + tp_col
+ *
+ * A tp grid of 1×N runs tensor parallelism with the 1D (Megatron) algorithm; any other
+ * shape uses the 2D (SUMMA) algorithm.
+ */
+#ifndef TESSERA_GRID_H
+#define TESSERA_GRID_H
+
+#include <mpi.h>
+#include <stddef.h>
+#include <tessera/comm.h>
+#include <tessera/status.h>
+#include <tessera/visibility.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** How a job's ranks are split. Start from #TSR_LAYOUT_INIT so new fields get defaults. */
+typedef struct tsr_layout {
+    size_t struct_size; /**< sizeof(tsr_layout_t), set by #TSR_LAYOUT_INIT */
+    int dp;             /**< data-parallel replicas */
+    int pp;             /**< pipeline stages */
+    int tp_rows;        /**< rows of the tensor-parallel grid */
+    int tp_cols;        /**< columns of the tensor-parallel grid */
+} tsr_layout_t;
+
+/** One rank: dp = pp = tp_rows = tp_cols = 1. */
+#define TSR_LAYOUT_INIT {sizeof(tsr_layout_t), 1, 1, 1, 1}
+
+/** Longest text tsr_layout_format() writes, with its terminating NUL. */
+#define TSR_LAYOUT_STRLEN 64
+
+/**
+ * Parse "dp=D,pp=P,tp=RxC" (keys in any order, each optional and defaulting to 1;
+ * "tp=N" means 1xN, the 1D layout).
+ * @return #TSR_OK, or TSR_ERR_INVALID_ARG with a message naming the bad part.
+ */
+TSR_API tsr_status_t tsr_layout_parse(const char *text, tsr_layout_t *out);
+
+/** Write "dp=D,pp=P,tp=RxC" into @p buf (at most @p len bytes, NUL-terminated). @return buf. */
+TSR_API char *tsr_layout_format(const tsr_layout_t *layout, char *buf, size_t len);
+
+/** Number of ranks the layout needs: dp * pp * tp_rows * tp_cols. */
+TSR_API int tsr_layout_ranks(const tsr_layout_t *layout);
+
+/** An opaque process grid. */
+typedef struct tsr_grid *tsr_grid_t;
+
+/** The axes of the grid, each with its own communicator. */
+typedef enum tsr_axis {
+    TSR_AXIS_WORLD = 0, /**< every rank of the grid */
+    TSR_AXIS_DP,        /**< ranks with my pp and tp coordinates: the data-parallel group */
+    TSR_AXIS_PP,        /**< ranks with my dp and tp coordinates: my pipeline */
+    TSR_AXIS_TP,        /**< ranks with my dp and pp coordinates: my tensor-parallel group */
+    TSR_AXIS_TP_ROW,    /**< my tp group's ranks in my tp row (size tp_cols, ranked by column) */
+    TSR_AXIS_TP_COL,    /**< my tp group's ranks in my tp column (size tp_rows, ranked by row) */
+    TSR_AXIS_COUNT
+} tsr_axis_t;
+
+/** Where this rank sits in the grid. */
+typedef struct tsr_grid_coords {
+    int rank;   /**< rank in the grid's world communicator */
+    int size;   /**< ranks in the grid */
+    int dp;     /**< data-parallel index, 0 <= dp < layout.dp */
+    int pp;     /**< pipeline stage, 0 <= pp < layout.pp */
+    int tp;     /**< rank in the tp group: tp_row * tp_cols + tp_col */
+    int tp_row; /**< row in the tp grid */
+    int tp_col; /**< column in the tp grid */
+} tsr_grid_coords_t;
+
+/** The name of an axis ("world", "dp", "pp", "tp", "tp_row", "tp_col"). */
+TSR_API const char *tsr_axis_name(tsr_axis_t axis);
+
+/**
+ * Build the grid over a duplicate of @p comm. Collective over @p comm. Fails with
+ * TSR_ERR_LAYOUT, naming every number, if the layout's product is not the size of @p comm.
+ * Sets the log prefix of this process to the rank's coordinates.
+ */
+TSR_API tsr_status_t tsr_grid_create(MPI_Comm comm, const tsr_layout_t *layout, tsr_grid_t *out);
+
+/** Free the grid and its communicators; sets *grid to NULL and accepts NULL. Collective. */
+TSR_API void tsr_grid_destroy(tsr_grid_t *grid);
+
+/** The layout the grid was built with. */
+TSR_API void tsr_grid_layout(tsr_grid_t grid, tsr_layout_t *out);
+
+/** This rank's coordinates. */
+TSR_API void tsr_grid_coords(tsr_grid_t grid, tsr_grid_coords_t *out);
+
+/** The communicator of one axis; owned by the grid (do not destroy it). */
+TSR_API tsr_comm_t tsr_grid_comm(tsr_grid_t grid, tsr_axis_t axis);
+
+/** World rank of the given coordinates, or -1 if any is out of range. */
+TSR_API int tsr_grid_rank_of(tsr_grid_t grid, int dp, int pp, int tp_row, int tp_col);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TESSERA_GRID_H */

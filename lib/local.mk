@@ -1,0 +1,48 @@
+# lib/local.mk: libtessera, one libtool library built from every module.
+lib_LTLIBRARIES += libtessera.la
+libtessera_la_LDFLAGS = -version-info $(TSR_LT_VERSION) $(CUDA_LDFLAGS) $(NCCL_LDFLAGS)
+libtessera_la_LIBADD = $(NCCL_LIBS) $(CUDA_LIBS) $(BLAS_LIBS) -lm
+
+libtessera_la_SOURCES = \
+	lib/core/internal.h \
+	lib/core/status.c \
+	lib/core/log.c \
+	lib/core/timer.c \
+	lib/core/memory.c \
+	lib/core/rng.c \
+	lib/core/version.c \
+	lib/device/device_impl.h \
+	lib/device/device.c \
+	lib/device/cpu.c \
+	lib/device/cuda.c \
+	lib/device/cuda_kernels.h \
+	lib/comm/comm_impl.h \
+	lib/comm/comm.c \
+	lib/comm/comm_mpi.c \
+	lib/comm/comm_nccl.c \
+	lib/grid/layout.c \
+	lib/grid/grid.c
+
+if TSR_HAVE_CUDA
+libtessera_la_SOURCES += lib/device/cuda_kernels.cu
+endif
+
+# nvcc through libtool: build-aux/nvcc-libtool turns libtool's -fPIC into -Xcompiler -fPIC.
+SUFFIXES += .cu
+.cu.lo:
+	$(AM_V_CC)$(LIBTOOL) $(AM_V_lt) --tag=CC --mode=compile $(SHELL) $(top_srcdir)/build-aux/nvcc-libtool \
+	  $(NVCC) $(NVCCFLAGS) $(AM_CPPFLAGS) $(CPPFLAGS) -c -o $@ $<
+
+tsr_includedir = $(includedir)/tessera
+include_HEADERS = lib/include/tessera.h
+tsr_include_HEADERS = \
+	lib/include/tessera/visibility.h \
+	lib/include/tessera/status.h \
+	lib/include/tessera/log.h \
+	lib/include/tessera/timer.h \
+	lib/include/tessera/memory.h \
+	lib/include/tessera/rng.h \
+	lib/include/tessera/device.h \
+	lib/include/tessera/comm.h \
+	lib/include/tessera/grid.h
+nodist_tsr_include_HEADERS = lib/include/tessera/config.h

@@ -1,0 +1,23 @@
+# tests/local.mk: TAP tests. Each program declares the MPI rank counts it runs at (see
+# tests/tap.h); tests/tap-mpi.sh runs it at each under $(MPIEXEC) and merges the TAP.
+LOG_DRIVER = env AM_TAP_AWK='$(AWK)' $(SHELL) $(top_srcdir)/build-aux/tap-driver.sh
+LOG_COMPILER = $(SHELL) $(top_srcdir)/tests/tap-mpi.sh
+AM_TESTS_ENVIRONMENT = MPIEXEC='$(MPIEXEC)'; MPIEXEC_FLAGS='$(MPIEXEC_FLAGS)'; \
+	export MPIEXEC MPIEXEC_FLAGS;
+LDADD = libtessera.la
+
+tsr_tests = \
+	tests/test_core_status \
+	tests/test_core_rng \
+	tests/test_core_memory \
+	tests/test_core_misc \
+	tests/test_device_cpu \
+	tests/test_device_cuda \
+	tests/test_grid_layout \
+	tests/test_grid_shapes \
+	tests/test_comm_collectives \
+	tests/test_comm_nonblocking
+
+check_PROGRAMS += $(tsr_tests)
+TESTS += $(tsr_tests)
+EXTRA_DIST += tests/tap.h tests/tap-mpi.sh
