@@ -29,9 +29,12 @@ endif
 
 # nvcc through libtool: build-aux/nvcc-libtool turns libtool's -fPIC into -Xcompiler -fPIC.
 SUFFIXES += .cu
+AM_V_NVCC = $(am__v_NVCC_@AM_V@)
+am__v_NVCC_ = $(am__v_NVCC_@AM_DEFAULT_V@)
+am__v_NVCC_0 = @echo "  NVCC    " $@;
 .cu.lo:
-	$(AM_V_CC)$(LIBTOOL) $(AM_V_lt) --tag=CC --mode=compile $(SHELL) $(top_srcdir)/build-aux/nvcc-libtool \
-	  $(NVCC) $(NVCCFLAGS) $(AM_CPPFLAGS) $(CPPFLAGS) -c -o $@ $<
+	$(AM_V_NVCC)$(LIBTOOL) $(AM_V_lt) --tag=CC --mode=compile $(SHELL) $(top_srcdir)/build-aux/nvcc-libtool \
+	  $(NVCC) $(NVCCFLAGS) -fvisibility=hidden $(AM_CPPFLAGS) $(CPPFLAGS) -c -o $@ $<
 
 tsr_includedir = $(includedir)/tessera
 include_HEADERS = lib/include/tessera.h

@@ -7,7 +7,7 @@ AC_ARG_WITH([cuda],
   [AS_HELP_STRING([--with-cuda@<:@=DIR@:>@], [build the CUDA backend, toolkit in DIR (default: auto-detect)])],
   [], [with_cuda=auto])
 AC_ARG_VAR([NVCC], [CUDA compiler (default: DIR/bin/nvcc)])
-AC_ARG_VAR([NVCCFLAGS], [flags for NVCC (default: -O3 -gencode arch=compute_90,code=sm_90)])
+AC_ARG_VAR([NVCCFLAGS], [flags for NVCC (default: -O3 -gencode=arch=compute_90,code=sm_90)])
 TSR_HAVE_CUDA=0
 tsr_cuda_summary="no"
 tsr_cuda_dir=
@@ -26,7 +26,7 @@ AS_CASE([$with_cuda],
          [AC_MSG_ERROR([--with-cuda=$with_cuda: no CUDA toolkit there ($with_cuda/bin/nvcc not found)])])])
 AS_IF([test -n "$tsr_cuda_dir"], [
   : ${NVCC=$tsr_cuda_dir/bin/nvcc}
-  : ${NVCCFLAGS="-O3 -gencode arch=compute_90,code=sm_90"}
+  : ${NVCCFLAGS="-O3 -gencode=arch=compute_90,code=sm_90"}
   tsr_cuda_libdir=$tsr_cuda_dir/lib64
   AS_IF([test -d "$tsr_cuda_libdir"], [], [tsr_cuda_libdir=$tsr_cuda_dir/lib])
   CUDA_CPPFLAGS="-I$tsr_cuda_dir/include"
