@@ -1,16 +1,44 @@
 /* comm_mpi.c: the MPI backend, for host buffers (and host-staged device buffers later). */
 #include "comm/comm_impl.h"
 
-static MPI_Op mpi_op(tsr_reduce_op_t op)
+/* MAX and MIN of uint8 as user operations: MPICH 4.0 compares MPI_UINT8_T and
+ * MPI_UNSIGNED_CHAR as signed in its built-in MAX and MIN (pmodels/mpich#6083). */
+static void u8_max(void *in, void *inout, int *len, MPI_Datatype *type)
 {
-    switch (op) {
-    case TSR_REDUCE_MAX:
-        return MPI_MAX;
-    case TSR_REDUCE_MIN:
-        return MPI_MIN;
-    default:
-        return MPI_SUM;
+    const uint8_t *a = in;
+    uint8_t *b = inout;
+    (void)type;
+    for (int i = 0; i < *len; i++)
+        b[i] = a[i] > b[i] ? a[i] : b[i];
+}
+
+static void u8_min(void *in, void *inout, int *len, MPI_Datatype *type)
+{
+    const uint8_t *a = in;
+    uint8_t *b = inout;
+    (void)type;
+    for (int i = 0; i < *len; i++)
+        b[i] = a[i] < b[i] ? a[i] : b[i];
+}
+
+/* The MPI operation for op on dtype. The two user operations are created on first use and
+ * live until MPI_Finalize frees them. */
+static tsr_status_t mpi_op(tsr_reduce_op_t op, tsr_dtype_t dtype, MPI_Op *out)
+{
+    static MPI_Op u8_ops[2] = {MPI_OP_NULL, MPI_OP_NULL};
+    tsr_status_t rc = TSR_OK;
+    if (op == TSR_REDUCE_SUM) {
+        *out = MPI_SUM;
+    } else if (dtype != TSR_DTYPE_U8) {
+        *out = op == TSR_REDUCE_MAX ? MPI_MAX : MPI_MIN;
+    } else {
+        int i = op == TSR_REDUCE_MAX ? 0 : 1;
+        if (u8_ops[i] == MPI_OP_NULL)
+            TSR_CALL_MPI(MPI_Op_create(i == 0 ? u8_max : u8_min, 1, &u8_ops[i]));
+        *out = u8_ops[i];
     }
+cleanup:
+    return rc;
 }
 
 MPI_Datatype tsr__mpi_dtype(tsr_dtype_t dtype)
@@ -48,10 +76,12 @@ static tsr_status_t mpi_allreduce(tsr_comm_t c, const void *send, void *recv, si
 {
     tsr_status_t rc = TSR_OK;
     const void *s = (send == TSR_IN_PLACE || send == recv) ? MPI_IN_PLACE : send;
+    MPI_Op mop;
+    TSR_TRY(mpi_op(op, dtype, &mop));
     if (req)
-        TSR_CALL_MPI(MPI_Iallreduce(s, recv, (int)count, tsr__mpi_dtype(dtype), mpi_op(op), c->mpi, &req->mpi));
+        TSR_CALL_MPI(MPI_Iallreduce(s, recv, (int)count, tsr__mpi_dtype(dtype), mop, c->mpi, &req->mpi));
     else
-        TSR_CALL_MPI(MPI_Allreduce(s, recv, (int)count, tsr__mpi_dtype(dtype), mpi_op(op), c->mpi));
+        TSR_CALL_MPI(MPI_Allreduce(s, recv, (int)count, tsr__mpi_dtype(dtype), mop, c->mpi));
 cleanup:
     return rc;
 }
@@ -61,10 +91,12 @@ static tsr_status_t mpi_reduce_scatter(tsr_comm_t c, const void *send, void *rec
 {
     tsr_status_t rc = TSR_OK;
     MPI_Datatype t = tsr__mpi_dtype(dtype);
+    MPI_Op mop;
+    TSR_TRY(mpi_op(op, dtype, &mop));
     if (req)
-        TSR_CALL_MPI(MPI_Ireduce_scatter_block(send, recv, (int)recv_count, t, mpi_op(op), c->mpi, &req->mpi));
+        TSR_CALL_MPI(MPI_Ireduce_scatter_block(send, recv, (int)recv_count, t, mop, c->mpi, &req->mpi));
     else
-        TSR_CALL_MPI(MPI_Reduce_scatter_block(send, recv, (int)recv_count, t, mpi_op(op), c->mpi));
+        TSR_CALL_MPI(MPI_Reduce_scatter_block(send, recv, (int)recv_count, t, mop, c->mpi));
 cleanup:
     return rc;
 }

@@ -155,7 +155,11 @@ TSR_API tsr_status_t tsr_comm_ibcast(tsr_comm_t comm, void *buf, size_t count, t
 TSR_API tsr_status_t tsr_comm_isend(tsr_comm_t comm, const void *buf, size_t count, tsr_dtype_t dtype,
                                     int dest, int tag, tsr_request_t *req);
 
-/** Non-blocking tsr_comm_recv(); the length is checked when the request completes. */
+/**
+ * Non-blocking tsr_comm_recv(); a shorter message is reported when the request completes.
+ * A longer one is an error that MPI itself raises in the wait; MPICH 4.0 raises it on
+ * MPI_COMM_WORLD's handler, which aborts the job, whatever handler Tessera set.
+ */
 TSR_API tsr_status_t tsr_comm_irecv(tsr_comm_t comm, void *buf, size_t count, tsr_dtype_t dtype, int src,
                                     int tag, tsr_request_t *req);
 
