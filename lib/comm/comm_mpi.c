@@ -76,7 +76,7 @@ static tsr_status_t mpi_allreduce(tsr_comm_t c, const void *send, void *recv, si
 {
     tsr_status_t rc = TSR_OK;
     const void *s = (send == TSR_IN_PLACE || send == recv) ? MPI_IN_PLACE : send;
-    MPI_Op mop;
+    MPI_Op mop = MPI_OP_NULL;
     TSR_TRY(mpi_op(op, dtype, &mop));
     if (req)
         TSR_CALL_MPI(MPI_Iallreduce(s, recv, (int)count, tsr__mpi_dtype(dtype), mop, c->mpi, &req->mpi));
@@ -91,7 +91,7 @@ static tsr_status_t mpi_reduce_scatter(tsr_comm_t c, const void *send, void *rec
 {
     tsr_status_t rc = TSR_OK;
     MPI_Datatype t = tsr__mpi_dtype(dtype);
-    MPI_Op mop;
+    MPI_Op mop = MPI_OP_NULL;
     TSR_TRY(mpi_op(op, dtype, &mop));
     if (req)
         TSR_CALL_MPI(MPI_Ireduce_scatter_block(send, recv, (int)recv_count, t, mop, c->mpi, &req->mpi));

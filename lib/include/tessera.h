@@ -7,6 +7,9 @@
  *   - device: device.h (CPU via CBLAS, CUDA via cuBLAS)
  *   - comm:   comm.h (collectives and point-to-point, byte counters)
  *   - grid:   grid.h (dp × pp × tp process grid)
+ *   - tp:     tp.h (distributed matrices, SUMMA, layer operations; 2D and 1D)
+ *   - pipe:   pipe.h (pipeline schedules, simulator, executor, partitioner)
+ *   - zero:   zero.h (ZeRO-sharded optimizers, clipping, loss scaling)
  * config.h tells the version and which optional backends this installation has.
  */
 #ifndef TESSERA_H
@@ -21,5 +24,8 @@
 #include <tessera/device.h>
 #include <tessera/comm.h>
 #include <tessera/grid.h>
+#include <tessera/tp.h>
+#include <tessera/pipe.h>
+#include <tessera/zero.h>
 
 #endif /* TESSERA_H */

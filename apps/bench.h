@@ -1,0 +1,21 @@
+/*
+ * bench.h: what the tsr-bench subcommands share. Each subcommand lives in
+ * apps/bench_<module>.c and is called after MPI_Init with the arguments that follow its
+ * name (argv[0] is the subcommand's name). It returns the process exit status.
+ */
+#ifndef TESSERA_APPS_BENCH_H
+#define TESSERA_APPS_BENCH_H
+
+#include <tessera.h>
+
+int bench_tp(int argc, char **argv);
+int bench_pipe(int argc, char **argv);
+int bench_zero(int argc, char **argv);
+
+/* Print "tsr-bench SUB: message" on rank 0 and return 1 (for one-line errors on bad input). */
+int bench_fail(const char *sub, const char *fmt, ...) TSR_PRINTF(2, 3);
+
+/* The rank of this process in MPI_COMM_WORLD. */
+int bench_rank(void);
+
+#endif /* TESSERA_APPS_BENCH_H */
