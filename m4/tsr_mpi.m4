@@ -1,7 +1,8 @@
 # TSR_CHECK_MPI_CC: choose the MPI compiler wrapper as CC. Respects MPICC, then CC.
 AC_DEFUN([TSR_CHECK_MPI_CC], [
 AC_ARG_VAR([MPICC], [MPI C compiler wrapper (default: mpicc)])
-AS_IF([test -n "$MPICC"], [CC=$MPICC],
+AS_IF([test -n "$MPICC"], [AS_IF([command -v "$MPICC" >/dev/null 2>&1], [CC=$MPICC],
+                                [AC_MSG_ERROR([MPICC=$MPICC: no such program; name your MPI C compiler wrapper, e.g. MPICC=mpicc])])],
       [test -z "$CC"], [AC_CHECK_PROGS([CC], [mpicc mpiicc mpigcc], [])
                         AS_IF([test -z "$CC"],
                               [AC_MSG_ERROR([no MPI C compiler found: install an MPI library (e.g. apt-get install mpich libmpich-dev, or Open MPI) or name its wrapper with MPICC=/path/to/mpicc])])])
