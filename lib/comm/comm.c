@@ -151,9 +151,15 @@ static void count(tsr_comm_t c, tsr_comm_op_t op, size_t count, tsr_dtype_t dtyp
     c->counters.calls[op]++;
 }
 
-/* Checks shared by every operation; peer is a root, destination or source rank, or -1. */
-static tsr_status_t check_args(tsr_comm_t c, tsr_comm_op_t op, size_t count, tsr_dtype_t dtype, int peer)
+/* No peer rank, reduction or tag to check, for begin(). */
+#define NONE (-1)
+
+/* Check the arguments of an operation and, for a non-blocking one (req != NULL), allocate
+ * its request. peer is a root, destination or source rank; reduce a tsr_reduce_op_t. */
+static tsr_status_t begin(tsr_comm_t c, tsr_comm_op_t op, size_t count, tsr_dtype_t dtype, int peer, int reduce,
+                          int tag, tsr_request_t *req, struct tsr_request **out)
 {
+    *out = NULL;
     if (!c)
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "%s on a NULL communicator", op_names[op]);
     if (tsr_dtype_size(dtype) == 0)
@@ -161,17 +167,13 @@ static tsr_status_t check_args(tsr_comm_t c, tsr_comm_op_t op, size_t count, tsr
     if (count > INT_MAX)
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "%s of %zu elements: at most %d per call", op_names[op], count,
                          INT_MAX);
-    if (peer != -1 && (peer < 0 || peer >= c->size) &&
-        !(op == TSR_COMM_RECV && peer == MPI_ANY_SOURCE))
+    if (peer != NONE && (peer < 0 || peer >= c->size) && !(op == TSR_COMM_RECV && peer == MPI_ANY_SOURCE))
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "%s: rank %d out of range for a communicator of %d ranks",
                          op_names[op], peer, c->size);
-    return TSR_OK;
-}
-
-/* Allocate the request of a non-blocking operation (req != NULL) and hand it to the backend. */
-static tsr_status_t request_new(tsr_request_t *req, struct tsr_request **out)
-{
-    *out = NULL;
+    if (reduce != NONE && (reduce < TSR_REDUCE_SUM || reduce > TSR_REDUCE_MIN))
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "%s: reduction %d out of range", op_names[op], reduce);
+    if (tag != NONE && tag < 0)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "%s: tag %d is negative", op_names[op], tag);
     if (!req)
         return TSR_OK;
     *req = NULL;
@@ -200,11 +202,7 @@ static tsr_status_t do_allreduce(tsr_comm_t c, const void *send, void *recv, siz
                                  tsr_reduce_op_t op, tsr_request_t *req)
 {
     struct tsr_request *r;
-    tsr_status_t rc = check_args(c, TSR_COMM_ALLREDUCE, n, dtype, -1);
-    if (rc == TSR_OK && (unsigned)op > TSR_REDUCE_MIN)
-        rc = TSR_ERROR(TSR_ERR_INVALID_ARG, "allreduce: reduction %d out of range", (int)op);
-    if (rc == TSR_OK)
-        rc = request_new(req, &r);
+    tsr_status_t rc = begin(c, TSR_COMM_ALLREDUCE, n, dtype, NONE, (int)op, NONE, req, &r);
     if (rc != TSR_OK)
         return rc;
     return posted(c->ops->allreduce(c, send, recv, n, dtype, op, r), c, TSR_COMM_ALLREDUCE, n, dtype, r, req);
@@ -214,11 +212,7 @@ static tsr_status_t do_reduce_scatter(tsr_comm_t c, const void *send, void *recv
                                       tsr_reduce_op_t op, tsr_request_t *req)
 {
     struct tsr_request *r;
-    tsr_status_t rc = check_args(c, TSR_COMM_REDUCE_SCATTER, n, dtype, -1);
-    if (rc == TSR_OK && (unsigned)op > TSR_REDUCE_MIN)
-        rc = TSR_ERROR(TSR_ERR_INVALID_ARG, "reduce_scatter: reduction %d out of range", (int)op);
-    if (rc == TSR_OK)
-        rc = request_new(req, &r);
+    tsr_status_t rc = begin(c, TSR_COMM_REDUCE_SCATTER, n, dtype, NONE, (int)op, NONE, req, &r);
     if (rc != TSR_OK)
         return rc;
     return posted(c->ops->reduce_scatter(c, send, recv, n, dtype, op, r), c, TSR_COMM_REDUCE_SCATTER, n, dtype,
@@ -229,9 +223,7 @@ static tsr_status_t do_allgather(tsr_comm_t c, const void *send, void *recv, siz
                                  tsr_request_t *req)
 {
     struct tsr_request *r;
-    tsr_status_t rc = check_args(c, TSR_COMM_ALLGATHER, n, dtype, -1);
-    if (rc == TSR_OK)
-        rc = request_new(req, &r);
+    tsr_status_t rc = begin(c, TSR_COMM_ALLGATHER, n, dtype, NONE, NONE, NONE, req, &r);
     if (rc != TSR_OK)
         return rc;
     return posted(c->ops->allgather(c, send, recv, n, dtype, r), c, TSR_COMM_ALLGATHER, n, dtype, r, req);
@@ -240,9 +232,7 @@ static tsr_status_t do_allgather(tsr_comm_t c, const void *send, void *recv, siz
 static tsr_status_t do_bcast(tsr_comm_t c, void *buf, size_t n, tsr_dtype_t dtype, int root, tsr_request_t *req)
 {
     struct tsr_request *r;
-    tsr_status_t rc = check_args(c, TSR_COMM_BCAST, n, dtype, root);
-    if (rc == TSR_OK)
-        rc = request_new(req, &r);
+    tsr_status_t rc = begin(c, TSR_COMM_BCAST, n, dtype, root, NONE, NONE, req, &r);
     if (rc != TSR_OK)
         return rc;
     return posted(c->ops->bcast(c, buf, n, dtype, root, r), c, TSR_COMM_BCAST, n, dtype, r, req);
@@ -252,11 +242,7 @@ static tsr_status_t do_send(tsr_comm_t c, const void *buf, size_t n, tsr_dtype_t
                             tsr_request_t *req)
 {
     struct tsr_request *r;
-    tsr_status_t rc = check_args(c, TSR_COMM_SEND, n, dtype, dest);
-    if (rc == TSR_OK && tag < 0)
-        rc = TSR_ERROR(TSR_ERR_INVALID_ARG, "send: tag %d is negative", tag);
-    if (rc == TSR_OK)
-        rc = request_new(req, &r);
+    tsr_status_t rc = begin(c, TSR_COMM_SEND, n, dtype, dest, NONE, tag, req, &r);
     if (rc != TSR_OK)
         return rc;
     return posted(c->ops->send(c, buf, n, dtype, dest, tag, r), c, TSR_COMM_SEND, n, dtype, r, req);
@@ -266,11 +252,7 @@ static tsr_status_t do_recv(tsr_comm_t c, void *buf, size_t n, tsr_dtype_t dtype
                             tsr_request_t *req)
 {
     struct tsr_request *r;
-    tsr_status_t rc = check_args(c, TSR_COMM_RECV, n, dtype, src);
-    if (rc == TSR_OK && tag < 0)
-        rc = TSR_ERROR(TSR_ERR_INVALID_ARG, "recv: tag %d is negative", tag);
-    if (rc == TSR_OK)
-        rc = request_new(req, &r);
+    tsr_status_t rc = begin(c, TSR_COMM_RECV, n, dtype, src, NONE, tag, req, &r);
     if (rc != TSR_OK)
         return rc;
     return posted(c->ops->recv(c, buf, n, dtype, src, tag, r), c, TSR_COMM_RECV, n, dtype, r, req);
