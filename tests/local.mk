@@ -3,7 +3,11 @@
 LOG_DRIVER = env AM_TAP_AWK='$(AWK)' $(SHELL) $(top_srcdir)/build-aux/tap-driver.sh
 LOG_COMPILER = $(SHELL) $(top_srcdir)/tests/tap-mpi.sh
 AM_TESTS_ENVIRONMENT = MPIEXEC='$(MPIEXEC)'; MPIEXEC_FLAGS='$(MPIEXEC_FLAGS)'; \
-	export MPIEXEC MPIEXEC_FLAGS;
+	TSR_BUILDDIR='$(abs_top_builddir)'; export MPIEXEC MPIEXEC_FLAGS TSR_BUILDDIR;
+# Shell tests print TAP themselves and run their programs under mpiexec where needed.
+TEST_EXTENSIONS = .sh
+SH_LOG_DRIVER = $(LOG_DRIVER)
+SH_LOG_COMPILER = $(SHELL)
 LDADD = libtessera.la
 
 tsr_tests = \

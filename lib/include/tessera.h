@@ -10,6 +10,7 @@
  *   - tp:     tp.h (distributed matrices, SUMMA, layer operations; 2D and 1D)
  *   - pipe:   pipe.h (pipeline schedules, simulator, executor, partitioner)
  *   - zero:   zero.h (ZeRO-sharded optimizers, clipping, loss scaling)
+ *   - ckpt:   ckpt.h (checkpoints in parallel HDF5: global datasets, atomic commit)
  * config.h tells the version and which optional backends this installation has.
  */
 #ifndef TESSERA_H
@@ -27,5 +28,6 @@
 #include <tessera/tp.h>
 #include <tessera/pipe.h>
 #include <tessera/zero.h>
+#include <tessera/ckpt.h>
 
 #endif /* TESSERA_H */

@@ -1,0 +1,22 @@
+# lib/ckpt/local.mk: the checkpoint module (parallel HDF5 writer and reader, tsr-ckpt).
+libtessera_la_SOURCES += \
+	lib/ckpt/ckpt_impl.h \
+	lib/ckpt/common.c \
+	lib/ckpt/writer.c \
+	lib/ckpt/reader.c
+tsr_include_HEADERS += lib/include/tessera/ckpt.h
+libtessera_la_LIBADD += $(HDF5_LIBS)
+apps_tsr_bench_SOURCES += apps/bench_ckpt.c
+
+bin_PROGRAMS += apps/tsr-ckpt
+apps_tsr_ckpt_LDADD = libtessera.la -lm
+apps_tsr_ckpt_LDFLAGS =
+
+check_PROGRAMS += tests/test_ckpt_io
+TESTS += tests/test_ckpt_io
+# The test damages files with HDF5 itself (to find a dataset's offset).
+tests_test_ckpt_io_LDADD = libtessera.la $(HDF5_LIBS)
+
+# tsr-ckpt and tsr-bench ckpt, driven by a shell script that prints TAP.
+TESTS += tests/test_ckpt_tool.sh
+EXTRA_DIST += tests/test_ckpt_tool.sh

@@ -1,0 +1,190 @@
+/**
+ * @file tessera/ckpt.h
+ * @brief Checkpoints: one parallel HDF5 file of global, layout-independent datasets.
+ *
+ * Every rank of a job writes the pieces of each global tensor it holds, however the tensor
+ * is split (tensor-parallel blocks, ZeRO shards of a flat buffer), into one dataset of the
+ * tensor's global shape; any other layout reads back exactly the pieces it needs.
+ *
+ * A piece (::tsr_ckpt_piece_t) is a rectangular block of the global tensor and a contiguous
+ * run of that block's elements in row-major order: a tensor-parallel block is the whole
+ * block; a ZeRO shard is the part of a block that falls in this rank's slice of a flat
+ * buffer. Across the ranks of a write, the pieces of one dataset must cover every element
+ * exactly once (ranks that hold nothing, or hold a replica that another rank writes, pass
+ * an empty piece); the writer checks that.
+ *
+ * The file (see doc/checkpoint.md):
+ *
+ *     /         attributes format="tessera-ckpt", version, step, created, and what callers add
+ *     /config   attributes that must match on restart (tsr_ckpt_expect_*)
+ *     /layout   attributes describing the writer's layout (information only)
+ *     /params/<name>, /optim/<name>/m, ...   fp32 datasets in global shape
+ *     /rng, /data ...                        small int64 datasets
+ *
+ * Each dataset carries a "checksum" attribute: the sum modulo 2^64 over its elements of a
+ * 64-bit mix of (global row-major index, value bits), which is the same whatever layout
+ * computed it. Commit is atomic: the file is written as <dir>/step_<N>.h5.tmp, closed,
+ * fsync'ed and renamed to step_<N>.h5; then <dir>/latest (one line: the file name) is
+ * replaced by rename. A failure on any rank removes the temporary file and leaves earlier
+ * checkpoints and latest untouched.
+ *
+ * All functions taking a writer or reader are collective over its communicator and must be
+ * called by every rank in the same order with the same names and shapes.
+ */
+#ifndef TESSERA_CKPT_H
+#define TESSERA_CKPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <tessera/comm.h>
+#include <tessera/status.h>
+#include <tessera/visibility.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** Value of the root attribute "format". */
+#define TSR_CKPT_FORMAT "tessera-ckpt"
+/** Value of the root attribute "version" written by this library. */
+#define TSR_CKPT_VERSION 1
+
+/** The part of a global tensor (1D or 2D, row-major) that one rank writes or reads. */
+typedef struct tsr_ckpt_piece {
+    int64_t row0, rows; /**< the block's rows in the global tensor (1D tensors: 0 and 1) */
+    int64_t col0, cols; /**< the block's columns (1D tensors: the element range) */
+    int64_t offset;     /**< first element of the run, counted row-major inside the block */
+    int64_t count;      /**< elements in the run (0: this rank has nothing for this dataset) */
+} tsr_ckpt_piece_t;
+
+/** A piece that is a whole rows × cols block at (row0, col0). */
+TSR_API tsr_ckpt_piece_t tsr_ckpt_block(int64_t row0, int64_t rows, int64_t col0, int64_t cols);
+
+/** The empty piece. */
+TSR_API tsr_ckpt_piece_t tsr_ckpt_nothing(void);
+
+/** An opaque checkpoint being written. */
+typedef struct tsr_ckpt_writer *tsr_ckpt_writer_t;
+
+/** An opaque checkpoint open for reading. */
+typedef struct tsr_ckpt_reader *tsr_ckpt_reader_t;
+
+/**
+ * Start writing checkpoint @p step into directory @p dir (created if missing) as
+ * dir/step_<step>.h5.tmp. Writes the root attributes format, version, step and created.
+ *
+ * For tests, TSR_CKPT_FAULT="RANK:DATASET" makes rank RANK fail just before it writes
+ * DATASET (e.g. "1:/params/wte"), as a failing disk would.
+ */
+TSR_API tsr_status_t tsr_ckpt_writer_create(tsr_comm_t comm, const char *dir, int64_t step,
+                                            tsr_ckpt_writer_t *out);
+
+/**
+ * Write one fp32 dataset of global shape @p dims (@p ndim 1 or 2). @p data holds this
+ * rank's piece->count values. Fails if the ranks' pieces do not cover the dataset exactly.
+ */
+TSR_API tsr_status_t tsr_ckpt_write_f32(tsr_ckpt_writer_t w, const char *name, int ndim, const int64_t dims[],
+                                        const tsr_ckpt_piece_t *piece, const float *data);
+
+/** Write a small int64 dataset of @p n values; rank 0's values are the ones written. */
+TSR_API tsr_status_t tsr_ckpt_write_i64(tsr_ckpt_writer_t w, const char *name, int64_t n, const int64_t *values);
+
+/** Set an integer attribute on group @p group ("/", "/config", "/layout"; created if needed). */
+TSR_API tsr_status_t tsr_ckpt_set_i64(tsr_ckpt_writer_t w, const char *group, const char *name, int64_t value);
+
+/** Set a floating-point attribute on @p group. */
+TSR_API tsr_status_t tsr_ckpt_set_f64(tsr_ckpt_writer_t w, const char *group, const char *name, double value);
+
+/** Set a string attribute on @p group. */
+TSR_API tsr_status_t tsr_ckpt_set_str(tsr_ckpt_writer_t w, const char *group, const char *name, const char *value);
+
+/**
+ * Close the file, make it durable and publish it: rename to dir/step_<N>.h5, point
+ * dir/latest at it, and delete older step files beyond the newest @p keep (0 keeps all).
+ * If any rank failed at any point since the writer was created, nothing is published, the
+ * temporary file is removed, and every rank returns the failing rank's error, e.g.
+ * "rank 1 failed writing /params/wte: ...". Always frees the writer and NULLs *w.
+ */
+TSR_API tsr_status_t tsr_ckpt_commit(tsr_ckpt_writer_t *w, int keep);
+
+/** Abandon a checkpoint being written: remove the temporary file, free, NULL *w. Accepts NULL. */
+TSR_API void tsr_ckpt_abort(tsr_ckpt_writer_t *w);
+
+/**
+ * The path of the checkpoint dir/latest names, written into @p path (@p len bytes).
+ * TSR_ERR_IO if the directory has no latest.
+ */
+TSR_API tsr_status_t tsr_ckpt_latest(const char *dir, char *path, size_t len);
+
+/**
+ * Open a checkpoint file. Checks that it is an HDF5 file with format "tessera-ckpt" and a
+ * version this library reads, with one-line errors naming what is wrong otherwise.
+ */
+TSR_API tsr_status_t tsr_ckpt_reader_open(tsr_comm_t comm, const char *path, tsr_ckpt_reader_t *out);
+
+/** Close a reader; NULLs *r and accepts NULL. */
+TSR_API void tsr_ckpt_reader_close(tsr_ckpt_reader_t *r);
+
+/**
+ * Recompute the checksum of every fp32 dataset, each rank reading a slice, and compare it
+ * with the stored one. TSR_ERR_CORRUPT names the first dataset that differs.
+ */
+TSR_API tsr_status_t tsr_ckpt_verify(tsr_ckpt_reader_t r);
+
+/** tsr_ckpt_verify() for one fp32 dataset. */
+TSR_API tsr_status_t tsr_ckpt_verify_dataset(tsr_ckpt_reader_t r, const char *name);
+
+/** What tsr_ckpt_list() reports of one dataset. */
+typedef struct tsr_ckpt_dataset_info {
+    char name[256];      /**< full path, e.g. "/params/wte" */
+    int ndim;            /**< 1 or 2 */
+    int64_t dims[2];     /**< global shape (dims[1] is 0 for 1D) */
+    int is_float;        /**< 1 for fp32 tensors, 0 for int64 data */
+    int has_checksum;    /**< whether a checksum attribute is stored */
+    uint64_t checksum;   /**< the stored checksum */
+} tsr_ckpt_dataset_info_t;
+
+/** Every dataset of the file, in name order, in a malloc'ed array (*out, *n; free() it). */
+TSR_API tsr_status_t tsr_ckpt_list(tsr_ckpt_reader_t r, tsr_ckpt_dataset_info_t **out, size_t *n);
+
+/** Called by tsr_ckpt_attrs() with each attribute's name and its value as text. */
+typedef void (*tsr_ckpt_attr_fn)(const char *name, const char *value, void *ctx);
+
+/** Call @p fn for each attribute of @p group (TSR_ERR_FORMAT if the group is missing). */
+TSR_API tsr_status_t tsr_ckpt_attrs(tsr_ckpt_reader_t r, const char *group, tsr_ckpt_attr_fn fn, void *ctx);
+
+/** Read this rank's piece of an fp32 dataset, which must have exactly the shape @p dims. */
+TSR_API tsr_status_t tsr_ckpt_read_f32(tsr_ckpt_reader_t r, const char *name, int ndim, const int64_t dims[],
+                                       const tsr_ckpt_piece_t *piece, float *data);
+
+/** Read a small int64 dataset of exactly @p n values on every rank. */
+TSR_API tsr_status_t tsr_ckpt_read_i64(tsr_ckpt_reader_t r, const char *name, int64_t n, int64_t *values);
+
+/** Read an integer attribute. TSR_ERR_FORMAT if it is missing. */
+TSR_API tsr_status_t tsr_ckpt_get_i64(tsr_ckpt_reader_t r, const char *group, const char *name, int64_t *value);
+
+/** Read a floating-point attribute. */
+TSR_API tsr_status_t tsr_ckpt_get_f64(tsr_ckpt_reader_t r, const char *group, const char *name, double *value);
+
+/** Read a string attribute into @p buf (@p len bytes, truncated and NUL-terminated). */
+TSR_API tsr_status_t tsr_ckpt_get_str(tsr_ckpt_reader_t r, const char *group, const char *name, char *buf,
+                                      size_t len);
+
+/**
+ * Check that integer attribute group/name equals @p expected: TSR_ERR_MISMATCH otherwise,
+ * e.g. "checkpoint /config n_layer is 12, this run has 6".
+ */
+TSR_API tsr_status_t tsr_ckpt_expect_i64(tsr_ckpt_reader_t r, const char *group, const char *name,
+                                         int64_t expected);
+
+/** Check that string attribute group/name equals @p expected, as tsr_ckpt_expect_i64(). */
+TSR_API tsr_status_t tsr_ckpt_expect_str(tsr_ckpt_reader_t r, const char *group, const char *name,
+                                         const char *expected);
+
+/** The checksum of @p n values forming elements [first, first + n) of a tensor, row-major. */
+TSR_API uint64_t tsr_ckpt_checksum(uint64_t first, size_t n, const float *values);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TESSERA_CKPT_H */
