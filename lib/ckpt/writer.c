@@ -44,25 +44,41 @@ static void fail_local(struct tsr_ckpt_writer *w, tsr_status_t rc, const char *d
     snprintf(w->local_msg, sizeof w->local_msg, "%s: %s", doing, tsr_last_error());
 }
 
-/* Agree whether any rank has failed; on the first failure, share its status and message. */
-static tsr_status_t agree(struct tsr_ckpt_writer *w)
+/* Agree whether any rank has failed; on the first failure, share its status and message.
+ * Also reduce `mine` with MAX into *any (if any is not NULL), in the same allreduce. */
+static tsr_status_t agree_max(struct tsr_ckpt_writer *w, int mine, int *any)
 {
     if (w->failed_rank >= 0)
         return TSR_ERROR(w->failed_rc, "rank %d failed %s", w->failed_rank, w->failed_msg);
     int rank = tsr_comm_rank(w->comm), size = tsr_comm_size(w->comm);
-    int flag = w->local_rc != TSR_OK ? size - rank : 0; /* MAX picks the lowest failing rank */
-    tsr_status_t rc = tsr_comm_allreduce(w->comm, TSR_IN_PLACE, &flag, 1, TSR_DTYPE_I32, TSR_REDUCE_MAX);
+    int flags[2] = {w->local_rc != TSR_OK ? size - rank : 0, mine}; /* MAX picks the lowest failing rank */
+    tsr_status_t rc = tsr_comm_allreduce(w->comm, TSR_IN_PLACE, flags, 2, TSR_DTYPE_I32, TSR_REDUCE_MAX);
     if (rc != TSR_OK)
         return rc; /* communication itself broke: nothing sensible left to do collectively */
-    if (flag == 0)
+    if (any)
+        *any = flags[1];
+    if (flags[0] == 0)
         return TSR_OK;
-    w->failed_rank = size - flag;
+    w->failed_rank = size - flags[0];
     int32_t status = (int32_t)w->local_rc;
     memcpy(w->failed_msg, w->local_msg, sizeof w->failed_msg);
     tsr_comm_bcast(w->comm, &status, 1, TSR_DTYPE_I32, w->failed_rank);
     tsr_comm_bcast(w->comm, w->failed_msg, sizeof w->failed_msg, TSR_DTYPE_U8, w->failed_rank);
     w->failed_rc = (tsr_status_t)status;
     return TSR_ERROR(w->failed_rc, "rank %d failed %s", w->failed_rank, w->failed_msg);
+}
+
+static tsr_status_t agree(struct tsr_ckpt_writer *w)
+{
+    return agree_max(w, 0, NULL);
+}
+
+/* Whether a piece is one contiguous run of the dataset in the file (row-major). */
+static int contiguous_in_file(int ndim, const int64_t dims[], const tsr_ckpt_piece_t *p)
+{
+    if (p->count == 0 || ndim == 1 || p->cols == dims[1])
+        return 1;
+    return p->offset / p->cols == (p->offset + p->count - 1) / p->cols; /* within one block row */
 }
 
 /* mkdir -p for one path, tolerating directories that exist. */
@@ -187,12 +203,17 @@ tsr_status_t tsr_ckpt_write_f32(tsr_ckpt_writer_t w, const char *name, int ndim,
         rc = TSR_ERROR(TSR_ERR_IO, "injected fault (TSR_CKPT_FAULT=%s)", getenv("TSR_CKPT_FAULT"));
     if (rc != TSR_OK)
         fail_local(w, rc, doing);
-    TSR_TRY(agree(w));
+    /* When every rank's piece is one contiguous run (ZeRO shards, row blocks), independent
+     * writes go straight to the file; otherwise collective buffering assembles the strided
+     * pieces of 2D blocks into large writes. All ranks must choose the same. */
+    int fragmented = 0;
+    TSR_TRY(agree_max(w, !contiguous_in_file(ndim, dims, piece), &fragmented));
+    H5FD_mpio_xfer_t mode = fragmented ? H5FD_MPIO_COLLECTIVE : H5FD_MPIO_INDEPENDENT;
 
     hsize_t mcount = (hsize_t)(piece->count > 0 ? piece->count : 1);
     if ((dset = create_dataset(w->file, name, H5T_IEEE_F32LE, ndim, dims)) < 0 ||
         (fspace = H5Dget_space(dset)) < 0 || (mspace = H5Screate_simple(1, &mcount, NULL)) < 0 ||
-        (dxpl = H5Pcreate(H5P_DATASET_XFER)) < 0 || H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE) < 0) {
+        (dxpl = H5Pcreate(H5P_DATASET_XFER)) < 0 || H5Pset_dxpl_mpio(dxpl, mode) < 0) {
         fail_local(w, CKPT_H5_ERROR(TSR_ERR_HDF5, "cannot create dataset %s", name), doing);
     } else if ((rc = tsr__ckpt_select_piece(fspace, ndim, dims, piece)) != TSR_OK ||
                (piece->count == 0 && H5Sselect_none(mspace) < 0)) {
@@ -416,6 +437,7 @@ void tsr_ckpt_abort(tsr_ckpt_writer_t *wp)
     tsr__ckpt_quiet_end(&quiet);
     if (tsr_comm_rank(w->comm) == 0)
         unlink(w->tmp_path);
+    tsr_comm_barrier(w->comm); /* when any rank returns, the temporary file is gone */
     free(w);
     *wp = NULL;
 }
