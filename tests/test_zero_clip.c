@@ -175,10 +175,11 @@ static int writes_tile(tsr_zero_t z, const held_t *h)
     return good;
 }
 
-/* Largest relative error of held master parameters against p0 - coef * mean gradient. */
+/* Normwise error of held master parameters against p0 - coef * mean gradient:
+ * max |got - want| / max |want|, so that values near zero are not judged by their own size. */
 static double update_error(tsr_zero_t z, const held_t *h, int dp, double coef)
 {
-    double err = 0;
+    double err = 0, scale = 0;
     for (int k = 0; k < NSPEC; k++) {
         tsr_zero_piece_t pc;
         if (h->id[k] < 0 || tsr_zero_piece(z, h->id[k], TSR_ZERO_PARAM, &pc) != TSR_OK)
@@ -188,12 +189,13 @@ static double update_error(tsr_zero_t z, const held_t *h, int dp, double coef)
             double g = 0;
             for (int d = 0; d < dp; d++)
                 g += grad_of(k, d, e);
-            double want = init_of(k, e) - coef * g / dp, rel = fabs(pc.data[i - pc.begin] - want) / fmax(fabs(want), 1e-3);
-            if (!(rel <= err))
-                err = rel;
+            double want = init_of(k, e) - coef * g / dp, abs_err = fabs(pc.data[i - pc.begin] - want);
+            scale = fmax(scale, fabs(want));
+            if (!(abs_err <= err))
+                err = abs_err;
         }
     }
-    return err;
+    return scale > 0 ? err / scale : err;
 }
 
 static void norm_case(const tsr_layout_t *lay)
