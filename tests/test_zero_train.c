@@ -340,6 +340,23 @@ static uint64_t largest_layer_bytes(void)
     return best;
 }
 
+/* Steps first..last of distributed training, each rank on its rows split into micro-batches. */
+static tsr_zero_step_info_t train_steps(model_t *m, int first, int last, int micro)
+{
+    int rows = N * ROWS, me = tap_rank(), mb = ROWS / micro;
+    float *x = malloc((size_t)rows * dims[0] * sizeof(float)), *y = malloc((size_t)rows * dims[L] * sizeof(float));
+    tsr_zero_step_info_t info = {0};
+    for (int t = first; t <= last && m->st == TSR_OK; t++) {
+        batch(t, x, y);
+        for (int u = 0; u < micro; u++)
+            train_rows(m, x, y, me * ROWS + u * mb, mb, (float)ROWS);
+        note(m, tsr_zero_step(m->z, &info), "step");
+    }
+    free(x);
+    free(y);
+    return info;
+}
+
 static void run_case(tsr_grid_t grid, const tsr_zero_config_t *c, int micro, int prefetch, int check_mem)
 {
     char what[96];
@@ -356,17 +373,9 @@ static void run_case(tsr_grid_t grid, const tsr_zero_config_t *c, int micro, int
     note(&m, m.st, "setup");
     m.z = z;
     m.prefetch = prefetch;
-    int rows = N * ROWS, me = tap_rank(), mb = ROWS / micro;
-    float *x = malloc((size_t)rows * dims[0] * sizeof(float)), *y = malloc((size_t)rows * dims[L] * sizeof(float));
-    tsr_zero_step_info_t info = {0};
     uint64_t params0 = mem_now(TSR_MEM_PARAMS), grads0 = mem_now(TSR_MEM_GRADS);
     tsr_mem_reset_peaks(TSR_DEVICE_CPU);
-    for (int t = 1; t <= STEPS && m.st == TSR_OK; t++) {
-        batch(t, x, y);
-        for (int u = 0; u < micro; u++)
-            train_rows(&m, x, y, me * ROWS + u * mb, mb, (float)ROWS);
-        note(&m, tsr_zero_step(z, &info), "step");
-    }
+    tsr_zero_step_info_t info = train_steps(&m, 1, STEPS, micro);
     ok(m.st == TSR_OK && info.step == STEPS, "%s: %d steps run", what, STEPS);
     size_t held = 0;
     double perr = m.st == TSR_OK ? piece_error(z, &s, &held) : INFINITY;
@@ -384,9 +393,72 @@ static void run_case(tsr_grid_t grid, const tsr_zero_config_t *c, int micro, int
                "%s: parameter peak %llu <= shard %llu + %d gathered layer(s)", what,
                (unsigned long long)mem_peak(TSR_MEM_PARAMS), (unsigned long long)params0, prefetch ? 2 : 1);
     }
-    free(x);
-    free(y);
     tsr_zero_destroy(&z);
+    serial_free(&s);
+}
+
+/* Whole tensors of one kind of state, assembled from every rank's write range. */
+static void export_state(tsr_zero_t z, tsr_zero_kind_t kind, float **out)
+{
+    for (int k = 0; k < 2 * L; k++) {
+        out[k] = calloc(psize(k), sizeof(float));
+        tsr_zero_piece_t pc;
+        if (tsr_zero_piece(z, k, kind, &pc) == TSR_OK)
+            for (size_t i = pc.write_begin; i < pc.write_end; i++)
+                out[k][i] = pc.data[i - pc.begin];
+        MPI_Allreduce(MPI_IN_PLACE, out[k], (int)psize(k), MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+    }
+}
+
+/* Write the pieces this rank stores from whole tensors, as a checkpoint reader would. */
+static tsr_status_t import_state(tsr_zero_t z, tsr_zero_kind_t kind, float **in)
+{
+    tsr_status_t st = TSR_OK;
+    for (int k = 0; k < 2 * L && st == TSR_OK; k++) {
+        tsr_zero_piece_t pc;
+        if ((st = tsr_zero_piece(z, k, kind, &pc)) == TSR_OK)
+            memcpy(pc.data, in[k] + pc.begin, (pc.end - pc.begin) * sizeof(float));
+    }
+    return st;
+}
+
+/* A checkpoint round trip through the piece accessors: 2 steps at stage "from", the state
+ * exported as whole tensors, imported into a fresh optimizer at stage "to", 3 more steps:
+ * the result must equal 5 uninterrupted serial steps. */
+static void reshard_case(tsr_grid_t grid, const tsr_zero_config_t *c, int from, int to)
+{
+    serial_t s;
+    serial_train(&s, c);
+    tsr_zero_config_t cfg = *c;
+    float *state[3][2 * L];
+    tsr_zero_state_t scalars;
+    model_t m = {0};
+    cfg.stage = from;
+    m.st = setup(grid, &cfg, &m.z);
+    note(&m, m.st, "setup");
+    train_steps(&m, 1, 2, 1);
+    for (int kind = 0; kind < 3; kind++)
+        export_state(m.z, (tsr_zero_kind_t)kind, state[kind]);
+    tsr_zero_get_state(m.z, &scalars);
+    tsr_zero_destroy(&m.z);
+
+    cfg.stage = to;
+    note(&m, setup(grid, &cfg, &m.z), "setup");
+    for (int kind = 0; kind < 3 && m.st == TSR_OK; kind++)
+        note(&m, import_state(m.z, (tsr_zero_kind_t)kind, state[kind]), "import");
+    if (m.st == TSR_OK)
+        note(&m, tsr_zero_sync_params(m.z), "sync");
+    if (m.st == TSR_OK)
+        note(&m, tsr_zero_set_state(m.z, &scalars), "set state");
+    tsr_zero_step_info_t info = train_steps(&m, 3, STEPS, 1);
+    size_t held = 0;
+    double err = m.st == TSR_OK && info.step == STEPS ? piece_error(m.z, &s, &held) : INFINITY;
+    ok(err <= 1e-6, "dp=%d checkpoint round trip stage %d -> stage %d: 2 + 3 steps equal 5 serial steps (rel err %.2g)",
+       N, from, to, err);
+    for (int kind = 0; kind < 3; kind++)
+        for (int k = 0; k < 2 * L; k++)
+            free(state[kind][k]);
+    tsr_zero_destroy(&m.z);
     serial_free(&s);
 }
 
@@ -431,6 +503,9 @@ int main(int argc, char **argv)
     run_case(grid, &sgd, 2, 0, 0);
     adamw.stage = 3;
     run_case(grid, &adamw, 2, 0, 1);
+    adamw.clip_norm = 0;
+    reshard_case(grid, &adamw, 2, 3);
+    reshard_case(grid, &adamw, 3, 0);
 
     tsr_grid_destroy(&grid);
     tsr_device_destroy(&dev);
