@@ -53,7 +53,7 @@ struct tsr_zero {
     bucket_t *buckets;
     int nbuckets;
     int committed;
-    size_t padded_total, shard_total, local_total;
+    size_t padded_total, shard_total;
     float *params_full;  /* stages 0-2: working parameters, whole */
     float *params_shard; /* stage 3: working parameters, this rank's shards */
     float *master;       /* low precision only: fp32 master (whole in stage 0, shards otherwise) */
@@ -251,10 +251,18 @@ static tsr_status_t build_buckets(tsr_zero_t z)
         k->shard_off = z->shard_total;
         z->padded_total += k->s * (size_t)z->N;
         z->shard_total += k->s;
-        z->local_total += k->n;
     }
 cleanup:
     free(layers);
+    return rc;
+}
+
+/* A tracked buffer of n floats, contents undefined. */
+static tsr_status_t alloc_floats(tsr_zero_t z, tsr_mem_category_t cat, size_t n, float **out)
+{
+    void *p = NULL;
+    tsr_status_t rc = tsr_device_alloc(z->dev, cat, n * sizeof(float), &p);
+    *out = p;
     return rc;
 }
 
@@ -262,14 +270,12 @@ cleanup:
 static tsr_status_t alloc_zeroed(tsr_zero_t z, tsr_mem_category_t cat, size_t n, float **out)
 {
     tsr_status_t rc = TSR_OK;
-    void *p = NULL;
-    TSR_TRY(tsr_device_alloc(z->dev, cat, n * sizeof(float), &p));
-    if (p)
-        TSR_TRY(tsr_device_memset(z->dev, p, 0, n * sizeof(float)));
-    *out = p;
-    p = NULL;
+    TSR_TRY(alloc_floats(z, cat, n, out));
+    if (*out)
+        TSR_TRY(tsr_device_memset(z->dev, *out, 0, n * sizeof(float)));
 cleanup:
-    tsr_device_free(z->dev, &p);
+    if (rc != TSR_OK)
+        free_buf(z, out);
     return rc;
 }
 
@@ -411,7 +417,7 @@ static float *working_shard(tsr_zero_t z, const bucket_t *k)
 static tsr_status_t start_gather(tsr_zero_t z, bucket_t *k)
 {
     tsr_status_t rc = TSR_OK;
-    TSR_TRY(tsr_device_alloc(z->dev, TSR_MEM_PARAMS, k->s * (size_t)z->N * sizeof(float), (void **)&k->gathered));
+    TSR_TRY(alloc_floats(z, TSR_MEM_PARAMS, k->s * (size_t)z->N, &k->gathered));
     if (z->N == 1) {
         memcpy(k->gathered, z->params_shard + k->shard_off, k->s * sizeof(float));
         k->gather_state = GATHER_VALID;
@@ -483,7 +489,7 @@ static tsr_status_t launch_reduce(tsr_zero_t z, bucket_t *k)
         TSR_TRY(tsr_comm_iallreduce(z->dp, TSR_IN_PLACE, z->grads_full + k->off, k->s * (size_t)z->N, TSR_DTYPE_F32,
                                     TSR_REDUCE_SUM, &k->req));
     } else {
-        TSR_TRY(tsr_device_alloc(z->dev, TSR_MEM_COMM, k->s * sizeof(float), (void **)&k->rs_recv));
+        TSR_TRY(alloc_floats(z, TSR_MEM_COMM, k->s, &k->rs_recv));
         TSR_TRY(tsr_comm_ireduce_scatter(z->dp, k->grad_full, k->rs_recv, k->s, TSR_DTYPE_F32, TSR_REDUCE_SUM,
                                          &k->req));
     }
