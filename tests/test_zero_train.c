@@ -357,6 +357,24 @@ static tsr_zero_step_info_t train_steps(model_t *m, int first, int last, int mic
     return info;
 }
 
+/* Bytes a rank sends over dp per step, with S = the sum of the shard lengths: stage 0
+ * all-reduces (2 (N-1) 4S), stage 1 reduce-scatters and all-gathers once (the same volume),
+ * stage 2 reduce-scatters every micro-batch, stage 3 also gathers every layer twice per
+ * micro-batch (forward and backward) and all-gathers nothing after the step. */
+static uint64_t dp_bytes_per_step(int stage, int micro)
+{
+    uint64_t S = 0;
+    for (int l = 0; l < L; l++)
+        S += (psize(2 * l) + psize(2 * l + 1) + (uint64_t)N - 1) / (uint64_t)N;
+    uint64_t unit = 4 * (uint64_t)(N - 1) * S; /* one reduce-scatter or all-gather of everything */
+    switch (stage) {
+    case 0:
+    case 1: return 2 * unit;
+    case 2: return (uint64_t)micro * unit + unit;
+    default: return 3 * (uint64_t)micro * unit;
+    }
+}
+
 static void run_case(tsr_grid_t grid, const tsr_zero_config_t *c, int micro, int prefetch, int check_mem)
 {
     char what[96];
@@ -375,7 +393,14 @@ static void run_case(tsr_grid_t grid, const tsr_zero_config_t *c, int micro, int
     m.prefetch = prefetch;
     uint64_t params0 = mem_now(TSR_MEM_PARAMS), grads0 = mem_now(TSR_MEM_GRADS);
     tsr_mem_reset_peaks(TSR_DEVICE_CPU);
+    tsr_comm_t dp = tsr_grid_comm(grid, TSR_AXIS_DP);
+    tsr_comm_counters_t traffic;
+    tsr_comm_reset_counters(dp);
     tsr_zero_step_info_t info = train_steps(&m, 1, STEPS, micro);
+    tsr_comm_counters(dp, &traffic);
+    ok(traffic.bytes_sent == dp_bytes_per_step(cfg.stage, micro) * STEPS,
+       "%s: dp traffic %llu bytes = %d steps x %llu (ZeRO volume)", what, (unsigned long long)traffic.bytes_sent, STEPS,
+       (unsigned long long)dp_bytes_per_step(cfg.stage, micro));
     ok(m.st == TSR_OK && info.step == STEPS, "%s: %d steps run", what, STEPS);
     size_t held = 0;
     double perr = m.st == TSR_OK ? piece_error(z, &s, &held) : INFINITY;

@@ -471,8 +471,10 @@ cleanup:
 
 static tsr_status_t finish_reduce(tsr_zero_t z, bucket_t *k);
 
-/* Start the reduction of one bucket: all-reduce in place (stages 0-1) or reduce-scatter of
- * the layer's whole gradient into a staging shard (stages 2-3). Sums; the step averages.
+/* Start the reduction of one bucket: all-reduce in place (stage 0) or reduce-scatter of the
+ * layer's whole gradient into a staging shard (stages 1-3; MPI forbids the receive buffer to
+ * overlap the send buffer, and the in-place form would need a different layout). Sums; the
+ * step averages.
  * Stages 2-3 keep one reduce-scatter in flight: the previous layer's overlapped this
  * layer's backward, and finishing it frees its whole gradient before more are allocated. */
 static tsr_status_t launch_reduce(tsr_zero_t z, bucket_t *k)
@@ -485,20 +487,21 @@ static tsr_status_t launch_reduce(tsr_zero_t z, bucket_t *k)
     k->launched = 1;
     if (z->N == 1)
         goto cleanup;
-    if (z->cfg.stage < 2) {
+    if (z->cfg.stage == 0) {
         TSR_TRY(tsr_comm_iallreduce(z->dp, TSR_IN_PLACE, z->grads_full + k->off, k->s * (size_t)z->N, TSR_DTYPE_F32,
                                     TSR_REDUCE_SUM, &k->req));
     } else {
+        const float *whole = z->cfg.stage == 1 ? z->grads_full + k->off : k->grad_full;
         TSR_TRY(alloc_floats(z, TSR_MEM_COMM, k->s, &k->rs_recv));
-        TSR_TRY(tsr_comm_ireduce_scatter(z->dp, k->grad_full, k->rs_recv, k->s, TSR_DTYPE_F32, TSR_REDUCE_SUM,
-                                         &k->req));
+        TSR_TRY(tsr_comm_ireduce_scatter(z->dp, whole, k->rs_recv, k->s, TSR_DTYPE_F32, TSR_REDUCE_SUM, &k->req));
     }
 cleanup:
     return rc;
 }
 
-/* Wait for a bucket's reduction; stages 2-3 add the result into the gradient shard and free
- * the layer's whole gradient. */
+/* Wait for a bucket's reduction. Stage 1 copies the result into its shard of the whole
+ * gradient (the rest of it is not read again before it is zeroed); stages 2-3 add it into the
+ * gradient shard and free the layer's whole gradient. */
 static tsr_status_t finish_reduce(tsr_zero_t z, bucket_t *k)
 {
     tsr_status_t rc = TSR_OK;
@@ -506,7 +509,10 @@ static tsr_status_t finish_reduce(tsr_zero_t z, bucket_t *k)
         goto cleanup;
     TSR_TRY(tsr_request_wait(&k->req));
     k->launched = 0;
-    if (z->cfg.stage >= 2) {
+    if (z->cfg.stage == 1 && k->rs_recv) {
+        memcpy(z->grads_full + k->off + (size_t)z->r * k->s, k->rs_recv, k->s * sizeof(float));
+        free_buf(z, &k->rs_recv);
+    } else if (z->cfg.stage >= 2) {
         const float *src = z->N == 1 ? k->grad_full : k->rs_recv;
         float *dst = z->grads_shard + k->shard_off;
         for (size_t i = 0; i < k->s; i++)

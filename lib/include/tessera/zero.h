@@ -11,7 +11,7 @@
  * | stage | parameters        | gradients                       | optimizer state | reduction            |
  * |-------|-------------------|---------------------------------|-----------------|----------------------|
  * | 0     | whole             | whole                           | whole           | all-reduce           |
- * | 1     | whole             | whole                           | shard           | all-reduce, all-gather params |
+ * | 1     | whole             | whole                           | shard           | reduce-scatter, all-gather params |
  * | 2     | whole             | shard (+ a layer while it runs) | shard           | reduce-scatter, all-gather params |
  * | 3     | shard (+ gathered layers) | shard (+ a layer while it runs) | shard   | reduce-scatter       |
  *
@@ -223,7 +223,8 @@ TSR_API tsr_status_t tsr_zero_grad_begin(tsr_zero_t opt, int layer);
 
 /**
  * @p layer's gradient for this micro-batch is complete: start its non-blocking reduction
- * (stages 2-3: reduce-scatter now; stages 0-1: all-reduce once every micro-batch is in).
+ * (stages 2-3: reduce-scatter now; stage 0 all-reduce, stage 1 reduce-scatter, once every
+ * micro-batch is in).
  * Collective over dp, in the same layer order on every rank.
  */
 TSR_API tsr_status_t tsr_zero_grad_ready(tsr_zero_t opt, int layer);
