@@ -12,8 +12,8 @@
  * |-------|-------------------|---------------------------------|-----------------|----------------------|
  * | 0     | whole             | whole                           | whole           | all-reduce           |
  * | 1     | whole             | whole                           | shard           | reduce-scatter, all-gather params |
- * | 2     | whole             | shard (+ a layer while it runs) | shard           | reduce-scatter, all-gather params |
- * | 3     | shard (+ gathered layers) | shard (+ a layer while it runs) | shard   | reduce-scatter       |
+ * | 2     | whole             | shard (+ <= 2 layers in a step) | shard           | reduce-scatter, all-gather params |
+ * | 3     | shard (+ gathered layers) | shard (+ <= 2 layers in a step) | shard   | reduce-scatter       |
  *
  * A training step, as a model drives it (every call is cheap where the stage has nothing
  * to do, so one code path serves all stages):
