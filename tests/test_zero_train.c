@@ -441,7 +441,7 @@ static tsr_status_t import_state(tsr_zero_t z, tsr_zero_kind_t kind, float **in)
     tsr_status_t st = TSR_OK;
     for (int k = 0; k < 2 * L && st == TSR_OK; k++) {
         tsr_zero_piece_t pc;
-        if ((st = tsr_zero_piece(z, k, kind, &pc)) == TSR_OK)
+        if ((st = tsr_zero_piece(z, k, kind, &pc)) == TSR_OK && pc.end > pc.begin)
             memcpy(pc.data, in[k] + pc.begin, (pc.end - pc.begin) * sizeof(float));
     }
     return st;

@@ -160,7 +160,7 @@ typedef enum tsr_zero_kind {
  */
 typedef struct tsr_zero_piece {
     size_t begin, end;              /**< this rank stores local elements [begin, end) */
-    float *data;                    /**< local element begin; read and write through it */
+    float *data;                    /**< local element begin (NULL when begin == end); read and write through it */
     size_t write_begin, write_end;  /**< the sub-range this rank alone should write to a checkpoint
                                        (the ownership rule above); empty when write_begin == write_end */
 } tsr_zero_piece_t;
