@@ -11,6 +11,7 @@
  *   - pipe:   pipe.h (pipeline schedules, simulator, executor, partitioner)
  *   - zero:   zero.h (ZeRO-sharded optimizers, clipping, loss scaling)
  *   - ckpt:   ckpt.h (checkpoints in parallel HDF5: global datasets, atomic commit)
+ *   - data:   data.h (llm.c token shards, the step-indexed loader)
  * config.h tells the version and which optional backends this installation has.
  */
 #ifndef TESSERA_H
@@ -29,5 +30,6 @@
 #include <tessera/pipe.h>
 #include <tessera/zero.h>
 #include <tessera/ckpt.h>
+#include <tessera/data.h>
 
 #endif /* TESSERA_H */
