@@ -30,6 +30,7 @@ struct tsr_tp_saved {
     tsr_tp_t tp;
     float *a, *b;
     size_t na, nb;
+    int seq, dim; /* attention: sequence length and head size */
 };
 
 /* Block p of `parts` of an extent split in units: its first index and length. */
