@@ -129,29 +129,42 @@ cleanup:
 tsr_status_t tsr_tp_linear_backward(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t w, tsr_dmat_t dy, tsr_dmat_t dx,
                                     tsr_dmat_t dw, tsr_dmat_t db)
 {
+    return tsr_tp_linear_backward_shared(tp, 1, x, &w, &dy, dx, &dw, db ? &db : NULL);
+}
+
+tsr_status_t tsr_tp_linear_backward_shared(tsr_tp_t tp, int n, tsr_dmat_t x, tsr_dmat_t *w, tsr_dmat_t *dy,
+                                           tsr_dmat_t dx, tsr_dmat_t *dw, tsr_dmat_t *db)
+{
     tsr_status_t rc = TSR_OK;
-    TSR_CHECK(tp && x && w && dy && dw, TSR_ERR_INVALID_ARG, "linear backward: NULL context or matrix");
-    linear_mode_t mode = mode_of(x, w);
-    TSR_TRY(check_linear(x, w, db, dy, mode));
-    TSR_CHECK(tsr__tp_same_layout(w, dw) && (!dx || tsr__tp_same_layout(x, dx)), TSR_ERR_INVALID_ARG,
-              "linear backward: dW must be laid out like W and dX like X");
-    if (mode == LINEAR_2D) {
-        if (dx)
-            TSR_TRY(tsr_tp_summa(tp, TSR_NO_TRANS, TSR_TRANS, 1.0f, dy, w, 0.0f, dx));
-        TSR_TRY(tsr_tp_summa(tp, TSR_TRANS, TSR_NO_TRANS, 1.0f, x, dy, 1.0f, dw));
-    } else {
-        int m = x->len[0], k = x->len[1], n = dy->len[1];
-        if (dx) {
-            TSR_TRY(tsr_device_gemm_f32(tp->dev, TSR_NO_TRANS, TSR_TRANS, m, k, n, 1.0f, dy->data, n > 0 ? n : 1,
-                                        w->data, n > 0 ? n : 1, 0.0f, dx->data, k > 0 ? k : 1));
-            if (mode == LINEAR_COLUMN && w->parts[1] > 1)
-                TSR_TRY(tsr_comm_allreduce(tsr__tp_split_comm(tp, w->desc.col_split), TSR_IN_PLACE, dx->data, (size_t)m * k, TSR_DTYPE_F32,
-                                           TSR_REDUCE_SUM));
-        }
-        TSR_TRY(weight_grad_local(tp, x, dy, dw));
+    TSR_CHECK(tp && x && w && dy && dw && n >= 1, TSR_ERR_INVALID_ARG, "linear backward: NULL context or matrix");
+    linear_mode_t mode = mode_of(x, w[0]);
+    for (int i = 0; i < n; i++) {
+        TSR_CHECK(w[i] && dy[i] && dw[i] && mode_of(x, w[i]) == mode, TSR_ERR_INVALID_ARG,
+                  "linear backward: weight %d is NULL or laid out differently from weight 0", i);
+        TSR_TRY(check_linear(x, w[i], db ? db[i] : NULL, dy[i], mode));
+        TSR_CHECK(tsr__tp_same_layout(w[i], dw[i]) && (!dx || tsr__tp_same_layout(x, dx)), TSR_ERR_INVALID_ARG,
+                  "linear backward: dW must be laid out like W and dX like X");
     }
-    if (db)
-        TSR_TRY(bias_grad(tp, dy, db));
+    for (int i = 0; i < n; i++) {
+        float keep = i ? 1.0f : 0.0f; /* dX = sum over i of dY_i W_iᵀ */
+        if (mode == LINEAR_2D) {
+            if (dx)
+                TSR_TRY(tsr_tp_summa(tp, TSR_NO_TRANS, TSR_TRANS, 1.0f, dy[i], w[i], keep, dx));
+            TSR_TRY(tsr_tp_summa(tp, TSR_TRANS, TSR_NO_TRANS, 1.0f, x, dy[i], 1.0f, dw[i]));
+        } else {
+            int m = x->len[0], k = x->len[1], o = dy[i]->len[1];
+            if (dx)
+                TSR_TRY(tsr_device_gemm_f32(tp->dev, TSR_NO_TRANS, TSR_TRANS, m, k, o, 1.0f, dy[i]->data,
+                                            o > 0 ? o : 1, w[i]->data, o > 0 ? o : 1, keep, dx->data, k > 0 ? k : 1));
+            TSR_TRY(weight_grad_local(tp, x, dy[i], dw[i]));
+        }
+        if (db && db[i])
+            TSR_TRY(bias_grad(tp, dy[i], db[i]));
+    }
+    /* Column-parallel: the one all-reduce of the backward, after every partial dX is summed. */
+    if (dx && mode == LINEAR_COLUMN && w[0]->parts[1] > 1)
+        TSR_TRY(tsr_comm_allreduce(tsr__tp_split_comm(tp, w[0]->desc.col_split), TSR_IN_PLACE, dx->data,
+                                   (size_t)x->len[0] * x->len[1], TSR_DTYPE_F32, TSR_REDUCE_SUM));
 cleanup:
     return rc;
 }

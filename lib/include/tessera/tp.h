@@ -159,6 +159,16 @@ TSR_API tsr_status_t tsr_tp_summa(tsr_tp_t tp, tsr_trans_t trans_a, tsr_trans_t 
                                   tsr_dmat_t a, tsr_dmat_t b, float beta, tsr_dmat_t c);
 
 /**
+ * Backward of @p n linear layers that share their input X (e.g. the Q, K and V projections):
+ * dX = sum over i of dY_i W_iᵀ (overwritten; dx may be NULL), dW_i += Xᵀ dY_i,
+ * db_i += column sums of dY_i (db or any db[i] may be NULL). Every W_i must be laid out
+ * alike; in the column-parallel layout the partial dX are summed before the one all-reduce.
+ */
+TSR_API tsr_status_t tsr_tp_linear_backward_shared(tsr_tp_t tp, int n, tsr_dmat_t x, tsr_dmat_t *w,
+                                                   tsr_dmat_t *dy, tsr_dmat_t dx, tsr_dmat_t *dw,
+                                                   tsr_dmat_t *db);
+
+/**
  * Bytes this rank sends in tsr_tp_summa() with these operands, by the counting model of
  * tessera/comm.h (doc/tp.md derives it). With C's block m_i×n_j and A's k_i×k_j (of the
  * inner index): A·B sends 4(m_i·k·[c>1] + k·n_j·[r>1]); A·Bᵀ sends 4(n·k_j·[r>1] +
