@@ -4,7 +4,8 @@
  * with shapes that do not divide by the grid: linear (2D, column-parallel, row-parallel),
  * layernorm, GELU, residual add, attention, embedding (2D and vocabulary-parallel) and
  * cross-entropy (vocabulary split over columns). Weight gradients accumulate onto random
- * starting values. Bytes sent by the linear layers are compared with doc/tp.md's formulas.
+ * starting values. Bytes sent by the linear layers, layernorm, embedding and cross-entropy
+ * are compared with doc/tp.md's formulas.
  */
 #include "test_tp_common.h"
 
@@ -24,6 +25,17 @@ static tsr_dmat_desc_t d2(int m, int n, int ru, int cu)
 }
 
 static tsr_dmat_desc_t dvec(int n, int cu) { return tp_desc(1, n, TSR_SPLIT_NONE, TSR_SPLIT_GRID_COLS, 1, cu); }
+
+/* floor(2 (N-1) S / N): bytes of an all-reduce of S bytes over N ranks. */
+static uint64_t ar(int n, uint64_t s) { return n > 1 ? 2 * (uint64_t)(n - 1) * s / (uint64_t)n : 0; }
+
+/* This rank's grid coordinates. */
+static tsr_grid_coords_t coords(tsr_tp_t tp)
+{
+    tsr_grid_coords_t co;
+    tsr_grid_coords(tsr_tp_grid(tp), &co);
+    return co;
+}
 
 static double *dup_add(const double *a, const double *b, size_t n)
 {
@@ -120,8 +132,15 @@ static void layernorm_gelu_add(tsr_tp_t tp)
     tsr_dmat_t dX = tp_dmat(tp, d2(M, H, T, 1), NULL), dG = tp_dmat(tp, dvec(H, 1), gg);
     tsr_dmat_t dBe = tp_dmat(tp, dvec(H, 1), gbe);
     tsr_tp_saved_t s = NULL;
+    tsr_grid_coords_t co = coords(tp);
+    uint64_t mi = tp_block_len(M, T, R, co.tp_row), hj = tp_block_len(H, 1, C, co.tp_col);
+    tsr_tp_reset_counters(tp);
     ok(tsr_tp_layernorm_forward(tp, X, G, Be, 1e-5f, Y, &s) == TSR_OK, "%dx%d layernorm forward runs", R, C);
+    is_int(tsr_tp_bytes_sent(tp), ar(C, 16 * mi), "%dx%d layernorm forward: bytes = doc formula", R, C);
+    tsr_tp_reset_counters(tp);
     ok(tsr_tp_layernorm_backward(tp, X, G, s, dY, dX, dG, dBe) == TSR_OK, "%dx%d layernorm backward runs", R, C);
+    is_int(tsr_tp_bytes_sent(tp), ar(C, 16 * mi) + ar(R, 8 * hj), "%dx%d layernorm backward: bytes = doc formula",
+           R, C);
     tp_check(Y, y, TOL, "layernorm Y", R, C);
     tp_check(dX, gx, TOL, "layernorm dX", R, C);
     tp_check(dG, gg1, TOL, "layernorm dgamma (accumulated)", R, C);
@@ -192,9 +211,18 @@ static void embedding_loss(tsr_tp_t tp, int vocab1d)
     tsr_dmat_t X = tp_dmat(tp, dx, NULL), Wte = tp_dmat(tp, dte, wte), Wpe = tp_dmat(tp, dpe, wpe);
     tsr_dmat_t dX = tp_dmat(tp, dx, gx), dWte = tp_dmat(tp, dte, gte), dWpe = tp_dmat(tp, dpe, gpe);
     tsr_dmat_t L = tp_dmat(tp, dl, lg), dL = tp_dmat(tp, dl, NULL);
+    tsr_grid_coords_t co = coords(tp);
+    uint64_t m0 = tp_block_len(M, T, R, 0), mi = vocab1d ? M : tp_block_len(M, T, R, co.tp_row);
+    uint64_t hj = vocab1d ? H : tp_block_len(H, 1, C, co.tp_col);
+    tsr_tp_reset_counters(tp);
     ok(tsr_tp_embedding_forward(tp, tok, T, Wte, Wpe, X) == TSR_OK, "%dx%d embedding %s forward runs", R, C, name);
+    is_int(tsr_tp_bytes_sent(tp), vocab1d ? ar(C, 4 * M * H) : (R - 1) * 4 * m0 * hj,
+           "%dx%d embedding %s forward: bytes = doc formula", R, C, name);
+    tsr_tp_reset_counters(tp);
     ok(tsr_tp_embedding_backward(tp, tok, T, dX, dWte, dWpe) == TSR_OK, "%dx%d embedding %s backward runs", R, C,
        name);
+    is_int(tsr_tp_bytes_sent(tp), vocab1d ? 0 : (R - 1) * 4 * m0 * hj + ar(R, 4 * T * hj),
+           "%dx%d embedding %s backward: bytes = doc formula", R, C, name);
     char what[64];
     snprintf(what, sizeof what, "embedding %s X", name);
     tp_check(X, x, TOL, what, R, C);
@@ -204,8 +232,11 @@ static void embedding_loss(tsr_tp_t tp, int vocab1d)
     tp_check(dWpe, gpe1, TOL, what, R, C);
     float got = 0;
     tsr_tp_saved_t s = NULL;
+    tsr_tp_reset_counters(tp);
     ok(tsr_tp_cross_entropy_forward(tp, L, tgt, &got, &s) == TSR_OK, "%dx%d cross-entropy %s forward runs", R, C,
        name);
+    is_int(tsr_tp_bytes_sent(tp), ar(C, 4 * mi) + ar(C, 16 * mi) + (vocab1d ? 0 : ar(R, 8)),
+           "%dx%d cross-entropy %s forward: bytes = doc formula", R, C, name);
     is_rel(got, loss, TOL, "%dx%d cross-entropy %s loss", R, C, name);
     ok(tsr_tp_cross_entropy_backward(tp, L, tgt, s, 0.5f, dL) == TSR_OK, "%dx%d cross-entropy %s backward runs", R,
        C, name);

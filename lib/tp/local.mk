@@ -9,4 +9,4 @@ apps_tsr_bench_SOURCES += apps/bench_tp.c
 tp_tests = tests/test_tp_summa tests/test_tp_ref tests/test_tp_ops tests/test_tp_block
 check_PROGRAMS += $(tp_tests)
 TESTS += $(tp_tests)
-EXTRA_DIST += tests/test_tp_common.h
+EXTRA_DIST += tests/test_tp_common.h doc/tp.md
