@@ -102,9 +102,11 @@ tsr_status_t tsr_tp_attention_backward(tsr_tp_t tp, tsr_dmat_t q, tsr_dmat_t k, 
     datt = malloc((size_t)s.seq * sizeof *datt);
     TSR_CHECK(datt, TSR_ERR_OUT_OF_MEMORY, "no memory for attention backward");
     size_t bytes = (size_t)q->len[0] * (size_t)q->len[1] * sizeof(float);
-    memset(dq->data, 0, bytes);
-    memset(dk->data, 0, bytes);
-    memset(dv->data, 0, bytes);
+    if (bytes) { /* a rank can hold no head at all */
+        memset(dq->data, 0, bytes);
+        memset(dk->data, 0, bytes);
+        memset(dv->data, 0, bytes);
+    }
     double scale = 1.0 / sqrt((double)s.dim);
     for (int b = 0; b < s.batch; b++)
         for (int h = 0; h < s.heads; h++)

@@ -244,6 +244,8 @@ static size_t largest_block(tsr_dmat_t d)
 /* Copy a rows x cols block between a packed buffer and the global matrix (ld = global cols). */
 static void copy_block(float *global, int gcols, const int start[2], const int len[2], float *packed, int to_global)
 {
+    if (len[1] == 0) /* an empty block has no memory behind it */
+        return;
     for (int i = 0; i < len[0]; i++) {
         float *g = global + (size_t)(start[0] + i) * gcols + start[1];
         float *p = packed + (size_t)i * len[1];

@@ -95,7 +95,8 @@ tsr_status_t tsr_tp_embedding_forward(tsr_tp_t tp, const int32_t *tokens, int se
             lookup(wte, tokens, start, len, part + blk * p, n);
         }
         TSR_TRY(tsr_comm_reduce_scatter(tp->col_comm, part, part + blk * r, blk, TSR_DTYPE_F32, TSR_REDUCE_SUM));
-        memcpy(x->data, part + blk * r, local * sizeof(float));
+        if (local)
+            memcpy(x->data, part + blk * r, local * sizeof(float));
     } else {
         lookup(wte, tokens, x->start[0], x->len[0], x->data, n);
         if (mode == EMBED_1D)
@@ -156,7 +157,8 @@ tsr_status_t tsr_tp_embedding_backward(tsr_tp_t tp, const int32_t *tokens, int s
         TSR_TRY(tsr__tp_scratch(tp, TSR_MEM_COMM, blk * r, &all));
         TSR_TRY(tsr__tp_scratch(tp, TSR_MEM_COMM, blk, &part));
         memset(part, 0, blk * sizeof(float));
-        memcpy(part, dx->data, (size_t)dx->len[0] * n * sizeof(float));
+        if (dx->len[0] > 0 && n > 0)
+            memcpy(part, dx->data, (size_t)dx->len[0] * n * sizeof(float));
         TSR_TRY(tsr_comm_allgather(tp->col_comm, part, all, blk, TSR_DTYPE_F32));
         for (int p = 0; p < r; p++) {
             int start, len;

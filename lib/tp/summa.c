@@ -60,6 +60,8 @@ static tsr_status_t make_panels(tsr_dmat_t a, int da, tsr_dmat_t b, int db, int 
 /* Copy rows x cols of src (leading dimension lds) into dst (leading dimension ldd). */
 static void copy2d(float *dst, int ldd, const float *src, int lds, int rows, int cols)
 {
+    if (cols == 0) /* an empty block has no memory behind it */
+        return;
     for (int i = 0; i < rows; i++)
         memcpy(dst + (size_t)i * ldd, src + (size_t)i * lds, (size_t)cols * sizeof(float));
 }
@@ -130,12 +132,11 @@ cleanup:
  * receives size-1 partials of n floats and adds them to its own in `mine`; every other
  * rank sends `mine` (non-blocking: *send must be waited on before `mine` is reused).
  */
-static tsr_status_t reduce_to_owner(tsr_tp_t tp, tsr_comm_t comm, int owner, float *mine, float *recv, size_t n,
+static tsr_status_t reduce_to_owner(tsr_comm_t comm, int owner, float *mine, float *recv, size_t n,
                                     tsr_request_t *send)
 {
     tsr_status_t rc = TSR_OK;
     int me = tsr_comm_rank(comm), size = tsr_comm_size(comm);
-    (void)tp;
     if (me != owner)
         return tsr_comm_isend(comm, mine, n, TSR_DTYPE_F32, owner, TP_TAG_PARTIAL, send);
     for (int q = 0; q < size; q++) {
@@ -211,7 +212,7 @@ static tsr_status_t summa_reduce(tsr_tp_t tp, int nt, float alpha, tsr_dmat_t a,
             else /* partial (l x nj) = panelᵀ (l x kl) · B_loc (kl x nj) */
                 TSR_TRY(tsr_device_gemm_f32(tp->dev, TSR_TRANS, TSR_NO_TRANS, l, fo, kl, 1.0f, xbuf[s], l,
                                             f->data, fo > 0 ? fo : 1, 0.0f, part[s], fo > 0 ? fo : 1));
-            TSR_TRY(reduce_to_owner(tp, ccomm, owner, part[s], recv, (size_t)l * fo, &sent[s]));
+            TSR_TRY(reduce_to_owner(ccomm, owner, part[s], recv, (size_t)l * fo, &sent[s]));
             if (tsr_comm_rank(ccomm) == owner) {
                 int off = p->start - c->start[cd];
                 if (nt)
