@@ -108,6 +108,23 @@ tsr_comm_t tsr__tp_split_comm(tsr_tp_t tp, tsr_split_t split)
     return split == TSR_SPLIT_GRID_ROWS ? tp->col_comm : split == TSR_SPLIT_GRID_COLS ? tp->row_comm : NULL;
 }
 
+tsr_comm_t tsr__tp_dim_comm(tsr_dmat_t d, int dim)
+{
+    return d->parts[dim] > 1 ? tsr__tp_split_comm(d->tp, dim ? d->desc.col_split : d->desc.row_split) : NULL;
+}
+
+tsr_status_t tsr__tp_add_reduced(tsr_comm_t comm, float *dst, float *partial, size_t n)
+{
+    if (comm) {
+        tsr_status_t rc = tsr_comm_allreduce(comm, TSR_IN_PLACE, partial, n, TSR_DTYPE_F32, TSR_REDUCE_SUM);
+        if (rc != TSR_OK)
+            return rc;
+    }
+    for (size_t i = 0; i < n; i++)
+        dst[i] += partial[i];
+    return TSR_OK;
+}
+
 static int extent_of(const tsr_dmat_desc_t *d, int dim) { return dim ? d->cols : d->rows; }
 static int unit_of(const tsr_dmat_desc_t *d, int dim) { return dim ? d->col_unit : d->row_unit; }
 static tsr_split_t split_of(const tsr_dmat_desc_t *d, int dim) { return dim ? d->col_split : d->row_split; }

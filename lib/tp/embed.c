@@ -113,30 +113,18 @@ cleanup:
     return rc;
 }
 
-/* dw[tokens[t] - v0] += rows of dx for t in [first, first + count) in my vocabulary block. */
-static void scatter_add(tsr_dmat_t dwte, const int32_t *tokens, int first, int count, const float *dx, int ld)
+/* dst[tokens[t] - v0] += rows of dx for t in [first, first + count) in dwte's vocabulary block
+ * (dst: dwte's local block, or scratch of its shape). */
+static void scatter_add(tsr_dmat_t dwte, float *dst, const int32_t *tokens, int first, int count, const float *dx,
+                        int ld)
 {
     int v0 = dwte->start[0], nv = dwte->len[0], n = dwte->len[1];
     for (int t = 0; t < count; t++) {
         int id = tokens[first + t] - v0;
         if (id >= 0 && id < nv)
             for (int j = 0; j < n; j++)
-                dwte->data[(size_t)id * n + j] += dx[(size_t)t * ld + j];
+                dst[(size_t)id * n + j] += dx[(size_t)t * ld + j];
     }
-}
-
-/* dst += partial summed over the ranks that split X's token rows (none: added as is). */
-static tsr_status_t add_over_rows(tsr_tp_t tp, tsr_dmat_t x, float *dst, float *partial, size_t n)
-{
-    if (x->parts[0] > 1) {
-        tsr_status_t rc = tsr_comm_allreduce(tsr__tp_split_comm(tp, x->desc.row_split), TSR_IN_PLACE, partial, n,
-                                             TSR_DTYPE_F32, TSR_REDUCE_SUM);
-        if (rc != TSR_OK)
-            return rc;
-    }
-    for (size_t i = 0; i < n; i++)
-        dst[i] += partial[i];
-    return TSR_OK;
 }
 
 tsr_status_t tsr_tp_embedding_backward(tsr_tp_t tp, const int32_t *tokens, int seq_len, tsr_dmat_t dx,
@@ -163,19 +151,16 @@ tsr_status_t tsr_tp_embedding_backward(tsr_tp_t tp, const int32_t *tokens, int s
         for (int p = 0; p < r; p++) {
             int start, len;
             tsr__tp_block(dx->desc.rows, dx->desc.row_unit, r, p, &start, &len);
-            scatter_add(dwte, tokens, start, len, all + blk * p, n);
+            scatter_add(dwte, dwte->data, tokens, start, len, all + blk * p, n);
         }
     } else if (dwte && mode == EMBED_1D) {
-        scatter_add(dwte, tokens, 0, dx->len[0], dx->data, n);
+        scatter_add(dwte, dwte->data, tokens, 0, dx->len[0], dx->data, n);
     } else if (dwte) { /* replicated vocabulary: the token rows of every grid row contribute */
         size_t cnt = (size_t)dwte->len[0] * n;
         TSR_TRY(tsr__tp_scratch(tp, TSR_MEM_WORKSPACE, cnt, &all));
         memset(all, 0, (cnt ? cnt : 1) * sizeof(float));
-        float *keep = dwte->data;
-        dwte->data = all;
-        scatter_add(dwte, tokens, dx->start[0], dx->len[0], dx->data, n);
-        dwte->data = keep;
-        TSR_TRY(add_over_rows(tp, dx, dwte->data, all, cnt));
+        scatter_add(dwte, all, tokens, dx->start[0], dx->len[0], dx->data, n);
+        TSR_TRY(tsr__tp_add_reduced(tsr__tp_dim_comm(dx, 0), dwte->data, all, cnt));
     }
     if (dwpe) {
         size_t cnt = (size_t)seq_len * n;
@@ -187,18 +172,12 @@ tsr_status_t tsr_tp_embedding_backward(tsr_tp_t tp, const int32_t *tokens, int s
             for (int j = 0; j < n; j++)
                 pos[j] += dx->data[(size_t)i * n + j];
         }
-        TSR_TRY(add_over_rows(tp, dx, dwpe->data, part, cnt));
+        TSR_TRY(tsr__tp_add_reduced(tsr__tp_dim_comm(dx, 0), dwpe->data, part, cnt));
     }
 cleanup:
     tsr__tp_scratch_free(tp, &all);
     tsr__tp_scratch_free(tp, &part);
     return rc;
-}
-
-/* The communicator that splits a dimension of d, if it is split (else NULL). */
-static tsr_comm_t dim_comm(tsr_dmat_t d, int dim)
-{
-    return d->parts[dim] > 1 ? tsr__tp_split_comm(d->tp, dim ? d->desc.col_split : d->desc.row_split) : NULL;
 }
 
 tsr_status_t tsr_tp_cross_entropy_forward(tsr_tp_t tp, tsr_dmat_t logits, const int32_t *targets, float *loss,
@@ -211,7 +190,7 @@ tsr_status_t tsr_tp_cross_entropy_forward(tsr_tp_t tp, tsr_dmat_t logits, const 
     *saved = NULL;
     TSR_TRY(check_tokens(targets, logits->desc.rows, logits->desc.cols));
     int m = logits->len[0], n = logits->len[1], v0 = logits->start[1];
-    tsr_comm_t vocab = dim_comm(logits, 1), tokens = dim_comm(logits, 0);
+    tsr_comm_t vocab = tsr__tp_dim_comm(logits, 1), tokens = tsr__tp_dim_comm(logits, 0);
     TSR_TRY(tsr__tp_saved_new(tp, (size_t)m, 0, &st));
     acc = calloc(2 * (size_t)m + 1, sizeof *acc);
     TSR_CHECK(acc, TSR_ERR_OUT_OF_MEMORY, "no memory for cross-entropy sums");

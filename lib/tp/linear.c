@@ -49,25 +49,6 @@ static void add_bias(tsr_dmat_t y, tsr_dmat_t b)
             y->data[(size_t)i * y->len[1] + j] += b->data[j];
 }
 
-/* dst[i] += partial[i] after summing partial over comm (NULL or one rank: no communication). */
-static tsr_status_t add_reduced(tsr_comm_t comm, float *dst, float *partial, size_t n)
-{
-    if (comm && tsr_comm_size(comm) > 1) {
-        tsr_status_t rc = tsr_comm_allreduce(comm, TSR_IN_PLACE, partial, n, TSR_DTYPE_F32, TSR_REDUCE_SUM);
-        if (rc != TSR_OK)
-            return rc;
-    }
-    for (size_t i = 0; i < n; i++)
-        dst[i] += partial[i];
-    return TSR_OK;
-}
-
-/* The communicator across which rows of d are split, when they are (else NULL). */
-static tsr_comm_t rows_comm(tsr_dmat_t d)
-{
-    return d->parts[0] > 1 ? tsr__tp_split_comm(d->tp, d->desc.row_split) : NULL;
-}
-
 /* db += column sums of dy's rows, summed over the ranks that split dy's rows. */
 static tsr_status_t bias_grad(tsr_tp_t tp, tsr_dmat_t dy, tsr_dmat_t db)
 {
@@ -79,7 +60,7 @@ static tsr_status_t bias_grad(tsr_tp_t tp, tsr_dmat_t dy, tsr_dmat_t db)
     for (int i = 0; i < dy->len[0]; i++)
         for (int j = 0; j < n; j++)
             sum[j] += dy->data[(size_t)i * n + j];
-    TSR_TRY(add_reduced(rows_comm(dy), db->data, sum, (size_t)n));
+    TSR_TRY(tsr__tp_add_reduced(tsr__tp_dim_comm(dy, 0), db->data, sum, (size_t)n));
 cleanup:
     tsr__tp_scratch_free(tp, &sum);
     return rc;
@@ -91,14 +72,14 @@ static tsr_status_t weight_grad_local(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t dy, 
     tsr_status_t rc = TSR_OK;
     float *part = NULL;
     int k = x->len[1], n = dy->len[1], m = x->len[0];
-    tsr_comm_t comm = rows_comm(x);
+    tsr_comm_t comm = tsr__tp_dim_comm(x, 0);
     if (!comm)
         return tsr_device_gemm_f32(tp->dev, TSR_TRANS, TSR_NO_TRANS, k, n, m, 1.0f, x->data, k > 0 ? k : 1,
                                    dy->data, n > 0 ? n : 1, 1.0f, dw->data, n > 0 ? n : 1);
     TSR_TRY(tsr__tp_scratch(tp, TSR_MEM_WORKSPACE, (size_t)k * n, &part));
     TSR_TRY(tsr_device_gemm_f32(tp->dev, TSR_TRANS, TSR_NO_TRANS, k, n, m, 1.0f, x->data, k > 0 ? k : 1, dy->data,
                                 n > 0 ? n : 1, 0.0f, part, n > 0 ? n : 1));
-    TSR_TRY(add_reduced(comm, dw->data, part, (size_t)k * n));
+    TSR_TRY(tsr__tp_add_reduced(comm, dw->data, part, (size_t)k * n));
 cleanup:
     tsr__tp_scratch_free(tp, &part);
     return rc;

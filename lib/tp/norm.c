@@ -5,12 +5,6 @@
 
 #include "tp_impl.h"
 
-/* The communicator across which a dimension of d is split, when it is (else NULL). */
-static tsr_comm_t dim_comm(tsr_dmat_t d, int dim)
-{
-    return d->parts[dim] > 1 ? tsr__tp_split_comm(d->tp, dim ? d->desc.col_split : d->desc.row_split) : NULL;
-}
-
 /* buf (n doubles) summed over comm, in place; nothing when comm is NULL. */
 static tsr_status_t sum_f64(tsr_comm_t comm, double *buf, size_t n)
 {
@@ -47,7 +41,7 @@ tsr_status_t tsr_tp_layernorm_forward(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t gamm
             stat[2 * i] += v;
             stat[2 * i + 1] += v * v;
         }
-    TSR_TRY(sum_f64(dim_comm(x, 1), stat, 2 * (size_t)m));
+    TSR_TRY(sum_f64(tsr__tp_dim_comm(x, 1), stat, 2 * (size_t)m));
     TSR_TRY(tsr__tp_saved_new(tp, (size_t)m, (size_t)m, &s));
     for (int i = 0; i < m; i++) {
         double mean = stat[2 * i] / width, var = stat[2 * i + 1] / width - mean * mean;
@@ -96,7 +90,7 @@ tsr_status_t tsr_tp_layernorm_backward(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t gam
             pg[j] += (float)(dy->data[e] * xhat);
             pg[n + j] += dy->data[e];
         }
-    TSR_TRY(sum_f64(dim_comm(x, 1), stat, 2 * (size_t)m));
+    TSR_TRY(sum_f64(tsr__tp_dim_comm(x, 1), stat, 2 * (size_t)m));
     for (int i = 0; i < m; i++) {
         double mg = stat[2 * i] / width, mgx = stat[2 * i + 1] / width;
         for (int j = 0; j < n; j++) {
@@ -106,7 +100,7 @@ tsr_status_t tsr_tp_layernorm_backward(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t gam
             dx->data[e] = (float)(saved->b[i] * (g - mg - xhat * mgx));
         }
     }
-    tsr_comm_t down = dim_comm(x, 0);
+    tsr_comm_t down = tsr__tp_dim_comm(x, 0);
     if (down)
         TSR_TRY(tsr_comm_allreduce(down, TSR_IN_PLACE, pg, 2 * (size_t)n, TSR_DTYPE_F32, TSR_REDUCE_SUM));
     for (int j = 0; j < n; j++) {

@@ -43,6 +43,13 @@ int tsr__tp_index(tsr_tp_t tp, tsr_split_t split);
 /* The communicator across which a dimension with this split is distributed (NULL if whole). */
 tsr_comm_t tsr__tp_split_comm(tsr_tp_t tp, tsr_split_t split);
 
+/* The communicator across which dimension dim (0 rows, 1 columns) of d is split, or NULL when
+ * that dimension is whole on every rank. */
+tsr_comm_t tsr__tp_dim_comm(tsr_dmat_t d, int dim);
+
+/* dst[i] += partial[i] after summing partial over comm in place (NULL: added as is). */
+tsr_status_t tsr__tp_add_reduced(tsr_comm_t comm, float *dst, float *partial, size_t n);
+
 /* Whether dimension da of a and db of b are split identically (same extent, unit, axis). */
 int tsr__tp_same_split(tsr_dmat_t a, int da, tsr_dmat_t b, int db);
 
