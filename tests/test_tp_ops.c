@@ -5,7 +5,8 @@
  * layernorm, GELU, residual add, attention, embedding (2D and vocabulary-parallel) and
  * cross-entropy (vocabulary split over columns). Weight gradients accumulate onto random
  * starting values. Bytes sent by the linear layers, layernorm, embedding and cross-entropy
- * are compared with doc/tp.md's formulas.
+ * are compared with doc/tp.md's formulas. On grids with r > 1 the 1D weights also run with token
+ * rows split, and the embedding also runs with the vocabulary whole.
  */
 #include "test_tp_common.h"
 
@@ -116,6 +117,14 @@ static void linears(tsr_tp_t tp)
                 tp_desc(H, H2, TSR_SPLIT_GRID_COLS, TSR_SPLIT_NONE, 1, 1),
                 tp_desc(1, H2, TSR_SPLIT_NONE, TSR_SPLIT_NONE, 1, 1),
                 tp_desc(M, H2, TSR_SPLIT_NONE, TSR_SPLIT_NONE, 1, 1), 0);
+    if (R == 1)
+        return;
+    /* The 1D weights with token rows split over grid rows: dW and db are summed down the column. */
+    linear_case(tp, "column-parallel, rows split", tp_desc(M, H, TSR_SPLIT_GRID_ROWS, TSR_SPLIT_NONE, T, 1),
+                tp_desc(H, H2, TSR_SPLIT_NONE, TSR_SPLIT_GRID_COLS, 1, 1), dvec(H2, 1), d2(M, H2, T, 1), 0);
+    linear_case(tp, "row-parallel, rows split", d2(M, H, T, 1), tp_desc(H, H2, TSR_SPLIT_GRID_COLS, TSR_SPLIT_NONE, 1, 1),
+                tp_desc(1, H2, TSR_SPLIT_NONE, TSR_SPLIT_NONE, 1, 1),
+                tp_desc(M, H2, TSR_SPLIT_GRID_ROWS, TSR_SPLIT_NONE, T, 1), 0);
 }
 
 static void layernorm_gelu_add(tsr_tp_t tp)
@@ -189,10 +198,12 @@ static void attention(tsr_tp_t tp)
     free(q), free(k), free(v), free(go);
 }
 
-/* Embedding and cross-entropy in the 2D layout (vocab1d = 0) or the 1D one (vocab1d = 1). */
-static void embedding_loss(tsr_tp_t tp, int vocab1d)
+/* Embedding and cross-entropy in the 2D layout (vocab1d = 0), the 1D one (vocab1d = 1), or
+ * the 2D one with wte's rows whole (vocab1d = 2: the lookup is local, dwte summed down the column). */
+static void embedding_loss(tsr_tp_t tp, int variant)
 {
-    const char *name = vocab1d ? "1D" : "2D";
+    int vocab1d = variant == 1, whole = variant == 2;
+    const char *name = vocab1d ? "1D" : whole ? "2D, wte rows whole" : "2D";
     int32_t *tok = tp_tokens(M, V), *tgt = tp_tokens(M, V);
     double *wte = tp_random(V * H, -1, 1), *wpe = tp_random(T * H, -1, 1), *gx = tp_random(M * H, -1, 1);
     double *gte = tp_random(V * H, -1, 1), *gpe = tp_random(T * H, -1, 1), *lg = tp_random(M * V, -5, 5);
@@ -205,7 +216,7 @@ static void embedding_loss(tsr_tp_t tp, int vocab1d)
 
     tsr_split_t none = TSR_SPLIT_NONE, rows = TSR_SPLIT_GRID_ROWS, cols = TSR_SPLIT_GRID_COLS;
     tsr_dmat_desc_t dx = vocab1d ? tp_desc(M, H, none, none, T, 1) : d2(M, H, T, 1);
-    tsr_dmat_desc_t dte = vocab1d ? tp_desc(V, H, cols, none, 1, 1) : d2(V, H, 1, 1);
+    tsr_dmat_desc_t dte = vocab1d ? tp_desc(V, H, cols, none, 1, 1) : tp_desc(V, H, whole ? none : rows, cols, 1, 1);
     tsr_dmat_desc_t dpe = tp_desc(T, H, none, vocab1d ? none : cols, 1, 1);
     tsr_dmat_desc_t dl = tp_desc(M, V, vocab1d ? none : rows, cols, T, 1);
     tsr_dmat_t X = tp_dmat(tp, dx, NULL), Wte = tp_dmat(tp, dte, wte), Wpe = tp_dmat(tp, dpe, wpe);
@@ -216,12 +227,13 @@ static void embedding_loss(tsr_tp_t tp, int vocab1d)
     uint64_t hj = vocab1d ? H : tp_block_len(H, 1, C, co.tp_col);
     tsr_tp_reset_counters(tp);
     ok(tsr_tp_embedding_forward(tp, tok, T, Wte, Wpe, X) == TSR_OK, "%dx%d embedding %s forward runs", R, C, name);
-    is_int(tsr_tp_bytes_sent(tp), vocab1d ? ar(C, 4 * M * H) : (R - 1) * 4 * m0 * hj,
+    is_int(tsr_tp_bytes_sent(tp), vocab1d ? ar(C, 4 * M * H) : whole ? 0 : (R - 1) * 4 * m0 * hj,
            "%dx%d embedding %s forward: bytes = doc formula", R, C, name);
     tsr_tp_reset_counters(tp);
     ok(tsr_tp_embedding_backward(tp, tok, T, dX, dWte, dWpe) == TSR_OK, "%dx%d embedding %s backward runs", R, C,
        name);
-    is_int(tsr_tp_bytes_sent(tp), vocab1d ? 0 : (R - 1) * 4 * m0 * hj + ar(R, 4 * T * hj),
+    is_int(tsr_tp_bytes_sent(tp),
+           vocab1d ? 0 : (whole ? ar(R, 4 * V * hj) : (R - 1) * 4 * m0 * hj) + ar(R, 4 * T * hj),
            "%dx%d embedding %s backward: bytes = doc formula", R, C, name);
     char what[64];
     snprintf(what, sizeof what, "embedding %s X", name);
@@ -261,6 +273,8 @@ static void battery(int r, int c)
     embedding_loss(tp, 0);
     if (r == 1)
         embedding_loss(tp, 1);
+    else
+        embedding_loss(tp, 2);
     tp_close(&tp, &grid);
 }
 
