@@ -147,13 +147,16 @@ TSR_API tsr_status_t tsr_dmat_gather(tsr_dmat_t d, int root, float *global);
  * C = alpha op(A) op(B) + beta C by SUMMA on the 2D layout, for
  * (op(A), op(B)) = (A, B), (A, Bᵀ) or (Aᵀ, B); (Aᵀ, Bᵀ) is not offered.
  *
- * Every matrix is in the 2D layout; each index shared by two operands must be split the
- * same way in both (e.g. for A·B: rows of A and C, columns of B and C). The inner index is
- * walked in panels of at most the panel width that never straddle a block boundary of
- * either operand. A·B broadcasts the A panel along the grid row and the B panel along the
- * grid column, double-buffered: the next panels are in flight during this panel's GEMM.
- * A·Bᵀ (Aᵀ·B) broadcasts a panel of B (A) and sends each partial product to the rank that
- * owns that panel of C, which adds them up.
+ * Every matrix is in the 2D layout, with any units. C's rows must be split like op(A)'s rows
+ * when these are A's rows (A·B, A·Bᵀ), C's columns like op(B)'s columns when these are B's
+ * columns (A·B, Aᵀ·B), and the inner index alike in A and B for A·Bᵀ and Aᵀ·B; every other
+ * pair of indices may be split differently. The walked index is cut into panels of at most
+ * the panel width that never straddle a block boundary of either matrix it belongs to.
+ * A·B broadcasts the A panel along the grid row and the B panel down the grid column,
+ * double-buffered: the next panels are in flight during this panel's GEMM. A·Bᵀ (Aᵀ·B)
+ * broadcasts a panel of B (A), also double-buffered, and sends each partial product to the
+ * rank that owns that panel of C, which adds them up.
+ * @return TSR_ERR_INVALID_ARG for shapes or splits that do not conform, naming the shapes.
  */
 TSR_API tsr_status_t tsr_tp_summa(tsr_tp_t tp, tsr_trans_t trans_a, tsr_trans_t trans_b, float alpha,
                                   tsr_dmat_t a, tsr_dmat_t b, float beta, tsr_dmat_t c);
