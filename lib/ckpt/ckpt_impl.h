@@ -32,6 +32,11 @@ tsr_status_t tsr__ckpt_h5_error(tsr_status_t status, const char *file, int line,
         }                                                                                          \
     } while (0)
 
+/* Close every valid id of the list, of any kind (dataset, dataspace, attribute, group,
+ * type, property list): the cleanup of a function that opened several. */
+#define CKPT_CLOSE(...) tsr__ckpt_close(sizeof((hid_t[]){__VA_ARGS__}) / sizeof(hid_t), (hid_t[]){__VA_ARGS__})
+void tsr__ckpt_close(size_t n, const hid_t *ids);
+
 /* A file access property list for MPI-IO on comm, with Tessera's tuning. */
 hid_t tsr__ckpt_fapl(tsr_comm_t comm);
 

@@ -36,6 +36,13 @@ tsr_status_t tsr__ckpt_h5_error(tsr_status_t status, const char *file, int line,
     return tsr__error(status, file, line, "%s%s%s", what, why[0] ? " (HDF5: " : "", why[0] ? why : "");
 }
 
+void tsr__ckpt_close(size_t n, const hid_t *ids)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] >= 0)
+            H5Idec_ref(ids[i]); /* at a count of zero, the same as H5Dclose, H5Sclose, ... */
+}
+
 hid_t tsr__ckpt_fapl(tsr_comm_t comm)
 {
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);

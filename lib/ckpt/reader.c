@@ -105,12 +105,7 @@ static tsr_status_t open_dataset(struct tsr_ckpt_reader *r, const char *name, H5
     *out = dset;
     dset = -1;
 cleanup:
-    if (type >= 0)
-        H5Tclose(type);
-    if (space >= 0)
-        H5Sclose(space);
-    if (dset >= 0)
-        H5Dclose(dset);
+    CKPT_CLOSE(type, space, dset);
     return rc;
 }
 
@@ -131,12 +126,7 @@ static tsr_status_t read_piece(struct tsr_ckpt_reader *r, hid_t dset, const char
     CKPT_CALL_H5(H5Dread(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, data), "%s: cannot read dataset %s",
                  r->path, name);
 cleanup:
-    if (dxpl >= 0)
-        H5Pclose(dxpl);
-    if (mspace >= 0)
-        H5Sclose(mspace);
-    if (fspace >= 0)
-        H5Sclose(fspace);
+    CKPT_CLOSE(dxpl, mspace, fspace);
     return rc;
 }
 
@@ -215,12 +205,7 @@ static tsr_status_t verify_dataset(struct tsr_ckpt_reader *r, const char *name)
               r->path, name, (unsigned long long)stored, (unsigned long long)sum);
 cleanup:
     free(buf);
-    if (attr >= 0)
-        H5Aclose(attr);
-    if (space >= 0)
-        H5Sclose(space);
-    if (dset >= 0)
-        H5Dclose(dset);
+    CKPT_CLOSE(attr, space, dset);
     return rc;
 }
 
@@ -392,10 +377,7 @@ static tsr_status_t get_attr(struct tsr_ckpt_reader *r, const char *group, const
     rc = open_attr(r, group, name, &g, &a);
     if (rc == TSR_OK && H5Aread(a, mem_type, value) < 0)
         rc = CKPT_H5_ERROR(TSR_ERR_FORMAT, "%s: attribute %s of %s has the wrong type", r->path, name, group);
-    if (a >= 0)
-        H5Aclose(a);
-    if (g >= 0)
-        H5Gclose(g);
+    CKPT_CLOSE(a, g);
     tsr__ckpt_quiet_end(&quiet);
     return rc;
 }
@@ -429,14 +411,7 @@ tsr_status_t tsr_ckpt_get_str(tsr_ckpt_reader_t r, const char *group, const char
             snprintf(buf, len, "%s", tmp);
         free(tmp);
     }
-    if (mtype >= 0)
-        H5Tclose(mtype);
-    if (ftype >= 0)
-        H5Tclose(ftype);
-    if (a >= 0)
-        H5Aclose(a);
-    if (g >= 0)
-        H5Gclose(g);
+    CKPT_CLOSE(mtype, ftype, a, g);
     tsr__ckpt_quiet_end(&quiet);
     return rc;
 }

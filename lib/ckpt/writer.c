@@ -165,10 +165,7 @@ static hid_t create_dataset(hid_t file, const char *name, hid_t type, int ndim, 
     hid_t dset = -1;
     if (space >= 0 && lcpl >= 0 && H5Pset_create_intermediate_group(lcpl, 1) >= 0)
         dset = H5Dcreate2(file, name, type, space, lcpl, H5P_DEFAULT, H5P_DEFAULT);
-    if (lcpl >= 0)
-        H5Pclose(lcpl);
-    if (space >= 0)
-        H5Sclose(space);
+    CKPT_CLOSE(lcpl, space);
     return dset;
 }
 
@@ -181,10 +178,7 @@ static tsr_status_t write_checksum(hid_t dset, uint64_t checksum)
                  "cannot create the checksum attribute");
     CKPT_CALL_H5(H5Awrite(attr, H5T_NATIVE_UINT64, &checksum), "cannot write the checksum attribute");
 cleanup:
-    if (attr >= 0)
-        H5Aclose(attr);
-    if (space >= 0)
-        H5Sclose(space);
+    CKPT_CLOSE(attr, space);
     return rc;
 }
 
@@ -237,14 +231,7 @@ tsr_status_t tsr_ckpt_write_f32(tsr_ckpt_writer_t w, const char *name, int ndim,
     rc = TSR_OK;
     TSR_TRY(agree(w));
 cleanup:
-    if (dxpl >= 0)
-        H5Pclose(dxpl);
-    if (mspace >= 0)
-        H5Sclose(mspace);
-    if (fspace >= 0)
-        H5Sclose(fspace);
-    if (dset >= 0)
-        H5Dclose(dset);
+    CKPT_CLOSE(dxpl, mspace, fspace, dset);
     tsr__ckpt_quiet_end(&quiet);
     return rc;
 }
@@ -270,12 +257,7 @@ tsr_status_t tsr_ckpt_write_i64(tsr_ckpt_writer_t w, const char *name, int64_t n
         fail_local(w, CKPT_H5_ERROR(TSR_ERR_IO, "cannot write dataset %s", name), doing);
     TSR_TRY(agree(w));
 cleanup:
-    if (dxpl >= 0)
-        H5Pclose(dxpl);
-    if (space >= 0)
-        H5Sclose(space);
-    if (dset >= 0)
-        H5Dclose(dset);
+    CKPT_CLOSE(dxpl, space, dset);
     tsr__ckpt_quiet_end(&quiet);
     return rc;
 }
@@ -297,12 +279,7 @@ static tsr_status_t set_attr(struct tsr_ckpt_writer *w, const char *group, const
         fail_local(w, CKPT_H5_ERROR(TSR_ERR_HDF5, "cannot set attribute %s of %s", name, group), doing);
     TSR_TRY(agree(w));
 cleanup:
-    if (attr >= 0)
-        H5Aclose(attr);
-    if (space >= 0)
-        H5Sclose(space);
-    if (g >= 0)
-        H5Gclose(g);
+    CKPT_CLOSE(attr, space, g);
     tsr__ckpt_quiet_end(&quiet);
     return rc;
 }
