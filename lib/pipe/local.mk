@@ -11,3 +11,5 @@ libtessera_la_SOURCES += \
 	lib/pipe/partition.c
 check_PROGRAMS += tests/test_pipe_schedule
 TESTS += tests/test_pipe_schedule
+check_PROGRAMS += tests/test_pipe_mlp
+TESTS += tests/test_pipe_mlp
