@@ -5,8 +5,9 @@
  * of p), each generator's schedule must pass the rendezvous simulator. With unit costs
  * (forward 1, backward 2; ZB-H1 splits the backward into B 1 and W 1), 1F1B's bubble must
  * be (p-1)/(m+p-1), GPipe's peak live activations m on every stage, 1F1B's at most p on
- * stage 0, interleaved's bubble below 1F1B's and ZB-H1's below 1F1B's with no stage holding
- * more than under 1F1B. A 1F1B schedule with two sends swapped must be reported as a
+ * stage 0, interleaved's bubble below 1F1B's (and equal to (p-1)/(v m+p-1)) and ZB-H1's
+ * below 1F1B's (and equal to its formula for m >= p) with no stage holding more than 1F1B's
+ * peak, p. Schedules are checked under rendezvous rules and timed under the executor's. A 1F1B schedule with two sends swapped must be reported as a
  * deadlock naming both stages; malformed schedules must be rejected. The partitioner must
  * reach the brute-force optimum on random costs.
  */
@@ -46,7 +47,7 @@ static void sweep(void)
     zb.backward = 1.0;
     zb.weight = 1.0;
     int runs = 0, failed_sim = 0, bad_1f1b = 0, bad_gpipe = 0, bad_1f1b_peak = 0, bad_inter = 0, bad_zb = 0,
-        bad_zb_mem = 0;
+        bad_zb_mem = 0, bad_zb_formula = 0, bad_inter_formula = 0;
     for (int p = 1; p <= 8; p++)
         for (int m = 1; m <= 32; m++) {
             tsr_pipe_sim_t g, f, i1, z;
@@ -68,13 +69,27 @@ static void sweep(void)
                 bad_zb++;
                 diag("ZB-H1 p=%d m=%d: bubble %.4f not below 1F1B's %.4f", p, m, z.bubble, f.bubble);
             }
-            for (int s = 0; okf && okz && s < p; s++)
-                bad_zb_mem += z.peak_live[s] > f.peak_live[s];
+            int zb_peak = 0, f_peak = 0;
+            for (int s = 0; okf && okz && s < p; s++) {
+                zb_peak = z.peak_live[s] > zb_peak ? z.peak_live[s] : zb_peak;
+                f_peak = f.peak_live[s] > f_peak ? f.peak_live[s] : f_peak;
+            }
+            bad_zb_mem += zb_peak > f_peak;
+            if (okz && m >= p && fabs(z.bubble - tsr_pipe_bubble_formula(TSR_PIPE_ZB_H1, p, m, 1, &zb)) > 1e-12) {
+                bad_zb_formula++;
+                diag("ZB-H1 p=%d m=%d: bubble %.6f, formula %.6f", p, m, z.bubble,
+                     tsr_pipe_bubble_formula(TSR_PIPE_ZB_H1, p, m, 1, &zb));
+            }
             if (m % p == 0) {
                 tsr_pipe_sim_t i2;
                 int ok2 = simulate(TSR_PIPE_INTERLEAVED, p, m, 2, &unit, &i2);
                 runs++;
                 failed_sim += !ok2;
+                if (ok2 && fabs(i2.bubble - (double)(p - 1) / (2 * m + p - 1)) > 1e-12) {
+                    bad_inter_formula++;
+                    diag("interleaved p=%d m=%d v=2: bubble %.6f, expected %.6f", p, m, i2.bubble,
+                         (double)(p - 1) / (2 * m + p - 1));
+                }
                 if (ok2 && okf && p > 1 && !(i2.bubble < f.bubble)) {
                     bad_inter++;
                     diag("interleaved p=%d m=%d v=2: bubble %.4f not below 1F1B's %.4f", p, m, i2.bubble, f.bubble);
@@ -92,7 +107,9 @@ static void sweep(void)
     is_int(bad_1f1b_peak, 0, "1F1B peak live activations on stage 0 are at most p");
     is_int(bad_inter, 0, "interleaved (v=2) bubble below 1F1B's for p > 1");
     is_int(bad_zb, 0, "ZB-H1 bubble below 1F1B's for p > 1");
-    is_int(bad_zb_mem, 0, "ZB-H1 peak live activations at most 1F1B's on every stage");
+    is_int(bad_zb_mem, 0, "ZB-H1 peak live activations (F to W) at most 1F1B's peak (p)");
+    is_int(bad_inter_formula, 0, "interleaved (v=2) bubble is (p-1)/(v m+p-1)");
+    is_int(bad_zb_formula, 0, "ZB-H1 bubble is (p-1)(F+B-W)/(m(F+B+W)+(p-1)(F+B-W)) with F=B=W=1 for m >= p");
 }
 
 static void eager_matches(void)

@@ -15,6 +15,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "pipe_impl.h"
 
@@ -28,7 +29,7 @@ typedef struct exec {
     tsr_pipe_schedule_t s;
     const tsr_pipe_stage_t *cb;
     tsr_comm_t comm;
-    int me, lookahead, max_sends;
+    int me, lookahead, max_sends, poll_us;
     const tsr_pipe_action_t *acts;
     size_t n;
     unsigned char *has_w;
@@ -125,14 +126,43 @@ cleanup:
     return rc;
 }
 
+/* Wait for a request: in MPI's own wait (which spins), or by testing it every poll_us
+ * microseconds and sleeping in between, which leaves oversubscribed cores to other ranks. */
+static tsr_status_t wait_request(const exec_t *x, tsr_request_t *req)
+{
+    if (x->poll_us <= 0)
+        return tsr_request_wait(req);
+    struct timespec nap = {x->poll_us / 1000000, (long)(x->poll_us % 1000000) * 1000};
+    for (;;) {
+        int done = 0;
+        tsr_status_t rc = tsr_request_test(req, &done);
+        if (rc != TSR_OK || done)
+            return rc;
+        nanosleep(&nap, NULL);
+    }
+}
+
 static tsr_status_t wait_oldest_send(exec_t *x)
 {
     tsr_status_t rc = TSR_OK;
     if (!x->planning)
-        TSR_TRY(tsr_request_wait(&x->sends[0].req));
+        TSR_TRY(wait_request(x, &x->sends[0].req));
     release(x, &x->sends[0].slot);
     memmove(x->sends, x->sends + 1, (x->nsends - 1) * sizeof *x->sends);
     x->nsends--;
+cleanup:
+    return rc;
+}
+
+/* Give MPI a chance to move the sends in flight before this rank disappears into a long
+ * compute: without it an eager message may sit in the sender's queue until the next wait. */
+static tsr_status_t push_sends(exec_t *x)
+{
+    tsr_status_t rc = TSR_OK;
+    int done;
+    for (size_t i = 0; !x->planning && i < x->nsends; i++)
+        if (x->sends[i].req)
+            TSR_TRY(tsr_request_test(&x->sends[i].req, &done));
 cleanup:
     return rc;
 }
@@ -154,6 +184,7 @@ static tsr_status_t do_send(exec_t *x, const tsr_pipe_action_t *a)
     if (!x->planning)
         TSR_TRY(tsr_comm_isend(x->comm, slot_ptr(x, f->slot), message_bytes(x, a), TSR_DTYPE_U8, a->peer,
                                tag_of(x, a->mb, peer_chunk, grad), &f->req));
+    TSR_TRY(push_sends(x));
 cleanup:
     return rc;
 }
@@ -196,10 +227,12 @@ static tsr_status_t run_action(exec_t *x, size_t i)
     double t0 = x->planning ? 0 : tsr_time_now();
     if (tsr__pipe_is_recv(a->op)) {
         if (!x->planning)
-            TSR_TRY(tsr_request_wait(&x->recv_req[i]));
+            TSR_TRY(wait_request(x, &x->recv_req[i]));
     } else if (tsr__pipe_is_send(a->op)) {
         TSR_TRY(do_send(x, a));
     } else {
+        TSR_TRY(push_sends(x));
+        t0 = x->planning ? 0 : tsr_time_now();
         TSR_TRY(do_compute(x, a));
     }
     TSR_TRY(record(x, a, t0, x->planning ? 0 : tsr_time_now()));
@@ -274,12 +307,14 @@ tsr_status_t tsr_pipe_execute(tsr_pipe_schedule_t sched, tsr_comm_t comm, tsr_de
     TSR_CHECK(sched && comm && dev && stage, TSR_ERR_INVALID_ARG, "schedule, communicator, device and stage are required");
     if (!config)
         config = &defaults;
-    TSR_CHECK(config->lookahead >= 1, TSR_ERR_INVALID_ARG, "lookahead must be >= 1, got %d", config->lookahead);
+    TSR_CHECK(config->lookahead >= 1 && config->poll_us >= 0, TSR_ERR_INVALID_ARG,
+              "lookahead must be >= 1 and poll_us >= 0, got %d and %d", config->lookahead, config->poll_us);
     x.s = sched;
     x.cb = stage;
     x.comm = comm;
     x.me = tsr_comm_rank(comm);
     x.lookahead = config->lookahead;
+    x.poll_us = config->poll_us;
     x.max_sends = config->lookahead + 1;
     x.trace = trace;
     TSR_TRY(tsr__pipe_weight_flags(sched, x.me < sched->p ? x.me : 0, &x.has_w));

@@ -2,10 +2,8 @@
  * schedule.c: the schedule representation and its generators.
  *
  * A generator works in two steps. First it fixes each stage's order of compute actions
- * (F, B, W): a fixed pattern for GPipe, 1F1B and interleaved 1F1B, and for ZB-H1 a greedy
- * list schedule (B first, then F while fewer than p-s micro-batches are live, else W), played
- * with nominal costs. Playing the orders as a dataflow gives every compute a start and end
- * time. Then every send and receive is keyed by the time its data is produced, and each
+ * (F, B, W): a fixed pattern per family. Playing the orders as a dataflow with nominal
+ * costs (F 1, B 2, or for ZB-H1 F, B and W 1 each) gives every compute a start and end time. Then every send and receive is keyed by the time its data is produced, and each
  * stage's list is sorted by (time, communication before compute, a tie-break that names the
  * message). Both ends of a message share one key and every list is sorted by the same total
  * order, so the blocked action with the smallest key always finds its partner at the head
@@ -322,62 +320,26 @@ static void order_interleaved(gen_t *g)
     }
 }
 
-/* The ZB-H1 choice of stage s among its candidates: the oldest B whose gradient is there,
- * else the next F if fewer than min(p-s, m) micro-batches are live (forwarded, W not done:
- * 1F1B's memory), else the oldest W. Returns the op chosen and its start, or -1. */
-static int zb_choose(const gen_t *g, int s, int nf, int nb, int nw, double *start)
+/* ZB-H1 (Qi et al., 2023): 1F1B's order of F and B, with stage s running the W of
+ * micro-batch i right after the B of micro-batch i + s; the W's so held back fill the
+ * cool-down, where stage s would otherwise wait for gradients. Every stage then holds at
+ * most p micro-batches between F and W, 1F1B's peak (stage 0's). */
+static void order_zb_h1(gen_t *g)
 {
-    int limit = g->p - s < g->m ? g->p - s : g->m, live = nf - nw;
-    item_t cand[3] = {{TSR_PIPE_BACKWARD, nb, 0, 0, 0}, {TSR_PIPE_FORWARD, nf, 0, 0, 0}, {TSR_PIPE_WEIGHT, nw, 0, 0, 0}};
-    int ok[3] = {nb < nf, nf < g->m && live < limit, nw < nb};
-    double t[3];
-    int best = -1;
-    for (int k = 0; k < 3; k++) {
-        t[k] = ok[k] ? ready_time(g, s, &cand[k]) : -1.0;
-        if (t[k] >= 0 && (best < 0 || t[k] < t[best]))
-            best = k;
-    }
-    if (best < 0)
-        return -1;
-    /* Among the candidates ready by the earliest start, priority order B, F, W. */
-    for (int k = 0; k < 3; k++)
-        if (t[k] >= 0 && t[k] <= t[best]) {
-            *start = t[best];
-            return (int)cand[k].op;
+    for (int s = 0; s < g->p; s++) {
+        int warm = g->p - 1 - s < g->m ? g->p - 1 - s : g->m, w = 0;
+        for (int i = 0; i < warm; i++)
+            push(g, s, TSR_PIPE_FORWARD, i, 0);
+        for (int i = 0; i < g->m; i++) {
+            if (warm + i < g->m)
+                push(g, s, TSR_PIPE_FORWARD, warm + i, 0);
+            push(g, s, TSR_PIPE_BACKWARD, i, 0);
+            if (i - s >= 0)
+                push(g, s, TSR_PIPE_WEIGHT, w++, 0);
         }
-    return -1;
-}
-
-static tsr_status_t order_zb_h1(gen_t *g)
-{
-    int *nf = tsr__calloc((size_t)g->p, sizeof(int)), *nb = tsr__calloc((size_t)g->p, sizeof(int)),
-        *nw = tsr__calloc((size_t)g->p, sizeof(int));
-    tsr_status_t rc = TSR_OK;
-    TSR_CHECK(nf && nb && nw, TSR_ERR_OUT_OF_MEMORY, "ZB-H1 counters for %d stages", g->p);
-    for (;;) {
-        int best = -1, best_op = -1;
-        double best_t = 0, t;
-        for (int s = 0; s < g->p; s++) {
-            int op = zb_choose(g, s, nf[s], nb[s], nw[s], &t);
-            if (op >= 0 && (best < 0 || t < best_t)) {
-                best = s;
-                best_op = op;
-                best_t = t;
-            }
-        }
-        if (best < 0)
-            break;
-        int *count = best_op == TSR_PIPE_FORWARD ? nf : best_op == TSR_PIPE_BACKWARD ? nb : nw;
-        push(g, best, (tsr_pipe_op_t)best_op, count[best]++, 0);
-        place(g, best, &g->items[best][g->n[best] - 1], best_t);
+        while (w < g->m)
+            push(g, s, TSR_PIPE_WEIGHT, w++, 0);
     }
-    for (int s = 0; s < g->p; s++)
-        TSR_CHECK(nw[s] == g->m, TSR_ERR_INTERNAL, "ZB-H1 generator stalled on stage %d after %d W", s, nw[s]);
-cleanup:
-    free(nf);
-    free(nb);
-    free(nw);
-    return rc;
 }
 
 /* ---- Step 2: sends and receives, sorted with the computes by a shared key. ---- */
@@ -485,12 +447,9 @@ tsr_status_t tsr_pipe_schedule_create(tsr_pipe_kind_t kind, int stages, int micr
         else
             order_interleaved(&g);
         break;
-    default: break;
+    default: order_zb_h1(&g); break;
     }
-    if (kind == TSR_PIPE_ZB_H1)
-        TSR_TRY(order_zb_h1(&g));
-    else
-        TSR_TRY(time_fixed_orders(&g));
+    TSR_TRY(time_fixed_orders(&g));
     TSR_TRY(emit(&g, sched));
     *out = sched;
     sched = NULL;

@@ -1,9 +1,10 @@
 /*
  * trace.c: executed timelines as Chrome trace JSON, simulated schedules as SVG Gantt charts.
  *
- * Clocks: tsr_time_now() is a per-host monotonic clock, so each rank reads it once right
- * after a barrier and sends its events relative to that moment; rank 0 places all ranks on
- * one time axis, aligned to within the barrier's exit skew (microseconds), also across nodes.
+ * Clocks: tsr_time_now() is a per-host monotonic clock. Rank 0 estimates every other
+ * rank's offset from its own by a few ping-pongs (Cristian's method: the reply's time
+ * against the middle of the round trip, from the round with the shortest trip), so all
+ * ranks share rank 0's time axis to within half a round trip, also across nodes.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -45,8 +46,8 @@ static void write_process_names(FILE *f, int ranks, int *first)
     }
 }
 
-/* This rank's events as doubles, times relative to `origin`. */
-static double *pack(tsr_pipe_trace_t t, double origin)
+/* This rank's events as doubles. */
+static double *pack(tsr_pipe_trace_t t)
 {
     double *buf = malloc((t->n + 1) * FIELDS * sizeof(double));
     for (size_t i = 0; buf && i < t->n; i++) {
@@ -55,19 +56,47 @@ static double *pack(tsr_pipe_trace_t t, double origin)
         d[0] = e->op;
         d[1] = e->mb;
         d[2] = e->chunk;
-        d[3] = e->start - origin;
-        d[4] = e->end - origin;
+        d[3] = e->start;
+        d[4] = e->end;
     }
     return buf;
 }
 
-/* Earliest start among n packed events (0 if none is earlier). */
+/* Earliest start among n packed events, or so_far if none is earlier. */
 static double earliest(const double *ev, size_t n, double so_far)
 {
     for (size_t i = 0; i < n; i++)
         if (ev[i * FIELDS + 3] < so_far)
             so_far = ev[i * FIELDS + 3];
     return so_far;
+}
+
+enum { PINGS = 5 };
+
+/* Rank 0: offset of rank r's clock from its own. Rank r: answer the pings. */
+static tsr_status_t clock_offset(tsr_comm_t comm, int r, double *offset)
+{
+    tsr_status_t rc = TSR_OK;
+    double best_trip = -1, t = 0;
+    *offset = 0;
+    for (int k = 0; k < PINGS; k++) {
+        if (tsr_comm_rank(comm) != 0) {
+            TSR_TRY(tsr_comm_recv(comm, &t, 1, TSR_DTYPE_F64, 0, 2));
+            t = tsr_time_now();
+            TSR_TRY(tsr_comm_send(comm, &t, 1, TSR_DTYPE_F64, 0, 3));
+            continue;
+        }
+        double sent = tsr_time_now();
+        TSR_TRY(tsr_comm_send(comm, &sent, 1, TSR_DTYPE_F64, r, 2));
+        TSR_TRY(tsr_comm_recv(comm, &t, 1, TSR_DTYPE_F64, r, 3));
+        double back = tsr_time_now();
+        if (best_trip < 0 || back - sent < best_trip) {
+            best_trip = back - sent;
+            *offset = t - 0.5 * (sent + back);
+        }
+    }
+cleanup:
+    return rc;
 }
 
 tsr_status_t tsr_pipe_trace_write(tsr_pipe_trace_t trace, tsr_comm_t comm, const char *path)
@@ -78,11 +107,12 @@ tsr_status_t tsr_pipe_trace_write(tsr_pipe_trace_t trace, tsr_comm_t comm, const
     FILE *f = NULL;
     int me = tsr_comm_rank(comm), ranks = tsr_comm_size(comm), first = 1;
     TSR_CHECK(trace, TSR_ERR_INVALID_ARG, "no trace to write");
-    TSR_TRY(tsr_comm_barrier(comm));
-    mine = pack(trace, tsr_time_now());
+    mine = pack(trace);
     TSR_CHECK(mine, TSR_ERR_OUT_OF_MEMORY, "packing %zu trace events", trace->n);
     int64_t count = (int64_t)trace->n;
     if (me != 0) {
+        double unused;
+        TSR_TRY(clock_offset(comm, me, &unused));
         TSR_TRY(tsr_comm_send(comm, &count, 1, TSR_DTYPE_I64, 0, 0));
         TSR_TRY(tsr_comm_send(comm, mine, (size_t)count * FIELDS, TSR_DTYPE_F64, 0, 1));
         goto cleanup;
@@ -94,14 +124,22 @@ tsr_status_t tsr_pipe_trace_write(tsr_pipe_trace_t trace, tsr_comm_t comm, const
     mine = NULL;
     counts[0] = count;
     for (int r = 1; r < ranks; r++) {
+        double offset;
+        TSR_TRY(clock_offset(comm, r, &offset));
         TSR_TRY(tsr_comm_recv(comm, &counts[r], 1, TSR_DTYPE_I64, r, 0));
         all[r] = malloc(((size_t)counts[r] + 1) * FIELDS * sizeof(double));
         TSR_CHECK(all[r], TSR_ERR_OUT_OF_MEMORY, "trace events of rank %d", r);
         TSR_TRY(tsr_comm_recv(comm, all[r], (size_t)counts[r] * FIELDS, TSR_DTYPE_F64, r, 1));
+        for (int64_t i = 0; i < counts[r]; i++) {
+            all[r][i * FIELDS + 3] -= offset;
+            all[r][i * FIELDS + 4] -= offset;
+        }
     }
-    double origin = 0;
+    double origin = 1e300;
     for (int r = 0; r < ranks; r++)
         origin = earliest(all[r], (size_t)counts[r], origin);
+    if (origin == 1e300)
+        origin = 0;
     f = fopen(path, "w");
     TSR_CHECK(f, TSR_ERR_IO, "cannot open trace file \"%s\" for writing", path ? path : "(null)");
     fprintf(f, "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[");

@@ -221,10 +221,13 @@ TSR_API tsr_status_t tsr_pipe_trace_write(tsr_pipe_trace_t trace, tsr_comm_t com
 typedef struct tsr_pipe_exec_config {
     size_t struct_size; /**< sizeof(tsr_pipe_exec_config_t) */
     int lookahead;      /**< receives are posted this many compute actions ahead (>= 1) */
+    int poll_us;        /**< 0: wait inside MPI (it spins); > 0: test every poll_us microseconds and
+                             sleep in between, which leaves the cores to other ranks when a node
+                             runs more ranks than it has cores */
 } tsr_pipe_exec_config_t;
 
-/** Receives posted two compute actions ahead. */
-#define TSR_PIPE_EXEC_INIT {sizeof(tsr_pipe_exec_config_t), 2}
+/** Receives posted two compute actions ahead; waits inside MPI. */
+#define TSR_PIPE_EXEC_INIT {sizeof(tsr_pipe_exec_config_t), 2, 0}
 
 /**
  * Run this rank's part of @p sched: stage = rank of @p comm (the grid's pp communicator,
