@@ -13,3 +13,6 @@ check_PROGRAMS += tests/test_pipe_schedule
 TESTS += tests/test_pipe_schedule
 check_PROGRAMS += tests/test_pipe_mlp
 TESTS += tests/test_pipe_mlp
+noinst_PROGRAMS += doc/examples/pipe_mlp
+doc_examples_pipe_mlp_LDADD = libtessera.la -lm
+EXTRA_DIST += doc/pipeline.md doc/pipe-gpipe.svg doc/pipe-1f1b.svg doc/pipe-interleaved.svg doc/pipe-zb-h1.svg

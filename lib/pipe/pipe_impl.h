@@ -8,6 +8,7 @@
 
 struct tsr_pipe_schedule {
     int p, m, v;               /* stages, micro-batches, chunks per stage */
+    int kind;                  /* tsr_pipe_kind_t of a generated schedule, -1 if hand-made */
     tsr_pipe_action_t **acts;  /* per stage: its actions */
     size_t *len, *cap;         /* per stage: actions held and allocated */
 };

@@ -64,6 +64,7 @@ tsr_status_t tsr_pipe_schedule_create_empty(int stages, int micro_batches, int c
     s->p = stages;
     s->m = micro_batches;
     s->v = chunks;
+    s->kind = -1;
     s->acts = tsr__calloc((size_t)stages, sizeof *s->acts);
     s->len = tsr__calloc((size_t)stages, sizeof *s->len);
     s->cap = tsr__calloc((size_t)stages, sizeof *s->cap);
@@ -451,6 +452,7 @@ tsr_status_t tsr_pipe_schedule_create(tsr_pipe_kind_t kind, int stages, int micr
     }
     TSR_TRY(time_fixed_orders(&g));
     TSR_TRY(emit(&g, sched));
+    sched->kind = (int)kind;
     *out = sched;
     sched = NULL;
 cleanup:

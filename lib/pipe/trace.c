@@ -172,8 +172,9 @@ tsr_status_t tsr_pipe_write_svg(tsr_pipe_schedule_t sched, const tsr_pipe_sim_t 
     fprintf(f, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" font-family=\"sans-serif\">\n",
             left + width + 20, height);
     fprintf(f, "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n");
-    fprintf(f, "<text x=\"%.0f\" y=\"20\" font-size=\"14\">p=%d m=%d v=%d  makespan %.4g  bubble %.3f</text>\n", left,
-            sched->p, sched->m, sched->v, sim->makespan, sim->bubble);
+    fprintf(f, "<text x=\"%.0f\" y=\"20\" font-size=\"14\">%s  p=%d m=%d v=%d  makespan %.4g  bubble %.3f</text>\n",
+            left, sched->kind >= 0 ? tsr_pipe_kind_name((tsr_pipe_kind_t)sched->kind) : "schedule", sched->p, sched->m,
+            sched->v, sim->makespan, sim->bubble);
     for (int s = 0; s < sched->p; s++) {
         double y = top + row * s;
         fprintf(f, "<text x=\"5\" y=\"%.1f\" font-size=\"13\">stage %d</text>\n", y + row * 0.6, s);

@@ -107,10 +107,13 @@ typedef struct tsr_pipe_costs {
     double backward;    /**< backward of one micro-batch through a whole stage (B only when W is split off) */
     double weight;      /**< weight gradient of one micro-batch through a whole stage */
     double transfer;    /**< one send/receive pair, from both sides meeting to both completing */
-    int eager;          /**< 0: a send waits for its receive (rendezvous); 1: sends are buffered */
+    int eager;          /**< 0: a send waits for its receive (rendezvous, MPI_Ssend's rule: the
+                             strict check of a schedule); 1: sends are buffered and a receive waits
+                             for its data (the executor's timing: it posts receives ahead) */
 } tsr_pipe_costs_t;
 
-/** Forward 1, backward 2, weight 0, transfer 0, rendezvous sends. */
+/** Forward 1, backward 2, weight 0, transfer 0, rendezvous sends. For ZB-H1 set backward and
+ *  weight to the two parts of the backward (e.g. 1 and 1). */
 #define TSR_PIPE_COSTS_INIT {sizeof(tsr_pipe_costs_t), 1.0, 2.0, 0.0, 0.0, 0}
 
 /** What a simulation found. Free the arrays with tsr_pipe_sim_free(). */
@@ -120,13 +123,15 @@ typedef struct tsr_pipe_sim {
     double bubble;      /**< idle fraction: 1 - busy compute time / (p * makespan) */
     double *idle;       /**< per stage: makespan minus its compute time */
     int *peak_live;     /**< per stage: most (micro-batch, chunk) pairs forwarded and not yet
-                             finished backward (B, or W where the schedule has W actions) */
+                             through their last backward action (B, or W where the schedule has W
+                             actions: W still needs the stage's input activations). A chunk's
+                             pair holds 1/v of a stage's activations. */
     double **start;     /**< per stage, per action: start time */
     double **end;       /**< per stage, per action: end time */
 } tsr_pipe_sim_t;
 
 /**
- * Play @p sched with @p costs. A deadlock fails with TSR_ERR_INVALID_ARG and a detail naming
+ * Play @p sched with @p costs (NULL: #TSR_PIPE_COSTS_INIT). A deadlock fails with TSR_ERR_INVALID_ARG and a detail naming
  * each blocked stage and the action it waits on; so does a malformed schedule (an action
  * out of range, a forward or backward missing or repeated, a receive that nothing sends).
  * @p out may be NULL to only validate; otherwise its arrays are filled (also on failure
@@ -140,7 +145,8 @@ TSR_API void tsr_pipe_sim_free(tsr_pipe_sim_t *sim);
 /**
  * The textbook bubble fraction of @p kind with per-stage costs @p costs: (p-1)/(m+p-1) for
  * GPipe and 1F1B, (p-1)/(v m+p-1) for interleaved, and for ZB-H1
- * (p-1)(F+B-W) / (m(F+B+W) + (p-1)(F+B-W)).
+ * (p-1)(F+B-W) / (m(F+B+W) + (p-1)(F+B-W)) (m >= p, W <= F+B). The simulator reproduces
+ * each exactly with buffered sends and no transfer cost (for interleaved, m a multiple of p).
  */
 TSR_API double tsr_pipe_bubble_formula(tsr_pipe_kind_t kind, int stages, int micro_batches, int chunks,
                                        const tsr_pipe_costs_t *costs);
