@@ -113,6 +113,7 @@ static int parse(int argc, char **argv, options_t *o, int *done)
     *done = 0;
     int c;
     optind = 1;
+    opterr = 0;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
         switch (c) {
         case 'j': o->json = 1; break;
@@ -135,7 +136,7 @@ static int parse(int argc, char **argv, options_t *o, int *done)
                 usage();
             *done = 1;
             return 0;
-        default: return bench_fail("pipe", "unknown option; try --help");
+        default: return bench_fail("pipe", "bad option or missing value: %s; try --help", argv[optind - 1]);
         }
     }
     if (o->weight_ms < 0)

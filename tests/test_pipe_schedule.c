@@ -57,6 +57,16 @@ static void sweep(void)
             int okz = simulate(TSR_PIPE_ZB_H1, p, m, 1, &zb, &z);
             runs += 4;
             failed_sim += !okg + !okf + !oki + !okz;
+            tsr_pipe_costs_t strict = unit;
+            tsr_pipe_sim_t fr;
+            strict.eager = 0;
+            int okr = simulate(TSR_PIPE_1F1B, p, m, 1, &strict, &fr);
+            if (okr && fabs(fr.bubble - (double)(p - 1) / (m + p - 1)) > 1e-12) {
+                bad_1f1b++;
+                diag("1F1B p=%d m=%d under rendezvous: bubble %.6f, expected %.6f", p, m, fr.bubble,
+                     (double)(p - 1) / (m + p - 1));
+            }
+            tsr_pipe_sim_free(&fr);
             if (okf && fabs(f.bubble - (double)(p - 1) / (m + p - 1)) > 1e-12) {
                 bad_1f1b++;
                 diag("1F1B p=%d m=%d: bubble %.6f, expected %.6f", p, m, f.bubble, (double)(p - 1) / (m + p - 1));
@@ -102,7 +112,7 @@ static void sweep(void)
             tsr_pipe_sim_free(&z);
         }
     is_int(failed_sim, 0, "all %d generated schedules (p 1..8, m 1..32, v 1..2) run without deadlock under rendezvous and buffered rules", runs);
-    is_int(bad_1f1b, 0, "1F1B bubble is (p-1)/(m+p-1) with forward 1, backward 2");
+    is_int(bad_1f1b, 0, "1F1B bubble is (p-1)/(m+p-1) with forward 1, backward 2 (rendezvous and buffered)");
     is_int(bad_gpipe, 0, "GPipe peak live activations are m on every stage");
     is_int(bad_1f1b_peak, 0, "1F1B peak live activations on stage 0 are at most p");
     is_int(bad_inter, 0, "interleaved (v=2) bubble below 1F1B's for p > 1");
