@@ -8,7 +8,9 @@
  * its layers against a serial double-precision run of the same model on the same data
  * (relative error 1e-5). The activation pool of the last stage must hold at least m buffers
  * under GPipe and no more than its simulated peak plus what is in flight under 1F1B. The
- * Chrome trace of the 1F1B run must be valid JSON with one process per rank.
+ * Chrome trace of the 1F1B run must be valid JSON with one process per rank. The executor
+ * must refuse, before communicating, a ZB-H1 schedule without weight_grad, a schedule for
+ * another number of stages, and a schedule that fails the simulator.
  *
  * Data and initial weights are drawn with a fresh seed each run (printed; TSR_TEST_SEED=N
  * repeats it).
@@ -332,6 +334,49 @@ static void check_trace_file(const char *path, int ranks)
     free(text);
 }
 
+/* What the executor refuses before it communicates (every rank fails alike). */
+static void refusals(tsr_comm_t pp, tsr_device_t dev, mlp_t *n)
+{
+    tsr_pipe_schedule_t s = NULL;
+    tsr_pipe_stage_t stage = TSR_PIPE_STAGE_INIT;
+    int p = tsr_comm_size(pp);
+    stage.ctx = n;
+    stage.buffer_bytes = buffer_bytes;
+    stage.forward = forward;
+    stage.backward = backward;
+    tsr_pipe_schedule_create(TSR_PIPE_ZB_H1, p, M, 1, &s);
+    tsr_status_t st = tsr_pipe_execute(s, pp, dev, &stage, NULL, NULL);
+    ok(st == TSR_ERR_INVALID_ARG && strstr(tsr_last_error(), "weight_grad"),
+       "ZB-H1 without a weight_grad callback is refused");
+    tsr_pipe_schedule_destroy(&s);
+
+    tsr_pipe_schedule_create(TSR_PIPE_1F1B, p + 1, M, 1, &s);
+    st = tsr_pipe_execute(s, pp, dev, &stage, NULL, NULL);
+    ok(st == TSR_ERR_INVALID_ARG && strstr(tsr_last_error(), "stages"),
+       "a schedule for p+1 stages is refused on p ranks");
+    tsr_pipe_schedule_destroy(&s);
+
+    /* On every stage the first F and the first B trade places: B would run before its F. */
+    tsr_pipe_schedule_create(TSR_PIPE_GPIPE, p, 2, 1, &s);
+    for (int r = 0; r < p; r++) {
+        tsr_pipe_action_t *a = tsr_pipe_schedule_actions(s, r), *f = NULL, *b = NULL;
+        for (size_t i = 0; i < tsr_pipe_schedule_length(s, r); i++) {
+            if (a[i].op == TSR_PIPE_FORWARD && !f)
+                f = &a[i];
+            if (a[i].op == TSR_PIPE_BACKWARD && !b)
+                b = &a[i];
+        }
+        if (f && b) {
+            f->op = TSR_PIPE_BACKWARD;
+            b->op = TSR_PIPE_FORWARD;
+        }
+    }
+    st = tsr_pipe_execute(s, pp, dev, &stage, NULL, NULL);
+    ok(st == TSR_ERR_INVALID_ARG && strstr(tsr_last_error(), "before its forward"),
+       "a schedule that fails the simulator is refused before running (%s)", tsr_last_error());
+    tsr_pipe_schedule_destroy(&s);
+}
+
 int main(int argc, char **argv)
 {
     tap_init(&argc, &argv, "1 2 4");
@@ -390,6 +435,8 @@ int main(int argc, char **argv)
     TAP_DETAIL_(pool_ok, "GPipe pool %llu bytes, 1F1B pool %llu bytes, slot %llu bytes",
                 (unsigned long long)pool[TSR_PIPE_GPIPE], (unsigned long long)pool[TSR_PIPE_1F1B],
                 (unsigned long long)slot);
+
+    refusals(pp, dev, &net);
 
     char path[64] = "/tmp/test_pipe_trace_XXXXXX";
     if (tap_rank() == 0) {

@@ -274,6 +274,10 @@ static tsr_status_t check_args(tsr_pipe_schedule_t sched, tsr_comm_t comm, const
     if (tsr_comm_size(comm) != sched->p)
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "schedule has %d stages but the communicator has %d ranks", sched->p,
                          tsr_comm_size(comm));
+    /* 32767 is the largest tag MPI guarantees (MPI_TAG_UB may be larger). */
+    if ((long)sched->m * sched->v * 2 > 32767)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "m * v = %d micro-batch chunks need more message tags than MPI "
+                         "guarantees (at most 16383)", sched->m * sched->v);
     if (!st->forward || !st->backward || !st->buffer_bytes)
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "stage callbacks forward, backward and buffer_bytes are required");
     for (size_t k = 0; k < (size_t)sched->m * (size_t)sched->v; k++)
