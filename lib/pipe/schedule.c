@@ -2,15 +2,15 @@
  * schedule.c: the schedule representation and its generators.
  *
  * A generator works in two steps. First it fixes each stage's order of compute actions
- * (F, B, W): a fixed pattern per family. Playing the orders as a dataflow with nominal
- * costs (F 1, B 2, or for ZB-H1 F, B and W 1 each) gives every compute a start and end time. Then every send and receive is keyed by the time its data is produced, and each
+ * (F, B, W), a fixed pattern per family; playing the orders as a dataflow with nominal
+ * costs (F 1, B 2, or for ZB-H1 F, B and W 1 each) gives every compute a start and end
+ * time. Then every send and receive is keyed by the time its data is produced, and each
  * stage's list is sorted by (time, communication before compute, a tie-break that names the
  * message). Both ends of a message share one key and every list is sorted by the same total
  * order, so the blocked action with the smallest key always finds its partner at the head
  * of the partner's list: the schedule cannot deadlock even when every send waits for its
  * receive.
  */
-#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -154,7 +154,7 @@ typedef struct item {
 typedef struct gen {
     int p, m, v;
     double cost[3];      /* nominal F, B, W of one chunk */
-    item_t **items;      /* per stage: compute order (fixed kinds) or placed items (ZB-H1) */
+    item_t **items;      /* per stage: its compute order */
     size_t *n, *next;    /* per stage: items held, items placed */
     double *free_at;     /* per stage: when its last placed item ends */
     double *f_end, *b_end, *w_end; /* per (virtual stage, mb) */

@@ -16,13 +16,6 @@
 
 #include "pipe_impl.h"
 
-/* A buffered message: arrived at `time`, not yet received. */
-typedef struct msg {
-    int to, op, mb, chunk, from;
-    double time;
-    int taken;
-} msg_t;
-
 typedef struct sim_state {
     tsr_pipe_schedule_t s;
     const tsr_pipe_costs_t *c;
@@ -32,8 +25,7 @@ typedef struct sim_state {
     int *live, *peak;        /* per stage: live (mb, chunk) pairs and their maximum */
     unsigned char **has_w;   /* per stage, per (mb, chunk): W actions present */
     unsigned char **state;   /* per stage, per (mb, chunk): bit 0 F, 1 B, 2 W, 3 act in, 4 grad in */
-    msg_t *msgs;
-    size_t nmsg, capmsg;
+    double **arrival;        /* per stage, per (mb, chunk, direction): see arrival_slot() */
     tsr_pipe_sim_t *out;
 } sim_state_t;
 
@@ -54,7 +46,9 @@ static void state_free(sim_state_t *st)
     free(st->busy);
     free(st->live);
     free(st->peak);
-    free(st->msgs);
+    for (int i = 0; st->arrival && i < st->s->p; i++)
+        free(st->arrival[i]);
+    free(st->arrival);
 }
 
 static tsr_status_t state_init(sim_state_t *st, tsr_pipe_schedule_t s, const tsr_pipe_costs_t *c)
@@ -70,15 +64,20 @@ static tsr_status_t state_init(sim_state_t *st, tsr_pipe_schedule_t s, const tsr
     st->peak = tsr__calloc((size_t)p, sizeof(int));
     st->has_w = tsr__calloc((size_t)p, sizeof(unsigned char *));
     st->state = tsr__calloc((size_t)p, sizeof(unsigned char *));
-    if (!st->pc || !st->t || !st->busy || !st->live || !st->peak || !st->has_w || !st->state)
+    st->arrival = tsr__calloc((size_t)p, sizeof(double *));
+    if (!st->pc || !st->t || !st->busy || !st->live || !st->peak || !st->has_w || !st->state || !st->arrival)
         return TSR_ERROR(TSR_ERR_OUT_OF_MEMORY, "simulator state for %d stages", p);
     for (int i = 0; i < p; i++) {
         tsr_status_t rc = tsr__pipe_weight_flags(s, i, &st->has_w[i]);
         if (rc != TSR_OK)
             return rc;
-        st->state[i] = tsr__calloc((size_t)s->m * (size_t)s->v, 1);
-        if (!st->state[i])
+        size_t pairs = (size_t)s->m * (size_t)s->v;
+        st->state[i] = tsr__calloc(pairs, 1);
+        st->arrival[i] = malloc(2 * pairs * sizeof(double));
+        if (!st->state[i] || !st->arrival[i])
             return TSR_ERROR(TSR_ERR_OUT_OF_MEMORY, "simulator state for %d micro-batches", s->m);
+        for (size_t k = 0; k < 2 * pairs; k++)
+            st->arrival[i][k] = -1.0;
     }
     return TSR_OK;
 }
@@ -163,21 +162,25 @@ static void finish(sim_state_t *st, int stage, double start, double end)
     st->pc[stage]++;
 }
 
-static tsr_status_t buffer_message(sim_state_t *st, int stage, const tsr_pipe_action_t *a)
+/* The arrival time of the buffered message for chunk `chunk` of `stage` (activation or
+ * gradient): -1 while none was sent, -2 once received. */
+static double *arrival_slot(const sim_state_t *st, int stage, int mb, int chunk, int grad)
 {
-    if (st->nmsg == st->capmsg) {
-        size_t cap = st->capmsg ? 2 * st->capmsg : 256;
-        msg_t *m = realloc(st->msgs, cap * sizeof *m);
-        if (!m)
-            return TSR_ERROR(TSR_ERR_OUT_OF_MEMORY, "%zu buffered messages", cap);
-        st->msgs = m;
-        st->capmsg = cap;
-    }
+    return &st->arrival[stage][((size_t)mb * (size_t)st->s->v + (size_t)chunk) * 2 + (size_t)grad];
+}
+
+static tsr_status_t buffer_message(sim_state_t *st, int stage, size_t i, const tsr_pipe_action_t *a)
+{
     int to, to_chunk;
     message_target(st, stage, a, &to, &to_chunk);
-    msg_t m = {to, a->op == TSR_PIPE_SEND_ACT ? TSR_PIPE_RECV_ACT : TSR_PIPE_RECV_GRAD, a->mb, to_chunk, stage,
-               st->t[stage] + st->c->transfer, 0};
-    st->msgs[st->nmsg++] = m;
+    double *slot = arrival_slot(st, to, a->mb, to_chunk, a->op == TSR_PIPE_SEND_GRAD);
+    if (*slot != -1.0) {
+        char what[96];
+        tsr__pipe_action_str(a, what, sizeof what);
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "stage %d action %zu (%s) sends a message that was already sent", stage,
+                         i, what);
+    }
+    *slot = st->t[stage] + st->c->transfer;
     return TSR_OK;
 }
 
@@ -190,15 +193,13 @@ static void mark_received(sim_state_t *st, int stage, const tsr_pipe_action_t *a
 /* A receive: from a buffered message, or meeting its send at the head of the peer's list. */
 static int try_recv(sim_state_t *st, int stage, const tsr_pipe_action_t *a)
 {
-    for (size_t k = 0; k < st->nmsg; k++) {
-        msg_t *m = &st->msgs[k];
-        if (!m->taken && m->to == stage && m->op == (int)a->op && m->mb == a->mb && m->chunk == a->chunk &&
-            m->from == a->peer) {
-            m->taken = 1;
-            mark_received(st, stage, a);
-            finish(st, stage, st->t[stage], m->time > st->t[stage] ? m->time : st->t[stage]);
-            return 1;
-        }
+    double *slot = arrival_slot(st, stage, a->mb, a->chunk, a->op == TSR_PIPE_RECV_GRAD);
+    if (*slot >= 0) {
+        double arrived = *slot;
+        *slot = -2.0; /* taken: a second send of it is still an error */
+        mark_received(st, stage, a);
+        finish(st, stage, st->t[stage], arrived > st->t[stage] ? arrived : st->t[stage]);
+        return 1;
     }
     int peer = a->peer;
     if (st->pc[peer] >= st->s->len[peer])
@@ -233,7 +234,7 @@ static tsr_status_t advance(sim_state_t *st, int stage, int *moved)
                 return rc;
             st->pc[stage]++;
         } else if (tsr__pipe_is_send(a->op) && (st->c->eager || a->peer == stage)) {
-            if ((rc = buffer_message(st, stage, a)) != TSR_OK)
+            if ((rc = buffer_message(st, stage, i, a)) != TSR_OK)
                 return rc;
             finish(st, stage, st->t[stage], st->t[stage]);
         } else if (tsr__pipe_is_recv(a->op)) {
