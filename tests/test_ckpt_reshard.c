@@ -38,9 +38,9 @@ typedef struct spec {
 
 #define NLAYER 4
 static const spec_t specs[] = {
-    {"wte", 11, 6, 0, BLOCK_2D, 1},   {"h0.ln.g", 1, 6, 1, REPL_TP, 0},    {"h0.attn.w", 6, 9, 1, REPL_TP_ROW, 0},
+    {"wte", 11, 6, 0, BLOCK_2D, 1},    {"h0.ln.g", 1, 6, 1, REPL_TP, 0},      {"h0.attn.w", 6, 9, 1, REPL_TP_ROW, 0},
     {"h0.fc.w", 6, 10, 1, COLS_TP, 0}, {"h0.fc.b", 1, 10, 1, REPL_TP_COL, 0}, {"h0.proj.w", 10, 6, 2, ROWS_TP, 0},
-    {"h1.fc.w", 7, 5, 2, BLOCK_2D, 0}, {"h1.fc.b", 1, 5, 2, COLS_TP, 0},    {"lnf.g", 1, 6, 3, REPL_TP, 0},
+    {"h1.fc.w", 7, 5, 2, BLOCK_2D, 0},
 };
 #define NSPEC ((int)(sizeof specs / sizeof *specs))
 
@@ -333,18 +333,16 @@ int main(int argc, char **argv)
     MPI_Comm_split(MPI_COMM_WORLD, tap_rank() == 0 ? 0 : MPI_UNDEFINED, 0, &solo);
     make_dir();
 
-    const side_t dp4_s1 = {"dp=4", 0, 1}, tp2x2_s0 = {"tp=2x2", 0, 0}, dp2pp2_s2 = {"dp=2,pp=2", 0, 2};
-    const side_t one_s3 = {"dp=1", 1, 3}, pp2tp2x1_s3 = {"pp=2,tp=2x1", 0, 3};
-    const side_t from_dp4[] = {{"dp=1", 1, 0}, {"dp=4", 0, 3}, {"tp=1x4", 0, 2}};
-    const side_t from_tp2x2[] = {{"tp=1x4", 0, 0}, {"dp=2,pp=2", 0, 2}};
-    const side_t from_pp2[] = {{"dp=4", 0, 1}, {"pp=2,tp=2x1", 0, 3}};
+    const side_t dp4_s1 = {"dp=4", 0, 1}, tp2x2_s0 = {"tp=2x2", 0, 0}, one_s3 = {"dp=1", 1, 3};
+    const side_t pp2tp2x1_s3 = {"pp=2,tp=2x1", 0, 3};
+    const side_t from_dp4[] = {{"dp=1", 1, 0}, {"dp=4", 0, 3}};
+    const side_t from_tp2x2[] = {{"tp=1x4", 0, 2}};
     const side_t from_one[] = {{"dp=2,tp=1x2", 0, 2}, {"pp=2,tp=1x2", 0, 1}};
-    const side_t from_pp2_sgd[] = {{"dp=2,tp=2x1", 0, 1}};
-    reshard(&dp4_s1, from_dp4, 3, TSR_OPTIM_ADAMW, 1);
-    reshard(&tp2x2_s0, from_tp2x2, 2, TSR_OPTIM_ADAMW, 2);
-    reshard(&dp2pp2_s2, from_pp2, 2, TSR_OPTIM_ADAMW, 3);
-    reshard(&one_s3, from_one, 2, TSR_OPTIM_ADAMW, 4);
-    reshard(&pp2tp2x1_s3, from_pp2_sgd, 1, TSR_OPTIM_SGD, 5);
+    const side_t from_pp2[] = {{"dp=2,tp=2x1", 0, 1}};
+    reshard(&dp4_s1, from_dp4, 2, TSR_OPTIM_ADAMW, 1);
+    reshard(&tp2x2_s0, from_tp2x2, 1, TSR_OPTIM_ADAMW, 2);
+    reshard(&one_s3, from_one, 2, TSR_OPTIM_ADAMW, 3);
+    reshard(&pp2tp2x1_s3, from_pp2, 1, TSR_OPTIM_SGD, 4);
 
     remove_dir();
     if (solo != MPI_COMM_NULL)
