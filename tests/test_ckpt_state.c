@@ -208,7 +208,7 @@ static float *snapshot(const model_t *m, size_t *n)
                 tsr_zero_piece_t pc;
                 if (tsr_zero_piece(m->z, m->id[k], (tsr_zero_kind_t)kind, &pc) != TSR_OK)
                     continue;
-                if (out)
+                if (out && pc.end > pc.begin) /* an empty piece has NULL data */
                     memcpy(out + at, pc.data, (pc.end - pc.begin) * sizeof(float));
                 at += pc.end - pc.begin;
             }
