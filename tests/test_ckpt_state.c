@@ -457,6 +457,23 @@ static void fault_during_save(tsr_grid_t grid, const layout_case_t *lc)
     tsr_zero_destroy(&m.z);
 }
 
+/* A configuration that is not the optimizer's is refused before anything is written. */
+static void wrong_config(tsr_grid_t grid, const layout_case_t *lc)
+{
+    tsr_zero_config_t cfg = config_of(lc), sgd = cfg;
+    sgd.optim = TSR_OPTIM_SGD;
+    model_t m = {0};
+    tsr_ckpt_writer_t w = NULL;
+    tsr_status_t st = build(grid, &cfg, SAME, &m);
+    if (st == TSR_OK)
+        st = tsr_ckpt_writer_create(tsr_grid_comm(grid, TSR_AXIS_WORLD), dir, next_step, &w);
+    tsr_status_t got = st == TSR_OK ? tsr_ckpt_save_zero(w, grid, m.z, &sgd) : st;
+    ok(error_names(got, TSR_ERR_INVALID_ARG, "says sgd, but the optimizer keeps AdamW"),
+       "save with an SGD configuration for an AdamW optimizer refused: %s", tsr_last_error());
+    tsr_ckpt_abort(&w);
+    tsr_zero_destroy(&m.z);
+}
+
 /* The failure paths against the checkpoint of the last round trip (AdamW at lc). */
 static void failures(const layout_case_t *lc)
 {
@@ -470,6 +487,7 @@ static void failures(const layout_case_t *lc)
     refused(grid, lc, EXTRA_TENSOR, TSR_OPTIM_ADAMW, "/params/h1.extra", "a tensor missing from the checkpoint");
     refused(grid, lc, FEWER_TENSORS, TSR_OPTIM_ADAMW, "/params/h0.ln.g", "a checkpoint tensor the model lacks");
     refused(grid, lc, SAME, TSR_OPTIM_SGD, "optimizer is \"adamw\", this run has \"sgd\"", "another optimizer");
+    wrong_config(grid, lc);
     fault_during_save(grid, lc);
     tsr_grid_destroy(&grid);
 }
