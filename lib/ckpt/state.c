@@ -264,34 +264,35 @@ cleanup:
 
 /* ---- loading ---- */
 
-/* Find a dataset by name in the reader's sorted list. */
-static const tsr_ckpt_dataset_info_t *find_dataset(const tsr_ckpt_dataset_info_t *info, size_t n, const char *name)
+static int by_dataset_name(const void *a, const void *b)
 {
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int c = strcmp(info[mid].name, name);
-        if (c == 0)
-            return &info[mid];
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
+    return strcmp(((const tsr_ckpt_dataset_info_t *)a)->name, ((const tsr_ckpt_dataset_info_t *)b)->name);
 }
 
-/* Whether name is a /params/ or /optim/ dataset of the list; kinds it may be of are < kinds. */
+/* Find a dataset in the file's list, sorted with by_dataset_name (HDF5's traversal order is
+ * not that of whole paths: "/optim/a/m" comes before "/optim/a.b/m" there). */
+static const tsr_ckpt_dataset_info_t *find_dataset(const tsr_ckpt_dataset_info_t *info, size_t n, const char *name)
+{
+    tsr_ckpt_dataset_info_t key;
+    snprintf(key.name, sizeof key.name, "%s", name);
+    return bsearch(&key, info, n, sizeof *info, by_dataset_name);
+}
+
+/* Whether a /params or /optim dataset of the file belongs to a tensor and kind of the list. */
 static int expected_dataset(const tensor_list_t *list, const char *name)
 {
-    for (int kind = TSR_ZERO_PARAM; kind < list->kinds; kind++)
-        for (int i = 0; i < list->n; i++) {
-            char want[DATASET_MAX];
-            dataset_name(list->t[i].name, (tsr_zero_kind_t)kind, want);
-            if (strcmp(want, name) == 0)
-                return 1;
-        }
-    return 0;
+    global_tensor_t key;
+    int kind = TSR_ZERO_PARAM;
+    if (strncmp(name, "/params/", 8) == 0) {
+        snprintf(key.name, sizeof key.name, "%s", name + 8);
+    } else {
+        size_t len = strlen(name);
+        if (len < 10 || name[len - 2] != '/' || (name[len - 1] != 'm' && name[len - 1] != 'v'))
+            return 0;
+        kind = name[len - 1] == 'm' ? TSR_ZERO_M : TSR_ZERO_V;
+        snprintf(key.name, sizeof key.name, "%.*s", (int)(len - 9), name + 7);
+    }
+    return kind < list->kinds && bsearch(&key, list->t, (size_t)list->n, sizeof *list->t, by_name);
 }
 
 /*
@@ -448,6 +449,7 @@ tsr_status_t tsr_ckpt_load_zero(tsr_ckpt_reader_t r, tsr_grid_t grid, tsr_zero_t
     TSR_TRY(agree_tensors(comm, opt, cfg, &list));
     TSR_TRY(tsr_ckpt_expect_str(r, "/config", "optimizer", optim_name(cfg->optim)));
     TSR_TRY(tsr_ckpt_list(r, &info, &ninfo));
+    qsort(info, ninfo, sizeof *info, by_dataset_name);
     TSR_TRY(check_datasets(&list, info, ninfo));
     TSR_TRY(load_scalars(r, &state));
     TSR_TRY(read_all(r, comm, opt, &list, info, ninfo));
