@@ -13,7 +13,8 @@
  * Failure paths: a checkpoint of another model (a tensor of another shape, a tensor missing
  * from it, a tensor the model lacks) or of another optimizer is refused with
  * TSR_ERR_MISMATCH naming the dataset, the optimizer untouched; a fault injected during a
- * save leaves the previous checkpoint verifying and latest unchanged.
+ * save leaves the previous checkpoint verifying and latest unchanged; a flipped byte in a
+ * moment is found by the checksums of the load (the test finds its offset with HDF5).
  *
  * Fresh seed per run (printed); TSR_TEST_SEED=N repeats one.
  */
@@ -23,6 +24,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <hdf5.h>
 #include <tessera.h>
 
 #include "tap.h"
@@ -474,6 +476,59 @@ static void wrong_config(tsr_grid_t grid, const layout_case_t *lc)
     tsr_zero_destroy(&m.z);
 }
 
+/* File offset of a dataset's data (rank 0 opens the file serially). */
+static long data_offset(const char *path, const char *name)
+{
+    long offset = -1;
+    if (tap_rank() == 0) {
+        hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT), d = H5Dopen2(f, name, H5P_DEFAULT);
+        offset = (long)H5Dget_offset(d);
+        H5Dclose(d);
+        H5Fclose(f);
+    }
+    MPI_Bcast(&offset, 1, MPI_LONG, 0, MPI_COMM_WORLD);
+    return offset;
+}
+
+/* Rank 0 copies src to dst flipping one bit of byte `flip`. */
+static void copy_flipped(const char *src, const char *dst, long flip)
+{
+    if (tap_rank() == 0) {
+        FILE *in = fopen(src, "rb"), *out = fopen(dst, "wb");
+        long n = 0;
+        for (int ch; in && out && (ch = fgetc(in)) != EOF; n++)
+            fputc(n == flip ? ch ^ 0x10 : ch, out);
+        if (in)
+            fclose(in);
+        if (out)
+            fclose(out);
+    }
+    MPI_Barrier(MPI_COMM_WORLD);
+}
+
+/* A value of a moment damaged on disk: the load's checksums name the dataset. */
+static void corrupt_load(tsr_grid_t grid, const layout_case_t *lc)
+{
+    char latest[600], damaged[600];
+    const char *victim = "/optim/h0.fc.w/v";
+    tsr_zero_config_t cfg = config_of(lc);
+    model_t m = {0};
+    tsr_ckpt_reader_t r = NULL;
+    tsr_status_t st = tsr_ckpt_latest(dir, latest, sizeof latest);
+    snprintf(damaged, sizeof damaged, "%s/damaged.h5", dir);
+    long offset = st == TSR_OK ? data_offset(latest, victim) : -1;
+    copy_flipped(latest, damaged, offset + 5);
+    if (st == TSR_OK)
+        st = build(grid, &cfg, SAME, &m);
+    if (st == TSR_OK)
+        st = tsr_ckpt_reader_open(tsr_grid_comm(grid, TSR_AXIS_WORLD), damaged, &r);
+    tsr_status_t got = st == TSR_OK ? tsr_ckpt_load_zero(r, grid, m.z, &cfg) : st;
+    ok(offset > 0 && error_names(got, TSR_ERR_CORRUPT, victim), "a flipped bit in %s is found while loading: %s",
+       victim, tsr_last_error());
+    tsr_ckpt_reader_close(&r);
+    tsr_zero_destroy(&m.z);
+}
+
 /* The failure paths against the checkpoint of the last round trip (AdamW at lc). */
 static void failures(const layout_case_t *lc)
 {
@@ -488,6 +543,7 @@ static void failures(const layout_case_t *lc)
     refused(grid, lc, FEWER_TENSORS, TSR_OPTIM_ADAMW, "/params/h0.ln.g", "a checkpoint tensor the model lacks");
     refused(grid, lc, SAME, TSR_OPTIM_SGD, "optimizer is \"adamw\", this run has \"sgd\"", "another optimizer");
     wrong_config(grid, lc);
+    corrupt_load(grid, lc);
     fault_during_save(grid, lc);
     tsr_grid_destroy(&grid);
 }
