@@ -221,6 +221,19 @@ int main(int argc, char **argv)
     tsr_ckpt_piece_t three = tsr_ckpt_block(0, 1, 0, 3);
     rc = tsr_ckpt_read_f32(r, "/params/nope", 1, (const int64_t[]){3}, &three, buf);
     ok(error_is(rc, TSR_ERR_MISMATCH, "/params/nope"), "a missing dataset is named");
+    /* A bad piece on the last rank alone: every rank gets its error, none hangs. */
+    tsr_ckpt_piece_t bad = rank == size - 1 ? tsr_ckpt_block(0, 11, 0, 7) : tsr_ckpt_nothing();
+    rc = tsr_ckpt_read_f32(r, "/params/w", 2, dims[T_W], &bad, buf);
+    ok(error_is(rc, TSR_ERR_INVALID_ARG, "does not fit"), "a bad piece on one rank is every rank's error, no hang");
+    tsr_ckpt_dataset_info_t *list = NULL;
+    size_t nlist = 0;
+    rc = tsr_ckpt_list(r, &list, &nlist);
+    int sorted = rc == TSR_OK && nlist == 4;
+    for (size_t i = 1; sorted && i < nlist; i++)
+        sorted = strcmp(list[i - 1].name, list[i].name) < 0;
+    ok(sorted && strcmp(list[0].name, "/optim/flat/m") == 0, "tsr_ckpt_list gives the %zu datasets in name order",
+       nlist);
+    free(list);
     tsr_ckpt_reader_close(&r);
     ok(r == NULL, "reader_close NULLs the handle");
 
@@ -252,6 +265,17 @@ int main(int argc, char **argv)
            "pieces that do not cover a dataset exactly once are refused");
         rc = tsr_ckpt_commit(&w, 2);
         ok(rc != TSR_OK && w == NULL && !exists("step_3.h5"), "and that checkpoint is not committed");
+    }
+
+    /* A caller's own failure between writes poisons the checkpoint. */
+    {
+        tsr_ckpt_writer_t w = NULL;
+        rc = tsr_ckpt_writer_create(comm, dir, 3, &w);
+        if (rc == TSR_OK && rank == 0)
+            tsr_ckpt_writer_fail(w, TSR_ERR_OUT_OF_MEMORY);
+        rc = rc == TSR_OK ? tsr_ckpt_commit(&w, 2) : rc;
+        ok(error_is(rc, TSR_ERR_OUT_OF_MEMORY, "rank 0 failed") && !exists("step_3.h5"),
+           "tsr_ckpt_writer_fail on rank 0: commit publishes nothing and says so on every rank");
     }
 
     /* Retention: with keep = 2 only the two newest remain. */

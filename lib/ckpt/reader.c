@@ -130,19 +130,41 @@ cleanup:
     return rc;
 }
 
+/* After a collective step: if any rank failed, every rank returns the lowest failing
+ * rank's error, so no rank goes on into a collective that another has left. */
+static tsr_status_t reader_agree(struct tsr_ckpt_reader *r, tsr_status_t mine)
+{
+    int rank = tsr_comm_rank(r->comm), size = tsr_comm_size(r->comm);
+    int flag = mine != TSR_OK ? size - rank : 0;
+    char msg[512];
+    int32_t status = (int32_t)mine;
+    tsr_status_t rc = tsr_comm_allreduce(r->comm, TSR_IN_PLACE, &flag, 1, TSR_DTYPE_I32, TSR_REDUCE_MAX);
+    if (rc != TSR_OK || flag == 0)
+        return rc;
+    snprintf(msg, sizeof msg, "%s", mine != TSR_OK ? tsr_last_error() : "");
+    tsr_comm_bcast(r->comm, &status, 1, TSR_DTYPE_I32, size - flag);
+    tsr_comm_bcast(r->comm, msg, sizeof msg, TSR_DTYPE_U8, size - flag);
+    return TSR_ERROR((tsr_status_t)status, "%s (on rank %d)", msg, size - flag);
+}
+
 tsr_status_t tsr_ckpt_read_f32(tsr_ckpt_reader_t r, const char *name, int ndim, const int64_t dims[],
                                const tsr_ckpt_piece_t *piece, float *data)
 {
-    tsr_status_t rc = TSR_OK;
+    tsr_status_t rc = TSR_OK, mine;
     ckpt_quiet_t quiet;
     hid_t dset = -1;
+    tsr_ckpt_piece_t nothing = tsr_ckpt_nothing();
     tsr__ckpt_quiet_begin(&quiet);
-    TSR_TRY(tsr__ckpt_check_piece(name, ndim, dims, piece));
-    TSR_TRY(open_dataset(r, name, H5T_FLOAT, ndim, dims, &dset));
-    TSR_TRY(read_piece(r, dset, name, ndim, dims, piece, data));
+    /* A bad piece on one rank must not leave the others waiting in the collective read:
+     * that rank reads nothing, and the ranks agree on the outcome afterwards. */
+    mine = tsr__ckpt_check_piece(name, ndim, dims, piece);
+    if (mine != TSR_OK)
+        piece = &nothing;
+    TSR_TRY(open_dataset(r, name, H5T_FLOAT, ndim, dims, &dset)); /* the same verdict on every rank */
+    tsr_status_t read = read_piece(r, dset, name, ndim, dims, piece, data);
+    rc = reader_agree(r, mine != TSR_OK ? mine : read);
 cleanup:
-    if (dset >= 0)
-        H5Dclose(dset);
+    CKPT_CLOSE(dset);
     tsr__ckpt_quiet_end(&quiet);
     return rc;
 }
@@ -258,6 +280,11 @@ static herr_t collect_dataset(hid_t obj, const char *name, const H5O_info_t *inf
     return 0;
 }
 
+static int by_name(const void *a, const void *b)
+{
+    return strcmp(((const tsr_ckpt_dataset_info_t *)a)->name, ((const tsr_ckpt_dataset_info_t *)b)->name);
+}
+
 tsr_status_t tsr_ckpt_list(tsr_ckpt_reader_t r, tsr_ckpt_dataset_info_t **out, size_t *n)
 {
     tsr_status_t rc = TSR_OK;
@@ -266,6 +293,8 @@ tsr_status_t tsr_ckpt_list(tsr_ckpt_reader_t r, tsr_ckpt_dataset_info_t **out, s
     tsr__ckpt_quiet_begin(&quiet);
     CKPT_CALL_H5(H5Ovisit(r->file, H5_INDEX_NAME, H5_ITER_INC, collect_dataset, &list),
                  "%s: cannot list its datasets", r->path);
+    /* H5Ovisit goes group by group ("/a/m" before "/a.b/m"); callers get plain name order. */
+    qsort(list.items, list.n, sizeof *list.items, by_name);
 cleanup:
     tsr__ckpt_quiet_end(&quiet);
     if (rc != TSR_OK) {

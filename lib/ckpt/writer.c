@@ -156,6 +156,11 @@ cleanup:
     return rc;
 }
 
+void tsr_ckpt_writer_fail(tsr_ckpt_writer_t w, tsr_status_t status)
+{
+    fail_local(w, status != TSR_OK ? status : TSR_ERR_INTERNAL, "preparing the checkpoint");
+}
+
 /* Create (or open) a dataset of the given type and shape, creating its groups. */
 static hid_t create_dataset(hid_t file, const char *name, hid_t type, int ndim, const int64_t dims[])
 {
@@ -248,7 +253,7 @@ tsr_status_t tsr_ckpt_write_i64(tsr_ckpt_writer_t w, const char *name, int64_t n
     if (n < 1)
         fail_local(w, TSR_ERROR(TSR_ERR_INVALID_ARG, "dataset %s: %lld values", name, (long long)n), doing);
     else if (w->fault_dataset[0] && strcmp(w->fault_dataset, name) == 0)
-        fail_local(w, TSR_ERROR(TSR_ERR_IO, "injected fault (TSR_CKPT_FAULT)"), doing);
+        fail_local(w, TSR_ERROR(TSR_ERR_IO, "injected fault (TSR_CKPT_FAULT=%s)", getenv("TSR_CKPT_FAULT")), doing);
     TSR_TRY(agree(w));
     if ((dset = create_dataset(w->file, name, H5T_STD_I64LE, 1, dims)) < 0 || (space = H5Dget_space(dset)) < 0 ||
         (dxpl = H5Pcreate(H5P_DATASET_XFER)) < 0 || H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE) < 0 ||

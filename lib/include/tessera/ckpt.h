@@ -109,6 +109,13 @@ TSR_API tsr_status_t tsr_ckpt_set_str(tsr_ckpt_writer_t w, const char *group, co
  */
 TSR_API tsr_status_t tsr_ckpt_commit(tsr_ckpt_writer_t *w, int keep);
 
+/**
+ * Mark the checkpoint as failed on this rank, for an error the caller met between writes
+ * (its detail is taken from tsr_last_error()): tsr_ckpt_commit() then publishes nothing and
+ * reports it on every rank. Local; the ranks learn of it at the writer's next step.
+ */
+TSR_API void tsr_ckpt_writer_fail(tsr_ckpt_writer_t w, tsr_status_t status);
+
 /** Abandon a checkpoint being written: remove the temporary file, free, NULL *w. Accepts NULL. */
 TSR_API void tsr_ckpt_abort(tsr_ckpt_writer_t *w);
 
@@ -155,7 +162,10 @@ typedef void (*tsr_ckpt_attr_fn)(const char *name, const char *value, void *ctx)
 /** Call @p fn for each attribute of @p group (TSR_ERR_FORMAT if the group is missing). */
 TSR_API tsr_status_t tsr_ckpt_attrs(tsr_ckpt_reader_t r, const char *group, tsr_ckpt_attr_fn fn, void *ctx);
 
-/** Read this rank's piece of an fp32 dataset, which must have exactly the shape @p dims. */
+/**
+ * Read this rank's piece of an fp32 dataset, which must have exactly the shape @p dims.
+ * If any rank fails (a bad piece, a read error), every rank returns that rank's error.
+ */
 TSR_API tsr_status_t tsr_ckpt_read_f32(tsr_ckpt_reader_t r, const char *name, int ndim, const int64_t dims[],
                                        const tsr_ckpt_piece_t *piece, float *data);
 

@@ -119,7 +119,10 @@ TSR_API tsr_status_t tsr_comm_allreduce(tsr_comm_t comm, const void *send, void 
 TSR_API tsr_status_t tsr_comm_reduce_scatter(tsr_comm_t comm, const void *send, void *recv,
                                              size_t recv_count, tsr_dtype_t dtype, tsr_reduce_op_t op);
 
-/** recv[r*send_count + i] = send of rank r, element i. recv holds N*send_count. */
+/**
+ * recv[r*send_count + i] = send of rank r, element i. recv holds N*send_count. send may be
+ * #TSR_IN_PLACE (or recv + rank*send_count): this rank's block is already in place.
+ */
 TSR_API tsr_status_t tsr_comm_allgather(tsr_comm_t comm, const void *send, void *recv,
                                         size_t send_count, tsr_dtype_t dtype);
 
