@@ -13,6 +13,8 @@
  *       return tap_done();
  *   }
  *
+ * Tests on random data take their seed from tap_seed() (TSR_TEST_SEED=N repeats a run).
+ *
  * Run as "./test --tap-ranks" it prints its rank counts and exits without starting MPI.
  */
 #ifndef TESSERA_TESTS_TAP_H
@@ -25,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #if defined(__GNUC__)
 #define TAP_UNUSED_ __attribute__((unused))
@@ -56,6 +59,19 @@ static TAP_UNUSED_ void tap_init(int *argc, char ***argv, const char *ranks)
     MPI_Init(argc, argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &tap_.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &tap_.size);
+}
+
+/* A fresh seed for this run's random data, the same on every rank: TSR_TEST_SEED if set,
+ * else the clock. Printed as a diagnostic, so a failing run can be repeated. */
+static TAP_UNUSED_ uint64_t tap_seed(void)
+{
+    const char *env = getenv("TSR_TEST_SEED");
+    uint64_t seed = env ? strtoull(env, NULL, 0) : (uint64_t)time(NULL);
+    MPI_Bcast(&seed, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+    if (tap_.rank == 0)
+        printf("# seed %llu (TSR_TEST_SEED=%llu repeats this run)\n", (unsigned long long)seed,
+               (unsigned long long)seed);
+    return seed;
 }
 
 static TAP_UNUSED_ int tap_rank(void) { return tap_.rank; }

@@ -319,10 +319,7 @@ static void remove_dir(void)
 int main(int argc, char **argv)
 {
     tap_init(&argc, &argv, "4");
-    const char *env = getenv("TSR_TEST_SEED");
-    seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
-    MPI_Bcast(&seed, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
-    diag("seed %llu (TSR_TEST_SEED=%llu repeats this run)", (unsigned long long)seed, (unsigned long long)seed);
+    seed = tap_seed();
     if (tap_size() != 4) {
         printf("1..0 # SKIP needs 4 ranks, has %d\n", tap_size());
         MPI_Finalize();

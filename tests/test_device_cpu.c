@@ -122,10 +122,7 @@ int main(int argc, char **argv)
 {
     tap_init(&argc, &argv, "1");
 
-    const char *env_seed = getenv("TSR_TEST_SEED");
-    seed = env_seed ? strtoull(env_seed, NULL, 0) : (uint64_t)time(NULL);
-    diag("seed %llu (set TSR_TEST_SEED=%llu to repeat this run)", (unsigned long long)seed,
-         (unsigned long long)seed);
+    seed = tap_seed();
 
     /* --- Kinds ----------------------------------------------------------------------- */
     tsr_device_kind_t kind = TSR_DEVICE_CUDA;

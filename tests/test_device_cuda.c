@@ -274,10 +274,7 @@ int main(int argc, char **argv)
     if (tsr_device_count(TSR_DEVICE_CUDA) == 0)
         tap_skip_all("no GPU");
 
-    const char *env_seed = getenv("TSR_TEST_SEED");
-    seed = env_seed ? strtoull(env_seed, NULL, 0) : (uint64_t)time(NULL);
-    diag("seed %llu (set TSR_TEST_SEED=%llu to repeat this run)", (unsigned long long)seed,
-         (unsigned long long)seed);
+    seed = tap_seed();
     with_gpu();
     return tap_done();
 }

@@ -380,10 +380,7 @@ static void refusals(tsr_comm_t pp, tsr_device_t dev, mlp_t *n)
 int main(int argc, char **argv)
 {
     tap_init(&argc, &argv, "1 2 4");
-    const char *env_seed = getenv("TSR_TEST_SEED");
-    seed = env_seed ? strtoull(env_seed, NULL, 0) : (uint64_t)time(NULL);
-    MPI_Bcast(&seed, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
-    diag("seed %llu (TSR_TEST_SEED=%llu repeats it)", (unsigned long long)seed, (unsigned long long)seed);
+    seed = tap_seed();
 
     tsr_layout_t layout = TSR_LAYOUT_INIT;
     layout.pp = tap_size();

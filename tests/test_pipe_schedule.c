@@ -281,8 +281,7 @@ static void svg(void)
 int main(int argc, char **argv)
 {
     tap_init(&argc, &argv, "1");
-    seed = getenv("TSR_TEST_SEED") ? strtoull(getenv("TSR_TEST_SEED"), NULL, 0) : (uint64_t)time(NULL);
-    diag("seed %llu (TSR_TEST_SEED=%llu repeats it)", (unsigned long long)seed, (unsigned long long)seed);
+    seed = tap_seed();
     sweep();
     eager_matches();
     deadlock_detected();

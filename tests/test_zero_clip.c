@@ -390,10 +390,7 @@ static void check_errors(tsr_grid_t grid)
 int main(int argc, char **argv)
 {
     tap_init(&argc, &argv, "1 2 4");
-    const char *env = getenv("TSR_TEST_SEED");
-    seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
-    MPI_Bcast(&seed, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
-    diag("seed %llu (TSR_TEST_SEED=%llu repeats this run)", (unsigned long long)seed, (unsigned long long)seed);
+    seed = tap_seed();
     if (tsr_device_create(TSR_DEVICE_CPU, 0, &dev) != TSR_OK)
         MPI_Abort(MPI_COMM_WORLD, 2);
     int n = tap_size();

@@ -490,10 +490,7 @@ static void reshard_case(tsr_grid_t grid, const tsr_zero_config_t *c, int from, 
 int main(int argc, char **argv)
 {
     tap_init(&argc, &argv, "1 2 4");
-    const char *env = getenv("TSR_TEST_SEED");
-    seed = env ? strtoull(env, NULL, 10) : (uint64_t)time(NULL);
-    MPI_Bcast(&seed, 1, MPI_UINT64_T, 0, MPI_COMM_WORLD);
-    diag("seed %llu (TSR_TEST_SEED=%llu repeats this run)", (unsigned long long)seed, (unsigned long long)seed);
+    seed = tap_seed();
     N = tap_size();
     tsr_layout_t layout = TSR_LAYOUT_INIT;
     layout.dp = N;
