@@ -1,5 +1,6 @@
-# TSR_CHECK_HDF5: parallel HDF5 (required). --with-hdf5=DIR, else pkg-config
-# (hdf5-mpich, hdf5-openmpi, hdf5). Sets HDF5_CPPFLAGS, HDF5_LIBS and tsr_hdf5_found.
+# TSR_CHECK_HDF5: parallel HDF5 (required). --with-hdf5=DIR, else pkg-config: the package
+# of the MPI that CC uses (hdf5-mpich or hdf5-openmpi), then hdf5. Needs TSR_CHECK_MPI first.
+# Sets HDF5_CPPFLAGS, HDF5_LIBS and tsr_hdf5_found.
 AC_DEFUN([TSR_CHECK_HDF5], [
 AC_ARG_WITH([hdf5],
   [AS_HELP_STRING([--with-hdf5=DIR], [parallel HDF5 installation prefix (default: found by pkg-config)])],
@@ -13,7 +14,11 @@ AS_IF([test "x$with_hdf5" != xauto && test "x$with_hdf5" != xyes],
        HDF5_CPPFLAGS="-I$with_hdf5/include"
        HDF5_LIBS="-L$with_hdf5/lib -lhdf5"
        tsr_hdf5_found="$with_hdf5"],
-      [for tsr_pc in hdf5-mpich hdf5-openmpi hdf5; do
+      [AS_CASE([$tsr_mpi_flavor],
+               [openmpi], [tsr_hdf5_pcs="hdf5-openmpi hdf5"],
+               [mpich], [tsr_hdf5_pcs="hdf5-mpich hdf5"],
+               [tsr_hdf5_pcs="hdf5-mpich hdf5-openmpi hdf5"])
+       for tsr_pc in $tsr_hdf5_pcs; do
          AS_IF([test -z "$tsr_hdf5_found" && $PKG_CONFIG --exists $tsr_pc 2>/dev/null],
                [HDF5_CPPFLAGS=`$PKG_CONFIG --cflags $tsr_pc`
                 HDF5_LIBS=`$PKG_CONFIG --libs $tsr_pc`

@@ -16,9 +16,25 @@ AC_LINK_IFELSE([AC_LANG_PROGRAM([[#include <mpi.h>]],
                [AC_MSG_RESULT([yes])],
                [AC_MSG_RESULT([no])
                 AC_MSG_ERROR([$CC cannot build MPI programs: set MPICC (or CC) to your MPI compiler wrapper, e.g. MPICC=mpicc])])
-AC_ARG_VAR([MPIEXEC], [launcher for the MPI tests (default: mpiexec)])
+# Which MPI: its parallel HDF5 and its launcher must be the same one.
+AC_MSG_CHECKING([which MPI library $CC uses])
+AC_COMPILE_IFELSE([AC_LANG_PROGRAM([[#include <mpi.h>
+#ifndef OPEN_MPI
+#error not Open MPI
+#endif]], [])], [tsr_mpi_flavor=openmpi],
+  [AC_COMPILE_IFELSE([AC_LANG_PROGRAM([[#include <mpi.h>
+#ifndef MPICH_VERSION
+#error not MPICH
+#endif]], [])], [tsr_mpi_flavor=mpich], [tsr_mpi_flavor=other])])
+AC_MSG_RESULT([$tsr_mpi_flavor])
+AC_ARG_VAR([MPIEXEC], [launcher for the MPI tests (default: the mpiexec of the same MPI as CC)])
 AC_ARG_VAR([MPIEXEC_FLAGS], [extra flags for MPIEXEC in the tests])
-AC_PATH_PROGS([MPIEXEC], [mpiexec mpirun], [mpiexec])
+# Debian names each MPI's programs with a suffix (mpicc.openmpi, mpiexec.openmpi); prefer the
+# launcher that goes with the compiler over whichever plain mpiexec the alternatives chose.
+tsr_cc_name=`basename "$CC" | cut -d' ' -f1`
+AS_CASE([$tsr_cc_name], [*.openmpi|*.mpich], [tsr_mpi_suffix=`echo "$tsr_cc_name" | sed 's/.*\././'`],
+        [tsr_mpi_suffix=])
+AC_PATH_PROGS([MPIEXEC], [mpiexec$tsr_mpi_suffix mpirun$tsr_mpi_suffix mpiexec mpirun], [mpiexec])
 # Open MPI refuses more ranks than cores unless told; the tests run up to 9 ranks.
 AS_IF([test -z "$MPIEXEC_FLAGS" && $MPIEXEC --version 2>&1 | grep -q "Open MPI\|OpenRTE"],
       [MPIEXEC_FLAGS="--oversubscribe"])

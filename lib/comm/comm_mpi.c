@@ -1,8 +1,18 @@
 /* comm_mpi.c: the MPI backend, for host buffers (and host-staged device buffers later). */
 #include "comm/comm_impl.h"
 
-/* MAX and MIN of uint8 as user operations: MPICH 4.0 compares MPI_UINT8_T and
- * MPI_UNSIGNED_CHAR as signed in its built-in MAX and MIN (pmodels/mpich#6083). */
+/* Reductions of uint8 as user operations: MPICH 4.0 compares MPI_UINT8_T and
+ * MPI_UNSIGNED_CHAR as signed in its built-in MAX and MIN (pmodels/mpich#6083), and Open MPI
+ * 4.1's AVX component saturates instead of wrapping in SUM of 16 or more elements. */
+static void u8_sum(void *in, void *inout, int *len, MPI_Datatype *type)
+{
+    const uint8_t *a = in;
+    uint8_t *b = inout;
+    (void)type;
+    for (int i = 0; i < *len; i++)
+        b[i] = (uint8_t)(a[i] + b[i]);
+}
+
 static void u8_max(void *in, void *inout, int *len, MPI_Datatype *type)
 {
     const uint8_t *a = in;
@@ -21,21 +31,21 @@ static void u8_min(void *in, void *inout, int *len, MPI_Datatype *type)
         b[i] = a[i] < b[i] ? a[i] : b[i];
 }
 
-/* The MPI operation for op on dtype. The two user operations are created on first use and
- * live until MPI_Finalize frees them. */
+/* The MPI operation for op on dtype. The user operations for uint8 are created on first
+ * use and live until MPI_Finalize frees them. */
 static tsr_status_t mpi_op(tsr_reduce_op_t op, tsr_dtype_t dtype, MPI_Op *out)
 {
-    static MPI_Op u8_ops[2] = {MPI_OP_NULL, MPI_OP_NULL};
+    static const MPI_Op builtin[] = {[TSR_REDUCE_SUM] = MPI_SUM, [TSR_REDUCE_MAX] = MPI_MAX, [TSR_REDUCE_MIN] = MPI_MIN};
+    static MPI_User_function *const u8_fns[] = {
+        [TSR_REDUCE_SUM] = u8_sum, [TSR_REDUCE_MAX] = u8_max, [TSR_REDUCE_MIN] = u8_min};
+    static MPI_Op u8_ops[] = {MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL};
     tsr_status_t rc = TSR_OK;
-    if (op == TSR_REDUCE_SUM) {
-        *out = MPI_SUM;
-    } else if (dtype != TSR_DTYPE_U8) {
-        *out = op == TSR_REDUCE_MAX ? MPI_MAX : MPI_MIN;
+    if (dtype != TSR_DTYPE_U8) {
+        *out = builtin[op];
     } else {
-        int i = op == TSR_REDUCE_MAX ? 0 : 1;
-        if (u8_ops[i] == MPI_OP_NULL)
-            TSR_CALL_MPI(MPI_Op_create(i == 0 ? u8_max : u8_min, 1, &u8_ops[i]));
-        *out = u8_ops[i];
+        if (u8_ops[op] == MPI_OP_NULL)
+            TSR_CALL_MPI(MPI_Op_create(u8_fns[op], 1, &u8_ops[op]));
+        *out = u8_ops[op];
     }
 cleanup:
     return rc;
