@@ -387,6 +387,42 @@ static void check_errors(tsr_grid_t grid)
     ok(z == NULL, "destroy NULLs the handle and accepts NULL");
 }
 
+/* Names survive the registry growing: a model registers far more than its first allocation. */
+static void check_many_names(tsr_grid_t grid)
+{
+    tsr_zero_config_t cfg = TSR_ZERO_CONFIG_INIT;
+    tsr_zero_t z = NULL;
+    enum { MANY = 40 };
+    int good = tsr_zero_create(grid, dev, &cfg, &z) == TSR_OK;
+    for (int i = 0; i < MANY && good; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "tensor%02d", i);
+        tsr_zero_tensor_t t = TSR_ZERO_TENSOR_INIT;
+        t.name = name;
+        t.rows = t.local_rows = 1;
+        t.cols = t.local_cols = 3;
+        t.layer = i;
+        t.flags = TSR_ZERO_REPLICATED_TP | TSR_ZERO_REPLICATED_PP;
+        good = tsr_zero_register(z, &t, NULL) == TSR_OK;
+    }
+    /* Reuse whatever the registry freed as it grew, so a name pointing there reads garbage. */
+    enum { FILLERS = 64 };
+    void *filler[FILLERS];
+    for (int i = 0; i < FILLERS; i++)
+        if ((filler[i] = malloc((size_t)(i + 1) * 256)))
+            memset(filler[i], 'X', (size_t)(i + 1) * 256);
+    for (int i = 0; i < MANY && good; i++) {
+        char name[32];
+        tsr_zero_tensor_t d;
+        snprintf(name, sizeof name, "tensor%02d", i);
+        good = tsr_zero_tensor_desc(z, i, &d) == TSR_OK && d.name && strcmp(d.name, name) == 0;
+    }
+    for (int i = 0; i < FILLERS; i++)
+        free(filler[i]);
+    ok(good, "the names of %d registered tensors read back after the registry grew", MANY);
+    tsr_zero_destroy(&z);
+}
+
 int main(int argc, char **argv)
 {
     tap_init(&argc, &argv, "1 2 4");
@@ -415,6 +451,7 @@ int main(int argc, char **argv)
     check_mixed(grid);
     check_loss_scale(grid);
     check_errors(grid);
+    check_many_names(grid);
     tsr_grid_destroy(&grid);
     tsr_device_destroy(&dev);
     return tap_done();

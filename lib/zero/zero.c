@@ -203,7 +203,7 @@ tsr_status_t tsr_zero_register(tsr_zero_t z, const tsr_zero_tensor_t *t, int *id
     rec->desc = *t;
     rec->desc.struct_size = sizeof rec->desc;
     strcpy(rec->name, t->name);
-    rec->desc.name = rec->name;
+    rec->desc.name = NULL; /* set on each copy handed out: the array moves as it grows */
     rec->n = (size_t)t->local_rows * (size_t)t->local_cols;
     rec->counted = counts_block(&z->coords, t->flags);
     if (id)
@@ -344,6 +344,7 @@ tsr_status_t tsr_zero_tensor_desc(tsr_zero_t z, int id, tsr_zero_tensor_t *out)
     if (id < 0 || id >= z->ntensors)
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "tensor id %d out of range [0, %d)", id, z->ntensors);
     *out = z->tensors[id].desc;
+    out->name = z->tensors[id].name;
     return TSR_OK;
 }
 
