@@ -1,10 +1,326 @@
 /**
  * @file tessera/tp.h
- * @brief Tensor parallelism: distributed matrices, SUMMA, layer operations (issue 3).
+ * @brief Tensor parallelism: distributed matrices, SUMMA products and transformer layer
+ * operations, forward and backward, in the 2D (r×c grid) and the 1D (Megatron, 1×N) modes.
+ *
+ * A ::tsr_tp_t binds a grid's tensor-parallel group to a device. A ::tsr_dmat_t is an m×n
+ * fp32 matrix of which each rank holds one block. Each dimension of a matrix is either
+ * whole on every rank (#TSR_SPLIT_NONE) or split into balanced contiguous blocks over the
+ * grid's rows or its columns. Block p of P of an extent E with unit u holds
+ * floor(G/P) + (p < G mod P) units of u elements, G = E/u: units keep whole sequences
+ * (rows of T tokens) or whole attention heads on one rank.
+ *
+ * The 2D layout of an activation X (tokens × hidden) and a weight W (in × out) is
+ * (rows over grid rows, columns over grid columns); the 1D layout keeps activations whole
+ * and splits weights by columns (column-parallel) or rows (row-parallel) over grid columns.
+ * The linear operation picks the algorithm from the layout of its weight.
+ *
+ * Local blocks are row-major in memory from tsr_device_alloc(). SUMMA's GEMMs run through
+ * the device; the elementwise kernels of the layer operations run on the host, so this
+ * version of the module requires a CPU device. Communication goes through tessera/comm.h
+ * and is counted there: see doc/tp.md for the bytes each operation sends.
+ *
+ * Gradients of weights and biases are accumulated (+=) into caller-provided matrices, so
+ * micro-batches can accumulate; gradients of activations are overwritten.
  */
 #ifndef TESSERA_TP_H
 #define TESSERA_TP_H
 
+#include <stddef.h>
+#include <stdint.h>
+#include <tessera/device.h>
 #include <tessera/grid.h>
 
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** An opaque tensor-parallel context: a grid's tp group, a device and SUMMA's settings. */
+typedef struct tsr_tp *tsr_tp_t;
+
+/** An opaque distributed matrix. */
+typedef struct tsr_dmat *tsr_dmat_t;
+
+/** State an operation's forward keeps for its backward (opaque). */
+typedef struct tsr_tp_saved *tsr_tp_saved_t;
+
+/** How one dimension of a distributed matrix is split. */
+typedef enum tsr_split {
+    TSR_SPLIT_NONE = 0,  /**< whole on every rank */
+    TSR_SPLIT_GRID_ROWS, /**< blocks over the tp grid's rows (block i on grid row i) */
+    TSR_SPLIT_GRID_COLS  /**< blocks over the tp grid's columns (block j on grid column j) */
+} tsr_split_t;
+
+/** Shape and layout of a distributed matrix. Start from #TSR_DMAT_DESC_INIT. */
+typedef struct tsr_dmat_desc {
+    size_t struct_size;           /**< sizeof(tsr_dmat_desc_t), set by #TSR_DMAT_DESC_INIT */
+    int rows;                     /**< global rows m >= 0 */
+    int cols;                     /**< global columns n >= 0 */
+    tsr_split_t row_split;        /**< how rows are split */
+    tsr_split_t col_split;        /**< how columns are split */
+    int row_unit;                 /**< rows are split in units of this many (divides rows) */
+    int col_unit;                 /**< columns are split in units of this many (divides cols) */
+    tsr_mem_category_t category;  /**< allocator category of the local block */
+} tsr_dmat_desc_t;
+
+/** A 0×0 matrix in the 2D layout (rows over grid rows, columns over grid columns), units 1. */
+#define TSR_DMAT_DESC_INIT                                                                          \
+    {sizeof(tsr_dmat_desc_t), 0, 0, TSR_SPLIT_GRID_ROWS, TSR_SPLIT_GRID_COLS, 1, 1, TSR_MEM_ACTIVATIONS}
+
+/** This rank's block of a distributed matrix. */
+typedef struct tsr_dmat_view {
+    float *data; /**< the block, row-major, in device memory (NULL when empty) */
+    int rows;    /**< rows of the block */
+    int cols;    /**< columns of the block */
+    int ld;      /**< elements between consecutive rows */
+    int row0;    /**< global index of the block's first row */
+    int col0;    /**< global index of the block's first column */
+} tsr_dmat_view_t;
+
+/** Default SUMMA panel width (columns of A, rows of B per broadcast step). */
+#define TSR_TP_DEFAULT_PANEL 64
+
+/**
+ * Bind the tp group of @p grid to @p dev. Collective over the tp group.
+ * @return TSR_ERR_NOT_SUPPORTED for a non-CPU device (the layer kernels run on the host).
+ */
+TSR_API tsr_status_t tsr_tp_create(tsr_grid_t grid, tsr_device_t dev, tsr_tp_t *out);
+
+/** Free a context; sets *tp to NULL and accepts NULL. Matrices made on it must be freed first. */
+TSR_API void tsr_tp_destroy(tsr_tp_t *tp);
+
+/** Set SUMMA's panel width (>= 1). */
+TSR_API tsr_status_t tsr_tp_set_panel(tsr_tp_t tp, int width);
+
+/** SUMMA's panel width. */
+TSR_API int tsr_tp_panel(tsr_tp_t tp);
+
+/** Rows and columns of the tp grid. */
+TSR_API void tsr_tp_shape(tsr_tp_t tp, int *rows, int *cols);
+
+/** The grid the context was made on. */
+TSR_API tsr_grid_t tsr_tp_grid(tsr_tp_t tp);
+
+/** The device the context was made on. */
+TSR_API tsr_device_t tsr_tp_device(tsr_tp_t tp);
+
+/** The bytes sent on the tp group's row, column and whole-group communicators since the last reset. */
+TSR_API uint64_t tsr_tp_bytes_sent(tsr_tp_t tp);
+
+/** Zero the byte counters of the tp row, column and group communicators. */
+TSR_API void tsr_tp_reset_counters(tsr_tp_t tp);
+
+/**
+ * Allocate this rank's block of a distributed matrix, zero-filled. Not collective.
+ * @return TSR_ERR_INVALID_ARG for negative sizes or a unit that does not divide its extent.
+ */
+TSR_API tsr_status_t tsr_dmat_create(tsr_tp_t tp, const tsr_dmat_desc_t *desc, tsr_dmat_t *out);
+
+/** A new zero-filled matrix with the shape and layout of @p like (category as given). */
+TSR_API tsr_status_t tsr_dmat_create_like(tsr_dmat_t like, tsr_mem_category_t category, tsr_dmat_t *out);
+
+/** Free a matrix; sets *d to NULL and accepts NULL. */
+TSR_API void tsr_dmat_destroy(tsr_dmat_t *d);
+
+/** The matrix's description (global shape, layout, units, category). */
+TSR_API void tsr_dmat_desc(tsr_dmat_t d, tsr_dmat_desc_t *out);
+
+/** This rank's block. */
+TSR_API void tsr_dmat_local(tsr_dmat_t d, tsr_dmat_view_t *out);
+
+/** Set every local element to zero. */
+TSR_API tsr_status_t tsr_dmat_zero(tsr_dmat_t d);
+
+/**
+ * Fill every rank's block from the m×n row-major @p global held by tp rank @p root
+ * (ignored elsewhere, may be NULL). Collective over the tp group; uses send/recv.
+ */
+TSR_API tsr_status_t tsr_dmat_scatter(tsr_dmat_t d, int root, const float *global);
+
+/**
+ * Assemble the global m×n row-major matrix in @p global on tp rank @p root (ignored
+ * elsewhere). Of replicated blocks, the copy of the lowest tp rank is taken. Collective.
+ */
+TSR_API tsr_status_t tsr_dmat_gather(tsr_dmat_t d, int root, float *global);
+
+/**
+ * C = alpha op(A) op(B) + beta C by SUMMA on the 2D layout, for
+ * (op(A), op(B)) = (A, B), (A, Bᵀ) or (Aᵀ, B); (Aᵀ, Bᵀ) is not offered.
+ *
+ * Every matrix is in the 2D layout, with any units. C's rows must be split like op(A)'s rows
+ * when these are A's rows (A·B, A·Bᵀ), C's columns like op(B)'s columns when these are B's
+ * columns (A·B, Aᵀ·B), and the inner index alike in A and B for A·Bᵀ and Aᵀ·B; every other
+ * pair of indices may be split differently. The walked index is cut into panels of at most
+ * the panel width that never straddle a block boundary of either matrix it belongs to.
+ * A·B broadcasts the A panel along the grid row and the B panel down the grid column,
+ * double-buffered: the next panels are in flight during this panel's GEMM. A·Bᵀ (Aᵀ·B)
+ * broadcasts a panel of B (A), also double-buffered, and sends each partial product to the
+ * rank that owns that panel of C, which adds them up.
+ * @return TSR_ERR_INVALID_ARG for shapes or splits that do not conform, naming the shapes.
+ */
+TSR_API tsr_status_t tsr_tp_summa(tsr_tp_t tp, tsr_trans_t trans_a, tsr_trans_t trans_b, float alpha,
+                                  tsr_dmat_t a, tsr_dmat_t b, float beta, tsr_dmat_t c);
+
+/**
+ * Backward of @p n linear layers that share their input X (e.g. the Q, K and V projections):
+ * dX = sum over i of dY_i W_iᵀ (overwritten; dx may be NULL), dW_i += Xᵀ dY_i,
+ * db_i += column sums of dY_i (db or any db[i] may be NULL). Every W_i must be laid out
+ * alike; in the column-parallel layout the partial dX are summed before the one all-reduce.
+ */
+TSR_API tsr_status_t tsr_tp_linear_backward_shared(tsr_tp_t tp, int n, tsr_dmat_t x, tsr_dmat_t *w,
+                                                   tsr_dmat_t *dy, tsr_dmat_t dx, tsr_dmat_t *dw,
+                                                   tsr_dmat_t *db);
+
+/**
+ * Bytes this rank sends in tsr_tp_summa() with these operands, by the counting model of
+ * tessera/comm.h (doc/tp.md derives it). With C's block m_i×n_j and A's k_i×k_j (of the
+ * inner index): A·B sends 4(m_i·k·[c>1] + k·n_j·[r>1]); A·Bᵀ sends 4(n·k_j·[r>1] +
+ * m_i·(n - n_j)); Aᵀ·B sends 4(k_i·m·[c>1] + n_j·(m - m_i)). The panel width does not matter.
+ */
+TSR_API uint64_t tsr_tp_summa_bytes(tsr_tp_t tp, tsr_trans_t trans_a, tsr_trans_t trans_b, tsr_dmat_t a,
+                                    tsr_dmat_t b, tsr_dmat_t c);
+
+/**
+ * Bytes this rank sends in tsr_tp_linear_forward() (backward = 0) or
+ * tsr_tp_linear_backward() (backward = 1, with dX and, if with_bias, db) for these operands.
+ */
+TSR_API uint64_t tsr_tp_linear_bytes(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t w, tsr_dmat_t y, int with_bias,
+                                     int backward);
+
+/**
+ * Y = X W + b (b may be NULL: none). The algorithm follows W's layout:
+ *   - W 2D (rows over grid rows, columns over grid columns): SUMMA; X and Y 2D.
+ *   - W column-parallel (rows whole, columns over grid columns): X whole in its columns,
+ *     Y split like W's columns; no communication.
+ *   - W row-parallel (rows over grid columns, columns whole): X split in its columns like W's
+ *     rows, Y whole; one all-reduce along the grid row.
+ * b is 1×n', its columns split like Y's, whole over grid rows.
+ */
+TSR_API tsr_status_t tsr_tp_linear_forward(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t w, tsr_dmat_t b,
+                                           tsr_dmat_t y);
+
+/**
+ * Backward of tsr_tp_linear_forward(): dX = dY Wᵀ (overwritten; dx may be NULL to skip),
+ * dW += Xᵀ dY, db += column sums of dY (db may be NULL). The column-parallel case
+ * all-reduces dX along the grid row; the 2D case all-reduces db along the grid column.
+ */
+TSR_API tsr_status_t tsr_tp_linear_backward(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t w, tsr_dmat_t dy,
+                                            tsr_dmat_t dx, tsr_dmat_t dw, tsr_dmat_t db);
+
+/**
+ * Layer normalization over each row: y = (x - mean) / sqrt(var + eps) * gamma + beta, the
+ * statistics reduced along the communicator that splits X's columns. gamma and beta are
+ * 1×n with columns split like X's. *saved receives the per-row statistics for the backward
+ * (free with tsr_tp_saved_destroy()).
+ */
+TSR_API tsr_status_t tsr_tp_layernorm_forward(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t gamma, tsr_dmat_t beta,
+                                              float eps, tsr_dmat_t y, tsr_tp_saved_t *saved);
+
+/** Backward of layernorm: dx overwritten, dgamma and dbeta accumulated. */
+TSR_API tsr_status_t tsr_tp_layernorm_backward(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t gamma,
+                                               tsr_tp_saved_t saved, tsr_dmat_t dy, tsr_dmat_t dx,
+                                               tsr_dmat_t dgamma, tsr_dmat_t dbeta);
+
+/** y = gelu(x), tanh form; elementwise, any layout (y laid out like x). */
+TSR_API tsr_status_t tsr_tp_gelu_forward(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t y);
+
+/** dx = gelu'(x) dy, overwritten. */
+TSR_API tsr_status_t tsr_tp_gelu_backward(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t dy, tsr_dmat_t dx);
+
+/** y = a + b elementwise (the residual add; its backward hands dy to both inputs). y may alias a or b. */
+TSR_API tsr_status_t tsr_tp_add(tsr_tp_t tp, tsr_dmat_t a, tsr_dmat_t b, tsr_dmat_t y);
+
+/**
+ * Causal multi-head self-attention, O = softmax(Q Kᵀ / sqrt(d) + causal mask) V per sequence
+ * and head. Q, K, V and O are (B·T) × (heads·d), rows in units of T (whole sequences),
+ * columns in units of d (whole heads), all laid out alike: each rank computes its own
+ * sequences and heads with no communication. *saved keeps the attention probabilities.
+ */
+TSR_API tsr_status_t tsr_tp_attention_forward(tsr_tp_t tp, tsr_dmat_t q, tsr_dmat_t k, tsr_dmat_t v, int seq_len,
+                                              int head_dim, tsr_dmat_t o, tsr_tp_saved_t *saved);
+
+/** Backward of attention: dq, dk, dv overwritten. */
+TSR_API tsr_status_t tsr_tp_attention_backward(tsr_tp_t tp, tsr_dmat_t q, tsr_dmat_t k, tsr_dmat_t v,
+                                               tsr_tp_saved_t saved, tsr_dmat_t d_o, tsr_dmat_t dq,
+                                               tsr_dmat_t dk, tsr_dmat_t dv);
+
+/**
+ * Token and position embedding: X[t] = wte[tokens[t]] + wpe[t mod T]. @p tokens holds all
+ * B·T token ids (host memory, the same on every rank of the tp group). wte is V×H with its
+ * columns split like X's; its rows either over grid rows (2D: X's rows over grid rows too;
+ * partial rows are summed by a reduce-scatter along the grid column) or over grid columns
+ * (1D vocabulary-parallel: X whole; partial rows summed by an all-reduce along the grid
+ * row). wpe is T×H, rows whole, columns split like X's.
+ */
+TSR_API tsr_status_t tsr_tp_embedding_forward(tsr_tp_t tp, const int32_t *tokens, int seq_len, tsr_dmat_t wte,
+                                              tsr_dmat_t wpe, tsr_dmat_t x);
+
+/** Backward of the embedding: dwte += and dwpe += (either may be NULL). */
+TSR_API tsr_status_t tsr_tp_embedding_backward(tsr_tp_t tp, const int32_t *tokens, int seq_len,
+                                               tsr_dmat_t dx, tsr_dmat_t dwte, tsr_dmat_t dwpe);
+
+/**
+ * Mean softmax cross-entropy over the rows of @p logits (tokens × vocabulary, vocabulary
+ * split over columns or whole), against @p targets (all token ids, host memory, the same on
+ * every rank). Numerically stable: the row maximum and the sums of exponentials are reduced
+ * along the communicator that splits the vocabulary. *loss is the same on every rank.
+ */
+TSR_API tsr_status_t tsr_tp_cross_entropy_forward(tsr_tp_t tp, tsr_dmat_t logits, const int32_t *targets,
+                                                  float *loss, tsr_tp_saved_t *saved);
+
+/** dlogits = dloss × d(mean loss)/d(logits), overwritten. */
+TSR_API tsr_status_t tsr_tp_cross_entropy_backward(tsr_tp_t tp, tsr_dmat_t logits, const int32_t *targets,
+                                                   tsr_tp_saved_t saved, float dloss, tsr_dmat_t dlogits);
+
+/** Free saved state; sets *saved to NULL and accepts NULL. */
+TSR_API void tsr_tp_saved_destroy(tsr_tp_saved_t *saved);
+
+/**
+ * @name Serial references
+ * Plain CPU code in double precision, row-major, for tests and for checking models: the
+ * distributed operations above must agree with these.
+ * @{
+ */
+/** C = A B (m×k times k×n). */
+TSR_API void tsr_ref_matmul(int m, int n, int k, const double *a, const double *b, double *c);
+/** y = x W + b (b may be NULL); x m×k, W k×n. */
+TSR_API void tsr_ref_linear_forward(int m, int n, int k, const double *x, const double *w, const double *b,
+                                    double *y);
+/** dx = dy Wᵀ (dx may be NULL), dw += xᵀ dy, db += column sums of dy (db may be NULL). */
+TSR_API void tsr_ref_linear_backward(int m, int n, int k, const double *x, const double *w, const double *dy,
+                                     double *dx, double *dw, double *db);
+/** Layer normalization of m rows of n; mean and rstd (m each) are written for the backward. */
+TSR_API void tsr_ref_layernorm_forward(int m, int n, const double *x, const double *gamma, const double *beta,
+                                       double eps, double *y, double *mean, double *rstd);
+/** Backward of layernorm: dx overwritten, dgamma and dbeta accumulated. */
+TSR_API void tsr_ref_layernorm_backward(int m, int n, const double *x, const double *gamma, const double *mean,
+                                        const double *rstd, const double *dy, double *dx, double *dgamma,
+                                        double *dbeta);
+/** y = gelu(x), tanh form, n elements. */
+TSR_API void tsr_ref_gelu_forward(size_t n, const double *x, double *y);
+/** dx = gelu'(x) dy. */
+TSR_API void tsr_ref_gelu_backward(size_t n, const double *x, const double *dy, double *dx);
+/** Causal attention on (B·T) × (heads·d) matrices; att (B·heads·T·T) keeps the probabilities. */
+TSR_API void tsr_ref_attention_forward(int batch, int seq_len, int heads, int head_dim, const double *q,
+                                       const double *k, const double *v, double *o, double *att);
+/** Backward of attention: dq, dk, dv overwritten. */
+TSR_API void tsr_ref_attention_backward(int batch, int seq_len, int heads, int head_dim, const double *q,
+                                        const double *k, const double *v, const double *att, const double *d_o,
+                                        double *dq, double *dk, double *dv);
+/** x[t] = wte[tokens[t]] + wpe[t mod T], ntok = B·T rows of width h. */
+TSR_API void tsr_ref_embedding_forward(int ntok, int seq_len, int h, const int32_t *tokens, const double *wte,
+                                       const double *wpe, double *x);
+/** dwte += and dwpe += (either may be NULL). */
+TSR_API void tsr_ref_embedding_backward(int ntok, int seq_len, int h, const int32_t *tokens, const double *dx,
+                                        double *dwte, double *dwpe);
+/** Mean cross-entropy of m rows of v logits against targets. */
+TSR_API double tsr_ref_cross_entropy_forward(int m, int v, const double *logits, const int32_t *targets);
+/** dlogits = dloss × gradient of the mean loss. */
+TSR_API void tsr_ref_cross_entropy_backward(int m, int v, const double *logits, const int32_t *targets,
+                                            double dloss, double *dlogits);
+/** @} */
+
+#ifdef __cplusplus
+}
+#endif
 #endif /* TESSERA_TP_H */
