@@ -132,6 +132,16 @@ static void eager_matches(void)
        "1F1B p=4 m=8: makespan 33 with rendezvous and with buffered sends");
     tsr_pipe_sim_free(&a);
     tsr_pipe_sim_free(&b);
+
+    /* One micro-batch through two stages: F, transfer, F, B, transfer, B. */
+    tsr_pipe_costs_t slow = TSR_PIPE_COSTS_INIT;
+    slow.transfer = 0.5;
+    for (slow.eager = 0; slow.eager < 2; slow.eager++) {
+        good = simulate(TSR_PIPE_GPIPE, 2, 1, 1, &slow, &a);
+        ok(good && fabs(a.makespan - 7.0) < 1e-12 && fabs(a.idle[0] - 4.0) < 1e-12 && fabs(a.idle[1] - 4.0) < 1e-12,
+           "GPipe p=2 m=1 with transfer 0.5 (%s): makespan 7, idle 4 per stage", slow.eager ? "buffered" : "rendezvous");
+        tsr_pipe_sim_free(&a);
+    }
 }
 
 /* Find the i-th action of stage s with op. */
@@ -215,7 +225,8 @@ static void partition(void)
         double cost[16], got = 0, worst = 0;
         int bounds[17];
         for (int i = 0; i < L; i++)
-            cost[i] = (double)(int)(1 + 9 * tsr_rng_uniform(seed, 3, (uint64_t)(trial * 16 + i)));
+            cost[i] = trial % 2 ? 0.1 + tsr_rng_uniform(seed, 3, (uint64_t)(trial * 16 + i)) /* all distinct */
+                                : (double)(int)(1 + 9 * tsr_rng_uniform(seed, 3, (uint64_t)(trial * 16 + i))); /* ties */
         if (tsr_pipe_partition(cost, L, P, bounds, &got) != TSR_OK) {
             bad++;
             continue;

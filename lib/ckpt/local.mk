@@ -20,3 +20,10 @@ tests_test_ckpt_io_LDADD = libtessera.la $(HDF5_LIBS)
 # tsr-ckpt and tsr-bench ckpt, driven by a shell script that prints TAP.
 TESTS += tests/test_ckpt_tool.sh
 EXTRA_DIST += tests/test_ckpt_tool.sh
+
+# Saving and restoring a ZeRO optimizer through the writer and reader.
+libtessera_la_SOURCES += lib/ckpt/state.c
+ckpt_state_tests = tests/test_ckpt_state tests/test_ckpt_reshard
+check_PROGRAMS += $(ckpt_state_tests)
+TESTS += $(ckpt_state_tests)
+EXTRA_DIST += doc/checkpoint.md

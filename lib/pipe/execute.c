@@ -6,9 +6,10 @@
  * output gradient likewise; an output activation or input gradient is held from the compute
  * that fills it until its send completes. At most `max_sends` sends stay in flight (the
  * oldest is waited for beyond that), and receives are posted `lookahead` compute actions
- * ahead. The same rules are first played without data (plan_pool) to find the most buffers
- * this stage ever holds: the pool is exactly that big, so its size follows the schedule's
- * peak of live activations (p for 1F1B on stage 0, m for GPipe) plus what is in flight.
+ * ahead. The same rules are first played without data or messages (exec_t.planning) to find
+ * the most buffers this stage ever holds: the pool is exactly that big, so its size follows
+ * the schedule's peak of live activations (p for 1F1B on stage 0, m for GPipe) plus what is
+ * in flight.
  *
  * Tags encode (micro-batch, receiving chunk, direction), so a message can only match its
  * own receive, whatever order messages arrive in.

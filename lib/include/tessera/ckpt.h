@@ -37,8 +37,10 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <tessera/comm.h>
+#include <tessera/grid.h>
 #include <tessera/status.h>
 #include <tessera/visibility.h>
+#include <tessera/zero.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -183,6 +185,41 @@ TSR_API tsr_status_t tsr_ckpt_expect_str(tsr_ckpt_reader_t r, const char *group,
 
 /** The checksum of @p n values forming elements [first, first + n) of a tensor, row-major. */
 TSR_API uint64_t tsr_ckpt_checksum(uint64_t first, size_t n, const float *values);
+
+/* ---- Saving and restoring a ZeRO optimizer (lib/ckpt/state.c) ---- */
+
+/**
+ * Write the whole state of @p opt: /params/<name>, /optim/<name>/m (AdamW, or SGD with
+ * momentum) and /optim/<name>/v (AdamW) for every tensor registered on any rank, in its
+ * global shape (a 1 x n tensor as a 1-D dataset of n); attributes /optim step, loss_scale,
+ * good_steps; /config optimizer ("adamw" or "sgd"); /layout layout, zero_stage, optimizer.
+ * Each element is written by the one rank the ownership rule of tessera/zero.h names.
+ *
+ * @p w must have been created on tsr_grid_comm(@p grid, TSR_AXIS_WORLD), the grid @p opt
+ * lives on; @p cfg is the configuration @p opt was created with (the handle does not expose
+ * its stage and kind). Collective over the grid; the ranks first agree on the list of
+ * tensors (pipeline stages register different ones), so every rank names every dataset.
+ * On failure the checkpoint is incomplete: call tsr_ckpt_abort() (tsr_ckpt_commit() also
+ * refuses to publish it when the writer failed, e.g. under TSR_CKPT_FAULT).
+ */
+TSR_API tsr_status_t tsr_ckpt_save_zero(tsr_ckpt_writer_t w, tsr_grid_t grid, tsr_zero_t opt,
+                                        const tsr_zero_config_t *cfg);
+
+/**
+ * Restore @p opt (committed, on any layout and ZeRO stage) from a checkpoint written by
+ * tsr_ckpt_save_zero(): each rank reads every element it stores, then the scalar state is
+ * set and tsr_zero_sync_params() refreshes the working parameters. @p r and @p cfg as for
+ * tsr_ckpt_save_zero(). Collective over the grid.
+ *
+ * Before anything is read into @p opt, TSR_ERR_MISMATCH names the first difference: the
+ * optimizer kind (/config optimizer), a tensor missing from the checkpoint or of another
+ * shape, or a checkpoint tensor the model lacks; @p opt is then untouched. The ranks'
+ * ownership ranges are checksummed as they are read: TSR_ERR_CORRUPT names a dataset that
+ * differs from its stored checksum, and then (as after a read error) @p opt holds a partial
+ * state and must be loaded again or discarded.
+ */
+TSR_API tsr_status_t tsr_ckpt_load_zero(tsr_ckpt_reader_t r, tsr_grid_t grid, tsr_zero_t opt,
+                                        const tsr_zero_config_t *cfg);
 
 #ifdef __cplusplus
 }

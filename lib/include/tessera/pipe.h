@@ -243,6 +243,12 @@ typedef struct tsr_pipe_exec_config {
  * from a pool allocated on @p dev (TSR_MEM_ACTIVATIONS) whose size is the most buffers this
  * stage's list holds at once. Actions are appended to @p trace if it is not NULL. Returns
  * once every send of this stage has completed.
+ *
+ * Before any message, the schedule is checked with tsr_pipe_simulate() under rendezvous
+ * rules, and a schedule that fails, a stage count other than the communicator's size, or W
+ * actions without a weight_grad callback is refused (TSR_ERR_INVALID_ARG) alike on every
+ * rank. @p config may be NULL (#TSR_PIPE_EXEC_INIT). If a callback fails, the error is
+ * returned and, should receives still be posted into the pool, the pool is not freed.
  */
 TSR_API tsr_status_t tsr_pipe_execute(tsr_pipe_schedule_t sched, tsr_comm_t comm, tsr_device_t dev,
                                       const tsr_pipe_stage_t *stage, const tsr_pipe_exec_config_t *config,
