@@ -93,3 +93,44 @@ int64_t tsr_gpt_param_count(const tsr_gpt_config_t *cfg)
     int64_t block = 2 * h + 3 * (h * h + h) + (h * h + h) + 2 * h + (h * 4 * h + 4 * h) + (4 * h * h + h);
     return (int64_t)cfg->vocab * h + (int64_t)cfg->seq * h + cfg->layers * block + 2 * h;
 }
+
+/* The /config attributes of a model, in tsr_gpt_config_t's order. */
+static const char *const attr_name[] = {"n_layer", "n_embd", "n_head", "vocab_size", "seq_len"};
+
+static void config_fields(const tsr_gpt_config_t *cfg, int64_t *v)
+{
+    v[0] = cfg->layers, v[1] = cfg->dim, v[2] = cfg->heads, v[3] = cfg->vocab, v[4] = cfg->seq;
+}
+
+tsr_status_t tsr_gpt_config_save(tsr_ckpt_writer_t w, const tsr_gpt_config_t *cfg)
+{
+    tsr_status_t rc = TSR_OK;
+    int64_t v[5];
+    char text[TSR_GPT_CONFIG_STRLEN];
+    TSR_CHECK(w && cfg, TSR_ERR_INVALID_ARG, "tsr_gpt_config_save: NULL argument");
+    config_fields(cfg, v);
+    for (int i = 0; i < 5; i++)
+        TSR_TRY(tsr_ckpt_set_i64(w, "/config", attr_name[i], v[i]));
+    TSR_TRY(tsr_ckpt_set_str(w, "/config", "model", tsr_gpt_config_format(cfg, text, sizeof text)));
+cleanup:
+    return rc;
+}
+
+tsr_status_t tsr_gpt_config_expect(tsr_ckpt_reader_t r, const tsr_gpt_config_t *cfg)
+{
+    tsr_status_t rc = TSR_OK;
+    int64_t want[5], got[5];
+    tsr_gpt_config_t theirs = *cfg;
+    char a[TSR_GPT_CONFIG_STRLEN], b[TSR_GPT_CONFIG_STRLEN];
+    TSR_CHECK(r && cfg, TSR_ERR_INVALID_ARG, "tsr_gpt_config_expect: NULL argument");
+    config_fields(cfg, want);
+    for (int i = 0; i < 5; i++)
+        TSR_TRY(tsr_ckpt_get_i64(r, "/config", attr_name[i], &got[i]));
+    theirs.layers = (int)got[0], theirs.dim = (int)got[1], theirs.heads = (int)got[2];
+    theirs.vocab = (int)got[3], theirs.seq = (int)got[4];
+    TSR_CHECK(memcmp(got, want, sizeof got) == 0, TSR_ERR_MISMATCH,
+              "checkpoint was written for a different model: %s (this run: %s)",
+              tsr_gpt_config_format(&theirs, a, sizeof a), tsr_gpt_config_format(cfg, b, sizeof b));
+cleanup:
+    return rc;
+}

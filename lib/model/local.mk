@@ -2,8 +2,15 @@
 libtessera_la_SOURCES += lib/model/model_impl.h lib/model/config.c lib/model/gpt.c lib/model/block.c
 tsr_include_HEADERS += lib/include/tessera/model.h
 
+bin_PROGRAMS += apps/tsr-train
+apps_tsr_train_LDADD = libtessera.la -lm
+apps_tsr_train_LDFLAGS =
 
 model_tests = tests/test_model_layout
 check_PROGRAMS += $(model_tests)
 TESTS += $(model_tests)
 EXTRA_DIST += lib/model/local.mk
+
+# tsr-train's options, errors, checkpoint and resume, driven by a shell script that prints TAP.
+TESTS += tests/test_train_cli.sh
+EXTRA_DIST += tests/test_train_cli.sh

@@ -33,6 +33,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <tessera/ckpt.h>
 #include <tessera/device.h>
 #include <tessera/grid.h>
 #include <tessera/pipe.h>
@@ -76,6 +77,19 @@ TSR_API char *tsr_gpt_config_format(const tsr_gpt_config_t *cfg, char *buf, size
 
 /** Number of parameters (the tied embedding counted once). */
 TSR_API int64_t tsr_gpt_param_count(const tsr_gpt_config_t *cfg);
+
+/**
+ * Write the model configuration as attributes of /config (n_layer, n_embd, n_head,
+ * vocab_size, seq_len, and model: the tsr_gpt_config_format() text). Collective.
+ */
+TSR_API tsr_status_t tsr_gpt_config_save(tsr_ckpt_writer_t w, const tsr_gpt_config_t *cfg);
+
+/**
+ * Check that a checkpoint was written for this model configuration: TSR_ERR_MISMATCH
+ * "checkpoint was written for a different model: layers=... (this run: layers=...)"
+ * otherwise. Collective.
+ */
+TSR_API tsr_status_t tsr_gpt_config_expect(tsr_ckpt_reader_t r, const tsr_gpt_config_t *cfg);
 
 /** Training-time options. Start from #TSR_GPT_OPTIONS_INIT. */
 typedef struct tsr_gpt_options {
