@@ -400,6 +400,15 @@ static int train(const options_t *o)
         goto done;
     if (failed(tsr_gpt_create(grid, dev, &o->model, &o->gpt, &o->zero, &gpt), NULL))
         goto done;
+    int64_t params = tsr_gpt_param_count(&o->model);
+    if (world_rank == 0) {
+        char lay[TSR_LAYOUT_STRLEN], model[TSR_GPT_CONFIG_STRLEN];
+        printf("tsr-train: model %s (%lld parameters), layout %s, ZeRO %d, schedule %s, batch %d x %d tokens in "
+               "%d micro-batches, data %s, cpu fp32\n",
+               tsr_gpt_config_format(&o->model, model, sizeof model), (long long)params,
+               tsr_layout_format(&o->layout, lay, sizeof lay), o->zero.stage, o->schedule_text, o->gpt.batch,
+               o->model.seq, o->gpt.micro_batches, o->data ? o->data : "synthetic");
+    }
     if (o->resume) {
         if (failed(resume(o, grid, gpt, &step, path, sizeof path), "--resume"))
             goto done;
@@ -420,15 +429,6 @@ static int train(const options_t *o)
     tg = malloc(sizeof *tg * (size_t)count * o->model.seq);
     if (failed(in && tg ? TSR_OK : set_app_error(TSR_ERR_OUT_OF_MEMORY, "no memory for the batch"), NULL))
         goto done;
-    int64_t params = tsr_gpt_param_count(&o->model);
-    if (world_rank == 0) {
-        char lay[TSR_LAYOUT_STRLEN], model[TSR_GPT_CONFIG_STRLEN];
-        printf("tsr-train: model %s (%lld parameters), layout %s, ZeRO %d, schedule %s, batch %d x %d tokens in "
-               "%d micro-batches, data %s, cpu fp32\n",
-               tsr_gpt_config_format(&o->model, model, sizeof model), (long long)params,
-               tsr_layout_format(&o->layout, lay, sizeof lay), o->zero.stage, o->schedule_text, o->gpt.batch,
-               o->model.seq, o->gpt.micro_batches, o->data ? o->data : "synthetic");
-    }
     for (; step < o->steps; step++) {
         tsr_gpt_step_info_t info;
         rc = tsr_dataset_batch(ds, step, o->gpt.batch, o->model.seq, first, count, in, tg);
