@@ -29,7 +29,9 @@ int main(int argc, char **argv)
     ok(tsr_gpt_config_parse("seq=32,layers=3", &c) == TSR_OK, "keys in any order, others default");
     is_str(tsr_gpt_config_format(&c, buf, sizeof buf), "layers=3,dim=64,heads=4,vocab=256,seq=32", "their values");
     tsr_gpt_config_t back;
-    ok(tsr_gpt_config_parse(buf, &back) == TSR_OK && memcmp(&back, &c, sizeof c) == 0, "the text form parses back");
+    ok(tsr_gpt_config_parse(buf, &back) == TSR_OK && back.layers == 3 && back.dim == 64 && back.heads == 4 &&
+           back.vocab == 256 && back.seq == 32,
+       "the text form parses back");
     ok(parse_fails("dim=30,heads=4", "dim=30 is not a multiple of heads=4"), "dim not a multiple of heads");
     ok(parse_fails("layers=0", "layers=0 is not a positive integer"), "zero layers");
     ok(parse_fails("depth=3", "unknown key 'depth'"), "unknown key");

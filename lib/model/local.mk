@@ -14,3 +14,9 @@ EXTRA_DIST += lib/model/local.mk
 # tsr-train's options, errors, checkpoint and resume, driven by a shell script that prints TAP.
 TESTS += tests/test_train_cli.sh
 EXTRA_DIST += tests/test_train_cli.sh
+
+# The training-driver example (public API only) and the documentation.
+noinst_PROGRAMS += doc/examples/train_driver
+doc_examples_train_driver_LDADD = libtessera.la -lm
+dist_man_MANS += doc/tsr-train.1
+EXTRA_DIST += doc/model.md
