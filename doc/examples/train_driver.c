@@ -12,6 +12,7 @@
  */
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
 #include <tessera.h>
 
 enum { LAYERS = 4, W = 16, ROWS = 4, MICRO = 4, STEPS = 30 };
@@ -25,11 +26,10 @@ static struct {
     double loss;
 } m;
 
-static float *view(int l, int which, int grad)
+static float *view(int l, int which, int grad) /* the optimizer's parameter or gradient view */
 {
     float *p, *g;
-    tsr_zero_view(m.opt, m.id[l][which], &p, &g);
-    return grad ? g : p;
+    return tsr_zero_view(m.opt, m.id[l][which], &p, &g) == TSR_OK ? (grad ? g : p) : NULL;
 }
 /* The data: micro-batch mb of this dp rank at this step, inputs in [-1, 1). */
 static float input(int mb, int i)
@@ -46,8 +46,7 @@ static tsr_status_t forward(void *ctx, int c, int mb, const void *in, void *out)
         buf[i] = in ? ((const float *)in)[i] : input(mb, i);
     for (int l = m.bounds[m.at.pp]; l < m.bounds[m.at.pp + 1]; l++) {
         const float *w = view(l, 0, 0), *b = view(l, 1, 0);
-        for (int i = 0; i < N; i++)
-            m.x[mb][l][i] = buf[i];
+        memcpy(m.x[mb][l], buf, sizeof buf);
         for (int r = 0; r < ROWS; r++)
             for (int j = 0; j < W; j++) {
                 float s = b[j];
@@ -57,8 +56,7 @@ static tsr_status_t forward(void *ctx, int c, int mb, const void *in, void *out)
             }
     }
     if (out)
-        for (int i = 0; i < N; i++)
-            ((float *)out)[i] = buf[i];
+        memcpy(out, buf, sizeof buf);
     else /* last stage: mean squared error against input / 2 */
         for (int i = 0; i < N; i++)
             m.loss += pow(buf[i] - input(mb, i) / 2, 2) / (N * MICRO);
@@ -90,8 +88,7 @@ static tsr_status_t backward(void *ctx, int c, int mb, const void *in, const voi
             db[i % W] += d[i], d[i] = dx[i];
     }
     if (gin)
-        for (int i = 0; i < N; i++)
-            ((float *)gin)[i] = d[i];
+        memcpy(gin, d, sizeof d);
     return TSR_OK;
 }
 
@@ -105,7 +102,7 @@ int main(int argc, char **argv)
     tsr_device_t dev = NULL;
     tsr_pipe_schedule_t sched = NULL;
     tsr_zero_config_t zc = TSR_ZERO_CONFIG_INIT;
-    tsr_pipe_stage_t stage = TSR_PIPE_STAGE_INIT;
+    tsr_pipe_stage_t stage = {sizeof stage, &m, bytes, forward, backward, NULL};
     const char *dir = argc > 2 ? argv[2] : "train_driver.ckpt";
     char path[512];
     double cost[LAYERS] = {1, 1, 1, 1};
@@ -129,9 +126,9 @@ int main(int argc, char **argv)
     if (tsr_ckpt_latest(dir, path, sizeof path) == TSR_OK) { /* resume: any layout can read it */
         tsr_ckpt_reader_t r = NULL;
         TRY(tsr_ckpt_reader_open(tsr_grid_comm(grid, TSR_AXIS_WORLD), path, &r));
-        tsr_status_t rc = tsr_ckpt_load_zero(r, grid, m.opt, &zc);
+        tsr_status_t lrc = tsr_ckpt_load_zero(r, grid, m.opt, &zc);
         tsr_ckpt_reader_close(&r);
-        TRY(rc);
+        TRY(lrc);
     } else { /* start from the same weights on every layout: a function of the global index */
         for (int l = m.bounds[m.at.pp]; l < m.bounds[m.at.pp + 1]; l++) {
             tsr_zero_piece_t pc;
@@ -143,7 +140,6 @@ int main(int argc, char **argv)
     }
     tsr_zero_state_t st;
     tsr_zero_get_state(m.opt, &st);
-    stage.ctx = &m, stage.buffer_bytes = bytes, stage.forward = forward, stage.backward = backward;
     for (m.step = (int)st.step; m.step < (int)st.step + STEPS; m.step++) {
         tsr_zero_step_info_t info;
         m.loss = 0;
@@ -156,11 +152,10 @@ int main(int argc, char **argv)
     }
     tsr_ckpt_writer_t w = NULL;
     TRY(tsr_ckpt_writer_create(tsr_grid_comm(grid, TSR_AXIS_WORLD), dir, m.step, &w));
-    if (tsr_ckpt_save_zero(w, grid, m.opt, &zc) != TSR_OK) {
-        fprintf(stderr, "checkpoint: %s\n", tsr_last_error());
-        tsr_ckpt_abort(&w);
-        goto out;
-    }
+    tsr_status_t rc = tsr_ckpt_save_zero(w, grid, m.opt, &zc);
+    if (rc != TSR_OK)
+        tsr_ckpt_abort(&w); /* removes the temporary file: nothing is published */
+    TRY(rc);
     TRY(tsr_ckpt_commit(&w, 2));
     if (m.at.rank == 0)
         printf("checkpoint of step %d in %s\n", m.step, dir);
