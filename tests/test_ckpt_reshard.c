@@ -40,7 +40,7 @@ typedef struct spec {
 static const spec_t specs[] = {
     {"wte", 11, 6, 0, BLOCK_2D, 1},    {"h0.ln.g", 1, 6, 1, REPL_TP, 0},      {"h0.attn.w", 6, 9, 1, REPL_TP_ROW, 0},
     {"h0.fc.w", 6, 10, 1, COLS_TP, 0}, {"h0.fc.b", 1, 10, 1, REPL_TP_COL, 0}, {"h0.proj.w", 10, 6, 2, ROWS_TP, 0},
-    {"h1.fc.w", 7, 5, 2, BLOCK_2D, 0},
+    {"h0.fc", 7, 5, 2, BLOCK_2D, 0}, /* a prefix of h0.fc.w: HDF5 lists /optim/h0.fc/m first */
 };
 #define NSPEC ((int)(sizeof specs / sizeof *specs))
 

@@ -114,45 +114,74 @@ cleanup:
     return rc;
 }
 
-/*
- * Agree over comm on every tensor of the grid: one allreduce (largest local count, and
- * whether the ranks keep the same states), one allgather of fixed-size name records.
- */
-static tsr_status_t agree_tensors(tsr_comm_t comm, tsr_zero_t opt, tensor_list_t *out)
+/* The optimizer kind the caller names must be the one the handle runs: AdamW keeps v. */
+static tsr_status_t check_kind(const tsr_zero_config_t *cfg, int kinds)
+{
+    if (kinds < 0)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG,
+                         "the optimizer is not committed: call tsr_zero_commit before saving or loading it");
+    if (!cfg || cfg->struct_size < sizeof(tsr_zero_config_t))
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "the optimizer's configuration is needed (TSR_ZERO_CONFIG_INIT)");
+    if ((cfg->optim == TSR_OPTIM_ADAMW) != (kinds == 3))
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "the configuration says %s, but the optimizer %s",
+                         optim_name(cfg->optim), kinds == 3 ? "keeps AdamW's m and v" : "keeps no v");
+    return TSR_OK;
+}
+
+/* This rank's tensor names and shapes, in registration order. */
+static tsr_status_t local_tensors(tsr_zero_t opt, global_tensor_t **out)
 {
     tsr_status_t rc = TSR_OK;
+    int n = tsr_zero_tensor_count(opt);
+    global_tensor_t *mine = tsr__calloc((size_t)(n > 0 ? n : 1), sizeof *mine);
+    TSR_CHECK(mine, TSR_ERR_OUT_OF_MEMORY, "no memory for %d tensor names", n);
+    for (int id = 0; id < n; id++) {
+        tsr_zero_tensor_t desc;
+        TSR_TRY(tsr_zero_tensor_desc(opt, id, &desc));
+        snprintf(mine[id].name, sizeof mine[id].name, "%s", desc.name);
+        mine[id].rows = desc.rows;
+        mine[id].cols = desc.cols;
+    }
+cleanup:
+    if (rc != TSR_OK) {
+        free(mine);
+        mine = NULL;
+    }
+    *out = mine;
+    return rc;
+}
+
+/*
+ * Agree over comm on every tensor of the grid: one allreduce (largest local count, whether
+ * the ranks keep the same states, whether any rank failed so far), one allgather of
+ * fixed-size name records. A rank's own failure is folded into the allreduce, so that no
+ * rank is left waiting in the allgather.
+ */
+static tsr_status_t agree_tensors(tsr_comm_t comm, tsr_zero_t opt, const tsr_zero_config_t *cfg,
+                                  tensor_list_t *out)
+{
+    tsr_status_t rc = TSR_OK, local;
     global_tensor_t *mine = NULL, *all = NULL;
     int size = tsr_comm_size(comm), n_local = tsr_zero_tensor_count(opt), kinds = count_kinds(opt);
     memset(out, 0, sizeof *out);
-    mine = tsr__calloc((size_t)(n_local > 0 ? n_local : 1), sizeof *mine);
-    int failed = !mine || kinds < 0;
-    for (int id = 0; id < n_local && !failed; id++) {
-        tsr_zero_tensor_t desc;
-        failed = tsr_zero_tensor_desc(opt, id, &desc) != TSR_OK;
-        if (!failed) {
-            snprintf(mine[id].name, sizeof mine[id].name, "%s", desc.name);
-            mine[id].rows = desc.rows;
-            mine[id].cols = desc.cols;
-        }
-    }
+    local = check_kind(cfg, kinds);
+    if (local == TSR_OK)
+        local = local_tensors(opt, &mine);
+    char why[512];
+    snprintf(why, sizeof why, "%s", local != TSR_OK ? tsr_last_error() : "");
     /* MAX of (count, kinds, -kinds, failed): the largest count, and kinds agree iff max == -min. */
-    int64_t v[4] = {n_local, kinds, -(int64_t)kinds, failed};
+    int64_t v[4] = {n_local, kinds, -(int64_t)kinds, local != TSR_OK};
     TSR_TRY(tsr_comm_allreduce(comm, TSR_IN_PLACE, v, 4, TSR_DTYPE_I64, TSR_REDUCE_MAX));
-    TSR_CHECK(!v[3], TSR_ERR_INVALID_ARG,
-              "saving or loading an optimizer: %s", failed ? (kinds < 0 ? "it is not committed (call "
-              "tsr_zero_commit first)" : "no memory for its tensor list") : "another rank's optimizer is not ready");
+    TSR_CHECK(local == TSR_OK, local, "%s", why);
+    TSR_CHECK(!v[3], TSR_ERR_INVALID_ARG, "another rank cannot save or load its optimizer (see its error)");
     TSR_CHECK(v[1] == -v[2], TSR_ERR_MISMATCH,
               "the ranks' optimizers keep different states (this rank: %s), so they do not share one configuration",
               kinds == 3 ? "params, m, v" : kinds == 2 ? "params, m" : "params only");
     int64_t max_n = v[0];
     all = tsr__calloc((size_t)(max_n * size), sizeof *all);
     TSR_CHECK(all, TSR_ERR_OUT_OF_MEMORY, "no memory for %lld tensor names", (long long)(max_n * size));
-    global_tensor_t *send = tsr__calloc((size_t)max_n, sizeof *send);
-    TSR_CHECK(send, TSR_ERR_OUT_OF_MEMORY, "no memory for %lld tensor names", (long long)max_n);
-    memcpy(send, mine, (size_t)n_local * sizeof *send);
-    rc = tsr_comm_allgather(comm, send, all, (size_t)max_n * sizeof *send, TSR_DTYPE_U8);
-    free(send);
-    TSR_TRY(rc);
+    memcpy(all + max_n * tsr_comm_rank(comm), mine, (size_t)n_local * sizeof *all);
+    TSR_TRY(tsr_comm_allgather(comm, TSR_IN_PLACE, all, (size_t)max_n * sizeof *all, TSR_DTYPE_U8));
     TSR_TRY(merge_tensors(all, (int)(max_n * size), opt, out));
     out->kinds = kinds;
     all = NULL;
@@ -207,23 +236,11 @@ cleanup:
     return rc;
 }
 
-/* The optimizer kind the caller names must be the one the handle runs: AdamW keeps v. */
-static tsr_status_t check_kind(const tsr_zero_config_t *cfg, int kinds)
-{
-    if (!cfg || cfg->struct_size < sizeof(tsr_zero_config_t))
-        return TSR_ERROR(TSR_ERR_INVALID_ARG, "the optimizer's configuration is needed (TSR_ZERO_CONFIG_INIT)");
-    if ((cfg->optim == TSR_OPTIM_ADAMW) != (kinds == 3))
-        return TSR_ERROR(TSR_ERR_INVALID_ARG, "the configuration says %s, but the optimizer %s",
-                         optim_name(cfg->optim), kinds == 3 ? "keeps AdamW's m and v" : "keeps no v");
-    return TSR_OK;
-}
-
 tsr_status_t tsr_ckpt_save_zero(tsr_ckpt_writer_t w, tsr_grid_t grid, tsr_zero_t opt, const tsr_zero_config_t *cfg)
 {
     tsr_status_t rc = TSR_OK;
     tensor_list_t list = {0};
-    TSR_TRY(agree_tensors(tsr_grid_comm(grid, TSR_AXIS_WORLD), opt, &list));
-    TSR_TRY(check_kind(cfg, list.kinds));
+    TSR_TRY(agree_tensors(tsr_grid_comm(grid, TSR_AXIS_WORLD), opt, cfg, &list));
     TSR_TRY(save_attributes(w, grid, opt, cfg));
     for (int kind = TSR_ZERO_PARAM; kind < list.kinds; kind++) {
         for (int i = 0; i < list.n; i++) {
@@ -247,34 +264,35 @@ cleanup:
 
 /* ---- loading ---- */
 
-/* Find a dataset by name in the reader's sorted list. */
-static const tsr_ckpt_dataset_info_t *find_dataset(const tsr_ckpt_dataset_info_t *info, size_t n, const char *name)
+static int by_dataset_name(const void *a, const void *b)
 {
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = (lo + hi) / 2;
-        int c = strcmp(info[mid].name, name);
-        if (c == 0)
-            return &info[mid];
-        if (c < 0)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return NULL;
+    return strcmp(((const tsr_ckpt_dataset_info_t *)a)->name, ((const tsr_ckpt_dataset_info_t *)b)->name);
 }
 
-/* Whether name is a /params/ or /optim/ dataset of the list; kinds it may be of are < kinds. */
+/* Find a dataset in the file's list, sorted with by_dataset_name (HDF5's traversal order is
+ * not that of whole paths: "/optim/a/m" comes before "/optim/a.b/m" there). */
+static const tsr_ckpt_dataset_info_t *find_dataset(const tsr_ckpt_dataset_info_t *info, size_t n, const char *name)
+{
+    tsr_ckpt_dataset_info_t key;
+    snprintf(key.name, sizeof key.name, "%s", name);
+    return bsearch(&key, info, n, sizeof *info, by_dataset_name);
+}
+
+/* Whether a /params or /optim dataset of the file belongs to a tensor and kind of the list. */
 static int expected_dataset(const tensor_list_t *list, const char *name)
 {
-    for (int kind = TSR_ZERO_PARAM; kind < list->kinds; kind++)
-        for (int i = 0; i < list->n; i++) {
-            char want[DATASET_MAX];
-            dataset_name(list->t[i].name, (tsr_zero_kind_t)kind, want);
-            if (strcmp(want, name) == 0)
-                return 1;
-        }
-    return 0;
+    global_tensor_t key;
+    int kind = TSR_ZERO_PARAM;
+    if (strncmp(name, "/params/", 8) == 0) {
+        snprintf(key.name, sizeof key.name, "%s", name + 8);
+    } else {
+        size_t len = strlen(name);
+        if (len < 10 || name[len - 2] != '/' || (name[len - 1] != 'm' && name[len - 1] != 'v'))
+            return 0;
+        kind = name[len - 1] == 'm' ? TSR_ZERO_M : TSR_ZERO_V;
+        snprintf(key.name, sizeof key.name, "%.*s", (int)(len - 9), name + 7);
+    }
+    return kind < list->kinds && bsearch(&key, list->t, (size_t)list->n, sizeof *list->t, by_name);
 }
 
 /*
@@ -428,10 +446,10 @@ tsr_status_t tsr_ckpt_load_zero(tsr_ckpt_reader_t r, tsr_grid_t grid, tsr_zero_t
     size_t ninfo = 0;
     tsr_zero_state_t state;
     tsr_comm_t comm = tsr_grid_comm(grid, TSR_AXIS_WORLD);
-    TSR_TRY(agree_tensors(comm, opt, &list));
-    TSR_TRY(check_kind(cfg, list.kinds));
+    TSR_TRY(agree_tensors(comm, opt, cfg, &list));
     TSR_TRY(tsr_ckpt_expect_str(r, "/config", "optimizer", optim_name(cfg->optim)));
     TSR_TRY(tsr_ckpt_list(r, &info, &ninfo));
+    qsort(info, ninfo, sizeof *info, by_dataset_name);
     TSR_TRY(check_datasets(&list, info, ninfo));
     TSR_TRY(load_scalars(r, &state));
     TSR_TRY(read_all(r, comm, opt, &list, info, ninfo));
