@@ -236,8 +236,8 @@ static tsr_status_t check_fit(tsr_gpt_t gpt)
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "%d attention heads are not divisible by the %d tp columns", c->heads,
                          gpt->layout.tp_cols);
     if (c->layers < vstages)
-        return TSR_ERROR(TSR_ERR_INVALID_ARG, "%d layers cannot fill %d pipeline stages x %d chunks", c->layers,
-                         gpt->stages, gpt->chunks);
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "the model's %d layers cannot fill %d pipeline stages x %d chunks",
+                         c->layers, gpt->stages, gpt->chunks);
     if (o->batch < 1 || o->micro_batches < 1 || o->batch % (gpt->layout.dp * o->micro_batches))
         return TSR_ERROR(TSR_ERR_INVALID_ARG,
                          "the batch of %d sequences must be a multiple of dp=%d x %d micro-batches", o->batch,
