@@ -252,6 +252,8 @@ static int parse_options(int argc, char **argv, options_t *o)
     if (o->model.heads % o->layout.tp_cols)
         return usage_error("--model %s: %d heads are not divisible by the %d tp columns", o->model_text,
                            o->model.heads, o->layout.tp_cols);
+    if (o->ckpt_every > 0 && !o->ckpt_dir)
+        return usage_error("--ckpt-every needs --ckpt-dir");
     if (o->resume && strcmp(o->resume, "latest") == 0 && !o->ckpt_dir)
         return usage_error("--resume latest needs --ckpt-dir");
     return 0;
