@@ -118,6 +118,7 @@ static tsr_status_t add_tensor(tsr_gpt_t gpt, gpt_tensor_t *t, const char *name,
     tsr_status_t rc = TSR_OK;
     tsr_dmat_view_t v;
     tsr_zero_tensor_t zt = TSR_ZERO_TENSOR_INIT;
+    t->desc = d;
     TSR_TRY(tsr_dmat_create(gpt->tp, &d, &t->w));
     TSR_TRY(tsr_dmat_create_like(t->w, TSR_MEM_GRADS, &t->g));
     tsr_dmat_local(t->w, &v);
@@ -130,6 +131,10 @@ static tsr_status_t add_tensor(tsr_gpt_t gpt, gpt_tensor_t *t, const char *name,
     TSR_TRY(tsr_zero_register(gpt->zero, &zt, &t->zid));
     t->zlayer = zlayer;
     gpt->local[gpt->nlocal++] = t;
+    if (gpt->stage == 3)
+        tsr_dmat_destroy(&t->w);
+    if (gpt->stage >= 2 && zlayer != gpt->wte_layer)
+        tsr_dmat_destroy(&t->g);
 cleanup:
     return rc;
 }
@@ -177,7 +182,7 @@ static tsr_status_t build_tensors(tsr_gpt_t gpt)
     tsr_dmat_desc_t lnf = block_param_desc(gpt, LN1G);
     char name[TSR_ZERO_NAME_MAX];
     if (first_stage(gpt)) {
-        TSR_TRY(add_tensor(gpt, &gpt->wte, "wte", wte, 0, tied));
+        TSR_TRY(add_tensor(gpt, &gpt->wte, "wte", wte, gpt->wte_layer, tied));
         TSR_TRY(add_tensor(gpt, &gpt->wpe, "wpe", wpe, 0, 0));
     }
     for (int l = 0; l < L; l++) {
@@ -192,7 +197,7 @@ static tsr_status_t build_tensors(tsr_gpt_t gpt)
         TSR_TRY(add_tensor(gpt, &gpt->lnfg, "ln_f.w", lnf, L + 1, 0));
         TSR_TRY(add_tensor(gpt, &gpt->lnfb, "ln_f.b", lnf, L + 1, 0));
         if (!first_stage(gpt))
-            TSR_TRY(add_tensor(gpt, &gpt->wte, "wte", wte, L + 1, tied));
+            TSR_TRY(add_tensor(gpt, &gpt->wte, "wte", wte, gpt->wte_layer, tied));
     }
     TSR_TRY(tsr_zero_commit(gpt->zero));
     /* initial values, by the global index of every element */
@@ -281,6 +286,8 @@ tsr_status_t tsr_gpt_create(tsr_grid_t grid, tsr_device_t dev, const tsr_gpt_con
     gpt->oned = gpt->layout.tp_rows == 1;
     gpt->stages = gpt->layout.pp;
     gpt->chunks = opts->chunks;
+    gpt->stage = zcfg->stage;
+    gpt->wte_layer = cfg->layers + 2;
     TSR_TRY(check_fit(gpt));
     gpt->seqs = opts->batch / gpt->layout.dp;
     gpt->mb_seqs = gpt->seqs / opts->micro_batches;
@@ -395,15 +402,22 @@ static tsr_status_t stage_forward(void *ctx, int chunk, int mb, const void *in, 
     tsr_dmat_t cur = NULL, next = NULL;
     int k = vstage(gpt, chunk), last = gpt->stages * gpt->chunks - 1;
     TSR_TRY(tsr_dmat_create(gpt->tp, &gpt->act, &cur));
-    if (k == 0)
+    if (k == 0) {
+        TSR_TRY(tsr__gpt_use_params(gpt, 0));
+        TSR_TRY(tsr__gpt_use_params(gpt, gpt->wte_layer));
         TSR_TRY(tsr_tp_embedding_forward(gpt->tp, gpt->inputs + (size_t)mb * gpt->mb_seqs * gpt->cfg.seq,
                                          gpt->cfg.seq, gpt->wte.w, gpt->wpe.w, cur));
-    else
+        tsr__gpt_drop_params(gpt, 0);
+        tsr__gpt_drop_params(gpt, gpt->wte_layer);
+    } else {
         copy_block(cur, (void *)in, 0);
+    }
     for (int l = gpt->bounds[k]; l < gpt->bounds[k + 1]; l++) {
         tsr_dmat_t x = cur;
         cur = NULL; /* the block owns its input from here on */
+        TSR_TRY(tsr__gpt_use_params(gpt, 1 + l));
         TSR_TRY(tsr__gpt_block_forward(gpt, l, mb, x, &next));
+        tsr__gpt_drop_params(gpt, 1 + l);
         cur = next;
         next = NULL;
     }
@@ -411,7 +425,11 @@ static tsr_status_t stage_forward(void *ctx, int chunk, int mb, const void *in, 
         float loss = 0.0f;
         tsr_dmat_t x = cur;
         cur = NULL;
+        TSR_TRY(tsr__gpt_use_params(gpt, gpt->cfg.layers + 1));
+        TSR_TRY(tsr__gpt_use_params(gpt, gpt->wte_layer));
         TSR_TRY(tsr__gpt_head_forward(gpt, mb, x, &loss));
+        tsr__gpt_drop_params(gpt, gpt->cfg.layers + 1);
+        tsr__gpt_drop_params(gpt, gpt->wte_layer);
         gpt->loss_sum += loss;
     } else {
         copy_block(cur, out, 1);
@@ -427,18 +445,34 @@ static tsr_status_t stage_backward(void *ctx, int chunk, int mb, const void *in,
     tsr_status_t rc = TSR_OK;
     tsr_gpt_t gpt = ctx;
     int k = vstage(gpt, chunk), last = gpt->stages * gpt->chunks - 1, cur = 0;
+    int head = gpt->cfg.layers + 1;
     (void)in;
-    if (k == last)
+    if (k == last) {
+        TSR_TRY(tsr__gpt_use_params(gpt, head));
+        TSR_TRY(tsr__gpt_use_params(gpt, gpt->wte_layer));
+        TSR_TRY(tsr__gpt_begin_grads(gpt, head));
         TSR_TRY(tsr__gpt_head_backward(gpt, mb, 1.0f / (float)gpt->opts.micro_batches, gpt->d_x[0]));
-    else
+        TSR_TRY(tsr__gpt_hand_over_grads(gpt, head));
+        tsr__gpt_drop_params(gpt, head);
+        tsr__gpt_drop_params(gpt, gpt->wte_layer);
+    } else {
         copy_block(gpt->d_x[0], (void *)grad_out, 0);
-    for (int l = gpt->bounds[k + 1] - 1; l >= gpt->bounds[k]; l--, cur ^= 1)
+    }
+    for (int l = gpt->bounds[k + 1] - 1; l >= gpt->bounds[k]; l--, cur ^= 1) {
+        TSR_TRY(tsr__gpt_use_params(gpt, 1 + l));
+        TSR_TRY(tsr__gpt_begin_grads(gpt, 1 + l));
         TSR_TRY(tsr__gpt_block_backward(gpt, l, mb, gpt->d_x[cur], gpt->d_x[cur ^ 1]));
-    if (k == 0)
+        TSR_TRY(tsr__gpt_hand_over_grads(gpt, 1 + l));
+        tsr__gpt_drop_params(gpt, 1 + l);
+    }
+    if (k == 0) {
+        TSR_TRY(tsr__gpt_begin_grads(gpt, 0));
         TSR_TRY(tsr_tp_embedding_backward(gpt->tp, gpt->inputs + (size_t)mb * gpt->mb_seqs * gpt->cfg.seq,
                                           gpt->cfg.seq, gpt->d_x[cur], gpt->wte.g, gpt->wpe.g));
-    else
+        TSR_TRY(tsr__gpt_hand_over_grads(gpt, 0));
+    } else {
         copy_block(gpt->d_x[cur], grad_in, 1);
+    }
 cleanup:
     return rc;
 }
@@ -448,6 +482,74 @@ static tsr_status_t stage_weight_grad(void *ctx, int chunk, int mb, const void *
 {
     (void)ctx, (void)chunk, (void)mb, (void)in, (void)grad_out;
     return TSR_OK;
+}
+
+/* ---------- parameters and gradients as the schedule needs them ---------- */
+
+static void view_copy(gpt_tensor_t *t, float *view, int to_view, int add);
+
+tsr_status_t tsr__gpt_use_params(tsr_gpt_t gpt, int layer)
+{
+    tsr_status_t rc = TSR_OK;
+    if (gpt->stage < 3)
+        return TSR_OK;
+    TSR_TRY(tsr_zero_gather(gpt->zero, layer));
+    for (int i = 0; i < gpt->nlocal; i++) {
+        gpt_tensor_t *t = gpt->local[i];
+        float *p = NULL, *g = NULL;
+        if (t->zlayer != layer)
+            continue;
+        if (!t->w)
+            TSR_TRY(tsr_dmat_create(gpt->tp, &t->desc, &t->w));
+        TSR_TRY(tsr_zero_view(gpt->zero, t->zid, &p, &g));
+        if (p)
+            view_copy(t, p, 0, 0);
+    }
+    TSR_TRY(tsr_zero_release(gpt->zero, layer));
+cleanup:
+    return rc;
+}
+
+void tsr__gpt_drop_params(tsr_gpt_t gpt, int layer)
+{
+    for (int i = 0; i < gpt->nlocal && gpt->stage == 3; i++)
+        if (gpt->local[i]->zlayer == layer)
+            tsr_dmat_destroy(&gpt->local[i]->w);
+}
+
+tsr_status_t tsr__gpt_begin_grads(tsr_gpt_t gpt, int layer)
+{
+    tsr_status_t rc = TSR_OK;
+    for (int i = 0; i < gpt->nlocal && gpt->stage >= 2; i++) {
+        gpt_tensor_t *t = gpt->local[i];
+        tsr_dmat_desc_t d = t->desc;
+        d.category = TSR_MEM_GRADS;
+        if (t->zlayer == layer && !t->g)
+            TSR_TRY(tsr_dmat_create(gpt->tp, &d, &t->g));
+    }
+cleanup:
+    return rc;
+}
+
+tsr_status_t tsr__gpt_hand_over_grads(tsr_gpt_t gpt, int layer)
+{
+    tsr_status_t rc = TSR_OK;
+    if (gpt->stage < 2)
+        return TSR_OK;
+    TSR_TRY(tsr_zero_grad_begin(gpt->zero, layer));
+    for (int i = 0; i < gpt->nlocal; i++) {
+        gpt_tensor_t *t = gpt->local[i];
+        float *p = NULL, *g = NULL;
+        if (t->zlayer != layer)
+            continue;
+        TSR_TRY(tsr_zero_view(gpt->zero, t->zid, &p, &g));
+        if (g)
+            view_copy(t, g, 1, 1);
+        tsr_dmat_destroy(&t->g);
+    }
+    TSR_TRY(tsr_zero_grad_ready(gpt->zero, layer));
+cleanup:
+    return rc;
 }
 
 /* ---------- the step ---------- */
@@ -467,11 +569,11 @@ static void view_copy(gpt_tensor_t *t, float *view, int to_view, int add)
     }
 }
 
-/* Refresh the compute copies from the optimizer, one ZeRO layer at a time. */
+/* Stages 0-2: refresh the compute copies from the optimizer, one ZeRO layer at a time. */
 static tsr_status_t load_params(tsr_gpt_t gpt)
 {
     tsr_status_t rc = TSR_OK;
-    for (int i = 0; i < gpt->nlocal;) {
+    for (int i = 0; i < gpt->nlocal && gpt->stage < 3;) {
         int layer = gpt->local[i]->zlayer, j = i;
         TSR_TRY(tsr_zero_gather(gpt->zero, layer));
         for (; j < gpt->nlocal && gpt->local[j]->zlayer == layer; j++) {
@@ -489,12 +591,17 @@ cleanup:
     return rc;
 }
 
-/* Hand the summed gradients to the optimizer, one ZeRO layer at a time. */
+/* Hand the step's summed gradients to the optimizer, one ZeRO layer at a time: every layer in
+ * stages 0-1, the tied embedding alone in stages 2-3 (the others went per micro-batch). */
 static tsr_status_t push_grads(tsr_gpt_t gpt)
 {
     tsr_status_t rc = TSR_OK;
     for (int i = gpt->nlocal - 1; i >= 0;) {
         int layer = gpt->local[i]->zlayer, j = i;
+        if (gpt->stage >= 2 && layer != gpt->wte_layer) {
+            i--;
+            continue;
+        }
         TSR_TRY(tsr_zero_grad_begin(gpt->zero, layer));
         for (; j >= 0 && gpt->local[j]->zlayer == layer; j--) {
             float *p = NULL, *g = NULL;
@@ -568,7 +675,8 @@ tsr_status_t tsr_gpt_train_step(tsr_gpt_t gpt, const int32_t *inputs, const int3
     gpt->loss_sum = 0.0;
     TSR_TRY(load_params(gpt));
     for (int i = 0; i < gpt->nlocal; i++)
-        TSR_TRY(tsr_dmat_zero(gpt->local[i]->g));
+        if (gpt->local[i]->g)
+            TSR_TRY(tsr_dmat_zero(gpt->local[i]->g));
     stage.ctx = gpt;
     stage.buffer_bytes = stage_buffer_bytes;
     stage.forward = stage_forward;

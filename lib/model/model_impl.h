@@ -9,12 +9,14 @@
 /* The sixteen parameters of a transformer block, in registration order. */
 enum { LN1G, LN1B, WQ, BQ, WK, BK, WV, BV, WO, BO, LN2G, LN2B, W1, B1, W2, B2, NBLOCK };
 
-/* One parameter tensor of this rank: the compute copy of its block, its gradient summed
- * over the step's micro-batches, and where the optimizer keeps it. */
+/* One parameter tensor of this rank: the compute copy of its block, its gradient, and
+ * where the optimizer keeps it. ZeRO stage 3 holds w only while its layer computes, stages
+ * 2-3 hold g only during its layer's backward (the tied embedding's g always). */
 typedef struct gpt_tensor {
     tsr_dmat_t w, g;
-    int zid;    /* id in the optimizer */
-    int zlayer; /* the optimizer's layer (unit of gathering) */
+    tsr_dmat_desc_t desc; /* layout of w (g: the same, category grads) */
+    int zid;              /* id in the optimizer */
+    int zlayer;           /* the optimizer's layer (unit of gathering) */
 } gpt_tensor_t;
 
 /* What one block's forward keeps for its backward, for one micro-batch. */
@@ -39,6 +41,8 @@ struct tsr_gpt {
     tsr_grid_coords_t at;
     tsr_layout_t layout;
     int oned;           /* 1D (Megatron) layout: tp grid 1×N */
+    int stage;          /* ZeRO stage */
+    int wte_layer;      /* the optimizer's layer of the tied embedding (alone in it) */
     int stages, chunks; /* pipeline stages p and chunks v per stage */
     int *bounds;        /* virtual stage k holds blocks [bounds[k], bounds[k+1]) */
     int seqs;           /* sequences of this replica per step */
@@ -70,6 +74,13 @@ tsr_status_t tsr__gpt_block_backward(tsr_gpt_t gpt, int l, int mb, tsr_dmat_t dy
 tsr_status_t tsr__gpt_head_forward(tsr_gpt_t gpt, int mb, tsr_dmat_t x, float *loss);
 /* Backward of the head, seeded with d(loss)/d(micro-batch loss) = dloss, into dx. */
 tsr_status_t tsr__gpt_head_backward(tsr_gpt_t gpt, int mb, float dloss, tsr_dmat_t dx);
+/* Make layer's compute copies valid (stage 3: gather them) / free them again (stage 3). */
+tsr_status_t tsr__gpt_use_params(tsr_gpt_t gpt, int layer);
+void tsr__gpt_drop_params(tsr_gpt_t gpt, int layer);
+/* Stages 2-3: zeroed gradient blocks for one micro-batch's backward of layer / hand them to
+ * the optimizer (grad_begin, add, grad_ready) and free them. Stages 0-1: nothing. */
+tsr_status_t tsr__gpt_begin_grads(tsr_gpt_t gpt, int layer);
+tsr_status_t tsr__gpt_hand_over_grads(tsr_gpt_t gpt, int layer);
 /* Free what micro-batch mb's forward kept (after an error, or at destroy). */
 void tsr__gpt_free_acts(tsr_gpt_t gpt, int mb);
 
