@@ -16,11 +16,14 @@
  * the embeddings live on the first virtual stage, the final layernorm and the tied output
  * on the last, and the tied weight's gradient is summed between the two before the step.
  *
- * Parameters live in the ZeRO optimizer that the model creates and whose views it reads
- * (parameters, before each step) and writes (gradients, after the step's micro-batches).
- * A ZeRO layer is the unit of gathering and bucketing: layer 0 is the embedding, layer
- * 1 + l transformer block l, layer L + 1 the head (final layernorm and, on a last stage
- * that is not also the first, its copy of the tied embedding).
+ * Parameters live in the ZeRO optimizer that the model creates. The model computes on copies
+ * of its blocks, read from the optimizer's parameter views (at the start of a step in ZeRO
+ * stages 0-2; around each layer's forward and backward, gathered, in stage 3), and hands its
+ * gradients to the gradient views (after the step's micro-batches in stages 0-1; per layer
+ * and micro-batch in stages 2-3). A ZeRO layer is the unit of gathering and bucketing:
+ * layer 0 is wpe, 1 + l transformer block l, L + 1 the final layernorm, L + 2 the tied
+ * embedding wte (held by the first and the last stage, its gradient summed between them
+ * before the optimizer sees it).
  *
  * Initial weights are a function of (seed, tensor, global element index), so every layout
  * starts from the same model: normal with std 0.02, the two residual projections of each
