@@ -31,5 +31,6 @@
 #include <tessera/zero.h>
 #include <tessera/ckpt.h>
 #include <tessera/data.h>
+#include <tessera/model.h>
 
 #endif /* TESSERA_H */

@@ -1,0 +1,161 @@
+/**
+ * @file tessera/model.h
+ * @brief A GPT-2 language model built from the tp operations, split into pipeline stages,
+ * trained by the ZeRO optimizer.
+ *
+ * The architecture is GPT-2's: learned position embeddings, pre-LayerNorm blocks (layernorm,
+ * causal multi-head attention, residual; layernorm, GELU MLP of width 4·dim, residual), a
+ * final layernorm and an output projection tied to the token embedding.
+ *
+ * Distribution. On a tp grid of 1×N the model uses the 1D (Megatron) layout: activations
+ * whole, Q, K, V and the first MLP weight column-parallel, the attention projection and the
+ * second MLP weight row-parallel, the vocabulary split over the N ranks. On any other r×c
+ * grid it uses the 2D layout: tokens (whole sequences) over grid rows, hidden features over
+ * grid columns, weights in r×c blocks multiplied by SUMMA. The blocks are grouped into
+ * pp × chunks contiguous virtual stages by tsr_pipe_partition() (from per-block FLOPs);
+ * the embeddings live on the first virtual stage, the final layernorm and the tied output
+ * on the last, and the tied weight's gradient is summed between the two before the step.
+ *
+ * Parameters live in the ZeRO optimizer that the model creates. The model computes on copies
+ * of its blocks, read from the optimizer's parameter views (at the start of a step in ZeRO
+ * stages 0-2; around each layer's forward and backward, gathered, in stage 3), and hands its
+ * gradients to the gradient views (after the step's micro-batches in stages 0-1; per layer
+ * and micro-batch in stages 2-3). A ZeRO layer is the unit of gathering and bucketing:
+ * layer 0 is wpe, 1 + l transformer block l, L + 1 the final layernorm, L + 2 the tied
+ * embedding wte (held by the first and the last stage, its gradient summed between them
+ * before the optimizer sees it).
+ *
+ * Initial weights are a function of (seed, tensor, global element index), so every layout
+ * starts from the same model: normal with std 0.02, the two residual projections of each
+ * block with 0.02/sqrt(2L), layernorm gains 1, biases 0.
+ *
+ * The loss of a step is the mean cross-entropy over every token of the global batch.
+ */
+#ifndef TESSERA_MODEL_H
+#define TESSERA_MODEL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <tessera/ckpt.h>
+#include <tessera/device.h>
+#include <tessera/grid.h>
+#include <tessera/pipe.h>
+#include <tessera/status.h>
+#include <tessera/visibility.h>
+#include <tessera/zero.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** The model's shape. Start from #TSR_GPT_CONFIG_INIT (the "tiny" preset). */
+typedef struct tsr_gpt_config {
+    size_t struct_size; /**< sizeof(tsr_gpt_config_t), set by #TSR_GPT_CONFIG_INIT */
+    int layers;         /**< transformer blocks L */
+    int dim;            /**< hidden width H (a multiple of heads) */
+    int heads;          /**< attention heads */
+    int vocab;          /**< vocabulary size V */
+    int seq;            /**< sequence length T (context) */
+} tsr_gpt_config_t;
+
+/** The "tiny" preset: 2 layers, dim 64, 4 heads, vocabulary 256 (bytes), sequences of 64. */
+#define TSR_GPT_CONFIG_INIT {sizeof(tsr_gpt_config_t), 2, 64, 4, 256, 64}
+
+/** Longest text tsr_gpt_config_format() writes, with its terminating NUL. */
+#define TSR_GPT_CONFIG_STRLEN 96
+
+/**
+ * Parse a preset ("tiny"; "gpt2-124m": 12 layers, dim 768, 12 heads, vocabulary 50257,
+ * sequences of 1024) or "layers=L,dim=H,heads=A,vocab=V,seq=T" (keys in any order, each
+ * optional, defaulting to tiny's value), and check it (tsr_gpt_config_check()).
+ * @return TSR_ERR_INVALID_ARG naming the bad part.
+ */
+TSR_API tsr_status_t tsr_gpt_config_parse(const char *text, tsr_gpt_config_t *out);
+
+/** Positive sizes and dim a multiple of heads; TSR_ERR_INVALID_ARG naming what is wrong. */
+TSR_API tsr_status_t tsr_gpt_config_check(const tsr_gpt_config_t *cfg);
+
+/** Write "layers=L,dim=H,heads=A,vocab=V,seq=T" into @p buf (@p len bytes). @return buf. */
+TSR_API char *tsr_gpt_config_format(const tsr_gpt_config_t *cfg, char *buf, size_t len);
+
+/** Number of parameters (the tied embedding counted once). */
+TSR_API int64_t tsr_gpt_param_count(const tsr_gpt_config_t *cfg);
+
+/**
+ * Write the model configuration as attributes of /config (n_layer, n_embd, n_head,
+ * vocab_size, seq_len, and model: the tsr_gpt_config_format() text). Collective.
+ */
+TSR_API tsr_status_t tsr_gpt_config_save(tsr_ckpt_writer_t w, const tsr_gpt_config_t *cfg);
+
+/**
+ * Check that a checkpoint was written for this model configuration: TSR_ERR_MISMATCH
+ * "checkpoint was written for a different model: layers=... (this run: layers=...)"
+ * otherwise. Collective.
+ */
+TSR_API tsr_status_t tsr_gpt_config_expect(tsr_ckpt_reader_t r, const tsr_gpt_config_t *cfg);
+
+/** Training-time options. Start from #TSR_GPT_OPTIONS_INIT. */
+typedef struct tsr_gpt_options {
+    size_t struct_size;        /**< sizeof(tsr_gpt_options_t) */
+    uint64_t seed;             /**< seed of the initial weights */
+    int batch;                 /**< global batch in sequences (a multiple of dp × micro_batches) */
+    int micro_batches;         /**< micro-batches per step on each dp rank */
+    tsr_pipe_kind_t schedule;  /**< pipeline schedule */
+    int chunks;                /**< model chunks per stage (#TSR_PIPE_INTERLEAVED; 1 otherwise) */
+    int poll_us;               /**< see ::tsr_pipe_exec_config_t (helps oversubscribed nodes) */
+} tsr_gpt_options_t;
+
+/** Seed 1234, batch 8, 1 micro-batch, 1F1B, 1 chunk, pipeline waits inside MPI. */
+#define TSR_GPT_OPTIONS_INIT {sizeof(tsr_gpt_options_t), 1234u, 8, 1, TSR_PIPE_1F1B, 1, 0}
+
+/** An opaque model instance (this rank's part). */
+typedef struct tsr_gpt *tsr_gpt_t;
+
+/**
+ * Build this rank's part of the model on @p grid, create its ZeRO optimizer from @p zcfg
+ * (its micro_batches is set by the model), register and initialize the parameters.
+ * Collective over the grid.
+ * @return TSR_ERR_INVALID_ARG when the layout does not fit the model (heads not divisible by
+ * the tp columns, fewer blocks than virtual stages, a batch that does not divide, ...),
+ * with a message naming the numbers.
+ */
+TSR_API tsr_status_t tsr_gpt_create(tsr_grid_t grid, tsr_device_t dev, const tsr_gpt_config_t *cfg,
+                                    const tsr_gpt_options_t *opts, const tsr_zero_config_t *zcfg, tsr_gpt_t *out);
+
+/** Free the model and its optimizer; sets *gpt to NULL and accepts NULL. */
+TSR_API void tsr_gpt_destroy(tsr_gpt_t *gpt);
+
+/** The optimizer holding the parameters (for checkpoints). Owned by the model. */
+TSR_API tsr_zero_t tsr_gpt_optimizer(tsr_gpt_t gpt);
+
+/**
+ * The sequences of the global batch this rank's data-parallel replica trains on:
+ * [*first, *first + *count). Every rank of a replica (all its stages and tp ranks) passes
+ * the same tokens to tsr_gpt_train_step().
+ */
+TSR_API void tsr_gpt_batch_slice(tsr_gpt_t gpt, int *first, int *count);
+
+/** Record the pipeline's executed actions into @p trace (NULL: stop recording). */
+TSR_API void tsr_gpt_set_trace(tsr_gpt_t gpt, tsr_pipe_trace_t trace);
+
+/** What one training step did. */
+typedef struct tsr_gpt_step_info {
+    double loss;      /**< mean cross-entropy over the global batch (the same on every rank) */
+    double grad_norm; /**< global gradient norm before clipping */
+    float lr;         /**< learning rate used */
+    long step;        /**< optimizer steps taken so far */
+} tsr_gpt_step_info_t;
+
+/**
+ * One training step on this replica's sequences (tsr_gpt_batch_slice()): @p inputs and
+ * @p targets hold count × seq token ids each. Runs the pipeline schedule over the
+ * micro-batches, sums the tied gradient, hands the gradients to the optimizer and steps.
+ * Collective over the grid. @p info may be NULL.
+ */
+TSR_API tsr_status_t tsr_gpt_train_step(tsr_gpt_t gpt, const int32_t *inputs, const int32_t *targets,
+                                        tsr_gpt_step_info_t *info);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TESSERA_MODEL_H */

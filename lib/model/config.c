@@ -1,0 +1,136 @@
+/*
+ * config.c: the GPT model's shape: presets, "key=value" parsing, checks, parameter count.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "model_impl.h"
+
+tsr_status_t tsr_gpt_config_check(const tsr_gpt_config_t *cfg)
+{
+    if (!cfg)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "model configuration is NULL");
+    if (cfg->layers < 1 || cfg->dim < 1 || cfg->heads < 1 || cfg->vocab < 1 || cfg->seq < 1)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG,
+                         "model sizes must be positive: layers=%d, dim=%d, heads=%d, vocab=%d, seq=%d",
+                         cfg->layers, cfg->dim, cfg->heads, cfg->vocab, cfg->seq);
+    if (cfg->dim % cfg->heads)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "model dim=%d is not a multiple of heads=%d", cfg->dim,
+                         cfg->heads);
+    if (cfg->vocab > 65536)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "model vocab=%d exceeds the 65536 ids of 16-bit token shards",
+                         cfg->vocab);
+    return TSR_OK;
+}
+
+static tsr_status_t parse_int(const char *key, const char *val, size_t len, int *out)
+{
+    char buf[32];
+    char *end = NULL;
+    if (len == 0 || len >= sizeof buf)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "model option %s needs a number", key);
+    memcpy(buf, val, len);
+    buf[len] = '\0';
+    errno = 0;
+    long v = strtol(buf, &end, 10);
+    if (errno || *end || v < 1 || v > 1 << 30)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "model option %s=%s is not a positive integer", key, buf);
+    *out = (int)v;
+    return TSR_OK;
+}
+
+tsr_status_t tsr_gpt_config_parse(const char *text, tsr_gpt_config_t *out)
+{
+    tsr_gpt_config_t cfg = TSR_GPT_CONFIG_INIT;
+    if (!text || !out)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "model text is NULL");
+    if (strcmp(text, "gpt2-124m") == 0) {
+        cfg.layers = 12, cfg.dim = 768, cfg.heads = 12, cfg.vocab = 50257, cfg.seq = 1024;
+    } else if (strcmp(text, "tiny") != 0) {
+        static const char *const keys[] = {"layers", "dim", "heads", "vocab", "seq"};
+        int *fields[] = {&cfg.layers, &cfg.dim, &cfg.heads, &cfg.vocab, &cfg.seq};
+        const char *p = text;
+        while (*p) {
+            size_t len = strcspn(p, ","), klen = strcspn(p, "=,");
+            int found = 0;
+            if (klen >= len)
+                return TSR_ERROR(TSR_ERR_INVALID_ARG,
+                                 "model '%s': expected tiny, gpt2-124m or layers=L,dim=H,heads=A,vocab=V,seq=T",
+                                 text);
+            for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
+                if (strlen(keys[k]) == klen && strncmp(p, keys[k], klen) == 0) {
+                    tsr_status_t rc = parse_int(keys[k], p + klen + 1, len - klen - 1, fields[k]);
+                    if (rc != TSR_OK)
+                        return rc;
+                    found = 1;
+                }
+            if (!found)
+                return TSR_ERROR(TSR_ERR_INVALID_ARG,
+                                 "model '%s': unknown key '%.*s' (expected layers, dim, heads, vocab, seq)", text,
+                                 (int)klen, p);
+            p += len + (p[len] == ',');
+        }
+    }
+    tsr_status_t rc = tsr_gpt_config_check(&cfg);
+    if (rc == TSR_OK)
+        *out = cfg;
+    return rc;
+}
+
+char *tsr_gpt_config_format(const tsr_gpt_config_t *cfg, char *buf, size_t len)
+{
+    if (buf && len)
+        snprintf(buf, len, "layers=%d,dim=%d,heads=%d,vocab=%d,seq=%d", cfg->layers, cfg->dim, cfg->heads,
+                 cfg->vocab, cfg->seq);
+    return buf;
+}
+
+int64_t tsr_gpt_param_count(const tsr_gpt_config_t *cfg)
+{
+    int64_t h = cfg->dim;
+    int64_t block = 2 * h + 3 * (h * h + h) + (h * h + h) + 2 * h + (h * 4 * h + 4 * h) + (4 * h * h + h);
+    return (int64_t)cfg->vocab * h + (int64_t)cfg->seq * h + cfg->layers * block + 2 * h;
+}
+
+/* The /config attributes of a model, in tsr_gpt_config_t's order. */
+static const char *const attr_name[] = {"n_layer", "n_embd", "n_head", "vocab_size", "seq_len"};
+
+static void config_fields(const tsr_gpt_config_t *cfg, int64_t *v)
+{
+    v[0] = cfg->layers, v[1] = cfg->dim, v[2] = cfg->heads, v[3] = cfg->vocab, v[4] = cfg->seq;
+}
+
+tsr_status_t tsr_gpt_config_save(tsr_ckpt_writer_t w, const tsr_gpt_config_t *cfg)
+{
+    tsr_status_t rc = TSR_OK;
+    int64_t v[5];
+    char text[TSR_GPT_CONFIG_STRLEN];
+    TSR_CHECK(w && cfg, TSR_ERR_INVALID_ARG, "tsr_gpt_config_save: NULL argument");
+    config_fields(cfg, v);
+    for (int i = 0; i < 5; i++)
+        TSR_TRY(tsr_ckpt_set_i64(w, "/config", attr_name[i], v[i]));
+    TSR_TRY(tsr_ckpt_set_str(w, "/config", "model", tsr_gpt_config_format(cfg, text, sizeof text)));
+cleanup:
+    return rc;
+}
+
+tsr_status_t tsr_gpt_config_expect(tsr_ckpt_reader_t r, const tsr_gpt_config_t *cfg)
+{
+    tsr_status_t rc = TSR_OK;
+    int64_t want[5], got[5];
+    tsr_gpt_config_t theirs = *cfg;
+    char a[TSR_GPT_CONFIG_STRLEN], b[TSR_GPT_CONFIG_STRLEN];
+    TSR_CHECK(r && cfg, TSR_ERR_INVALID_ARG, "tsr_gpt_config_expect: NULL argument");
+    config_fields(cfg, want);
+    for (int i = 0; i < 5; i++)
+        TSR_TRY(tsr_ckpt_get_i64(r, "/config", attr_name[i], &got[i]));
+    theirs.layers = (int)got[0], theirs.dim = (int)got[1], theirs.heads = (int)got[2];
+    theirs.vocab = (int)got[3], theirs.seq = (int)got[4];
+    TSR_CHECK(memcmp(got, want, sizeof got) == 0, TSR_ERR_MISMATCH,
+              "checkpoint was written for a different model: %s (this run: %s)",
+              tsr_gpt_config_format(&theirs, a, sizeof a), tsr_gpt_config_format(cfg, b, sizeof b));
+cleanup:
+    return rc;
+}
