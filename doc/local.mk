@@ -4,6 +4,7 @@ dist_man_MANS += doc/tessera.3 doc/tsr-ckpt.1 doc/tsr-bench.1 doc/tsr-tokenize.1
 # The grid/comm demo: the README's first command runs it; installcheck builds it again
 # against the installed library with pkg-config, as a user's program would be.
 noinst_PROGRAMS += doc/examples/grid_demo
+EXTRA_DIST += doc/examples/demo.sh
 
 installcheck-local:
 	$(MKDIR_P) installcheck-tmp
