@@ -20,29 +20,9 @@
 #include <tessera.h>
 
 #include "tap.h"
+#include "test_ckpt_model.h"
 
-static uint64_t seed;
-static tsr_device_t dev;
-static char dir[256];
 static MPI_Comm solo; /* rank 0 alone; MPI_COMM_NULL elsewhere */
-
-enum split { BLOCK_2D, ROWS_TP, COLS_TP, REPL_TP, REPL_TP_ROW, REPL_TP_COL };
-
-typedef struct spec {
-    const char *name;
-    long rows, cols;
-    int layer; /* 0..NLAYER-1; layer l lives on pipeline stage l * pp / NLAYER */
-    enum split split;
-    int tied;  /* also held by the last stage (tied embedding) */
-} spec_t;
-
-#define NLAYER 4
-static const spec_t specs[] = {
-    {"wte", 11, 6, 0, BLOCK_2D, 1},    {"h0.ln.g", 1, 6, 1, REPL_TP, 0},      {"h0.attn.w", 6, 9, 1, REPL_TP_ROW, 0},
-    {"h0.fc.w", 6, 10, 1, COLS_TP, 0}, {"h0.fc.b", 1, 10, 1, REPL_TP_COL, 0}, {"h0.proj.w", 10, 6, 2, ROWS_TP, 0},
-    {"h0.fc", 7, 5, 2, BLOCK_2D, 0}, /* a prefix of h0.fc.w: HDF5 lists /optim/h0.fc/m first */
-};
-#define NSPEC ((int)(sizeof specs / sizeof *specs))
 
 typedef struct model {
     int id[NSPEC];                 /* registered id, -1 if this rank holds none of it */
@@ -51,51 +31,6 @@ typedef struct model {
     tsr_zero_t z;
 } model_t;
 
-static void part(long n, int parts, int idx, long *off, long *len)
-{
-    *off = n * idx / parts;
-    *len = n * (idx + 1) / parts - *off;
-}
-
-/* This rank's block of a tensor, or 0 if its pipeline stage does not hold it. */
-static int block_of(const spec_t *s, const tsr_layout_t *lay, const tsr_grid_coords_t *c, tsr_zero_tensor_t *t)
-{
-    int stage = s->layer * lay->pp / NLAYER, last = lay->pp - 1;
-    if (stage != c->pp && !(s->tied && c->pp == last))
-        return 0;
-    int tp = lay->tp_rows * lay->tp_cols;
-    *t = (tsr_zero_tensor_t)TSR_ZERO_TENSOR_INIT;
-    t->name = s->name;
-    t->rows = t->local_rows = s->rows;
-    t->cols = t->local_cols = s->cols;
-    t->layer = stage != c->pp ? NLAYER - 1 : s->layer;
-    switch (s->split) {
-    case BLOCK_2D:
-        part(s->rows, lay->tp_rows, c->tp_row, &t->row_off, &t->local_rows);
-        part(s->cols, lay->tp_cols, c->tp_col, &t->col_off, &t->local_cols);
-        break;
-    case ROWS_TP: part(s->rows, tp, c->tp, &t->row_off, &t->local_rows); break;
-    case COLS_TP: part(s->cols, tp, c->tp, &t->col_off, &t->local_cols); break;
-    case REPL_TP: t->flags = TSR_ZERO_REPLICATED_TP | TSR_ZERO_NO_DECAY; break;
-    case REPL_TP_ROW:
-        part(s->rows, lay->tp_rows, c->tp_row, &t->row_off, &t->local_rows);
-        t->flags = TSR_ZERO_REPLICATED_TP_ROW;
-        break;
-    case REPL_TP_COL:
-        part(s->cols, lay->tp_cols, c->tp_col, &t->col_off, &t->local_cols);
-        t->flags = TSR_ZERO_REPLICATED_TP_COL;
-        break;
-    }
-    if (s->tied)
-        t->flags |= TSR_ZERO_REPLICATED_PP;
-    return 1;
-}
-
-static long global_index(const tsr_zero_tensor_t *t, size_t i)
-{
-    long r = t->row_off + (long)i / t->local_cols, c = t->col_off + (long)i % t->local_cols;
-    return r * t->cols + c;
-}
 
 /* The value of global element e of tensor k for one kind of state; m and v kept as AdamW
  * would (v >= 0). */
@@ -103,11 +38,6 @@ static float value_of(int k, int kind, long e)
 {
     float u = tsr_rng_uniform(seed, 100 * (uint64_t)kind + (uint64_t)k, (uint64_t)e);
     return kind == TSR_ZERO_V ? u * 1e-3f : u - 0.5f;
-}
-
-static int kinds_of(const tsr_zero_config_t *c)
-{
-    return c->optim == TSR_OPTIM_ADAMW ? 3 : c->momentum > 0 ? 2 : 1;
 }
 
 /* A saved or loaded layout: a grid over MPI_COMM_WORLD or over rank 0 alone. */
@@ -138,7 +68,7 @@ static tsr_status_t build(tsr_grid_t grid, const tsr_zero_config_t *cfg, model_t
     tsr_status_t st = tsr_zero_create(grid, dev, cfg, &m->z);
     for (int k = 0; k < NSPEC && st == TSR_OK; k++) {
         m->id[k] = -1;
-        if (block_of(&specs[k], &lay, &c, &m->t[k]))
+        if (block_of(&model_specs[k], &lay, &c, &m->t[k]))
             st = tsr_zero_register(m->z, &m->t[k], &m->id[k]);
     }
     return st == TSR_OK ? tsr_zero_commit(m->z) : st;
@@ -284,37 +214,6 @@ static void reshard(const side_t *from, const side_t *to, int nto, tsr_optim_kin
     }
 }
 
-static void make_dir(void)
-{
-    if (tap_rank() == 0) {
-        snprintf(dir, sizeof dir, "%s/tsr-ckpt-reshard.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-        if (!mkdtemp(dir))
-            dir[0] = '\0';
-    }
-    MPI_Bcast(dir, sizeof dir, MPI_CHAR, 0, MPI_COMM_WORLD);
-    if (!dir[0]) {
-        fprintf(stderr, "# cannot create a temporary directory\n");
-        MPI_Abort(MPI_COMM_WORLD, 2);
-    }
-}
-
-static void remove_dir(void)
-{
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (tap_rank() != 0)
-        return;
-    DIR *d = opendir(dir);
-    for (struct dirent *e; d && (e = readdir(d));) {
-        char path[600];
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            unlink(path);
-        }
-    }
-    if (d)
-        closedir(d);
-    rmdir(dir);
-}
 
 int main(int argc, char **argv)
 {
@@ -328,7 +227,7 @@ int main(int argc, char **argv)
     if (tsr_device_create(TSR_DEVICE_CPU, 0, &dev) != TSR_OK)
         MPI_Abort(MPI_COMM_WORLD, 2);
     MPI_Comm_split(MPI_COMM_WORLD, tap_rank() == 0 ? 0 : MPI_UNDEFINED, 0, &solo);
-    make_dir();
+    make_dir("tsr-ckpt-reshard");
 
     const side_t dp4_s1 = {"dp=4", 0, 1}, tp2x2_s0 = {"tp=2x2", 0, 0}, one_s3 = {"dp=1", 1, 3};
     const side_t pp2tp2x1_s3 = {"pp=2,tp=2x1", 0, 3};

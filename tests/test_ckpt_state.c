@@ -28,30 +28,9 @@
 #include <tessera.h>
 
 #include "tap.h"
+#include "test_ckpt_model.h"
 
-static uint64_t seed;
-static tsr_device_t dev;
-static char dir[256];
-
-/* ---- the model (shared in spirit with test_ckpt_reshard.c) ---- */
-
-enum split { BLOCK_2D, ROWS_TP, COLS_TP, REPL_TP, REPL_TP_ROW, REPL_TP_COL };
-
-typedef struct spec {
-    const char *name;
-    long rows, cols;
-    int layer; /* 0..NLAYER-1; layer l lives on pipeline stage l * pp / NLAYER */
-    enum split split;
-    int tied;  /* also held by the last stage (tied embedding) */
-} spec_t;
-
-#define NLAYER 4
-static const spec_t base_specs[] = {
-    {"wte", 11, 6, 0, BLOCK_2D, 1},    {"h0.ln.g", 1, 6, 1, REPL_TP, 0},      {"h0.attn.w", 6, 9, 1, REPL_TP_ROW, 0},
-    {"h0.fc.w", 6, 10, 1, COLS_TP, 0}, {"h0.fc.b", 1, 10, 1, REPL_TP_COL, 0}, {"h0.proj.w", 10, 6, 2, ROWS_TP, 0},
-    {"h0.fc", 7, 5, 2, BLOCK_2D, 0}, /* a prefix of h0.fc.w: HDF5 lists /optim/h0.fc/m first */
-};
-#define NBASE ((int)(sizeof base_specs / sizeof *base_specs))
+#define NBASE NSPEC
 #define NMAX (NBASE + 1)
 
 /* Model variants for the mismatch tests. */
@@ -70,10 +49,10 @@ static void make_specs(model_t *m, enum variant v)
 {
     m->n = 0;
     for (int k = 0; k < NBASE; k++) {
-        if (v == FEWER_TENSORS && strcmp(base_specs[k].name, "h0.ln.g") == 0)
+        if (v == FEWER_TENSORS && strcmp(model_specs[k].name, "h0.ln.g") == 0)
             continue;
-        m->specs[m->n] = base_specs[k];
-        if (v == OTHER_SHAPE && strcmp(base_specs[k].name, "h0.fc") == 0)
+        m->specs[m->n] = model_specs[k];
+        if (v == OTHER_SHAPE && strcmp(model_specs[k].name, "h0.fc") == 0)
             m->specs[m->n].cols = 4;
         m->n++;
     }
@@ -81,51 +60,6 @@ static void make_specs(model_t *m, enum variant v)
         m->specs[m->n++] = (spec_t){"h1.extra", 4, 4, 2, BLOCK_2D, 0};
 }
 
-static void part(long n, int parts, int idx, long *off, long *len)
-{
-    *off = n * idx / parts;
-    *len = n * (idx + 1) / parts - *off;
-}
-
-/* This rank's block of a tensor, or 0 if its pipeline stage does not hold it. */
-static int block_of(const spec_t *s, const tsr_layout_t *lay, const tsr_grid_coords_t *c, tsr_zero_tensor_t *t)
-{
-    int stage = s->layer * lay->pp / NLAYER, last = lay->pp - 1;
-    if (stage != c->pp && !(s->tied && c->pp == last))
-        return 0;
-    int tp = lay->tp_rows * lay->tp_cols;
-    *t = (tsr_zero_tensor_t)TSR_ZERO_TENSOR_INIT;
-    t->name = s->name;
-    t->rows = t->local_rows = s->rows;
-    t->cols = t->local_cols = s->cols;
-    t->layer = stage != c->pp ? NLAYER - 1 : s->layer;
-    switch (s->split) {
-    case BLOCK_2D:
-        part(s->rows, lay->tp_rows, c->tp_row, &t->row_off, &t->local_rows);
-        part(s->cols, lay->tp_cols, c->tp_col, &t->col_off, &t->local_cols);
-        break;
-    case ROWS_TP: part(s->rows, tp, c->tp, &t->row_off, &t->local_rows); break;
-    case COLS_TP: part(s->cols, tp, c->tp, &t->col_off, &t->local_cols); break;
-    case REPL_TP: t->flags = TSR_ZERO_REPLICATED_TP | TSR_ZERO_NO_DECAY; break;
-    case REPL_TP_ROW:
-        part(s->rows, lay->tp_rows, c->tp_row, &t->row_off, &t->local_rows);
-        t->flags = TSR_ZERO_REPLICATED_TP_ROW;
-        break;
-    case REPL_TP_COL:
-        part(s->cols, lay->tp_cols, c->tp_col, &t->col_off, &t->local_cols);
-        t->flags = TSR_ZERO_REPLICATED_TP_COL;
-        break;
-    }
-    if (s->tied)
-        t->flags |= TSR_ZERO_REPLICATED_PP;
-    return 1;
-}
-
-static long global_index(const tsr_zero_tensor_t *t, size_t i)
-{
-    long r = t->row_off + (long)i / t->local_cols, c = t->col_off + (long)i % t->local_cols;
-    return r * t->cols + c;
-}
 
 static float init_of(int k, long e) { return tsr_rng_uniform(seed, 900 + (uint64_t)k, (uint64_t)e) - 0.5f; }
 
@@ -191,11 +125,6 @@ static tsr_status_t train(model_t *m, int d, int steps)
     return st;
 }
 
-static int kinds_of(const tsr_zero_config_t *c)
-{
-    return c->optim == TSR_OPTIM_ADAMW ? 3 : c->momentum > 0 ? 2 : 1;
-}
-
 /* Every stored piece of every kind, and the working parameters (stages 0-2), in one array. */
 static float *snapshot(const model_t *m, size_t *n)
 {
@@ -238,37 +167,6 @@ static int same_snapshot(const float *a, size_t na, const float *b, size_t nb)
 
 /* ---- checkpoint directory ---- */
 
-static void make_dir(void)
-{
-    if (tap_rank() == 0) {
-        snprintf(dir, sizeof dir, "%s/tsr-ckpt-state.XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
-        if (!mkdtemp(dir))
-            dir[0] = '\0';
-    }
-    MPI_Bcast(dir, sizeof dir, MPI_CHAR, 0, MPI_COMM_WORLD);
-    if (!dir[0]) {
-        fprintf(stderr, "# cannot create a temporary directory\n");
-        MPI_Abort(MPI_COMM_WORLD, 2);
-    }
-}
-
-static void remove_dir(void)
-{
-    MPI_Barrier(MPI_COMM_WORLD);
-    if (tap_rank() != 0)
-        return;
-    DIR *d = opendir(dir);
-    for (struct dirent *e; d && (e = readdir(d));) {
-        char path[600];
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) {
-            snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
-            unlink(path);
-        }
-    }
-    if (d)
-        closedir(d);
-    rmdir(dir);
-}
 
 static int64_t next_step = 1;
 
@@ -554,7 +452,7 @@ int main(int argc, char **argv)
     seed = tap_seed();
     if (tsr_device_create(TSR_DEVICE_CPU, 0, &dev) != TSR_OK)
         MPI_Abort(MPI_COMM_WORLD, 2);
-    make_dir();
+    make_dir("tsr-ckpt-state");
     static const layout_case_t cases1[] = {{"dp=1", 3, TSR_OPTIM_SGD}, {"dp=1", 0, TSR_OPTIM_ADAMW}};
     static const layout_case_t cases2[] = {
         {"tp=1x2", 0, TSR_OPTIM_SGD}, {"pp=2", 1, TSR_OPTIM_ADAMW}, {"dp=2", 2, TSR_OPTIM_ADAMW}};

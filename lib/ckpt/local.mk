@@ -26,6 +26,6 @@ libtessera_la_SOURCES += lib/ckpt/state.c
 ckpt_state_tests = tests/test_ckpt_state tests/test_ckpt_reshard
 check_PROGRAMS += $(ckpt_state_tests)
 TESTS += $(ckpt_state_tests)
-EXTRA_DIST += doc/checkpoint.md
+EXTRA_DIST += doc/checkpoint.md tests/test_ckpt_model.h
 # test_ckpt_state damages a file with HDF5 itself (to find a dataset's offset).
 tests_test_ckpt_state_LDADD = libtessera.la $(HDF5_LIBS)
