@@ -17,4 +17,5 @@ $mpiexec $MPIEXEC_FLAGS -n 4 apps/tsr-train --layout pp=2,tp=1x2 --micro-batches
 apps/tsr-ckpt verify "$dir/ckpt"
 first=$(head -1 "$dir/log.jsonl" | sed 's/.*"loss": *\([0-9.]*\).*/\1/')
 last=$(tail -1 "$dir/log.jsonl" | sed 's/.*"loss": *\([0-9.]*\).*/\1/')
-echo "demo: loss $first at step 1, $last at step 120 (resumed at step 60 on another layout); files in $dir"
+printf 'demo: loss %.4f at step 1, %.4f at step 120 (resumed at step 60 on another layout); files in %s\n' \
+    "$first" "$last" "$dir"
