@@ -10,12 +10,15 @@ libtessera_la_SOURCES = \
 	lib/core/timer.c \
 	lib/core/memory.c \
 	lib/core/rng.c \
+	lib/core/dtype.c \
 	lib/core/version.c \
 	lib/device/device_impl.h \
 	lib/device/device.c \
 	lib/device/cpu.c \
 	lib/device/cuda.c \
 	lib/device/cuda_kernels.h \
+	lib/device/cuda_impl.h \
+	lib/device/cuda_launch.h \
 	lib/comm/comm_impl.h \
 	lib/comm/comm.c \
 	lib/comm/comm_mpi.c \
@@ -41,11 +44,13 @@ include_HEADERS = lib/include/tessera.h
 tsr_include_HEADERS = \
 	lib/include/tessera/visibility.h \
 	lib/include/tessera/status.h \
+	lib/include/tessera/dtype.h \
 	lib/include/tessera/log.h \
 	lib/include/tessera/timer.h \
 	lib/include/tessera/memory.h \
 	lib/include/tessera/rng.h \
 	lib/include/tessera/device.h \
+	lib/include/tessera/kernels.h \
 	lib/include/tessera/comm.h \
 	lib/include/tessera/grid.h
 nodist_tsr_include_HEADERS = lib/include/tessera/config.h

@@ -16,14 +16,6 @@ static const char *const op_names[TSR_COMM_OP_COUNT] = {
     [TSR_COMM_SEND] = "send",           [TSR_COMM_RECV] = "recv",
 };
 
-size_t tsr_dtype_size(tsr_dtype_t dtype)
-{
-    static const size_t sizes[TSR_DTYPE_COUNT] = {
-        [TSR_DTYPE_F32] = 4, [TSR_DTYPE_F64] = 8, [TSR_DTYPE_I32] = 4, [TSR_DTYPE_I64] = 8, [TSR_DTYPE_U8] = 1,
-    };
-    return (unsigned)dtype < TSR_DTYPE_COUNT ? sizes[dtype] : 0;
-}
-
 const char *tsr_comm_op_name(tsr_comm_op_t op)
 {
     return (unsigned)op < TSR_COMM_OP_COUNT ? op_names[op] : "unknown";

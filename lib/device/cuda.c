@@ -10,6 +10,7 @@
 #include <cuda_runtime.h>
 #include <stdlib.h>
 
+#include "device/cuda_impl.h"
 #include "device/cuda_kernels.h"
 
 typedef struct cuda_state {
@@ -38,6 +39,18 @@ typedef struct cuda_state {
 static cuda_state_t *state(struct tsr_device *dev)
 {
     return (cuda_state_t *)dev->backend;
+}
+
+cudaStream_t tsr__cuda_stream(struct tsr_device *dev)
+{
+    return state(dev)->stream;
+}
+
+tsr_status_t tsr__cuda_status(cudaError_t err, const char *what)
+{
+    if (err == cudaSuccess)
+        return TSR_OK;
+    return TSR_ERROR(TSR_ERR_CUDA, "%s: %s", what, cudaGetErrorString(err));
 }
 
 static int cuda_count(void)

@@ -1,5 +1,6 @@
 // cuda_kernels.cu: CUDA kernels of the device backend. Each has a CPU twin in cpu.c that
 // tests/test_device_cuda.c checks it against.
+#include "device/cuda_launch.h"
 #include "device/cuda_kernels.h"
 
 // x: n floats. Grid-stride loop, so any n works with a bounded grid.
@@ -15,6 +16,6 @@ extern "C" cudaError_t tsr__cuda_fill_f32(float *x, float value, size_t n, cudaS
     size_t blocks = (n + threads - 1) / threads;
     if (blocks > 65535)
         blocks = 65535;
-    fill_f32_kernel<<<(unsigned)blocks, threads, 0, stream>>>(x, value, n);
+    TSR_LAUNCH(fill_f32_kernel, (unsigned)blocks, threads, 0, stream, x, value, n);
     return cudaGetLastError();
 }

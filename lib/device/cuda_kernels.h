@@ -2,7 +2,11 @@
 #ifndef TESSERA_CUDA_KERNELS_H
 #define TESSERA_CUDA_KERNELS_H
 
+#ifdef TSR_CUDA_EMU
+#include "cuda_emu.h"
+#else
 #include <cuda_runtime.h>
+#endif
 #include <stddef.h>
 
 #ifdef __cplusplus

@@ -19,11 +19,13 @@
 
 #include <tessera/config.h>
 #include <tessera/status.h>
+#include <tessera/dtype.h>
 #include <tessera/log.h>
 #include <tessera/timer.h>
 #include <tessera/memory.h>
 #include <tessera/rng.h>
 #include <tessera/device.h>
+#include <tessera/kernels.h>
 #include <tessera/comm.h>
 #include <tessera/grid.h>
 #include <tessera/tp.h>

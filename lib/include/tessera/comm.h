@@ -25,6 +25,7 @@
 #include <mpi.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <tessera/dtype.h>
 #include <tessera/status.h>
 #include <tessera/visibility.h>
 
@@ -37,16 +38,6 @@ typedef struct tsr_comm *tsr_comm_t;
 
 /** An opaque handle on a non-blocking operation in flight. */
 typedef struct tsr_request *tsr_request_t;
-
-/** Element types of communicated buffers. */
-typedef enum tsr_dtype {
-    TSR_DTYPE_F32 = 0,
-    TSR_DTYPE_F64,
-    TSR_DTYPE_I32,
-    TSR_DTYPE_I64,
-    TSR_DTYPE_U8,
-    TSR_DTYPE_COUNT
-} tsr_dtype_t;
 
 /** Reductions. */
 typedef enum tsr_reduce_op { TSR_REDUCE_SUM = 0, TSR_REDUCE_MAX, TSR_REDUCE_MIN } tsr_reduce_op_t;
@@ -74,9 +65,6 @@ typedef struct tsr_comm_counters {
     uint64_t bytes[TSR_COMM_OP_COUNT];   /**< bytes sent, per operation (see the model above) */
     uint64_t calls[TSR_COMM_OP_COUNT];   /**< calls, blocking and non-blocking, per operation */
 } tsr_comm_counters_t;
-
-/** Size in bytes of one element of @p dtype (0 for an invalid type). */
-TSR_API size_t tsr_dtype_size(tsr_dtype_t dtype);
 
 /** The name of an operation ("allreduce", "reduce_scatter", ...). */
 TSR_API const char *tsr_comm_op_name(tsr_comm_op_t op);

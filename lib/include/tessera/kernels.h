@@ -1,0 +1,213 @@
+/**
+ * @file tessera/kernels.h
+ * @brief The compute of a transformer on one device: GEMMs with epilogues, layernorm, GELU,
+ * residual adds, embeddings, softmax cross-entropy fused with its backward, causal attention,
+ * optimizer updates, reductions and casts.
+ *
+ * Every kernel exists twice: on the CPU (plain C and CBLAS, fp32: the reference) and on CUDA
+ * (cuBLASLt and Tessera's own kernels, fp32 or bf16). tests/test_kernels_*.c check each CUDA
+ * kernel against its CPU twin.
+ *
+ * Conventions.
+ *   - Pointers are memory of the device passed (host memory for the CPU device), from
+ *     tsr_device_alloc() or inside such a buffer. Matrices are row-major; a leading dimension
+ *     (ld) counts elements per stored row.
+ *   - @p dt is the element type of activations, compute copies of parameters and activation
+ *     gradients: #TSR_DTYPE_F32 on every device, #TSR_DTYPE_BF16 on CUDA only (the CPU
+ *     answers TSR_ERR_NOT_SUPPORTED). Arguments declared float are fp32 whatever @p dt is:
+ *     statistics (layernorm mean and rstd, attention log-sum-exp), losses, the parameter
+ *     gradients that kernels accumulate, optimizer state.
+ *   - "+=" in a description: the kernel adds into its output; otherwise it overwrites.
+ *   - Work is queued on the device's stream in call order (done at once on the CPU); only
+ *     the functions that return a host value wait for the device.
+ *   - GELU is GPT-2's tanh form: gelu(x) = x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+ *   - A rejected argument (a type the device does not support, a shape a kernel cannot run)
+ *     is a one-line TSR_ERR_INVALID_ARG or TSR_ERR_NOT_SUPPORTED naming it; nothing is queued.
+ */
+#ifndef TESSERA_KERNELS_H
+#define TESSERA_KERNELS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <tessera/device.h>
+#include <tessera/dtype.h>
+#include <tessera/status.h>
+#include <tessera/visibility.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ---------- GEMM ---------- */
+
+/** What a GEMM does after the product P = alpha op(A) op(B). */
+typedef enum tsr_epilogue {
+    TSR_EPILOGUE_NONE = 0,  /**< C = P + beta C */
+    TSR_EPILOGUE_BIAS,      /**< C = P + beta C + bias (bias: n values, added to every row) */
+    TSR_EPILOGUE_BIAS_GELU, /**< aux = P + bias; C = gelu(aux) (beta must be 0) */
+    TSR_EPILOGUE_DGELU      /**< C = P * gelu'(aux), aux from a BIAS_GELU forward (beta must be 0) */
+} tsr_epilogue_t;
+
+/**
+ * One GEMM, C (m×n) from op(A) (m×k) and op(B) (k×n), accumulated in fp32.
+ * Types: ab_type F32 with c_type F32; or ab_type BF16 with c_type BF16 or F32 (so weight
+ * gradients can accumulate in fp32 with beta = 1). bias and aux have c_type; aux is m×n
+ * with leading dimension ld_aux. Start from #TSR_GEMM_INIT.
+ */
+typedef struct tsr_gemm {
+    tsr_trans_t trans_a, trans_b;
+    int m, n, k;
+    float alpha, beta;
+    tsr_dtype_t ab_type, c_type;
+    const void *a;
+    int lda;
+    const void *b;
+    int ldb;
+    void *c;
+    int ldc;
+    tsr_epilogue_t epilogue;
+    const void *bias;
+    void *aux;
+    int ld_aux;
+} tsr_gemm_t;
+
+/** No transposes, alpha 1, beta 0, fp32, no epilogue; shapes and pointers still to set. */
+#define TSR_GEMM_INIT                                                                                              \
+    {TSR_NO_TRANS, TSR_NO_TRANS, 0, 0, 0, 1.0f, 0.0f, TSR_DTYPE_F32, TSR_DTYPE_F32, NULL, 0, NULL, 0, NULL, 0,      \
+     TSR_EPILOGUE_NONE, NULL, NULL, 0}
+
+/** Run @p g (see ::tsr_gemm_t). m, n or k of 0 is a no-op (C scaled by beta when k is 0). */
+TSR_API tsr_status_t tsr_kernel_gemm(tsr_device_t dev, const tsr_gemm_t *g);
+
+/* ---------- layer operations ---------- */
+
+/**
+ * y = (x - mean) * rstd * gamma + beta over each of @p rows rows of @p cols values;
+ * mean[r] and rstd[r] = 1/sqrt(var + eps) (biased variance) are saved for the backward.
+ * x, y: rows×cols of @p dt (contiguous); gamma, beta: cols of @p dt.
+ */
+TSR_API tsr_status_t tsr_kernel_layernorm_forward(tsr_device_t dev, tsr_dtype_t dt, int rows, int cols,
+                                                  const void *x, const void *gamma, const void *beta, float eps,
+                                                  void *y, float *mean, float *rstd);
+
+/**
+ * Backward of tsr_kernel_layernorm_forward(): dx += dL/dx (dt), dgamma += and dbeta += (fp32,
+ * cols each) from dy (dt) and the saved mean and rstd.
+ */
+TSR_API tsr_status_t tsr_kernel_layernorm_backward(tsr_device_t dev, tsr_dtype_t dt, int rows, int cols,
+                                                   const void *dy, const void *x, const void *gamma,
+                                                   const float *mean, const float *rstd, void *dx, float *dgamma,
+                                                   float *dbeta);
+
+/** y = gelu(x), n elements; y may be x. */
+TSR_API tsr_status_t tsr_kernel_gelu_forward(tsr_device_t dev, tsr_dtype_t dt, size_t n, const void *x, void *y);
+
+/** dx = dy * gelu'(x), n elements; dx may be dy. */
+TSR_API tsr_status_t tsr_kernel_gelu_backward(tsr_device_t dev, tsr_dtype_t dt, size_t n, const void *x,
+                                              const void *dy, void *dx);
+
+/** y = a + b, n elements; y may be a or b. */
+TSR_API tsr_status_t tsr_kernel_add(tsr_device_t dev, tsr_dtype_t dt, size_t n, const void *a, const void *b,
+                                    void *y);
+
+/** db += the sum over @p rows rows of dy (rows×cols of @p dt, leading dimension ld); db: cols fp32. */
+TSR_API tsr_status_t tsr_kernel_bias_grad(tsr_device_t dev, tsr_dtype_t dt, int rows, int cols, const void *dy,
+                                          int ld, float *db);
+
+/**
+ * out[s T + t] = wte[tokens[s T + t]] + wpe[t] for @p seqs sequences of @p T tokens;
+ * wte: vocab×C, wpe: T×C, out: (seqs T)×C, all of @p dt. tokens: int32 device memory, each
+ * already checked to be below the vocabulary size.
+ */
+TSR_API tsr_status_t tsr_kernel_embedding_forward(tsr_device_t dev, tsr_dtype_t dt, const int32_t *tokens,
+                                                  int seqs, int T, int C, const void *wte, const void *wpe,
+                                                  void *out);
+
+/**
+ * dwte[tokens[i]] += dout[i] and dwpe[i mod T] += dout[i] (fp32 accumulators, dout of dt).
+ * Deterministic: the same inputs give the same bits.
+ */
+TSR_API tsr_status_t tsr_kernel_embedding_backward(tsr_device_t dev, tsr_dtype_t dt, const int32_t *tokens,
+                                                   int seqs, int T, int C, const void *dout, float *dwte,
+                                                   float *dwpe);
+
+/**
+ * Softmax cross-entropy and its backward in one pass over @p rows rows of @p V logits
+ * (leading dimension ld >= V): losses[r] = logsumexp(row) - row[targets[r]] (fp32), and the
+ * row is overwritten by dscale * (softmax(row) - onehot(targets[r])), the gradient of
+ * dscale * sum(losses). Columns V..ld-1 are not touched. targets: int32 device memory.
+ */
+TSR_API tsr_status_t tsr_kernel_cross_entropy(tsr_device_t dev, tsr_dtype_t dt, int rows, int V, void *logits,
+                                              int ld, const int32_t *targets, float *losses, float dscale);
+
+/**
+ * Causal multi-head attention, scale 1/sqrt(hd), without storing the T×T matrix:
+ * o = softmax(q kᵀ / sqrt(hd) + causal mask) v for every sequence and head. q, k, v: rows
+ * of (seqs T) tokens with leading dimension ld_in, head h in columns [h hd, (h+1) hd);
+ * o likewise with ld_o. lse[(s heads + h) T + t] (fp32) receives the log-sum-exp of each
+ * row of scaled scores, for the backward. hd must be a multiple of 8, at most 128
+ * (on CUDA one of 16, 32, 64, 128).
+ */
+TSR_API tsr_status_t tsr_kernel_attention_forward(tsr_device_t dev, tsr_dtype_t dt, int seqs, int T, int heads,
+                                                  int hd, const void *q, const void *k, const void *v, int ld_in,
+                                                  void *o, int ld_o, float *lse);
+
+/**
+ * Backward of tsr_kernel_attention_forward(): dq, dk, dv (=, leading dimension ld_in, like
+ * q, k, v) from do (leading dimension ld_o, like o), o and lse. delta is fp32 scratch of
+ * seqs × heads × T values.
+ */
+TSR_API tsr_status_t tsr_kernel_attention_backward(tsr_device_t dev, tsr_dtype_t dt, int seqs, int T, int heads,
+                                                   int hd, const void *q, const void *k, const void *v, int ld_in,
+                                                   const void *o, const void *d_o, int ld_o, const float *lse,
+                                                   float *delta, void *dq, void *dk, void *dv);
+
+/* ---------- optimizer updates and reductions (fp32 state) ---------- */
+
+/** Hyper-parameters of one AdamW update; bc1 and bc2 are the bias corrections 1 - beta^t. */
+typedef struct tsr_adamw_params {
+    float lr, beta1, beta2, eps, weight_decay;
+    float bc1, bc2;
+    float grad_coef; /**< every gradient is multiplied by this first (clipping, loss scale) */
+} tsr_adamw_params_t;
+
+/**
+ * AdamW in PyTorch's order over n values: g' = g grad_coef; m = b1 m + (1-b1) g';
+ * v = b2 v + (1-b2) g'^2; p = p (1 - lr wd) - (lr/bc1) m / (sqrt(v)/sqrt(bc2) + eps).
+ * When @p work is not NULL it receives p converted to @p work_dt (the compute copy).
+ */
+TSR_API tsr_status_t tsr_kernel_adamw(tsr_device_t dev, size_t n, float *p, const float *g, float *m, float *v,
+                                      const tsr_adamw_params_t *hp, tsr_dtype_t work_dt, void *work);
+
+/**
+ * SGD with PyTorch's momentum (m = mu m + g', zero-initialized; no momentum when m is NULL)
+ * and decoupled weight decay: p = p (1 - lr wd) - lr d, d = m or g'. @p work as for AdamW.
+ */
+TSR_API tsr_status_t tsr_kernel_sgd(tsr_device_t dev, size_t n, float *p, const float *g, float *m, float lr,
+                                    float momentum, float weight_decay, float grad_coef, tsr_dtype_t work_dt,
+                                    void *work);
+
+/** *out = the sum of x[i]^2 over n fp32 values, accumulated in double. Waits for the device. */
+TSR_API tsr_status_t tsr_kernel_sumsq(tsr_device_t dev, const float *x, size_t n, double *out);
+
+/** *out = the sum of n fp32 values, accumulated in double. Waits for the device. */
+TSR_API tsr_status_t tsr_kernel_sum(tsr_device_t dev, const float *x, size_t n, double *out);
+
+/** y += alpha x over n fp32 values. */
+TSR_API tsr_status_t tsr_kernel_axpy(tsr_device_t dev, size_t n, float alpha, const float *x, float *y);
+
+/** x *= alpha over n values of @p dt. */
+TSR_API tsr_status_t tsr_kernel_scale(tsr_device_t dev, tsr_dtype_t dt, size_t n, void *x, float alpha);
+
+/**
+ * dst = src converted, n values: F32 to BF16 rounds to nearest even (NaN stays NaN), BF16 to
+ * F32 is exact, equal types copy. Supported on every device, BF16 included (stored as the
+ * top 16 bits of the float).
+ */
+TSR_API tsr_status_t tsr_kernel_cast(tsr_device_t dev, tsr_dtype_t src_type, const void *src,
+                                     tsr_dtype_t dst_type, void *dst, size_t n);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* TESSERA_KERNELS_H */
