@@ -30,6 +30,13 @@ if TSR_HAVE_CUDA
 libtessera_la_SOURCES += lib/device/cuda_kernels.cu
 endif
 
+# Optimizer updates, reductions, axpy, scale and casts of tessera/kernels.h.
+libtessera_la_SOURCES += lib/device/kernels_optim.c lib/device/optim_impl.h lib/device/cpu_optim.c \
+	lib/device/cuda_optim.h
+if TSR_HAVE_CUDA
+libtessera_la_SOURCES += lib/device/cuda_optim.cu
+endif
+
 # nvcc through libtool: build-aux/nvcc-libtool turns libtool's -fPIC into -Xcompiler -fPIC.
 SUFFIXES += .cu
 AM_V_NVCC = $(am__v_NVCC_@AM_V@)

@@ -1,0 +1,44 @@
+/*
+ * optim_impl.h: the CPU optimizer updates, reductions, scaling and casts (cpu_optim.c),
+ * private to lib/device. Arguments are already checked by kernels_optim.c; these cannot fail.
+ *
+ * bf16 values are stored on the CPU as uint16_t: the top half of the float.
+ */
+#ifndef TESSERA_OPTIM_IMPL_H
+#define TESSERA_OPTIM_IMPL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <tessera/dtype.h>
+#include <tessera/kernels.h>
+
+/* x rounded to bf16, to nearest even; every NaN gives the canonical NaN 0x7fff, as CUDA's
+ * __float2bfloat16 does. */
+uint16_t tsr__bf16_from_f32(float x);
+
+/* The float whose top half is h (exact). */
+float tsr__f32_from_bf16(uint16_t h);
+
+/* AdamW over n values in lib/zero's order and float types (bit-identical to tsr__zero_adamw);
+ * work (when not NULL) receives the new p as work_dt, F32 or BF16. */
+void tsr__cpu_adamw(size_t n, float *p, const float *g, float *m, float *v, const tsr_adamw_params_t *hp,
+                    tsr_dtype_t work_dt, void *work);
+
+/* SGD as tsr__zero_sgd (m NULL: no momentum); work as for AdamW. */
+void tsr__cpu_sgd(size_t n, float *p, const float *g, float *m, float lr, float momentum, float weight_decay,
+                  float grad_coef, tsr_dtype_t work_dt, void *work);
+
+/* Serial double sums in index order (tsr__zero_sumsq's order). */
+double tsr__cpu_sumsq(const float *x, size_t n);
+double tsr__cpu_sum(const float *x, size_t n);
+
+/* y += alpha x. */
+void tsr__cpu_axpy(size_t n, float alpha, const float *x, float *y);
+
+/* x *= alpha, dt F32 or BF16 (the product rounded to float, then to bf16). */
+void tsr__cpu_scale(tsr_dtype_t dt, size_t n, void *x, float alpha);
+
+/* dst = src converted: F32 to BF16, BF16 to F32, or a copy of any one type to itself. */
+void tsr__cpu_cast(tsr_dtype_t src_type, const void *src, tsr_dtype_t dst_type, void *dst, size_t n);
+
+#endif /* TESSERA_OPTIM_IMPL_H */
