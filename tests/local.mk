@@ -24,6 +24,8 @@ tsr_tests = \
 	tests/test_comm_collectives \
 	tests/test_comm_nonblocking
 
+tsr_tests += tests/test_kernels_optim
+
 check_PROGRAMS += $(tsr_tests)
 TESTS += $(tsr_tests)
 EXTRA_DIST += tests/tap.h tests/tap-mpi.sh
