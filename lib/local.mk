@@ -19,6 +19,10 @@ libtessera_la_SOURCES = \
 	lib/device/cuda_kernels.h \
 	lib/device/cuda_impl.h \
 	lib/device/cuda_launch.h \
+	lib/device/kernels_layer.c \
+	lib/device/layer_impl.h \
+	lib/device/cpu_layer.c \
+	lib/device/cuda_layer.h \
 	lib/comm/comm_impl.h \
 	lib/comm/comm.c \
 	lib/comm/comm_mpi.c \
@@ -28,6 +32,7 @@ libtessera_la_SOURCES = \
 
 if TSR_HAVE_CUDA
 libtessera_la_SOURCES += lib/device/cuda_kernels.cu
+libtessera_la_SOURCES += lib/device/cuda_layer.cu
 endif
 
 # Optimizer updates, reductions, axpy, scale and casts of tessera/kernels.h.
