@@ -110,15 +110,14 @@ __device__ void load_tile(bf16 *dst, int ldt, const bf16 *src, int ld, int valid
     for (int idx = threadIdx.x; idx < ROWS * CHUNKS; idx += THREADS) {
         const int r = idx / CHUNKS, c = idx % CHUNKS * 8;
         bf16 *d = dst + r * ldt + c;
-        const bf16 *s = src + (size_t)r * ld + c;
         if (r >= valid) {
             for (int e = 0; e < 8; e++)
                 d[e] = __float2bfloat16(0.0f);
         } else if (vec) {
-            copy16(d, s);
+            copy16(d, src + (size_t)r * ld + c);
         } else {
             for (int e = 0; e < 8; e++)
-                d[e] = s[e];
+                d[e] = src[(size_t)r * ld + c + e];
         }
     }
 }
