@@ -66,3 +66,13 @@ tsr_include_HEADERS = \
 	lib/include/tessera/comm.h \
 	lib/include/tessera/grid.h
 nodist_tsr_include_HEADERS = lib/include/tessera/config.h
+
+# Causal attention kernels (tessera/kernels.h): dispatch, CPU twin, CUDA kernels.
+libtessera_la_SOURCES += \
+	lib/device/kernels_attention.c \
+	lib/device/attention_impl.h \
+	lib/device/cpu_attention.c \
+	lib/device/cuda_attention.h
+if TSR_HAVE_CUDA
+libtessera_la_SOURCES += lib/device/cuda_attention.cu
+endif

@@ -30,3 +30,6 @@ tsr_tests += tests/test_kernels_optim
 check_PROGRAMS += $(tsr_tests)
 TESTS += $(tsr_tests)
 EXTRA_DIST += tests/tap.h tests/tap-mpi.sh
+
+check_PROGRAMS += tests/test_kernels_attention
+TESTS += tests/test_kernels_attention
