@@ -26,4 +26,4 @@ tsr_tests = \
 
 check_PROGRAMS += $(tsr_tests)
 TESTS += $(tsr_tests)
-EXTRA_DIST += tests/tap.h tests/tap-mpi.sh
+EXTRA_DIST += tests/tap.h tests/tap-mpi.sh tests/test_device_copy2d.h

@@ -112,15 +112,27 @@ cleanup:
     return rc;
 }
 
+static const enum cudaMemcpyKind copy_kinds[] = {
+    [TSR_COPY_HOST_TO_DEVICE] = cudaMemcpyHostToDevice,
+    [TSR_COPY_DEVICE_TO_HOST] = cudaMemcpyDeviceToHost,
+    [TSR_COPY_DEVICE_TO_DEVICE] = cudaMemcpyDeviceToDevice,
+};
+
 static tsr_status_t cuda_copy(struct tsr_device *dev, void *dst, const void *src, size_t bytes, tsr_copy_dir_t dir)
 {
-    static const enum cudaMemcpyKind kinds[] = {
-        [TSR_COPY_HOST_TO_DEVICE] = cudaMemcpyHostToDevice,
-        [TSR_COPY_DEVICE_TO_HOST] = cudaMemcpyDeviceToHost,
-        [TSR_COPY_DEVICE_TO_DEVICE] = cudaMemcpyDeviceToDevice,
-    };
     tsr_status_t rc = TSR_OK;
-    CALL_CUDA(cudaMemcpyAsync(dst, src, bytes, kinds[dir], state(dev)->stream));
+    CALL_CUDA(cudaMemcpyAsync(dst, src, bytes, copy_kinds[dir], state(dev)->stream));
+    CALL_CUDA(cudaStreamSynchronize(state(dev)->stream));
+cleanup:
+    return rc;
+}
+
+static tsr_status_t cuda_copy_2d(struct tsr_device *dev, void *dst, size_t dst_pitch, const void *src,
+                                 size_t src_pitch, size_t row_bytes, size_t rows, tsr_copy_dir_t dir)
+{
+    tsr_status_t rc = TSR_OK;
+    CALL_CUDA(
+        cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, row_bytes, rows, copy_kinds[dir], state(dev)->stream));
     CALL_CUDA(cudaStreamSynchronize(state(dev)->stream));
 cleanup:
     return rc;
@@ -171,6 +183,7 @@ const tsr_device_ops_t tsr__device_cuda_ops = {
     .alloc = cuda_alloc,
     .free = cuda_free,
     .copy = cuda_copy,
+    .copy_2d = cuda_copy_2d,
     .memset = cuda_memset,
     .fill_f32 = cuda_fill_f32,
     .gemm_f32 = cuda_gemm_f32,
