@@ -19,6 +19,11 @@ libtessera_la_SOURCES = \
 	lib/device/cuda_kernels.h \
 	lib/device/cuda_impl.h \
 	lib/device/cuda_launch.h \
+	lib/device/gemm_impl.h \
+	lib/device/kernels_gemm.c \
+	lib/device/cpu_gemm.c \
+	lib/device/cuda_gemm.c \
+	lib/device/cuda_gemm_epilogue.h \
 	lib/comm/comm_impl.h \
 	lib/comm/comm.c \
 	lib/comm/comm_mpi.c \
@@ -28,6 +33,7 @@ libtessera_la_SOURCES = \
 
 if TSR_HAVE_CUDA
 libtessera_la_SOURCES += lib/device/cuda_kernels.cu
+libtessera_la_SOURCES += lib/device/cuda_gemm_epilogue.cu
 endif
 
 # nvcc through libtool: build-aux/nvcc-libtool turns libtool's -fPIC into -Xcompiler -fPIC.

@@ -19,6 +19,7 @@ tsr_tests = \
 	tests/test_core_misc \
 	tests/test_device_cpu \
 	tests/test_device_cuda \
+	tests/test_kernels_gemm \
 	tests/test_grid_layout \
 	tests/test_grid_shapes \
 	tests/test_comm_collectives \
