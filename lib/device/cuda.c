@@ -36,15 +36,6 @@ typedef struct cuda_state {
         }                                                                                          \
     } while (0)
 
-#define CALL_CUBLAS(call)                                                                          \
-    do {                                                                                           \
-        cublasStatus_t tsr_blas_rc_ = (call);                                                      \
-        if (tsr_blas_rc_ != CUBLAS_STATUS_SUCCESS) {                                               \
-            rc = TSR_ERROR(TSR_ERR_CUBLAS, "%s failed: %s", #call, cublasGetStatusString(tsr_blas_rc_)); \
-            goto cleanup;                                                                          \
-        }                                                                                          \
-    } while (0)
-
 static cuda_state_t *state(struct tsr_device *dev)
 {
     return (cuda_state_t *)dev->backend;

@@ -43,15 +43,6 @@
 /* Distinct GEMMs remembered per device: a GPT step has a few dozen at most. */
 #define PLAN_SLOTS 64
 
-#define CALL_CUBLAS(call)                                                                               \
-    do {                                                                                                \
-        cublasStatus_t tsr_blas_rc_ = (call);                                                           \
-        if (tsr_blas_rc_ != CUBLAS_STATUS_SUCCESS) {                                                    \
-            rc = TSR_ERROR(TSR_ERR_CUBLAS, "%s failed: %s", #call, cublasGetStatusString(tsr_blas_rc_)); \
-            goto cleanup;                                                                               \
-        }                                                                                               \
-    } while (0)
-
 /* Everything that decides a plan, in cuBLASLt's view. Zero-filled before use so that keys
  * compare with memcmp. */
 typedef struct plan_key {

@@ -30,6 +30,17 @@ struct tsr__gemm_plans;
 struct tsr__gemm_plans **tsr__cuda_gemm_plans(struct tsr_device *dev);
 void tsr__cuda_gemm_plans_destroy(struct tsr__gemm_plans *plans);
 
+/* Call cuBLAS or cuBLASLt; on failure record TSR_ERR_CUBLAS with the call and cuBLAS's own
+ * message, and jump to cleanup (rc and the label as for TSR_CHECK). */
+#define CALL_CUBLAS(call)                                                                               \
+    do {                                                                                                \
+        cublasStatus_t tsr_blas_rc_ = (call);                                                           \
+        if (tsr_blas_rc_ != CUBLAS_STATUS_SUCCESS) {                                                    \
+            rc = TSR_ERROR(TSR_ERR_CUBLAS, "%s failed: %s", #call, cublasGetStatusString(tsr_blas_rc_)); \
+            goto cleanup;                                                                               \
+        }                                                                                               \
+    } while (0)
+
 /* Turn a CUDA error into a Tessera status with the call's name ("layernorm forward"). */
 tsr_status_t tsr__cuda_status(cudaError_t err, const char *what);
 
