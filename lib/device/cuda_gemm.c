@@ -12,15 +12,15 @@
  *   - NONE and BIAS: cuBLASLt's DEFAULT and BIAS epilogues.
  *   - BIAS_GELU and DGELU with a bf16 C: GELU_AUX_BIAS and DGELU, when ld_aux is a multiple
  *     of 8 (cuBLASLt's rule for a GELU aux matrix).
- *   Bias and aux have C's type, which is cuBLASLt's default for both (left unset).
  *   - BIAS_GELU and DGELU with an fp32 C: the product (and bias) by cuBLASLt, then Tessera's
  *     kernel (cuda_gemm_epilogue.cu). cuBLASLt documents neither its GELU's formula nor its
  *     accuracy, and fp32 results must match the CPU's tanhf-based GELU within 1e-5; bf16's
  *     rounding hides any such difference.
- * An epilogue cuBLASLt declines (no algorithm from its heuristic, or NOT_SUPPORTED from the
- * matmul, when nothing has been queued) runs unfused the same way, and a plain product it
- * declines goes to cublasGemmEx. With k = 0 or alpha = 0 there is no product, as on the CPU:
- * A and B are not read.
+ * Bias and aux have C's type, cuBLASLt's default for both (left unset). An epilogue cuBLASLt
+ * declines (its heuristic fails or finds no algorithm, or the matmul answers NOT_SUPPORTED,
+ * both before anything is queued) runs unfused the same way, and a plain product it declines
+ * goes to cublasGemmEx. With k = 0 or alpha = 0 there is no product, as on the CPU: A and B
+ * are not read.
  *
  * Plans: the descriptors, layouts and the heuristic's algorithm of each distinct (shape,
  * types, transposes, leading dimensions, epilogue, pointer alignments) are kept in a small
@@ -217,9 +217,11 @@ static tsr_status_t plan_build(struct tsr_device *dev, plan_t *p, const matmul_t
     }
 
     cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(lt, p->desc, p->a, p->b, p->d, p->d, pref, 1, &result, &found);
-    /* NOT_SUPPORTED: no heuristic for this configuration, which then runs another way. */
-    TSR_CHECK(st == CUBLAS_STATUS_SUCCESS || st == CUBLAS_STATUS_NOT_SUPPORTED, TSR_ERR_CUBLAS,
-              "cublasLtMatmulAlgoGetHeuristic failed: %s", cublasGetStatusString(st));
+    /* Nothing is queued yet, so whatever cuBLASLt rejects can run another way: a fused epilogue
+     * rejected in any way unfused, a plain product it has no heuristic for (NOT_SUPPORTED) on
+     * cublasGemmEx. Only a plain product rejected as invalid is an error. */
+    TSR_CHECK(st == CUBLAS_STATUS_SUCCESS || st == CUBLAS_STATUS_NOT_SUPPORTED || epilogue != CUBLASLT_EPILOGUE_DEFAULT,
+              TSR_ERR_CUBLAS, "cublasLtMatmulAlgoGetHeuristic failed: %s", cublasGetStatusString(st));
     p->has_algo = st == CUBLAS_STATUS_SUCCESS && found > 0 && result.state == CUBLAS_STATUS_SUCCESS;
     if (p->has_algo)
         p->algo = result.algo;
