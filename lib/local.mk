@@ -23,6 +23,11 @@ libtessera_la_SOURCES = \
 	lib/device/layer_impl.h \
 	lib/device/cpu_layer.c \
 	lib/device/cuda_layer.h \
+	lib/device/gemm_impl.h \
+	lib/device/kernels_gemm.c \
+	lib/device/cpu_gemm.c \
+	lib/device/cuda_gemm.c \
+	lib/device/cuda_gemm_epilogue.h \
 	lib/comm/comm_impl.h \
 	lib/comm/comm.c \
 	lib/comm/comm_mpi.c \
@@ -33,6 +38,7 @@ libtessera_la_SOURCES = \
 if TSR_HAVE_CUDA
 libtessera_la_SOURCES += lib/device/cuda_kernels.cu
 libtessera_la_SOURCES += lib/device/cuda_layer.cu
+libtessera_la_SOURCES += lib/device/cuda_gemm_epilogue.cu
 endif
 
 # Optimizer updates, reductions, axpy, scale and casts of tessera/kernels.h.

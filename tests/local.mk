@@ -20,6 +20,7 @@ tsr_tests = \
 	tests/test_device_cpu \
 	tests/test_device_cuda \
 	tests/test_kernels_layer \
+	tests/test_kernels_gemm \
 	tests/test_grid_layout \
 	tests/test_grid_shapes \
 	tests/test_comm_collectives \
@@ -29,7 +30,7 @@ tsr_tests += tests/test_kernels_optim
 
 check_PROGRAMS += $(tsr_tests)
 TESTS += $(tsr_tests)
-EXTRA_DIST += tests/tap.h tests/tap-mpi.sh
+EXTRA_DIST += tests/tap.h tests/tap-mpi.sh tests/test_device_copy2d.h
 
 check_PROGRAMS += tests/test_kernels_attention
 TESTS += tests/test_kernels_attention

@@ -1,7 +1,7 @@
 /*
- * test_device_cpu: the CPU device. Kind names, copies in every direction, memset and fill,
- * and row-major GEMM for every transpose, several shapes, padded leading dimensions and
- * alpha/beta, against a double-precision triple loop.
+ * test_device_cpu: the CPU device. Kind names, copies in every direction (also strided 2D
+ * copies), memset and fill, and row-major GEMM for every transpose, several shapes, padded
+ * leading dimensions and alpha/beta, against a double-precision triple loop.
  *
  * Inputs are drawn with a fresh seed each run (TSR_TEST_SEED=N repeats a run); the seed is
  * printed as a diagnostic.
@@ -10,6 +10,7 @@
 #include <tessera.h>
 
 #include "tap.h"
+#include "test_device_copy2d.h"
 
 static tsr_device_t dev;
 static uint64_t seed;
@@ -204,6 +205,8 @@ int main(int argc, char **argv)
         tsr_device_free(dev, &d1);
         tsr_device_free(dev, &d2);
     }
+
+    check_copy_2d(dev);
 
     /* --- fill_f32 -------------------------------------------------------------------- */
     {

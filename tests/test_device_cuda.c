@@ -2,7 +2,7 @@
  * test_device_cuda: the CUDA device.
  *   - Backend not built: creating a CUDA device fails with TSR_ERR_NOT_SUPPORTED, saying CUDA.
  *   - Built but no GPU visible: the whole test is skipped.
- *   - A GPU: tracked allocation, copies, memset, fill and GEMM (every transpose) compared with
+ *   - A GPU: tracked allocation, copies (also 2D), memset, fill and GEMM (every transpose) compared with
  *     the CPU device.
  * Inputs are drawn with a fresh seed each run (TSR_TEST_SEED=N repeats a run).
  */
@@ -11,6 +11,7 @@
 #include <tessera.h>
 
 #include "tap.h"
+#include "test_device_copy2d.h"
 
 static int contains_ci(const char *haystack, const char *needle)
 {
@@ -248,6 +249,8 @@ static void with_gpu(void)
         p = d2;
         tsr_device_free(gpu, &p);
     }
+
+    check_copy_2d(gpu);
 
     /* --- GEMM against the CPU device ------------------------------------------------------ */
     static const int shapes[][3] = {{1, 1, 1}, {1, 9, 4}, {7, 1, 5}, {5, 6, 1}, {33, 17, 29}, {64, 48, 96}};

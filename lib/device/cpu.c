@@ -47,6 +47,16 @@ static tsr_status_t cpu_copy(struct tsr_device *dev, void *dst, const void *src,
     return TSR_OK;
 }
 
+static tsr_status_t cpu_copy_2d(struct tsr_device *dev, void *dst, size_t dst_pitch, const void *src, size_t src_pitch,
+                                size_t row_bytes, size_t rows, tsr_copy_dir_t dir)
+{
+    (void)dev;
+    (void)dir;
+    for (size_t r = 0; r < rows; r++)
+        memcpy((char *)dst + r * dst_pitch, (const char *)src + r * src_pitch, row_bytes);
+    return TSR_OK;
+}
+
 static tsr_status_t cpu_memset(struct tsr_device *dev, void *ptr, int value, size_t bytes)
 {
     (void)dev;
@@ -98,6 +108,7 @@ const tsr_device_ops_t tsr__device_cpu_ops = {
     .alloc = cpu_alloc,
     .free = cpu_free,
     .copy = cpu_copy,
+    .copy_2d = cpu_copy_2d,
     .memset = cpu_memset,
     .fill_f32 = cpu_fill_f32,
     .gemm_f32 = cpu_gemm_f32,

@@ -1,11 +1,13 @@
 /*
- * cuda.c: the CUDA backend: cudaMalloc'd memory, one stream per device handle, cuBLAS.
+ * cuda.c: the CUDA backend: cudaMalloc'd memory, one stream per device handle, cuBLAS and
+ * cuBLASLt (with the workspace and matmul plan cache of cuda_gemm.c).
  * Without CUDA in the build the table entry has no open function, so creating a CUDA
  * device reports TSR_ERR_NOT_SUPPORTED (see device.c).
  */
 #include "device/device_impl.h"
 
 #if TSR_HAVE_CUDA
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 #include <stdlib.h>
@@ -13,9 +15,16 @@
 #include "device/cuda_impl.h"
 #include "device/cuda_kernels.h"
 
+/* cuBLASLt's workspace: 32 MiB is what NVIDIA recommends for Hopper; smaller rules out the
+ * fastest algorithms of large GEMMs. */
+#define LT_WORKSPACE_BYTES ((size_t)32 << 20)
+
 typedef struct cuda_state {
     cudaStream_t stream;
     cublasHandle_t blas;
+    cublasLtHandle_t lt;
+    void *lt_workspace; /* LT_WORKSPACE_BYTES, tracked under TSR_MEM_WORKSPACE */
+    struct tsr__gemm_plans *gemm_plans;
 } cuda_state_t;
 
 #define CALL_CUDA(call)                                                                            \
@@ -23,15 +32,6 @@ typedef struct cuda_state {
         cudaError_t tsr_cuda_rc_ = (call);                                                         \
         if (tsr_cuda_rc_ != cudaSuccess) {                                                         \
             rc = TSR_ERROR(TSR_ERR_CUDA, "%s failed: %s", #call, cudaGetErrorString(tsr_cuda_rc_)); \
-            goto cleanup;                                                                          \
-        }                                                                                          \
-    } while (0)
-
-#define CALL_CUBLAS(call)                                                                          \
-    do {                                                                                           \
-        cublasStatus_t tsr_blas_rc_ = (call);                                                      \
-        if (tsr_blas_rc_ != CUBLAS_STATUS_SUCCESS) {                                               \
-            rc = TSR_ERROR(TSR_ERR_CUBLAS, "%s failed: %s", #call, cublasGetStatusString(tsr_blas_rc_)); \
             goto cleanup;                                                                          \
         }                                                                                          \
     } while (0)
@@ -44,6 +44,23 @@ static cuda_state_t *state(struct tsr_device *dev)
 cudaStream_t tsr__cuda_stream(struct tsr_device *dev)
 {
     return state(dev)->stream;
+}
+
+cublasHandle_t tsr__cuda_cublas(struct tsr_device *dev)
+{
+    return state(dev)->blas;
+}
+
+cublasLtHandle_t tsr__cuda_cublaslt(struct tsr_device *dev, void **workspace, size_t *workspace_bytes)
+{
+    *workspace = state(dev)->lt_workspace;
+    *workspace_bytes = LT_WORKSPACE_BYTES;
+    return state(dev)->lt;
+}
+
+struct tsr__gemm_plans **tsr__cuda_gemm_plans(struct tsr_device *dev)
+{
+    return &state(dev)->gemm_plans;
 }
 
 tsr_status_t tsr__cuda_status(cudaError_t err, const char *what)
@@ -68,6 +85,12 @@ static void cuda_close(struct tsr_device *dev)
     cuda_state_t *s = state(dev);
     if (!s)
         return;
+    if (s->stream)
+        cudaStreamSynchronize(s->stream); /* nothing queued may still use the workspace */
+    tsr__cuda_gemm_plans_destroy(s->gemm_plans);
+    (void)tsr_device_free(dev, &s->lt_workspace);
+    if (s->lt)
+        cublasLtDestroy(s->lt);
     if (s->blas)
         cublasDestroy(s->blas);
     if (s->stream)
@@ -88,6 +111,8 @@ static tsr_status_t cuda_open(struct tsr_device *dev, int index)
     CALL_CUDA(cudaStreamCreateWithFlags(&state(dev)->stream, cudaStreamNonBlocking));
     CALL_CUBLAS(cublasCreate(&state(dev)->blas));
     CALL_CUBLAS(cublasSetStream(state(dev)->blas, state(dev)->stream));
+    CALL_CUBLAS(cublasLtCreate(&state(dev)->lt));
+    TSR_TRY(tsr_device_alloc(dev, TSR_MEM_WORKSPACE, LT_WORKSPACE_BYTES, &state(dev)->lt_workspace));
 cleanup:
     if (rc != TSR_OK)
         cuda_close(dev);
@@ -112,15 +137,27 @@ cleanup:
     return rc;
 }
 
+static const enum cudaMemcpyKind copy_kinds[] = {
+    [TSR_COPY_HOST_TO_DEVICE] = cudaMemcpyHostToDevice,
+    [TSR_COPY_DEVICE_TO_HOST] = cudaMemcpyDeviceToHost,
+    [TSR_COPY_DEVICE_TO_DEVICE] = cudaMemcpyDeviceToDevice,
+};
+
 static tsr_status_t cuda_copy(struct tsr_device *dev, void *dst, const void *src, size_t bytes, tsr_copy_dir_t dir)
 {
-    static const enum cudaMemcpyKind kinds[] = {
-        [TSR_COPY_HOST_TO_DEVICE] = cudaMemcpyHostToDevice,
-        [TSR_COPY_DEVICE_TO_HOST] = cudaMemcpyDeviceToHost,
-        [TSR_COPY_DEVICE_TO_DEVICE] = cudaMemcpyDeviceToDevice,
-    };
     tsr_status_t rc = TSR_OK;
-    CALL_CUDA(cudaMemcpyAsync(dst, src, bytes, kinds[dir], state(dev)->stream));
+    CALL_CUDA(cudaMemcpyAsync(dst, src, bytes, copy_kinds[dir], state(dev)->stream));
+    CALL_CUDA(cudaStreamSynchronize(state(dev)->stream));
+cleanup:
+    return rc;
+}
+
+static tsr_status_t cuda_copy_2d(struct tsr_device *dev, void *dst, size_t dst_pitch, const void *src,
+                                 size_t src_pitch, size_t row_bytes, size_t rows, tsr_copy_dir_t dir)
+{
+    tsr_status_t rc = TSR_OK;
+    CALL_CUDA(
+        cudaMemcpy2DAsync(dst, dst_pitch, src, src_pitch, row_bytes, rows, copy_kinds[dir], state(dev)->stream));
     CALL_CUDA(cudaStreamSynchronize(state(dev)->stream));
 cleanup:
     return rc;
@@ -171,6 +208,7 @@ const tsr_device_ops_t tsr__device_cuda_ops = {
     .alloc = cuda_alloc,
     .free = cuda_free,
     .copy = cuda_copy,
+    .copy_2d = cuda_copy_2d,
     .memset = cuda_memset,
     .fill_f32 = cuda_fill_f32,
     .gemm_f32 = cuda_gemm_f32,

@@ -116,6 +116,21 @@ tsr_status_t tsr_device_copy(tsr_device_t dev, void *dst, const void *src, size_
     return dev->ops->copy(dev, dst, src, bytes, dir);
 }
 
+tsr_status_t tsr_device_copy_2d(tsr_device_t dev, void *dst, size_t dst_pitch, const void *src, size_t src_pitch,
+                                size_t row_bytes, size_t rows, tsr_copy_dir_t dir)
+{
+    if (row_bytes == 0 || rows == 0)
+        return TSR_OK;
+    if (!dst || !src || (unsigned)dir > TSR_COPY_DEVICE_TO_DEVICE)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "2D copy of %zu rows of %zu bytes: NULL buffer or bad direction %d",
+                         rows, row_bytes, (int)dir);
+    if (dst_pitch < row_bytes || src_pitch < row_bytes)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG,
+                         "2D copy of rows of %zu bytes: pitches dst %zu and src %zu must be at least the row length",
+                         row_bytes, dst_pitch, src_pitch);
+    return dev->ops->copy_2d(dev, dst, dst_pitch, src, src_pitch, row_bytes, rows, dir);
+}
+
 tsr_status_t tsr_device_memset(tsr_device_t dev, void *ptr, int value, size_t bytes)
 {
     if (bytes == 0)

@@ -17,6 +17,9 @@ typedef struct tsr_device_ops {
     tsr_status_t (*alloc)(struct tsr_device *dev, size_t bytes, void **out);
     tsr_status_t (*free)(struct tsr_device *dev, void *ptr);
     tsr_status_t (*copy)(struct tsr_device *dev, void *dst, const void *src, size_t bytes, tsr_copy_dir_t dir);
+    /* rows rows of row_bytes bytes, pitches in bytes; completes before returning. */
+    tsr_status_t (*copy_2d)(struct tsr_device *dev, void *dst, size_t dst_pitch, const void *src, size_t src_pitch,
+                            size_t row_bytes, size_t rows, tsr_copy_dir_t dir);
     tsr_status_t (*memset)(struct tsr_device *dev, void *ptr, int value, size_t bytes);
     tsr_status_t (*fill_f32)(struct tsr_device *dev, float *x, float value, size_t n);
     tsr_status_t (*gemm_f32)(struct tsr_device *dev, tsr_trans_t ta, tsr_trans_t tb, int m, int n, int k,

@@ -79,6 +79,16 @@ TSR_API tsr_status_t tsr_device_free(tsr_device_t dev, void **ptr);
 TSR_API tsr_status_t tsr_device_copy(tsr_device_t dev, void *dst, const void *src, size_t bytes,
                                      tsr_copy_dir_t dir);
 
+/**
+ * Copy @p rows rows of @p row_bytes bytes each: row r goes from src + r src_pitch to
+ * dst + r dst_pitch (pitches in bytes, each at least @p row_bytes; the regions must not
+ * overlap). Between host and device memory, or within the device, like tsr_device_copy();
+ * completes before returning. A strided block of a matrix in one call.
+ * @return TSR_ERR_INVALID_ARG for a NULL buffer, a pitch below row_bytes or a bad direction.
+ */
+TSR_API tsr_status_t tsr_device_copy_2d(tsr_device_t dev, void *dst, size_t dst_pitch, const void *src,
+                                        size_t src_pitch, size_t row_bytes, size_t rows, tsr_copy_dir_t dir);
+
 /** Set @p bytes of device memory to the byte @p value. */
 TSR_API tsr_status_t tsr_device_memset(tsr_device_t dev, void *ptr, int value, size_t bytes);
 
