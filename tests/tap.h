@@ -16,18 +16,38 @@
  * Tests on random data take their seed from tap_seed() (TSR_TEST_SEED=N repeats a run).
  *
  * Run as "./test --tap-ranks" it prints its rank counts and exits without starting MPI.
+ *
+ * A program without MPI (the emulated CUDA tests in tests/emu) defines TAP_NO_MPI before
+ * including this file and declares the rank count "1": it runs as one process on its own.
  */
 #ifndef TESSERA_TESTS_TAP_H
 #define TESSERA_TESTS_TAP_H
 
 #include <math.h>
-#include <mpi.h>
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+
+#ifdef TAP_NO_MPI
+/* For test programs without MPI (tests/emu): one process, whose "collectives" are copies. */
+#define MPI_COMM_WORLD 0
+#define MPI_INT sizeof(int)
+#define MPI_UINT64_T sizeof(uint64_t)
+#define MPI_MAX 0
+#define MPI_BOR 0
+#define MPI_Init(argc, argv) ((void)(argc), (void)(argv))
+#define MPI_Comm_rank(comm, rank) (*(rank) = 0)
+#define MPI_Comm_size(comm, size) (*(size) = 1)
+#define MPI_Bcast(buf, count, type, root, comm) ((void)(buf))
+#define MPI_Allreduce(in, out, count, type, op, comm) memcpy((out), (in), (size_t)(count) * (type))
+#define MPI_Abort(comm, code) exit(code)
+#define MPI_Finalize() ((void)0)
+#else
+#include <mpi.h>
+#endif
 
 #if defined(__GNUC__)
 #define TAP_UNUSED_ __attribute__((unused))
