@@ -32,6 +32,7 @@ libtessera_la_SOURCES = \
 	lib/comm/comm.c \
 	lib/comm/comm_mpi.c \
 	lib/comm/comm_nccl.c \
+	lib/comm/comm_stage.c \
 	lib/grid/layout.c \
 	lib/grid/grid.c
 

@@ -24,7 +24,8 @@ tsr_tests = \
 	tests/test_grid_layout \
 	tests/test_grid_shapes \
 	tests/test_comm_collectives \
-	tests/test_comm_nonblocking
+	tests/test_comm_nonblocking \
+	tests/test_comm_device
 
 tsr_tests += tests/test_kernels_optim
 

@@ -1,4 +1,5 @@
-/* comm.c: the public communicator API: argument checks, byte counters, backend dispatch. */
+/* comm.c: the public communicator API: argument checks, byte counters, backend dispatch,
+ * and the choice of backend and buffer location. */
 #include <limits.h>
 #include <stdlib.h>
 #include <string.h>
@@ -9,6 +10,17 @@ static const tsr_comm_ops_t *const backends[] = {
     [TSR_COMM_BACKEND_MPI] = &tsr__comm_mpi_ops,
     [TSR_COMM_BACKEND_NCCL] = &tsr__comm_nccl_ops,
 };
+
+static int on_gpu(tsr_comm_t c)
+{
+    return c->dev && tsr_device_kind(c->dev) == TSR_DEVICE_CUDA;
+}
+
+/* The MPI backend's table for where c's buffers live: host memory as is, GPU memory staged. */
+static const tsr_comm_ops_t *mpi_ops_for(tsr_comm_t c)
+{
+    return on_gpu(c) ? &tsr__comm_staged_ops : &tsr__comm_mpi_ops;
+}
 
 static const char *const op_names[TSR_COMM_OP_COUNT] = {
     [TSR_COMM_ALLREDUCE] = "allreduce", [TSR_COMM_REDUCE_SCATTER] = "reduce_scatter",
@@ -59,6 +71,10 @@ void tsr_comm_destroy(tsr_comm_t *comm)
 {
     if (!comm || !*comm)
         return;
+    if ((*comm)->nccl)
+        tsr__comm_nccl_disable(*comm);
+    tsr__comm_stage_free(*comm, 1);
+    free((*comm)->stages);
     MPI_Comm_free(&(*comm)->mpi);
     free(*comm);
     *comm = NULL;
@@ -79,16 +95,64 @@ MPI_Comm tsr_comm_mpi(tsr_comm_t comm)
     return comm->mpi;
 }
 
+/* Fail on every rank if any rank of c has non-blocking operations in flight: switching
+ * device or backend under them would complete them with the wrong backend or device.
+ * Collective over c, so that every rank takes the same branch afterwards. */
+static tsr_status_t agree_idle(tsr_comm_t c, const char *what)
+{
+    tsr_status_t rc = TSR_OK;
+    int busy = c->inflight ? c->rank + 1 : 0, first_busy = 0;
+    TSR_CALL_MPI(MPI_Allreduce(&busy, &first_busy, 1, MPI_INT, MPI_MAX, c->mpi));
+    TSR_CHECK(first_busy == 0, TSR_ERR_INVALID_ARG,
+              "%s: rank %d of the communicator has non-blocking operations in flight; complete them first",
+              what, first_busy - 1);
+cleanup:
+    return rc;
+}
+
+tsr_status_t tsr_comm_set_device(tsr_comm_t comm, tsr_device_t dev)
+{
+    tsr_status_t rc = TSR_OK;
+    TSR_CHECK(comm, TSR_ERR_INVALID_ARG, "tsr_comm_set_device on a NULL communicator");
+    TSR_TRY(agree_idle(comm, "tsr_comm_set_device"));
+    if (comm->nccl)
+        tsr__comm_nccl_disable(comm);
+    comm->dev = dev;
+    comm->backend = TSR_COMM_BACKEND_MPI;
+    comm->ops = mpi_ops_for(comm);
+    if (!on_gpu(comm))
+        tsr__comm_stage_free(comm, 0);
+cleanup:
+    return rc;
+}
+
+tsr_device_t tsr_comm_device(tsr_comm_t comm)
+{
+    return comm->dev;
+}
+
 tsr_status_t tsr_comm_set_backend(tsr_comm_t comm, tsr_comm_backend_t backend)
 {
-    if ((unsigned)backend > TSR_COMM_BACKEND_NCCL)
-        return TSR_ERROR(TSR_ERR_INVALID_ARG, "communication backend %d out of range", (int)backend);
-    if (!backends[backend]->allreduce)
-        return TSR_ERROR(TSR_ERR_NOT_SUPPORTED, "the %s communication backend is not available in this build",
-                         backends[backend]->name);
+    tsr_status_t rc = TSR_OK;
+    TSR_CHECK(comm, TSR_ERR_INVALID_ARG, "tsr_comm_set_backend on a NULL communicator");
+    TSR_CHECK((unsigned)backend <= TSR_COMM_BACKEND_NCCL, TSR_ERR_INVALID_ARG,
+              "communication backend %d out of range", (int)backend);
+    TSR_CHECK(backends[backend]->allreduce, TSR_ERR_NOT_SUPPORTED,
+              "the %s communication backend is not available in this build (reconfigure with --with-%s)",
+              backends[backend]->name, backends[backend]->name);
+    if (backend == comm->backend)
+        return TSR_OK;
+    TSR_TRY(agree_idle(comm, "tsr_comm_set_backend"));
+    if (backend == TSR_COMM_BACKEND_NCCL) {
+        TSR_TRY(tsr__comm_nccl_enable(comm));
+        comm->ops = &tsr__comm_nccl_ops;
+    } else {
+        tsr__comm_nccl_disable(comm);
+        comm->ops = mpi_ops_for(comm);
+    }
     comm->backend = backend;
-    comm->ops = backends[backend];
-    return TSR_OK;
+cleanup:
+    return rc;
 }
 
 tsr_comm_backend_t tsr_comm_backend(tsr_comm_t comm)
@@ -173,6 +237,8 @@ static tsr_status_t begin(tsr_comm_t c, tsr_comm_op_t op, size_t count, tsr_dtyp
     if (!*out)
         return TSR_ERROR(TSR_ERR_OUT_OF_MEMORY, "no memory for a request");
     (*out)->mpi = MPI_REQUEST_NULL;
+    (*out)->comm = c;
+    (*out)->ops = c->ops;
     return TSR_OK;
 }
 
@@ -185,8 +251,10 @@ static tsr_status_t posted(tsr_status_t rc, tsr_comm_t c, tsr_comm_op_t op, size
         return rc;
     }
     count(c, op, n, dtype);
-    if (req)
+    if (req) {
+        c->inflight++;
         *req = r;
+    }
     return TSR_OK;
 }
 
@@ -319,24 +387,16 @@ tsr_status_t tsr_comm_irecv(tsr_comm_t comm, void *buf, size_t count, tsr_dtype_
     return do_recv(comm, buf, count, dtype, src, tag, req);
 }
 
-/* Complete r's MPI request (blocking or tested), check a receive's length, free r on completion. */
+/* Complete *req through the backend that posted it; free it once finished. */
 static tsr_status_t request_complete(tsr_request_t *req, int blocking, int *done)
 {
-    tsr_status_t rc = TSR_OK;
     struct tsr_request *r = *req;
-    MPI_Status status;
-    int flag = 1;
-    if (blocking)
-        TSR_CALL_MPI(MPI_Wait(&r->mpi, &status));
-    else
-        TSR_CALL_MPI(MPI_Test(&r->mpi, &flag, &status));
-    if (flag && r->recv_count > 0)
-        TSR_TRY(tsr__check_recv_count(&status, r->recv_type, r->recv_count, r->recv_source, r->recv_tag));
-cleanup:
-    /* A failed request is finished too: MPI has released it or will never complete it. */
+    int finished = 0;
+    tsr_status_t rc = r->ops->complete(r, blocking, &finished);
     if (done)
-        *done = flag || rc != TSR_OK;
-    if (flag || rc != TSR_OK) {
+        *done = finished;
+    if (finished) {
+        r->comm->inflight--;
         free(r);
         *req = NULL;
     }

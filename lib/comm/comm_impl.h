@@ -2,12 +2,16 @@
  * comm_impl.h: communicator internals and the backend ops table, private to lib/comm.
  * comm.c checks arguments, counts bytes and dispatches; a backend only moves data. Each
  * backend operation takes a request pointer: NULL means blocking, otherwise it starts the
- * operation and fills *req.
+ * operation and fills *req. Three tables exist: MPI on host buffers (comm_mpi.c), MPI on
+ * CUDA buffers staged through host memory (comm_stage.c) and NCCL (comm_nccl.c).
  */
 #ifndef TESSERA_COMM_IMPL_H
 #define TESSERA_COMM_IMPL_H
 
 #include "core/internal.h"
+
+struct tsr_comm_ops;
+struct tsr_stage; /* a host staging buffer of comm_stage.c */
 
 struct tsr_request {
     MPI_Request mpi;
@@ -15,6 +19,13 @@ struct tsr_request {
     size_t recv_count;      /* 0 for anything but a receive */
     int recv_source;
     int recv_tag;
+    tsr_comm_t comm;                 /* the communicator it was posted on */
+    const struct tsr_comm_ops *ops;  /* the backend that completes it */
+    struct tsr_stage *stage;         /* staged MPI: host buffer held until completion, or NULL */
+    void *unstage_dst;               /* staged MPI: device address the result goes to on completion */
+    const void *unstage_src;         /* ... from this address in the staging buffer */
+    size_t unstage_bytes;            /* ... this many bytes (0: nothing comes back) */
+    void *event;                     /* NCCL: the cudaEvent_t recorded after the operation */
 };
 
 typedef struct tsr_comm_ops {
@@ -31,6 +42,9 @@ typedef struct tsr_comm_ops {
                          struct tsr_request *req);
     tsr_status_t (*recv)(tsr_comm_t c, void *buf, size_t count, tsr_dtype_t dtype, int src, int tag,
                          struct tsr_request *req);
+    /* Wait for (blocking) or test r. *done says whether it is finished; a failure finishes it
+     * too. A finished request has given back what the backend attached to it; comm.c frees it. */
+    tsr_status_t (*complete)(struct tsr_request *r, int blocking, int *done);
 } tsr_comm_ops_t;
 
 struct tsr_comm {
@@ -39,15 +53,34 @@ struct tsr_comm {
     tsr_comm_backend_t backend;
     const tsr_comm_ops_t *ops;
     tsr_comm_counters_t counters;
+    tsr_device_t dev;          /* where operation buffers live (borrowed); NULL: host memory */
+    size_t inflight;           /* non-blocking operations posted and not yet completed */
+    struct tsr_stage **stages; /* staging buffers of comm_stage.c, idle or held by a request */
+    size_t nstages;
+    void *nccl; /* comm_nccl.c's state while the backend is NCCL */
 };
 
 extern const tsr_comm_ops_t tsr__comm_mpi_ops;
+extern const tsr_comm_ops_t tsr__comm_staged_ops;
 extern const tsr_comm_ops_t tsr__comm_nccl_ops;
 
-/* The MPI type of a Tessera element type. */
+/* The MPI type of a Tessera element type (BF16 travels as MPI_UINT16_T). */
 MPI_Datatype tsr__mpi_dtype(tsr_dtype_t dtype);
 
 /* Check a completed receive's length against what was asked for. */
 tsr_status_t tsr__check_recv_count(const MPI_Status *status, MPI_Datatype type, size_t expected, int src, int tag);
+
+/* The MPI backend's completion of r (comm_mpi.c): MPI_Wait or MPI_Test, then a receive's length. */
+tsr_status_t tsr__mpi_complete(struct tsr_request *r, int blocking, int *done);
+
+/* Free the staging buffers of c that no request holds; all of them when all is set (comm_stage.c). */
+void tsr__comm_stage_free(tsr_comm_t c, int all);
+
+/* Switch c to NCCL: every check agreed over c, then the NCCL communicator on c->dev.
+ * Collective over c. Fails with TSR_ERR_NOT_SUPPORTED in a build without NCCL. */
+tsr_status_t tsr__comm_nccl_enable(tsr_comm_t c);
+
+/* Release c's NCCL communicator, stream and events; c->nccl becomes NULL. Collective over c. */
+void tsr__comm_nccl_disable(tsr_comm_t c);
 
 #endif /* TESSERA_COMM_IMPL_H */

@@ -1,4 +1,6 @@
-/* comm_mpi.c: the MPI backend, for host buffers (and host-staged device buffers later). */
+/* comm_mpi.c: the MPI backend on host buffers (comm_stage.c runs it on staged GPU buffers). */
+#include <string.h>
+
 #include "comm/comm_impl.h"
 
 /* Reductions of uint8 as user operations: MPICH 4.0 compares MPI_UINT8_T and
@@ -31,21 +33,79 @@ static void u8_min(void *in, void *inout, int *len, MPI_Datatype *type)
         b[i] = a[i] < b[i] ? a[i] : b[i];
 }
 
-/* The MPI operation for op on dtype. The user operations for uint8 are created on first
- * use and live until MPI_Finalize frees them. */
+/* bfloat16 is the top half of an IEEE float: widening is exact. */
+static float bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Round to nearest even, as the GPU's conversion does; a NaN stays a (quiet) NaN. */
+static uint16_t f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x0040u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
+/* Reductions of bf16 (carried as MPI_UINT16_T): each pair combined in fp32, a sum rounded
+ * back to bf16 at every step, which is what NCCL's bf16 reductions do. */
+static void bf16_sum(void *in, void *inout, int *len, MPI_Datatype *type)
+{
+    const uint16_t *a = in;
+    uint16_t *b = inout;
+    (void)type;
+    for (int i = 0; i < *len; i++)
+        b[i] = f32_to_bf16(bf16_to_f32(a[i]) + bf16_to_f32(b[i]));
+}
+
+static void bf16_max(void *in, void *inout, int *len, MPI_Datatype *type)
+{
+    const uint16_t *a = in;
+    uint16_t *b = inout;
+    (void)type;
+    for (int i = 0; i < *len; i++)
+        if (bf16_to_f32(a[i]) > bf16_to_f32(b[i]))
+            b[i] = a[i];
+}
+
+static void bf16_min(void *in, void *inout, int *len, MPI_Datatype *type)
+{
+    const uint16_t *a = in;
+    uint16_t *b = inout;
+    (void)type;
+    for (int i = 0; i < *len; i++)
+        if (bf16_to_f32(a[i]) < bf16_to_f32(b[i]))
+            b[i] = a[i];
+}
+
+/* The MPI operation for op on dtype. The user operations for uint8 and bf16 are created on
+ * first use and live until MPI_Finalize frees them. */
 static tsr_status_t mpi_op(tsr_reduce_op_t op, tsr_dtype_t dtype, MPI_Op *out)
 {
     static const MPI_Op builtin[] = {[TSR_REDUCE_SUM] = MPI_SUM, [TSR_REDUCE_MAX] = MPI_MAX, [TSR_REDUCE_MIN] = MPI_MIN};
     static MPI_User_function *const u8_fns[] = {
         [TSR_REDUCE_SUM] = u8_sum, [TSR_REDUCE_MAX] = u8_max, [TSR_REDUCE_MIN] = u8_min};
+    static MPI_User_function *const bf16_fns[] = {
+        [TSR_REDUCE_SUM] = bf16_sum, [TSR_REDUCE_MAX] = bf16_max, [TSR_REDUCE_MIN] = bf16_min};
     static MPI_Op u8_ops[] = {MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL};
+    static MPI_Op bf16_ops[] = {MPI_OP_NULL, MPI_OP_NULL, MPI_OP_NULL};
     tsr_status_t rc = TSR_OK;
-    if (dtype != TSR_DTYPE_U8) {
-        *out = builtin[op];
-    } else {
+    if (dtype == TSR_DTYPE_U8) {
         if (u8_ops[op] == MPI_OP_NULL)
             TSR_CALL_MPI(MPI_Op_create(u8_fns[op], 1, &u8_ops[op]));
         *out = u8_ops[op];
+    } else if (dtype == TSR_DTYPE_BF16) {
+        if (bf16_ops[op] == MPI_OP_NULL)
+            TSR_CALL_MPI(MPI_Op_create(bf16_fns[op], 1, &bf16_ops[op]));
+        *out = bf16_ops[op];
+    } else {
+        *out = builtin[op];
     }
 cleanup:
     return rc;
@@ -64,6 +124,8 @@ MPI_Datatype tsr__mpi_dtype(tsr_dtype_t dtype)
         return MPI_INT64_T;
     case TSR_DTYPE_U8:
         return MPI_UINT8_T;
+    case TSR_DTYPE_BF16:
+        return MPI_UINT16_T; /* moved as bits; reductions use the bf16 operations above */
     default:
         return MPI_DATATYPE_NULL;
     }
@@ -78,6 +140,23 @@ tsr_status_t tsr__check_recv_count(const MPI_Status *status, MPI_Datatype type, 
               "receive from rank %d tag %d expected %zu elements but the message had %d", src, tag, expected,
               got == MPI_UNDEFINED ? -1 : got);
 cleanup:
+    return rc;
+}
+
+tsr_status_t tsr__mpi_complete(struct tsr_request *r, int blocking, int *done)
+{
+    tsr_status_t rc = TSR_OK;
+    MPI_Status status;
+    int flag = 1;
+    if (blocking)
+        TSR_CALL_MPI(MPI_Wait(&r->mpi, &status));
+    else
+        TSR_CALL_MPI(MPI_Test(&r->mpi, &flag, &status));
+    if (flag && r->recv_count > 0)
+        TSR_TRY(tsr__check_recv_count(&status, r->recv_type, r->recv_count, r->recv_source, r->recv_tag));
+cleanup:
+    /* A failed request is finished too: MPI has released it or will never complete it. */
+    *done = flag || rc != TSR_OK;
     return rc;
 }
 
@@ -181,4 +260,5 @@ const tsr_comm_ops_t tsr__comm_mpi_ops = {
     .bcast = mpi_bcast,
     .send = mpi_send,
     .recv = mpi_recv,
+    .complete = tsr__mpi_complete,
 };

@@ -133,6 +133,55 @@ tsr_comm_t tsr_grid_comm(tsr_grid_t grid, tsr_axis_t axis)
     return (unsigned)axis < TSR_AXIS_COUNT ? grid->comms[axis] : NULL;
 }
 
+/* Put one axis communicator on dev and pick its backend; `why` says why NCCL was not used. */
+static tsr_status_t set_axis_device(tsr_comm_t c, tsr_device_t dev, int want_nccl, char *why, size_t len)
+{
+    tsr_status_t rc = TSR_OK;
+    why[0] = '\0';
+    TSR_TRY(tsr_comm_set_device(c, dev));
+    if (!want_nccl)
+        goto cleanup;
+    if (tsr_comm_size(c) == 1) {
+        snprintf(why, len, "a single rank has nothing to exchange");
+        goto cleanup;
+    }
+    /* Not built, or ranks sharing a GPU: every rank of c gets the same verdict, and falls back. */
+    rc = tsr_comm_set_backend(c, TSR_COMM_BACKEND_NCCL);
+    if (rc == TSR_ERR_NOT_SUPPORTED) {
+        snprintf(why, len, "%s", tsr_last_error());
+        tsr_clear_error();
+        rc = TSR_OK;
+    }
+cleanup:
+    return rc;
+}
+
+tsr_status_t tsr_grid_set_device(tsr_grid_t grid, tsr_device_t dev, tsr_comm_backend_t preferred)
+{
+    tsr_status_t rc = TSR_OK;
+    char why[320];
+    TSR_CHECK(grid, TSR_ERR_INVALID_ARG, "tsr_grid_set_device on a NULL grid");
+    TSR_CHECK((unsigned)preferred <= TSR_COMM_BACKEND_NCCL, TSR_ERR_INVALID_ARG,
+              "communication backend %d out of range", (int)preferred);
+    int gpu = dev && tsr_device_kind(dev) == TSR_DEVICE_CUDA;
+    for (int a = 0; a < TSR_AXIS_COUNT; a++) {
+        tsr_comm_t c = grid->comms[a];
+        TSR_TRY(set_axis_device(c, dev, gpu && preferred == TSR_COMM_BACKEND_NCCL, why, sizeof why));
+        if (tsr_comm_rank(c) != 0) /* one line per communicator, not one per rank */
+            continue;
+        int n = tsr_comm_size(c);
+        if (!gpu)
+            tsr_log(TSR_LOG_INFO, "%s axis (%d rank%s): MPI on host memory", axis_names[a], n, n == 1 ? "" : "s");
+        else if (tsr_comm_backend(c) == TSR_COMM_BACKEND_NCCL)
+            tsr_log(TSR_LOG_INFO, "%s axis (%d ranks): NCCL on GPU memory", axis_names[a], n);
+        else
+            tsr_log(TSR_LOG_INFO, "%s axis (%d rank%s): MPI on GPU memory staged through the host%s%s%s", axis_names[a],
+                    n, n == 1 ? "" : "s", why[0] ? " (" : "", why, why[0] ? ")" : "");
+    }
+cleanup:
+    return rc;
+}
+
 int tsr_grid_rank_of(tsr_grid_t grid, int dp, int pp, int tp_row, int tp_col)
 {
     const tsr_layout_t *l = &grid->layout;

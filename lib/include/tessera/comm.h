@@ -3,7 +3,7 @@
  * @brief Collectives and point-to-point messages over a communicator, with byte counters.
  *
  * A ::tsr_comm_t wraps a duplicate of an MPI communicator (with MPI_ERRORS_RETURN set on
- * the copy) and a backend: MPI always; NCCL for device buffers when the library is built
+ * the copy) and a backend: MPI always; NCCL for GPU buffers when the library is built
  * with it. Every operation is offered blocking and non-blocking (tsr_comm_i*), and every
  * operation adds the bytes this rank sends to the communicator's counters.
  *
@@ -17,7 +17,39 @@
  *   - send:           S; recv counts no bytes
  * A communicator of one rank counts no bytes for collectives. These are the volumes of the
  * bandwidth-optimal algorithms (ring, pipelined broadcast); they make communication volume
- * a measured quantity that formulas can be checked against exactly.
+ * a measured quantity that formulas can be checked against exactly. The count does not
+ * depend on the backend or on where the buffers live.
+ *
+ * <b>Where buffers live.</b> Buffers are host memory unless tsr_comm_set_device() gave the
+ * communicator a CUDA device; from then on every buffer passed to it is memory of that
+ * device (from tsr_device_alloc()). Then:
+ *   - MPI backend: each operation copies this rank's data from the device into host
+ *     staging buffers (pinned, kept by the communicator and counted as host memory of
+ *     category TSR_MEM_COMM), runs MPI and copies the result back. The copies are ordered
+ *     after the work queued on the device's stream. A blocking call returns with the result
+ *     in device memory; a non-blocking one copies in when posted and copies back in the
+ *     tsr_request_wait() or tsr_request_test() that finds it complete. Several ranks may
+ *     share one GPU.
+ *   - NCCL backend (tsr_comm_set_backend()): operations run on a CUDA stream of the
+ *     communicator's own, after the work queued on the device's stream, and the device's
+ *     stream waits for them. Nothing waits on the host: a blocking call returns once the
+ *     operation is queued, tsr_request_wait() once the device's stream is made to wait,
+ *     and tsr_request_test() reports completion when the GPU has finished. Kernels and
+ *     copies queued on the device afterwards (tsr_device_copy() included) see the results;
+ *     the host must call tsr_device_sync() before reading a result any other way, and
+ *     before reusing or freeing a buffer from the host side.
+ *     Point-to-point on NCCL: tags are accepted and ignored; the messages between two ranks
+ *     match in the order they are posted, so post them in the same order on both sides.
+ *     Each send and receive runs to completion in turn on the GPU, so the posting order must
+ *     be one that blocking MPI calls would not deadlock on (a ring where every rank posts
+ *     its receive first hangs). The counts of a send and its receive must be equal (NCCL
+ *     does not detect a mismatch); receiving from MPI_ANY_SOURCE, and sending to or
+ *     receiving from oneself, return TSR_ERR_NOT_SUPPORTED.
+ *
+ * <b>BF16</b> moves as 16-bit data on both backends. Its reductions combine two values at a
+ * time in fp32 and round each partial result to bf16 (NCCL's behaviour, reproduced on MPI),
+ * so a sum over N ranks carries up to N-1 roundings. U8 reductions are unsigned on both
+ * backends (SUM wraps modulo 256).
  */
 #ifndef TESSERA_COMM_H
 #define TESSERA_COMM_H
@@ -25,6 +57,7 @@
 #include <mpi.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <tessera/device.h>
 #include <tessera/dtype.h>
 #include <tessera/status.h>
 #include <tessera/visibility.h>
@@ -72,7 +105,11 @@ TSR_API const char *tsr_comm_op_name(tsr_comm_op_t op);
 /** Wrap a duplicate of @p comm (the caller keeps and frees its own). Collective over @p comm. */
 TSR_API tsr_status_t tsr_comm_create(MPI_Comm comm, tsr_comm_t *out);
 
-/** Free a communicator made by tsr_comm_create(); sets *comm to NULL and accepts NULL. Collective. */
+/**
+ * Free a communicator made by tsr_comm_create(), with its staging buffers and NCCL
+ * communicator; sets *comm to NULL and accepts NULL. Collective. Complete its non-blocking
+ * operations first.
+ */
 TSR_API void tsr_comm_destroy(tsr_comm_t *comm);
 
 /** This process's rank in @p comm. */
@@ -84,7 +121,33 @@ TSR_API int tsr_comm_size(tsr_comm_t comm);
 /** The library's MPI communicator under @p comm (for callers that need raw MPI; do not free it). */
 TSR_API MPI_Comm tsr_comm_mpi(tsr_comm_t comm);
 
-/** Choose the backend. TSR_ERR_NOT_SUPPORTED for NCCL in a build without it. */
+/**
+ * Say where the buffers of @p comm's operations live from now on: memory of @p dev, a
+ * device of this rank (each rank passes its own). A CPU device, or NULL, means host memory,
+ * the default. The device is borrowed: keep it open while @p comm uses it.
+ *
+ * Collective over @p comm. The backend becomes MPI (an NCCL communicator is released; call
+ * tsr_comm_set_backend() again to get it back on the new device). Ranks may give different
+ * kinds of devices as long as they stay on the MPI backend.
+ * @return #TSR_OK, or TSR_ERR_INVALID_ARG on every rank if any rank of @p comm has
+ *         non-blocking operations in flight.
+ */
+TSR_API tsr_status_t tsr_comm_set_device(tsr_comm_t comm, tsr_device_t dev);
+
+/** The device set by tsr_comm_set_device(), or NULL for host memory. */
+TSR_API tsr_device_t tsr_comm_device(tsr_comm_t comm);
+
+/**
+ * Choose the backend. Collective over @p comm whenever it changes the backend.
+ * NCCL needs a CUDA device set on every rank (tsr_comm_set_device()) and one GPU per rank;
+ * its communicator is created on the device by ncclCommInitRank, with the id broadcast
+ * from rank 0 over @p comm. Every rank returns the same verdict:
+ * @return #TSR_OK (also when @p backend is already in use);
+ *         TSR_ERR_NOT_SUPPORTED for NCCL in a build without it, or when two ranks of
+ *         @p comm are on one GPU (NCCL refuses that; the MPI backend serves them);
+ *         TSR_ERR_INVALID_ARG when a rank has no CUDA device set or has non-blocking
+ *         operations in flight; TSR_ERR_CUDA or TSR_ERR_NCCL when setting up fails.
+ */
 TSR_API tsr_status_t tsr_comm_set_backend(tsr_comm_t comm, tsr_comm_backend_t backend);
 
 /** The backend in use. */
@@ -96,7 +159,7 @@ TSR_API void tsr_comm_counters(tsr_comm_t comm, tsr_comm_counters_t *out);
 /** Set the traffic counters of @p comm to zero. */
 TSR_API void tsr_comm_reset_counters(tsr_comm_t comm);
 
-/** Wait until every rank of @p comm has called it. Counts no bytes. */
+/** Wait until every rank of @p comm has called it, on the host (queued NCCL work may still run). Counts no bytes. */
 TSR_API tsr_status_t tsr_comm_barrier(tsr_comm_t comm);
 
 /** recv[i] = op over ranks of send[i], i < count, on every rank. send may be #TSR_IN_PLACE. */
@@ -154,7 +217,10 @@ TSR_API tsr_status_t tsr_comm_isend(tsr_comm_t comm, const void *buf, size_t cou
 TSR_API tsr_status_t tsr_comm_irecv(tsr_comm_t comm, void *buf, size_t count, tsr_dtype_t dtype, int src,
                                     int tag, tsr_request_t *req);
 
-/** Wait for @p *req to complete, release it and set *req to NULL. A NULL *req returns at once. */
+/**
+ * Wait for @p *req to complete, release it and set *req to NULL. A NULL *req returns at once.
+ * On the NCCL backend, complete means the device's stream is ordered after the operation.
+ */
 TSR_API tsr_status_t tsr_request_wait(tsr_request_t *req);
 
 /** Set *done to 1 and release the request (*req = NULL) if it has completed, else set *done to 0. */

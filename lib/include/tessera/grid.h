@@ -98,6 +98,24 @@ TSR_API void tsr_grid_coords(tsr_grid_t grid, tsr_grid_coords_t *out);
 /** The communicator of one axis; owned by the grid (do not destroy it). */
 TSR_API tsr_comm_t tsr_grid_comm(tsr_grid_t grid, tsr_axis_t axis);
 
+/**
+ * Put every axis communicator of @p grid on @p dev (see tsr_comm_set_device(): from then on
+ * the buffers of all of them are memory of @p dev; a CPU device or NULL means host memory)
+ * and choose each one's backend. With a CUDA device and @p preferred NCCL, an axis uses
+ * NCCL where it can: NCCL is built, the axis has more than one rank and no two of its ranks
+ * share a GPU; every other axis uses the MPI backend, staged through host memory. So
+ * ranks sharing one GPU, or a build without NCCL, still run, only slower. With @p preferred
+ * MPI, or a CPU device, every axis uses MPI. Rank 0 of each axis communicator logs the
+ * choice and the reason at info level (TSR_LOG=info).
+ *
+ * Collective over the grid. Complete every non-blocking operation on the grid's
+ * communicators first. On failure the axes may be left partly switched: call it again, or
+ * destroy the grid.
+ * @return #TSR_OK; TSR_ERR_INVALID_ARG for a bad @p preferred or operations in flight;
+ *         TSR_ERR_CUDA or TSR_ERR_NCCL when creating an NCCL communicator fails.
+ */
+TSR_API tsr_status_t tsr_grid_set_device(tsr_grid_t grid, tsr_device_t dev, tsr_comm_backend_t preferred);
+
 /** World rank of the given coordinates, or -1 if any is out of range. */
 TSR_API int tsr_grid_rank_of(tsr_grid_t grid, int dp, int pp, int tp_row, int tp_col);
 
