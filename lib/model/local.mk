@@ -1,11 +1,10 @@
-# lib/model/local.mk: the GPT model (issue 7), the tsr-train driver and tsr-bench train, their tests and docs.
+# lib/model/local.mk: the GPT model (issue 7), the tsr-train driver, their tests and docs.
 libtessera_la_SOURCES += lib/model/model_impl.h lib/model/config.c lib/model/gpt.c lib/model/block.c
 tsr_include_HEADERS += lib/include/tessera/model.h
 
 bin_PROGRAMS += apps/tsr-train
 apps_tsr_train_LDADD = libtessera.la -lm
 apps_tsr_train_LDFLAGS =
-apps_tsr_bench_SOURCES += apps/bench_train.c
 
 model_tests = tests/test_model_config tests/test_model_layout
 check_PROGRAMS += $(model_tests)
@@ -15,12 +14,14 @@ EXTRA_DIST += lib/model/local.mk
 # tsr-train's options, errors, checkpoint and resume, driven by a shell script that prints TAP.
 TESTS += tests/test_train_cli.sh
 EXTRA_DIST += tests/test_train_cli.sh
-# tsr-bench train: its JSON line on 1 and 2 ranks and its one-line errors.
-TESTS += tests/test_bench_train.sh
-EXTRA_DIST += tests/test_bench_train.sh
 
 # The training-driver example (public API only) and the documentation.
 noinst_PROGRAMS += doc/examples/train_driver
 doc_examples_train_driver_LDADD = libtessera.la -lm
 dist_man_MANS += doc/tsr-train.1
 EXTRA_DIST += doc/model.md
+
+# tsr-bench train (apps/bench_train.c) and its test, a shell script that prints TAP.
+apps_tsr_bench_SOURCES += apps/bench_train.c
+TESTS += tests/test_bench_train.sh
+EXTRA_DIST += tests/test_bench_train.sh
