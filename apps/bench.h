@@ -12,6 +12,7 @@ int bench_tp(int argc, char **argv);
 int bench_pipe(int argc, char **argv);
 int bench_zero(int argc, char **argv);
 int bench_ckpt(int argc, char **argv);
+int bench_train(int argc, char **argv);
 
 /* Print "tsr-bench SUB: message" on rank 0 and return 1 (for one-line errors on bad input). */
 int bench_fail(const char *sub, const char *fmt, ...) TSR_PRINTF(2, 3);

@@ -20,3 +20,8 @@ noinst_PROGRAMS += doc/examples/train_driver
 doc_examples_train_driver_LDADD = libtessera.la -lm
 dist_man_MANS += doc/tsr-train.1
 EXTRA_DIST += doc/model.md
+
+# tsr-bench train (apps/bench_train.c) and its test, a shell script that prints TAP.
+apps_tsr_bench_SOURCES += apps/bench_train.c
+TESTS += tests/test_bench_train.sh
+EXTRA_DIST += tests/test_bench_train.sh

@@ -1,0 +1,390 @@
+/*
+ * bench_train.c: tsr-bench train. Training throughput of the GPT model on the grid of ranks
+ * it is started on: tokens per second, milliseconds per step, model FLOP/s and MFU, the loss
+ * of the last step, and the tracked allocator's peak bytes per category.
+ *
+ * The data are synthetic: each sequence of the global batch is a window of T + 1 token ids
+ * drawn uniformly from [0, vocab) by the counter-based RNG, inputs its first T and targets
+ * its last T, as a language model reads text. A few such batches are made before the clock
+ * starts and the steps cycle through them, so the timed loop does nothing but train.
+ *
+ * FLOPs per token = 6·P + 12·L·H·T (P parameters, L layers, H = dim, T = seq): the weights'
+ * forward and backward plus attention scores and their weighting, not halved for the causal
+ * mask (the PaLM and Megatron convention). MFU = FLOPs per token · tokens/s / (devices · peak),
+ * devices being the distinct (host, GPU index) pairs on cuda and the ranks on cpu.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bench.h"
+
+/* Peak dense bf16 TFLOP/s of an H100 SXM, the default MFU reference on cuda. */
+#define H100_SXM_BF16_TFLOPS 989.4
+/* Distinct synthetic batches the steps cycle through. */
+#define DATA_BATCHES 4
+/* Seed of the synthetic token ids (the model's weights use the gpt options' own seed). */
+#define DATA_SEED 7
+
+typedef struct opts {
+    int json, have_layout, have_precision, warmup, steps;
+    tsr_device_kind_t device;
+    tsr_layout_t layout;
+    tsr_gpt_config_t model;
+    tsr_gpt_options_t gpt;
+    tsr_zero_config_t zero;
+    double peak_tflops; /* per device; 0: unknown */
+} opts_t;
+
+static void usage(void)
+{
+    printf("usage: mpiexec -n N tsr-bench train [--json] [OPTIONS]\n"
+           "Training throughput of the GPT model with synthetic tokens: tokens/s (global), ms per step,\n"
+           "model TFLOP/s, MFU, the last step's loss and the peak bytes per memory category (the\n"
+           "largest over the ranks, over warmup and timed steps).\n"
+           "  --device cpu|cuda        device (default cpu; on cuda each rank takes GPU local rank mod count)\n"
+           "  --model SPEC             tiny, gpt2-124m or layers=L,dim=H,heads=A,vocab=V,seq=T (default tiny)\n"
+           "  --layout LAYOUT          process grid dp=D,pp=P,tp=RxC (default dp=N)\n"
+           "  --batch B                global batch in sequences per step (default 8)\n"
+           "  --micro-batches M        micro-batches per step on each dp rank (default 1)\n"
+           "  --precision fp32|bf16    working precision (default fp32 on cpu, bf16 on cuda)\n"
+           "  --zero-stage S           ZeRO stage 0..3 (default 0)\n"
+           "  --steps S                timed steps (default 10)\n"
+           "  --warmup W               untimed steps before them (default 2)\n"
+           "  --peak-tflops X          peak TFLOP/s of one device for MFU (default %.1f on cuda, the\n"
+           "                           H100 SXM dense bf16 figure; 0 on cpu: unknown, MFU not reported)\n"
+           "  --json                   one JSON object on one line\n"
+           "  --help                   this text\n"
+           "FLOPs per token = 6*P + 12*L*H*T (P parameters, L layers, H dim, T seq; attention is not\n"
+           "halved for the causal mask). MFU = FLOPs per token * tokens/s / (devices * peak), devices\n"
+           "being the distinct (host, GPU) pairs on cuda and the ranks on cpu.\n",
+           H100_SXM_BF16_TFLOPS);
+}
+
+static int parse_int(const char *opt, const char *text, long lo, long hi, int *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(text, &end, 10);
+    if (errno || *end || end == text || v < lo || v > hi)
+        return bench_fail("train", "%s %s: expected an integer in [%ld, %ld]", opt, text, lo, hi);
+    *out = (int)v;
+    return 0;
+}
+
+/* 0: run; 1: bad input (message printed); -1: --help printed. */
+static int parse(int argc, char **argv, int world, opts_t *o)
+{
+    enum { O_DEVICE = 256, O_MODEL, O_LAYOUT, O_BATCH, O_MICRO, O_PRECISION, O_ZERO, O_STEPS, O_WARMUP, O_PEAK,
+           O_JSON, O_HELP };
+    static const struct option longopts[] = {
+        {"device", required_argument, 0, O_DEVICE}, {"model", required_argument, 0, O_MODEL},
+        {"layout", required_argument, 0, O_LAYOUT}, {"batch", required_argument, 0, O_BATCH},
+        {"micro-batches", required_argument, 0, O_MICRO}, {"precision", required_argument, 0, O_PRECISION},
+        {"zero-stage", required_argument, 0, O_ZERO}, {"steps", required_argument, 0, O_STEPS},
+        {"warmup", required_argument, 0, O_WARMUP}, {"peak-tflops", required_argument, 0, O_PEAK},
+        {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
+    const tsr_layout_t lay = TSR_LAYOUT_INIT;
+    const tsr_gpt_config_t model = TSR_GPT_CONFIG_INIT;
+    const tsr_gpt_options_t gpt = TSR_GPT_OPTIONS_INIT;
+    const tsr_zero_config_t zero = TSR_ZERO_CONFIG_INIT;
+    int have_peak = 0;
+    *o = (opts_t){0, 0, 0, 2, 10, TSR_DEVICE_CPU, lay, model, gpt, zero, 0.0};
+    /* The optimizer of tsr-train, so a step here is a step there. */
+    o->zero.beta2 = 0.95f, o->zero.weight_decay = 0.1f, o->zero.clip_norm = 1.0f;
+    opterr = 0;
+    optind = 1;
+    for (int c; (c = getopt_long(argc, argv, ":", longopts, NULL)) != -1;) {
+        char *end;
+        switch (c) {
+        case O_DEVICE:
+            if (tsr_device_kind_parse(optarg, &o->device) != TSR_OK)
+                return bench_fail("train", "--device %s: expected cpu or cuda", optarg);
+            break;
+        case O_MODEL:
+            if (tsr_gpt_config_parse(optarg, &o->model) != TSR_OK)
+                return bench_fail("train", "--model %s: %s", optarg, tsr_last_error());
+            break;
+        case O_LAYOUT:
+            if (tsr_layout_parse(optarg, &o->layout) != TSR_OK)
+                return bench_fail("train", "--layout %s: %s", optarg, tsr_last_error());
+            o->have_layout = 1;
+            break;
+        case O_BATCH:
+            if (parse_int("--batch", optarg, 1, INT_MAX, &o->gpt.batch))
+                return 1;
+            break;
+        case O_MICRO:
+            if (parse_int("--micro-batches", optarg, 1, INT_MAX, &o->gpt.micro_batches))
+                return 1;
+            break;
+        case O_PRECISION:
+            if (strcmp(optarg, "fp32") && strcmp(optarg, "bf16"))
+                return bench_fail("train", "--precision %s: expected fp32 or bf16", optarg);
+            o->zero.precision = strcmp(optarg, "fp32") ? TSR_PRECISION_BF16 : TSR_PRECISION_FP32;
+            o->have_precision = 1;
+            break;
+        case O_ZERO:
+            if (parse_int("--zero-stage", optarg, 0, 3, &o->zero.stage))
+                return 1;
+            break;
+        case O_STEPS:
+            if (parse_int("--steps", optarg, 1, INT_MAX, &o->steps))
+                return 1;
+            break;
+        case O_WARMUP:
+            if (parse_int("--warmup", optarg, 0, INT_MAX, &o->warmup))
+                return 1;
+            break;
+        case O_PEAK:
+            errno = 0;
+            o->peak_tflops = strtod(optarg, &end);
+            if (errno || *end || end == optarg || !(o->peak_tflops >= 0) || !isfinite(o->peak_tflops))
+                return bench_fail("train", "--peak-tflops %s: expected a number >= 0 (0: unknown)", optarg);
+            have_peak = 1;
+            break;
+        case O_JSON: o->json = 1; break;
+        case O_HELP:
+            if (bench_rank() == 0)
+                usage();
+            return -1;
+        case ':': return bench_fail("train", "%s needs a value", argv[optind - 1]);
+        default: return bench_fail("train", "unknown option %s (see tsr-bench train --help)", argv[optind - 1]);
+        }
+    }
+    if (optind < argc)
+        return bench_fail("train", "unexpected argument %s", argv[optind]);
+    if (!o->have_layout)
+        o->layout.dp = world;
+    char text[TSR_LAYOUT_STRLEN];
+    if (tsr_layout_ranks(&o->layout) != world)
+        return bench_fail("train", "--layout %s needs %d ranks, but mpiexec started %d",
+                          tsr_layout_format(&o->layout, text, sizeof text), tsr_layout_ranks(&o->layout), world);
+    if (o->gpt.batch % (o->layout.dp * o->gpt.micro_batches))
+        return bench_fail("train", "--batch %d is not divisible by dp=%d x %d micro-batches", o->gpt.batch,
+                          o->layout.dp, o->gpt.micro_batches);
+    if (o->device == TSR_DEVICE_CUDA && !tsr_device_kind_built(TSR_DEVICE_CUDA))
+        return bench_fail("train", "--device cuda: this build has no CUDA backend");
+    if (!o->have_precision)
+        o->zero.precision = o->device == TSR_DEVICE_CUDA ? TSR_PRECISION_BF16 : TSR_PRECISION_FP32;
+    if (!have_peak)
+        o->peak_tflops = o->device == TSR_DEVICE_CUDA ? H100_SXM_BF16_TFLOPS : 0.0;
+    return 0;
+}
+
+/*
+ * Agree on failure: if any rank's st is not TSR_OK, the lowest failing rank prints "what:"
+ * and the library's error (or only @p own, an error of tsr-bench's own) as one line, and
+ * every rank returns 1.
+ */
+static int failed(tsr_status_t st, const char *what, const char *own)
+{
+    int rank = bench_rank(), size = 0, first;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    int mine = st != TSR_OK ? rank : size;
+    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (first == size)
+        return 0;
+    if (rank == first)
+        fprintf(stderr, "tsr-bench train: %s%s%s\n", own ? "" : what, own ? "" : ": ", own ? own : tsr_last_error());
+    return 1;
+}
+
+/* This rank's index among the ranks of its node. */
+static int local_rank(void)
+{
+    MPI_Comm node;
+    int r = 0;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &r);
+    MPI_Comm_free(&node);
+    return r;
+}
+
+/* One rank's device, by host name and index. */
+typedef struct device_id {
+    char host[MPI_MAX_PROCESSOR_NAME];
+    int index;
+} device_id_t;
+
+static int device_id_cmp(const void *a, const void *b)
+{
+    const device_id_t *x = a, *y = b;
+    int c = strcmp(x->host, y->host);
+    return c ? c : (x->index > y->index) - (x->index < y->index);
+}
+
+/* The number of distinct (host, GPU index) pairs the ranks use: the GPUs behind the MFU. */
+static int distinct_devices(int index)
+{
+    int size = 0, len = 0, n = 1;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    device_id_t me, *all = calloc((size_t)size, sizeof *all);
+    memset(&me, 0, sizeof me);
+    MPI_Get_processor_name(me.host, &len);
+    me.index = index;
+    if (!all) /* every rank asks for the same few bytes; a failure here is the machine's */
+        abort();
+    MPI_Allgather(&me, (int)sizeof me, MPI_BYTE, all, (int)sizeof me, MPI_BYTE, MPI_COMM_WORLD);
+    qsort(all, (size_t)size, sizeof *all, device_id_cmp);
+    for (int i = 1; i < size; i++)
+        n += device_id_cmp(&all[i - 1], &all[i]) != 0;
+    free(all);
+    return n;
+}
+
+/*
+ * Synthetic batch b for this replica's sequences [first, first + count): sequence s is the
+ * window (seed, stream(s, b), index 0..T) of token ids; inputs its first T, targets its last T.
+ */
+static void make_batch(int b, int first, int count, int seq, int vocab, int32_t *in, int32_t *tg)
+{
+    for (int i = 0; i < count; i++) {
+        uint64_t stream = tsr_rng_stream((uint32_t)(first + i), (uint32_t)b);
+        for (int j = 0; j <= seq; j++) {
+            /* multiply-shift maps 32 random bits onto [0, vocab) without a modulo's skew */
+            int32_t tok = (int32_t)(((uint64_t)tsr_rng_u32(DATA_SEED, stream, (uint64_t)j) * (uint64_t)vocab) >> 32);
+            if (j < seq)
+                in[(size_t)i * seq + j] = tok;
+            if (j > 0)
+                tg[(size_t)i * seq + j - 1] = tok;
+        }
+    }
+}
+
+/* What one run measured, reduced over the ranks. */
+typedef struct result {
+    double seconds, loss;
+    int devices;
+    tsr_mem_stats_t mem; /* peaks: the largest over the ranks */
+} result_t;
+
+static void report(const opts_t *o, const result_t *r)
+{
+    char lay[TSR_LAYOUT_STRLEN], model[TSR_GPT_CONFIG_STRLEN];
+    int64_t params = tsr_gpt_param_count(&o->model);
+    const tsr_gpt_config_t *m = &o->model;
+    double flops_per_token = 6.0 * (double)params + 12.0 * m->layers * (double)m->dim * m->seq;
+    double tokens_per_s = (double)o->gpt.batch * m->seq * o->steps / r->seconds;
+    double tflops = flops_per_token * tokens_per_s / 1e12, ms = 1e3 * r->seconds / o->steps;
+    double mfu = o->peak_tflops > 0 ? tflops / (r->devices * o->peak_tflops) : NAN;
+    const char *prec = o->zero.precision == TSR_PRECISION_BF16 ? "bf16" : "fp32";
+    char mfu_text[32], loss_text[32];
+    tsr_layout_format(&o->layout, lay, sizeof lay);
+    tsr_gpt_config_format(m, model, sizeof model);
+    if (o->json) {
+        /* JSON has no NaN: an unknown MFU or a broken loss is null */
+        snprintf(mfu_text, sizeof mfu_text, isfinite(mfu) ? "%.6f" : "null", mfu);
+        snprintf(loss_text, sizeof loss_text, isfinite(r->loss) ? "%.6f" : "null", r->loss);
+        printf("{\"bench\":\"train\",\"device\":\"%s\",\"devices\":%d,\"layout\":\"%s\",\"model\":\"%s\","
+               "\"params\":%lld,\"precision\":\"%s\",\"zero_stage\":%d,\"batch\":%d,\"micro_batches\":%d,"
+               "\"seq\":%d,\"warmup\":%d,\"steps\":%d,\"seconds\":%.6f,\"ms_per_step\":%.3f,\"tokens_per_s\":%.1f,"
+               "\"flops_per_token\":%.0f,\"tflops\":%.6f,\"peak_tflops\":%g,\"mfu\":%s,\"loss\":%s,\"peak_bytes\":{",
+               tsr_device_kind_name(o->device), r->devices, lay, model, (long long)params, prec, o->zero.stage,
+               o->gpt.batch, o->gpt.micro_batches, m->seq, o->warmup, o->steps, r->seconds, ms, tokens_per_s,
+               flops_per_token, tflops, o->peak_tflops, mfu_text, loss_text);
+        for (int c = 0; c < TSR_MEM_CATEGORY_COUNT; c++)
+            printf("\"%s\":%llu,", tsr_mem_category_name((tsr_mem_category_t)c), (unsigned long long)r->mem.peak[c]);
+        printf("\"total\":%llu}}\n", (unsigned long long)r->mem.total_peak);
+    } else {
+        const char *unit = o->device == TSR_DEVICE_CUDA ? "GPU" : "rank";
+        snprintf(mfu_text, sizeof mfu_text, isfinite(mfu) ? "%.2f%%" : "-", 100 * mfu);
+        printf("model %s (%lld parameters), layout %s, %s %s on %d %s%s, ZeRO %d\n", model, (long long)params, lay,
+               tsr_device_kind_name(o->device), prec, r->devices, unit, r->devices == 1 ? "" : "s", o->zero.stage);
+        printf("batch %d x %d tokens in %d micro-batch%s, %d warmup + %d timed steps\n\n", o->gpt.batch, m->seq,
+               o->gpt.micro_batches, o->gpt.micro_batches == 1 ? "" : "es", o->warmup, o->steps);
+        printf("%14s %10s %10s %8s %10s\n%14.1f %10.3f %10.4f %8s %10.4f\n\n", "tokens/s", "ms/step", "TFLOP/s", "MFU",
+               "loss", tokens_per_s, ms, tflops, mfu_text, r->loss);
+        printf("peak MiB per rank (largest over ranks):");
+        for (int c = 0; c < TSR_MEM_CATEGORY_COUNT; c++)
+            printf(" %s %.2f", tsr_mem_category_name((tsr_mem_category_t)c), r->mem.peak[c] / 1048576.0);
+        printf(", total %.2f\n", r->mem.total_peak / 1048576.0);
+    }
+    fflush(stdout);
+}
+
+/* Warm up, then time o->steps steps; fills r on every rank. */
+static tsr_status_t run_steps(const opts_t *o, tsr_device_t dev, tsr_gpt_t gpt, const int32_t *in,
+                              const int32_t *tg, size_t batch_len, result_t *r)
+{
+    tsr_gpt_step_info_t info = {0};
+    tsr_status_t st = TSR_OK;
+    /* the first steps allocate what a step keeps; the peak must see them */
+    tsr_mem_reset_peaks(o->device);
+    for (int s = 0; s < o->warmup && st == TSR_OK; s++)
+        st = tsr_gpt_train_step(gpt, in + (s % DATA_BATCHES) * batch_len, tg + (s % DATA_BATCHES) * batch_len, &info);
+    if (st == TSR_OK)
+        st = tsr_device_sync(dev);
+    if (failed(st, "warmup", NULL))
+        return st != TSR_OK ? st : TSR_ERR_INTERNAL;
+    MPI_Barrier(MPI_COMM_WORLD);
+    double t0 = tsr_time_now();
+    for (int s = o->warmup; s < o->warmup + o->steps && st == TSR_OK; s++)
+        st = tsr_gpt_train_step(gpt, in + (s % DATA_BATCHES) * batch_len, tg + (s % DATA_BATCHES) * batch_len, &info);
+    if (st == TSR_OK)
+        st = tsr_device_sync(dev);
+    if (failed(st, "step", NULL))
+        return st != TSR_OK ? st : TSR_ERR_INTERNAL;
+    MPI_Barrier(MPI_COMM_WORLD);
+    r->seconds = tsr_time_now() - t0;
+    r->loss = info.loss;
+    MPI_Allreduce(MPI_IN_PLACE, &r->seconds, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    tsr_mem_stats(o->device, &r->mem);
+    MPI_Allreduce(MPI_IN_PLACE, r->mem.peak, TSR_MEM_CATEGORY_COUNT, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, &r->mem.total_peak, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
+    return TSR_OK;
+}
+
+int bench_train(int argc, char **argv)
+{
+    opts_t o;
+    int world = 0, status = 1, first = 0, count = 0, index = 0;
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    int rc = parse(argc, argv, world, &o);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    if (o.device == TSR_DEVICE_CUDA) {
+        /* the smallest count on any node decides, so that every rank stops together */
+        int gpus = tsr_device_count(TSR_DEVICE_CUDA);
+        MPI_Allreduce(MPI_IN_PLACE, &gpus, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+        if (gpus < 1)
+            return bench_fail("train", "--device cuda: no GPU visible");
+        index = local_rank() % gpus;
+    }
+    tsr_device_t dev = NULL;
+    tsr_grid_t grid = NULL;
+    tsr_gpt_t gpt = NULL;
+    int32_t *in = NULL, *tg = NULL;
+    result_t r = {0};
+    if (failed(tsr_device_create(o.device, index, &dev), "device", NULL))
+        goto done;
+    if (failed(tsr_grid_create(MPI_COMM_WORLD, &o.layout, &grid), "layout", NULL))
+        goto done;
+    if (failed(tsr_gpt_create(grid, dev, &o.model, &o.gpt, &o.zero, &gpt), "model", NULL))
+        goto done;
+    r.devices = o.device == TSR_DEVICE_CUDA ? distinct_devices(index) : world;
+    tsr_gpt_batch_slice(gpt, &first, &count);
+    size_t batch_len = (size_t)count * o.model.seq;
+    in = malloc(DATA_BATCHES * batch_len * sizeof *in);
+    tg = malloc(DATA_BATCHES * batch_len * sizeof *tg);
+    if (failed(in && tg ? TSR_OK : TSR_ERR_OUT_OF_MEMORY, NULL, "no memory for the synthetic batches"))
+        goto done;
+    for (int b = 0; b < DATA_BATCHES; b++)
+        make_batch(b, first, count, o.model.seq, o.model.vocab, in + b * batch_len, tg + b * batch_len);
+    if (run_steps(&o, dev, gpt, in, tg, batch_len, &r) != TSR_OK)
+        goto done;
+    if (bench_rank() == 0)
+        report(&o, &r);
+    status = 0;
+done:
+    free(in);
+    free(tg);
+    tsr_gpt_destroy(&gpt);
+    tsr_grid_destroy(&grid);
+    tsr_device_destroy(&dev);
+    return status;
+}

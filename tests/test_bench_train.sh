@@ -1,0 +1,93 @@
+#!/bin/sh
+# test_bench_train.sh: tsr-bench train under mpiexec with the tiny model on the CPU. One JSON
+# line on 1 rank and on 2 (dp=2, pp=2) with tokens_per_s > 0, a finite loss, peak total > 0
+# and the layout; the same loss on every layout (the synthetic tokens do not depend on it);
+# the text table; one-line errors and a non-zero exit for an unknown model, a layout that
+# does not fit the ranks, a batch that does not divide, and --device cuda where this build
+# has no CUDA backend or no GPU is visible. Prints TAP.
+# shellcheck disable=SC2016,SC2086 # conditions are eval'd later; option lists are meant to split
+bin=${TSR_BUILDDIR:-.}/apps
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-bench-train.XXXXXX") || exit 99
+trap 'rm -rf "$tmp"' EXIT
+n=0
+short="--steps 2 --warmup 1"
+
+check() { # check DESCRIPTION CONDITION...
+    desc=$1
+    shift
+    n=$((n + 1))
+    if "$@"; then
+        echo "ok $n - $desc"
+    else
+        echo "not ok $n - $desc"
+        sed 's/^/# stdout: /' "$tmp/out"
+        sed 's/^/# stderr: /' "$tmp/err"
+    fi
+}
+skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
+run() { # run RANKS ARGS...: tsr-bench train on RANKS ranks; sets $out, $err and $status
+    ranks=$1
+    shift
+    # shellcheck disable=SC2086
+    timeout 120 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n "$ranks" "$bin/tsr-bench" train "$@" >"$tmp/out" 2>"$tmp/err"
+    status=$?
+    out=$(cat "$tmp/out")
+    err=$(cat "$tmp/err")
+}
+has() { case $1 in *"$2"*) return 0 ;; esac; return 1; }
+one_error() { # one_error TEXT: failed (not killed), one line on stderr containing TEXT, nothing on stdout
+    test "$status" -ne 0 -a "$status" -lt 124 && has "$err" "$1" && test "$(wc -l <"$tmp/err")" -eq 1 &&
+        test ! -s "$tmp/out"
+}
+field() { # field NAME: the value of "NAME": in the JSON line $out (a string without its quotes)
+    printf '%s\n' "$out" | sed -n -e "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p; t" -e "s/.*\"$1\":\([^,}]*\).*/\1/p"
+}
+# good_json LAYOUT: exit 0, one line, the layout, tokens_per_s > 0, a numeric loss, total peak > 0
+good_json() {
+    test "$status" -eq 0 && test "$(wc -l <"$tmp/out")" -eq 1 && test "$(field layout)" = "$1" &&
+        awk -v t="$(field tokens_per_s)" -v l="$(field loss)" -v p="$(field total)" \
+            'BEGIN { exit !(t + 0 > 0 && l ~ /^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$/ && p + 0 > 0) }'
+}
+close_to() { # close_to A B: |A - B| <= 1e-4 |A|
+    awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; if (d < 0) d = -d; m = a < 0 ? -a : a; exit !(a != "" && d <= 1e-4 * m) }'
+}
+
+run 1 --help
+check "--help states the FLOPs formula and exits 0" eval 'test $status -eq 0 && has "$out" "6*P + 12*L*H*T"'
+
+run 1 --json $short
+check "1 rank: one JSON line with tokens_per_s > 0, a finite loss, peak total > 0, dp=1" \
+    eval 'good_json dp=1,pp=1,tp=1x1'
+check "1 rank on the CPU: MFU is null without --peak-tflops, devices is 1" \
+    eval 'test "$(field mfu)" = null && test "$(field devices)" = 1 && test "$(field bench)" = train'
+loss1=$(field loss)
+
+run 2 --json $short --layout dp=2
+check "2 ranks, dp=2: one JSON line, devices 2" eval 'good_json dp=2,pp=1,tp=1x1 && test "$(field devices)" = 2'
+check "dp=2 gives the 1-rank loss within 1e-4" close_to "$loss1" "$(field loss)"
+
+run 2 --json $short --layout pp=2 --micro-batches 2
+check "2 ranks, pp=2, 2 micro-batches: one JSON line" \
+    eval 'good_json dp=1,pp=2,tp=1x1 && test "$(field micro_batches)" = 2 && test "$(field comm)" -gt 0'
+check "pp=2 gives the 1-rank loss within 1e-4" close_to "$loss1" "$(field loss)"
+
+run 1 --steps 1 --warmup 0 --peak-tflops 1
+check "the text table shows tokens/s and an MFU in percent" \
+    eval 'test $status -eq 0 && has "$out" "tokens/s" && has "$out" "%" && has "$out" "peak MiB per rank"'
+
+run 2 --model huge
+check "an unknown model is one line of error" eval 'one_error "--model huge"'
+run 2 --layout dp=4
+check "a layout of 4 ranks on 2 is refused naming both numbers" eval 'one_error "needs 4 ranks, but mpiexec started 2"'
+run 2 --batch 5
+check "a batch not divisible by dp is refused" eval 'one_error "--batch 5 is not divisible by dp=2"'
+run 2 --layout pp=2 --model layers=1
+check "a model with fewer layers than stages is one line from the model" eval 'one_error "cannot fill 2 pipeline stages"'
+run 1 --device cuda $short
+if test "$status" -eq 0; then
+    skip "--device cuda without CUDA or a GPU is refused" "a GPU is visible"
+else
+    check "--device cuda without CUDA or a GPU is refused" \
+        eval 'one_error "--device cuda: this build has no CUDA backend" || one_error "--device cuda: no GPU visible"'
+fi
+echo "1..$n"
