@@ -13,8 +13,8 @@ TESTS += $(model_tests)
 EXTRA_DIST += lib/model/local.mk
 
 # tsr-train's options, errors, checkpoint and resume, driven by a shell script that prints TAP.
-TESTS += tests/test_train_cli.sh
-EXTRA_DIST += tests/test_train_cli.sh
+TESTS += tests/test_train_cli.sh tests/test_train_gpu.sh
+EXTRA_DIST += tests/test_train_cli.sh tests/test_train_gpu.sh
 
 # The training-driver example (public API only) and the documentation.
 noinst_PROGRAMS += doc/examples/train_driver
