@@ -17,8 +17,11 @@
 #include <unistd.h>
 #include <tessera.h>
 
-/* Nominal peak for the MFU estimate: fp32 FLOP/s of one CPU rank (a core with AVX2 FMA). */
-#define PEAK_FLOPS_PER_RANK 100e9
+/* Nominal peaks for the MFU estimate: fp32 FLOP/s of one CPU rank (a core with AVX2 FMA);
+ * dense bf16 and fp32 (no tensor cores) FLOP/s of one H100 SXM. */
+#define PEAK_FLOPS_CPU_RANK 100e9
+#define PEAK_FLOPS_GPU_BF16 989.4e12
+#define PEAK_FLOPS_GPU_FP32 66.9e12
 /* Bytes of synthetic text behind --data synthetic. */
 #define SYNTHETIC_BYTES (1 << 20)
 
@@ -36,8 +39,10 @@ static const char usage[] =
     "  --steps S                   train until step S (default 10)\n"
     "  --lr X                      learning rate (default 1e-3)\n"
     "  --seed N                    seed of the initial weights (default 1234)\n"
-    "  --device cpu|cuda           device (this version trains on cpu)\n"
-    "  --precision fp32|bf16       precision (this version: fp32)\n"
+    "  --device cpu|cuda           device (default cpu); cuda: rank r uses GPU (local rank mod GPUs)\n"
+    "  --precision fp32|bf16       precision (default fp32); bf16 (cuda only): bf16 compute, fp32 master\n"
+    "  --compute auto|tp|kernels   tp operations (any tp grid, cpu) or device kernels (tp=1x1, cpu or\n"
+    "                              cuda); default auto: kernels on cuda, tp on cpu\n"
     "  --ckpt-dir DIR              write checkpoints into DIR (every --ckpt-every steps and at the end)\n"
     "  --ckpt-every K              checkpoint interval in steps (default 0: only at the end)\n"
     "  --resume [latest|FILE]      continue from DIR/latest (needs --ckpt-dir) or from FILE\n"
@@ -46,7 +51,7 @@ static const char usage[] =
     "  --trace FILE                Chrome trace JSON of the last step's pipeline (when pp > 1)\n"
     "  --help, --version\n"
     "Rank 0 prints one line per step; MFU = 6 * params * tokens/s against a nominal peak of\n"
-    "100 GFLOP/s per rank.\n";
+    "100 GFLOP/s per cpu rank, or per GPU rank 989.4 TFLOP/s (bf16) or 66.9 TFLOP/s (fp32).\n";
 
 /* Everything the options say. */
 typedef struct options {
@@ -57,6 +62,7 @@ typedef struct options {
     tsr_gpt_config_t model;
     char model_text[TSR_GPT_CONFIG_STRLEN];
     char schedule_text[32];
+    tsr_device_kind_t device;
     const char *data, *ckpt_dir, *resume, *log_json, *trace;
     long steps, ckpt_every;
 } options_t;
@@ -137,7 +143,7 @@ static int parse_schedule(const char *text, options_t *o)
 static int parse_options(int argc, char **argv, options_t *o)
 {
     enum { O_LAYOUT = 256, O_ZERO, O_SCHEDULE, O_MODEL, O_DATA, O_BATCH, O_MICRO, O_STEPS, O_LR, O_SEED,
-           O_DEVICE, O_PRECISION, O_CKPT_DIR, O_CKPT_EVERY, O_RESUME, O_LOG_JSON, O_TRACE, O_HELP, O_VERSION };
+           O_DEVICE, O_PRECISION, O_COMPUTE, O_CKPT_DIR, O_CKPT_EVERY, O_RESUME, O_LOG_JSON, O_TRACE, O_HELP, O_VERSION };
     static const struct option longopts[] = {
         {"layout", required_argument, 0, O_LAYOUT}, {"zero", required_argument, 0, O_ZERO},
         {"schedule", required_argument, 0, O_SCHEDULE}, {"model", required_argument, 0, O_MODEL},
@@ -145,6 +151,7 @@ static int parse_options(int argc, char **argv, options_t *o)
         {"micro-batches", required_argument, 0, O_MICRO}, {"steps", required_argument, 0, O_STEPS},
         {"lr", required_argument, 0, O_LR}, {"seed", required_argument, 0, O_SEED},
         {"device", required_argument, 0, O_DEVICE}, {"precision", required_argument, 0, O_PRECISION},
+        {"compute", required_argument, 0, O_COMPUTE},
         {"ckpt-dir", required_argument, 0, O_CKPT_DIR}, {"ckpt-every", required_argument, 0, O_CKPT_EVERY},
         {"resume", optional_argument, 0, O_RESUME}, {"log-json", required_argument, 0, O_LOG_JSON},
         {"trace", required_argument, 0, O_TRACE}, {"help", no_argument, 0, O_HELP},
@@ -204,15 +211,29 @@ static int parse_options(int argc, char **argv, options_t *o)
             tsr_device_kind_t kind;
             if (tsr_device_kind_parse(optarg, &kind) != TSR_OK)
                 return usage_error("--device %s: expected cpu or cuda", optarg);
-            if (kind != TSR_DEVICE_CPU)
-                return usage_error("--device %s: not supported by this version (the model's layer kernels run on "
-                                   "the host); use --device cpu", optarg);
+            if (!tsr_device_kind_built(kind))
+                return usage_error("--device %s: this build of Tessera has no %s backend (reconfigure with "
+                                   "--with-%s)", optarg, optarg, optarg);
+            o->device = kind;
             break;
         }
         case O_PRECISION:
-            if (strcmp(optarg, "fp32") != 0)
-                return usage_error("--precision %s: this version trains in fp32 only (bf16 needs --device cuda)",
-                                   optarg);
+            if (strcmp(optarg, "fp32") == 0)
+                o->zero.precision = TSR_PRECISION_FP32;
+            else if (strcmp(optarg, "bf16") == 0)
+                o->zero.precision = TSR_PRECISION_BF16;
+            else
+                return usage_error("--precision %s: expected fp32 or bf16", optarg);
+            break;
+        case O_COMPUTE:
+            if (strcmp(optarg, "auto") == 0)
+                o->gpt.compute = TSR_GPT_COMPUTE_AUTO;
+            else if (strcmp(optarg, "tp") == 0)
+                o->gpt.compute = TSR_GPT_COMPUTE_TP;
+            else if (strcmp(optarg, "kernels") == 0)
+                o->gpt.compute = TSR_GPT_COMPUTE_KERNELS;
+            else
+                return usage_error("--compute %s: expected auto, tp or kernels", optarg);
             break;
         case O_CKPT_DIR: o->ckpt_dir = optarg; break;
         case O_CKPT_EVERY:
@@ -252,6 +273,11 @@ static int parse_options(int argc, char **argv, options_t *o)
     if (o->model.heads % o->layout.tp_cols)
         return usage_error("--model %s: %d heads are not divisible by the %d tp columns", o->model_text,
                            o->model.heads, o->layout.tp_cols);
+    if (o->zero.precision == TSR_PRECISION_BF16 && o->device == TSR_DEVICE_CPU)
+        return usage_error("--precision bf16 needs --device cuda (the CPU trains in fp32)");
+    if (o->device != TSR_DEVICE_CPU && o->layout.tp_rows * o->layout.tp_cols != 1)
+        return usage_error("--device %s trains with dp and pp only: the layout's tp grid must be 1x1, got tp=%dx%d",
+                           tsr_device_kind_name(o->device), o->layout.tp_rows, o->layout.tp_cols);
     if (o->ckpt_every > 0 && !o->ckpt_dir)
         return usage_error("--ckpt-every needs --ckpt-dir");
     if (o->resume && strcmp(o->resume, "latest") == 0 && !o->ckpt_dir)
@@ -355,12 +381,14 @@ static tsr_status_t resume(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, l
 
 /* ---------- the run ---------- */
 
-static void log_step(FILE *json, long step, long steps, const tsr_gpt_step_info_t *info, double ms,
-                     double tokens, int64_t params)
+static void log_step(const options_t *o, FILE *json, long step, long steps, const tsr_gpt_step_info_t *info,
+                     double ms, double tokens, int64_t params)
 {
     tsr_mem_stats_t mem;
-    tsr_mem_stats(TSR_DEVICE_CPU, &mem);
-    double tps = tokens / (ms / 1e3), mfu = 6.0 * (double)params * tps / (PEAK_FLOPS_PER_RANK * world_size);
+    tsr_mem_stats(o->device, &mem);
+    double peak = o->device == TSR_DEVICE_CPU ? PEAK_FLOPS_CPU_RANK
+                  : o->zero.precision == TSR_PRECISION_BF16 ? PEAK_FLOPS_GPU_BF16 : PEAK_FLOPS_GPU_FP32;
+    double tps = tokens / (ms / 1e3), mfu = 6.0 * (double)params * tps / (peak * world_size);
     printf("step %ld/%ld  loss %.4f  grad norm %.3f  lr %.2e  %.1f ms  %.0f tok/s  MFU %.2f%%  peak mem %.1f MiB\n",
            step, steps, info->loss, info->grad_norm, info->lr, ms, tps, 100 * mfu,
            (double)mem.total_peak / (1 << 20));
@@ -377,6 +405,22 @@ static void log_step(FILE *json, long step, long steps, const tsr_gpt_step_info_
     fflush(json);
 }
 
+/* Rank r on a node uses GPU (r mod the node's GPUs); the CPU device otherwise. */
+static tsr_status_t open_device(tsr_device_kind_t kind, tsr_device_t *dev)
+{
+    MPI_Comm node;
+    int local = 0, n = tsr_device_count(kind);
+    if (kind == TSR_DEVICE_CPU)
+        return tsr_device_create(kind, 0, dev);
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, world_rank, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &local);
+    MPI_Comm_free(&node);
+    if (n < 1)
+        return set_app_error(TSR_ERR_CUDA, "no %s device is visible to rank %d", tsr_device_kind_name(kind),
+                             world_rank);
+    return tsr_device_create(kind, local % n, dev);
+}
+
 static int train(const options_t *o)
 {
     tsr_device_t dev = NULL;
@@ -389,8 +433,8 @@ static int train(const options_t *o)
     int status = 1, first = 0, count = 0;
     long step = 0;
     char path[1024];
-    tsr_status_t rc = tsr_device_create(TSR_DEVICE_CPU, 0, &dev);
-    if (failed(rc, "device"))
+    tsr_status_t rc = open_device(o->device, &dev);
+    if (failed(rc, "--device"))
         goto done;
     if (failed(tsr_grid_create(MPI_COMM_WORLD, &o->layout, &grid), NULL))
         goto done;
@@ -406,10 +450,11 @@ static int train(const options_t *o)
     if (world_rank == 0) {
         char lay[TSR_LAYOUT_STRLEN], model[TSR_GPT_CONFIG_STRLEN];
         printf("tsr-train: model %s (%lld parameters), layout %s, ZeRO %d, schedule %s, batch %d x %d tokens in "
-               "%d micro-batches, data %s, cpu fp32\n",
+               "%d micro-batches, data %s, %s %s\n",
                tsr_gpt_config_format(&o->model, model, sizeof model), (long long)params,
                tsr_layout_format(&o->layout, lay, sizeof lay), o->zero.stage, o->schedule_text, o->gpt.batch,
-               o->model.seq, o->gpt.micro_batches, o->data ? o->data : "synthetic");
+               o->model.seq, o->gpt.micro_batches, o->data ? o->data : "synthetic", tsr_device_kind_name(o->device),
+               o->zero.precision == TSR_PRECISION_BF16 ? "bf16" : "fp32");
     }
     if (o->resume) {
         if (failed(resume(o, grid, gpt, &step, path, sizeof path), "--resume"))
@@ -443,7 +488,7 @@ static int train(const options_t *o)
             goto done;
         double ms = (MPI_Wtime() - t0) * 1e3;
         if (world_rank == 0)
-            log_step(json, step + 1, o->steps, &info, ms, (double)o->gpt.batch * o->model.seq, params);
+            log_step(o, json, step + 1, o->steps, &info, ms, (double)o->gpt.batch * o->model.seq, params);
         int due = o->ckpt_dir && ((o->ckpt_every > 0 && (step + 1) % o->ckpt_every == 0) || step + 1 == o->steps);
         if (due && failed(save(o, grid, gpt, step + 1), "checkpoint"))
             goto done;

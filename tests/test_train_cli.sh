@@ -2,7 +2,8 @@
 # test_train_cli.sh: tsr-train under mpiexec. --help and --version; a one-line error and a
 # non-zero exit (no crash, no hang) for an unknown option, a layout whose product is not the
 # rank count, heads not divisible by the tp columns, a missing data file, a file with the
-# wrong magic, a token id not below the vocabulary, --device cuda, and resuming from a
+# wrong magic, a token id not below the vocabulary, --device cuda without a GPU, bf16 on the
+# CPU, and resuming from a
 # checkpoint of another model; --log-json and --trace; a checkpoint at step 5 and a resume
 # that reproduces steps 6-10 bitwise on the same layout and within 1e-4 on another. Prints TAP.
 bin=${TSR_BUILDDIR:-.}/apps
@@ -51,8 +52,14 @@ run 2 $model --data "$tmp/text.bin"
 check "a data file with the wrong magic is refused" eval 'one_error "magic"'
 run 2 --model layers=1,dim=16,heads=2,vocab=64,seq=16 --batch 2 --data synthetic
 check "a token id not below the vocabulary size is refused" eval 'one_error "not below the vocabulary size 64"'
-run 1 $model --device cuda
-check "--device cuda is refused as not in this version" eval 'one_error "--device cuda: not supported"'
+if nvidia-smi -L >/dev/null 2>&1; then
+    skip "--device cuda without a GPU is one line of error" "a GPU is present (tests/test_train_gpu.sh trains on it)"
+else
+    run 1 $model --device cuda
+    check "--device cuda without a GPU (or CUDA backend) is one line of error" eval 'one_error "cuda"'
+fi
+run 1 $model --precision bf16
+check "--precision bf16 on the CPU is refused" eval 'one_error "--precision bf16 needs --device cuda"'
 run 2 $model --schedule interleaved
 check "interleaved without its chunk count is refused" eval 'one_error "interleaved:V"'
 

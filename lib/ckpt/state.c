@@ -240,6 +240,8 @@ tsr_status_t tsr_ckpt_save_zero(tsr_ckpt_writer_t w, tsr_grid_t grid, tsr_zero_t
 {
     tsr_status_t rc = TSR_OK;
     tensor_list_t list = {0};
+    float *host = NULL;
+    int on_gpu = tsr_device_kind(tsr_zero_device(opt)) != TSR_DEVICE_CPU;
     TSR_TRY(agree_tensors(tsr_grid_comm(grid, TSR_AXIS_WORLD), opt, cfg, &list));
     TSR_TRY(save_attributes(w, grid, opt, cfg));
     for (int kind = TSR_ZERO_PARAM; kind < list.kinds; kind++) {
@@ -254,10 +256,20 @@ tsr_status_t tsr_ckpt_save_zero(tsr_ckpt_writer_t w, tsr_grid_t grid, tsr_zero_t
              * coverage check then fails on every rank together. */
             if (write_piece(opt, &list.t[i], (tsr_zero_kind_t)kind, &piece, &data) != TSR_OK)
                 piece = tsr_ckpt_nothing();
+            if (on_gpu && piece.count > 0) { /* HDF5 writes from host memory */
+                float *grown = realloc(host, (size_t)piece.count * sizeof *host);
+                TSR_CHECK(grown, TSR_ERR_OUT_OF_MEMORY, "no memory to stage %lld values of %s",
+                          (long long)piece.count, name);
+                host = grown;
+                TSR_TRY(tsr_device_copy(tsr_zero_device(opt), host, data, (size_t)piece.count * sizeof *host,
+                                        TSR_COPY_DEVICE_TO_HOST));
+                data = host;
+            }
             TSR_TRY(tsr_ckpt_write_f32(w, name, ndim, dims, &piece, data));
         }
     }
 cleanup:
+    free(host);
     free(list.t);
     return rc;
 }
@@ -359,6 +371,8 @@ static tsr_status_t read_piece(tsr_ckpt_reader_t r, tsr_zero_t opt, const global
     tsr_ckpt_piece_t piece = tsr_ckpt_nothing();
     tsr_zero_piece_t pc = {0};
     tsr_zero_tensor_t d;
+    tsr_device_t dev = tsr_zero_device(opt);
+    float *data = NULL, *host = NULL;
     dataset_name(g->name, kind, name);
     *checksum = 0;
     if (g->id >= 0) {
@@ -370,15 +384,24 @@ static tsr_status_t read_piece(tsr_ckpt_reader_t r, tsr_zero_t opt, const global
             piece.count = (int64_t)(pc.end - pc.begin);
         }
     }
-    TSR_TRY(tsr_ckpt_read_f32(r, name, ndim, dims, &piece, pc.data));
+    data = pc.data;
+    if (tsr_device_kind(dev) != TSR_DEVICE_CPU && pc.end > pc.begin) { /* HDF5 reads into host memory */
+        host = malloc((pc.end - pc.begin) * sizeof *host);
+        TSR_CHECK(host, TSR_ERR_OUT_OF_MEMORY, "no memory to stage %zu values of %s", pc.end - pc.begin, name);
+        data = host;
+    }
+    TSR_TRY(tsr_ckpt_read_f32(r, name, ndim, dims, &piece, data));
     if (pc.write_end > pc.write_begin) {
         /* The ownership ranges tile the tensor once, so their checksums add up to the file's. */
         tsr_ckpt_piece_t own = piece;
         own.offset = (int64_t)pc.write_begin;
         own.count = (int64_t)(pc.write_end - pc.write_begin);
-        *checksum = tsr__ckpt_piece_checksum(ndim, dims, &own, pc.data + (pc.write_begin - pc.begin));
+        *checksum = tsr__ckpt_piece_checksum(ndim, dims, &own, data + (pc.write_begin - pc.begin));
     }
+    if (host)
+        TSR_TRY(tsr_device_copy(dev, pc.data, host, (pc.end - pc.begin) * sizeof *host, TSR_COPY_HOST_TO_DEVICE));
 cleanup:
+    free(host);
     return rc;
 }
 

@@ -85,20 +85,24 @@ typedef struct init_rule {
 
 static tsr_status_t init_tensor(tsr_gpt_t gpt, const gpt_tensor_t *t, init_rule_t rule)
 {
+    tsr_status_t rc = TSR_OK;
     tsr_zero_tensor_t td;
     tsr_zero_piece_t pc;
-    tsr_status_t rc = tsr_zero_tensor_desc(gpt->zero, t->zid, &td);
-    if (rc == TSR_OK)
-        rc = tsr_zero_piece(gpt->zero, t->zid, TSR_ZERO_PARAM, &pc);
-    if (rc != TSR_OK)
-        return rc;
+    float *host = NULL;
+    TSR_TRY(tsr_zero_tensor_desc(gpt->zero, t->zid, &td));
+    TSR_TRY(tsr_zero_piece(gpt->zero, t->zid, TSR_ZERO_PARAM, &pc));
+    if (pc.end == pc.begin)
+        goto cleanup;
+    /* values are made on the host and copied to the optimizer's (device) memory */
+    host = malloc((pc.end - pc.begin) * sizeof(float));
+    TSR_CHECK(host, TSR_ERR_OUT_OF_MEMORY, "no memory to initialize tensor %s", td.name);
     uint64_t stream = tsr_rng_stream(rule.id, 0);
     for (size_t i = pc.begin; i < pc.end;) {
         size_t r = i / (size_t)td.local_cols, c = i % (size_t)td.local_cols;
         size_t run = (size_t)td.local_cols - c;
         if (run > pc.end - i)
             run = pc.end - i;
-        float *dst = pc.data + (i - pc.begin);
+        float *dst = host + (i - pc.begin);
         if (rule.std > 0) {
             uint64_t g = (uint64_t)(td.row_off + (long)r) * (uint64_t)td.cols + (uint64_t)(td.col_off + (long)c);
             tsr_rng_fill_normal(gpt->opts.seed, stream, g, run, 0.0f, rule.std, dst);
@@ -108,7 +112,10 @@ static tsr_status_t init_tensor(tsr_gpt_t gpt, const gpt_tensor_t *t, init_rule_
         }
         i += run;
     }
-    return TSR_OK;
+    TSR_TRY(tsr_device_copy(gpt->dev, pc.data, host, (pc.end - pc.begin) * sizeof(float), TSR_COPY_HOST_TO_DEVICE));
+cleanup:
+    free(host);
+    return rc;
 }
 
 /* Create a tensor's blocks and register it with the optimizer. */
@@ -116,12 +123,14 @@ static tsr_status_t add_tensor(tsr_gpt_t gpt, gpt_tensor_t *t, const char *name,
                                unsigned extra_flags)
 {
     tsr_status_t rc = TSR_OK;
-    tsr_dmat_view_t v;
+    tsr_dmat_view_t v = {NULL, d.rows, d.cols, d.cols, 0, 0}; /* the kernels path: whole tensors */
     tsr_zero_tensor_t zt = TSR_ZERO_TENSOR_INIT;
     t->desc = d;
-    TSR_TRY(tsr_dmat_create(gpt->tp, &d, &t->w));
-    TSR_TRY(tsr_dmat_create_like(t->w, TSR_MEM_GRADS, &t->g));
-    tsr_dmat_local(t->w, &v);
+    if (!gpt->kernels) {
+        TSR_TRY(tsr_dmat_create(gpt->tp, &d, &t->w));
+        TSR_TRY(tsr_dmat_create_like(t->w, TSR_MEM_GRADS, &t->g));
+        tsr_dmat_local(t->w, &v);
+    }
     zt.name = name;
     zt.rows = d.rows, zt.cols = d.cols;
     zt.row_off = v.row0, zt.col_off = v.col0;
@@ -252,6 +261,31 @@ static tsr_status_t check_fit(tsr_gpt_t gpt)
     return TSR_OK;
 }
 
+/* The kernels path on a GPU (or when asked for), the tp operations otherwise; see model.h. */
+static tsr_status_t choose_compute(tsr_gpt_t gpt, const tsr_zero_config_t *zcfg)
+{
+    tsr_device_kind_t kind = tsr_device_kind(gpt->dev);
+    tsr_gpt_compute_t c = gpt->opts.struct_size >= sizeof(tsr_gpt_options_t) ? gpt->opts.compute : TSR_GPT_COMPUTE_AUTO;
+    if (c == TSR_GPT_COMPUTE_AUTO)
+        c = kind == TSR_DEVICE_CPU ? TSR_GPT_COMPUTE_TP : TSR_GPT_COMPUTE_KERNELS;
+    if (c == TSR_GPT_COMPUTE_TP && kind != TSR_DEVICE_CPU)
+        return TSR_ERROR(TSR_ERR_NOT_SUPPORTED, "the tp operations compute on the CPU, not on %s; on a GPU the "
+                         "model uses the device kernels", tsr_device_kind_name(kind));
+    if (c != TSR_GPT_COMPUTE_KERNELS)
+        return TSR_OK;
+    if (gpt->layout.tp_rows * gpt->layout.tp_cols != 1)
+        return TSR_ERROR(TSR_ERR_NOT_SUPPORTED, "the device-kernel model (used on %s) needs a 1x1 tp grid, got "
+                         "tp=%dx%d; use dp and pp", tsr_device_kind_name(kind), gpt->layout.tp_rows,
+                         gpt->layout.tp_cols);
+    if (kind != TSR_DEVICE_CPU && zcfg->precision == TSR_PRECISION_FP16)
+        return TSR_ERROR(TSR_ERR_NOT_SUPPORTED, "fp16 training on %s is not built; use bf16 or fp32",
+                         tsr_device_kind_name(kind));
+    gpt->kernels = 1;
+    gpt->dt = kind != TSR_DEVICE_CPU && zcfg->precision == TSR_PRECISION_BF16 ? TSR_DTYPE_BF16 : TSR_DTYPE_F32;
+    gpt->dts = tsr_dtype_size(gpt->dt);
+    return TSR_OK;
+}
+
 static tsr_status_t alloc_scratch(tsr_gpt_t gpt)
 {
     tsr_status_t rc = TSR_OK;
@@ -288,6 +322,7 @@ tsr_status_t tsr_gpt_create(tsr_grid_t grid, tsr_device_t dev, const tsr_gpt_con
     gpt->chunks = opts->chunks;
     gpt->stage = zcfg->stage;
     gpt->wte_layer = cfg->layers + 2;
+    TSR_TRY(choose_compute(gpt, zcfg));
     TSR_TRY(check_fit(gpt));
     gpt->seqs = opts->batch / gpt->layout.dp;
     gpt->mb_seqs = gpt->seqs / opts->micro_batches;
@@ -303,10 +338,16 @@ tsr_status_t tsr_gpt_create(tsr_grid_t grid, tsr_device_t dev, const tsr_gpt_con
               "no memory for the model's tables");
     block_costs(gpt, cost);
     TSR_TRY(tsr_pipe_partition(cost, L, vstages, gpt->bounds, NULL));
-    TSR_TRY(tsr_tp_create(grid, dev, &gpt->tp));
+    if (!gpt->kernels)
+        TSR_TRY(tsr_tp_create(grid, dev, &gpt->tp));
     tsr_zero_config_t zc = *zcfg;
     zc.micro_batches = 1; /* the model hands each layer's gradient over once per step */
     TSR_TRY(tsr_zero_create(grid, dev, &zc, &gpt->zero));
+    if (gpt->kernels) {
+        TSR_TRY(build_tensors(gpt));
+        TSR_TRY(tsr__engine_create(gpt));
+        goto done;
+    }
     activation_descs(gpt);
     TSR_TRY(build_tensors(gpt));
     TSR_TRY(alloc_scratch(gpt));
@@ -316,6 +357,7 @@ tsr_status_t tsr_gpt_create(tsr_grid_t grid, tsr_device_t dev, const tsr_gpt_con
         TSR_TRY(tsr_device_alloc(dev, TSR_MEM_COMM, (size_t)v.rows * v.cols * sizeof(float) + sizeof(float),
                                  (void **)&gpt->tie_buf));
     }
+done:
     *out = gpt;
     gpt = NULL;
 cleanup:
@@ -335,6 +377,8 @@ void tsr_gpt_destroy(tsr_gpt_t *gpt)
     if (!gpt || !*gpt)
         return;
     tsr_gpt_t g = *gpt;
+    if (g->kernels)
+        tsr__engine_destroy(g);
     if (g->bact && g->hact)
         for (int mb = 0; mb < g->opts.micro_batches; mb++)
             tsr__gpt_free_acts(g, mb);
@@ -673,6 +717,11 @@ tsr_status_t tsr_gpt_train_step(tsr_gpt_t gpt, const int32_t *inputs, const int3
     gpt->inputs = inputs;
     gpt->targets = targets;
     gpt->loss_sum = 0.0;
+    exec.poll_us = gpt->opts.poll_us;
+    if (gpt->kernels) {
+        TSR_TRY(tsr__engine_train_step(gpt, &exec));
+        goto step;
+    }
     TSR_TRY(load_params(gpt));
     for (int i = 0; i < gpt->nlocal; i++)
         if (gpt->local[i]->g)
@@ -682,11 +731,11 @@ tsr_status_t tsr_gpt_train_step(tsr_gpt_t gpt, const int32_t *inputs, const int3
     stage.forward = stage_forward;
     stage.backward = stage_backward;
     stage.weight_grad = stage_weight_grad;
-    exec.poll_us = gpt->opts.poll_us;
     TSR_TRY(tsr_pipe_execute(gpt->sched, tsr_grid_comm(gpt->grid, TSR_AXIS_PP), gpt->dev, &stage, &exec,
                              gpt->trace));
     TSR_TRY(sum_tied(gpt));
     TSR_TRY(push_grads(gpt));
+step:
     TSR_TRY(tsr_zero_step(gpt->zero, &zi));
     TSR_TRY(reduce_loss(gpt, &loss));
     if (info) {

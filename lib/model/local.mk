@@ -1,19 +1,20 @@
 # lib/model/local.mk: the GPT model (issue 7), the tsr-train driver, their tests and docs.
-libtessera_la_SOURCES += lib/model/model_impl.h lib/model/config.c lib/model/gpt.c lib/model/block.c
+libtessera_la_SOURCES += lib/model/model_impl.h lib/model/config.c lib/model/gpt.c lib/model/block.c \
+	lib/model/engine.c
 tsr_include_HEADERS += lib/include/tessera/model.h
 
 bin_PROGRAMS += apps/tsr-train
 apps_tsr_train_LDADD = libtessera.la -lm
 apps_tsr_train_LDFLAGS =
 
-model_tests = tests/test_model_config tests/test_model_layout
+model_tests = tests/test_model_config tests/test_model_layout tests/test_model_kernels
 check_PROGRAMS += $(model_tests)
 TESTS += $(model_tests)
 EXTRA_DIST += lib/model/local.mk
 
 # tsr-train's options, errors, checkpoint and resume, driven by a shell script that prints TAP.
-TESTS += tests/test_train_cli.sh
-EXTRA_DIST += tests/test_train_cli.sh
+TESTS += tests/test_train_cli.sh tests/test_train_gpu.sh
+EXTRA_DIST += tests/test_train_cli.sh tests/test_train_gpu.sh
 
 # The training-driver example (public API only) and the documentation.
 noinst_PROGRAMS += doc/examples/train_driver

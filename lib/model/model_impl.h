@@ -17,7 +17,13 @@ typedef struct gpt_tensor {
     tsr_dmat_desc_t desc; /* layout of w (g: the same, category grads) */
     int zid;              /* id in the optimizer */
     int zlayer;           /* the optimizer's layer (unit of gathering) */
+    /* the kernels path (engine.c): */
+    void *wc;             /* compute copy (dt): the optimizer's view in fp32, else a copy */
+    void *owned;          /* the copy's own buffer, where there is one (stage 3) */
+    float *gv;            /* where the gradient accumulates (fp32) */
 } gpt_tensor_t;
+
+struct gpt_slot; /* engine.c: what one virtual stage's forward keeps for its backward */
 
 /* What one block's forward keeps for its backward, for one micro-batch. */
 typedef struct gpt_block_act {
@@ -64,6 +70,21 @@ struct tsr_gpt {
 
     const int32_t *inputs, *targets;
     double loss_sum; /* this step's micro-batch losses (last stage) */
+
+    /* the kernels path (engine.c) */
+    int kernels;              /* compute with tessera/kernels.h instead of the tp operations */
+    tsr_dtype_t dt;           /* activations and compute copies: bf16 on CUDA with bf16, else f32 */
+    size_t dts;               /* bytes per dt element */
+    int vpad;                 /* vocabulary rounded up to 64: the logits' leading dimension */
+    struct gpt_slot *slots;   /* activation slots, made on first need, reused */
+    int nslots;
+    void *scratch;            /* one allocation holding the buffers below */
+    void *d_res, *d_ln, *d_qkv, *d_att, *d_mlp, *logits_buf;
+    float *delta, *losses;
+    int32_t *d_inputs, *d_targets; /* the step's tokens on the device */
+    float *wte_grad;          /* the tied embedding's gradient, fp32 (first and last stage) */
+    void *wcopy;              /* bf16 compute copies of every local tensor (stages 0-2) */
+    int *bwd_count;           /* per ZeRO layer: backward passes this step (stages 0-1) */
 };
 
 /* Forward of block l on micro-batch mb: takes ownership of x, returns the output in *y. */
@@ -83,5 +104,11 @@ tsr_status_t tsr__gpt_begin_grads(tsr_gpt_t gpt, int layer);
 tsr_status_t tsr__gpt_hand_over_grads(tsr_gpt_t gpt, int layer);
 /* Free what micro-batch mb's forward kept (after an error, or at destroy). */
 void tsr__gpt_free_acts(tsr_gpt_t gpt, int mb);
+
+/* The kernels path (engine.c): allocate its buffers after the tensors are registered, free
+ * them, and run one step's pipeline and tied-gradient exchange. */
+tsr_status_t tsr__engine_create(tsr_gpt_t gpt);
+void tsr__engine_destroy(tsr_gpt_t gpt);
+tsr_status_t tsr__engine_train_step(tsr_gpt_t gpt, tsr_pipe_exec_config_t *exec);
 
 #endif /* TESSERA_MODEL_IMPL_H */

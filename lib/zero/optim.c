@@ -1,47 +1,8 @@
-/* optim.c: the element-wise optimizer updates, the LR schedule and low-precision rounding. */
+/* optim.c: the LR schedule and low-precision rounding (the updates are tsr_kernel_adamw/sgd). */
 #include <math.h>
 #include <string.h>
 
 #include "core/internal.h"
-#include "zero/zero_impl.h"
-
-/* PyTorch's AdamW order: decay the weight first, then apply the bias-corrected Adam step. */
-void tsr__zero_adamw(const tsr_zero_config_t *cfg, const tsr__zero_update_t *u, float wd, size_t n, float *p,
-                     const float *g, float *m, float *v)
-{
-    const float b1 = cfg->beta1, b2 = cfg->beta2, eps = cfg->eps;
-    const float step_size = u->lr / u->bc1, sqrt_bc2 = sqrtf(u->bc2), decay = 1.0f - u->lr * wd;
-    for (size_t i = 0; i < n; i++) {
-        float gi = g[i] * u->grad_coef;
-        m[i] = b1 * m[i] + (1.0f - b1) * gi;
-        v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
-        p[i] = p[i] * decay - step_size * m[i] / (sqrtf(v[i]) / sqrt_bc2 + eps);
-    }
-}
-
-/* Momentum as in PyTorch (buf = momentum * buf + g, zero-initialized, so the first buf is g);
- * weight decay decoupled as in AdamW so that both optimizers treat it alike. */
-void tsr__zero_sgd(const tsr_zero_config_t *cfg, const tsr__zero_update_t *u, float wd, size_t n, float *p,
-                   const float *g, float *m)
-{
-    const float mu = cfg->momentum, decay = 1.0f - u->lr * wd;
-    for (size_t i = 0; i < n; i++) {
-        float d = g[i] * u->grad_coef;
-        if (m) {
-            m[i] = mu * m[i] + d;
-            d = m[i];
-        }
-        p[i] = p[i] * decay - u->lr * d;
-    }
-}
-
-double tsr__zero_sumsq(const float *g, size_t n)
-{
-    double s = 0.0;
-    for (size_t i = 0; i < n; i++)
-        s += (double)g[i] * (double)g[i];
-    return s;
-}
 
 float tsr_zero_lr_at(const tsr_zero_config_t *cfg, long step)
 {

@@ -12,7 +12,13 @@
 #include <string.h>
 
 #include "core/internal.h"
-#include "zero/zero_impl.h"
+
+/* Scalars of one update, the same for every element of a step. */
+typedef struct update {
+    float lr;        /* learning rate of this step */
+    float grad_coef; /* gradients are multiplied by this: 1/(dp * loss scale), times the clip factor */
+    float bc1, bc2;  /* AdamW bias corrections 1 - beta^t */
+} update_t;
 
 typedef struct tensor_rec {
     tsr_zero_tensor_t desc;
@@ -103,9 +109,6 @@ tsr_status_t tsr_zero_create(tsr_grid_t grid, tsr_device_t dev, const tsr_zero_c
     *out = NULL;
     TSR_CHECK(grid && dev, TSR_ERR_INVALID_ARG, "tsr_zero_create needs a grid and a device");
     TSR_TRY(check_config(cfg));
-    TSR_CHECK(tsr_device_kind(dev) == TSR_DEVICE_CPU, TSR_ERR_NOT_SUPPORTED,
-              "the ZeRO optimizer updates host memory: it needs a CPU device, got %s",
-              tsr_device_kind_name(tsr_device_kind(dev)));
     z = tsr__calloc(1, sizeof *z);
     TSR_CHECK(z, TSR_ERR_OUT_OF_MEMORY, "no memory for an optimizer");
     z->cfg = *cfg;
@@ -121,6 +124,11 @@ tsr_status_t tsr_zero_create(tsr_grid_t grid, tsr_device_t dev, const tsr_zero_c
     *out = z;
 cleanup:
     return rc;
+}
+
+tsr_device_t tsr_zero_device(tsr_zero_t z)
+{
+    return z->dev;
 }
 
 static void free_buf(tsr_zero_t z, float **p)
@@ -420,7 +428,8 @@ static tsr_status_t start_gather(tsr_zero_t z, bucket_t *k)
     tsr_status_t rc = TSR_OK;
     TSR_TRY(alloc_floats(z, TSR_MEM_PARAMS, k->s * (size_t)z->N, &k->gathered));
     if (z->N == 1) {
-        memcpy(k->gathered, z->params_shard + k->shard_off, k->s * sizeof(float));
+        TSR_TRY(tsr_device_copy(z->dev, k->gathered, z->params_shard + k->shard_off, k->s * sizeof(float),
+                                TSR_COPY_DEVICE_TO_DEVICE));
         k->gather_state = GATHER_VALID;
     } else {
         TSR_TRY(tsr_comm_iallgather(z->dp, z->params_shard + k->shard_off, k->gathered, k->s, TSR_DTYPE_F32,
@@ -511,13 +520,12 @@ static tsr_status_t finish_reduce(tsr_zero_t z, bucket_t *k)
     TSR_TRY(tsr_request_wait(&k->req));
     k->launched = 0;
     if (z->cfg.stage == 1 && k->rs_recv) {
-        memcpy(z->grads_full + k->off + (size_t)z->r * k->s, k->rs_recv, k->s * sizeof(float));
+        TSR_TRY(tsr_device_copy(z->dev, z->grads_full + k->off + (size_t)z->r * k->s, k->rs_recv,
+                                k->s * sizeof(float), TSR_COPY_DEVICE_TO_DEVICE));
         free_buf(z, &k->rs_recv);
     } else if (z->cfg.stage >= 2) {
         const float *src = z->N == 1 ? k->grad_full : k->rs_recv;
-        float *dst = z->grads_shard + k->shard_off;
-        for (size_t i = 0; i < k->s; i++)
-            dst[i] += src[i];
+        TSR_TRY(tsr_kernel_axpy(z->dev, k->s, 1.0f, src, z->grads_shard + k->shard_off));
         free_buf(z, &k->rs_recv);
         free_buf(z, &k->grad_full);
     }
@@ -587,22 +595,39 @@ static const float *shard_grad(tsr_zero_t z, const bucket_t *k)
     return z->grads_shard + k->shard_off;
 }
 
-/* Sum of squares of the gradient elements this rank counts under the ownership rule. */
-static double local_sumsq(tsr_zero_t z)
+/* Sum of squares of the gradient elements this rank counts under the ownership rule, one
+ * reduction per run of adjacent counted tensors (each reduction waits for the device). */
+static tsr_status_t local_sumsq(tsr_zero_t z, double *out)
 {
-    double sum = 0.0;
+    tsr_status_t rc = TSR_OK;
+    double sum = 0.0, part = 0.0;
     for (int b = 0; b < z->nbuckets; b++) {
         const bucket_t *k = &z->buckets[b];
-        size_t lo0 = (size_t)z->r * k->s, hi0 = lo0 + k->s;
+        size_t lo0 = (size_t)z->r * k->s, hi0 = lo0 + k->s, run_lo = 0, run_hi = 0;
         const float *g = shard_grad(z, k);
-        for (int j = 0; j < k->ntensors; j++) {
-            const tensor_rec_t *t = &z->tensors[k->tensors[j]];
-            size_t lo = t->off > lo0 ? t->off : lo0, hi = t->off + t->n < hi0 ? t->off + t->n : hi0;
-            if (t->counted && hi > lo)
-                sum += tsr__zero_sumsq(g + (lo - lo0), hi - lo);
+        for (int j = 0; j <= k->ntensors; j++) {
+            size_t lo = 0, hi = 0;
+            if (j < k->ntensors) {
+                const tensor_rec_t *t = &z->tensors[k->tensors[j]];
+                lo = t->off > lo0 ? t->off : lo0;
+                hi = t->off + t->n < hi0 ? t->off + t->n : hi0;
+                if (!t->counted || hi <= lo)
+                    lo = hi = 0;
+            }
+            if (hi > lo && lo == run_hi && run_hi > run_lo) {
+                run_hi = hi; /* extends the run */
+                continue;
+            }
+            if (run_hi > run_lo) {
+                TSR_TRY(tsr_kernel_sumsq(z->dev, g + (run_lo - lo0), run_hi - run_lo, &part));
+                sum += part;
+            }
+            run_lo = lo, run_hi = hi;
         }
     }
-    return sum;
+cleanup:
+    *out = sum;
+    return rc;
 }
 
 /* The elements a rank updates: the whole bucket in stage 0, its shard otherwise. */
@@ -636,8 +661,9 @@ static const float *update_grad(tsr_zero_t z, const bucket_t *k)
     return z->cfg.stage == 0 ? z->grads_full + k->off : shard_grad(z, k);
 }
 
-static void update_bucket(tsr_zero_t z, const bucket_t *k, const tsr__zero_update_t *u)
+static tsr_status_t update_bucket(tsr_zero_t z, const bucket_t *k, const update_t *u)
 {
+    tsr_status_t rc = TSR_OK;
     size_t lo0 = update_begin(z, k), hi0 = lo0 + update_len(z, k);
     float *p = master_of(z, k), *m = state_of(z, z->m, k), *v = state_of(z, z->v, k);
     const float *g = update_grad(z, k);
@@ -648,20 +674,29 @@ static void update_bucket(tsr_zero_t z, const bucket_t *k, const tsr__zero_updat
             continue;
         size_t o = lo - lo0;
         float wd = (t->desc.flags & TSR_ZERO_NO_DECAY) ? 0.0f : z->cfg.weight_decay;
-        if (z->cfg.optim == TSR_OPTIM_ADAMW)
-            tsr__zero_adamw(&z->cfg, u, wd, hi - lo, p + o, g + o, m + o, v + o);
-        else
-            tsr__zero_sgd(&z->cfg, u, wd, hi - lo, p + o, g + o, m ? m + o : NULL);
+        if (z->cfg.optim == TSR_OPTIM_ADAMW) {
+            tsr_adamw_params_t hp = {u->lr, z->cfg.beta1, z->cfg.beta2, z->cfg.eps, wd, u->bc1, u->bc2, u->grad_coef};
+            TSR_TRY(tsr_kernel_adamw(z->dev, hi - lo, p + o, g + o, m + o, v + o, &hp, TSR_DTYPE_F32, NULL));
+        } else {
+            TSR_TRY(tsr_kernel_sgd(z->dev, hi - lo, p + o, g + o, m ? m + o : NULL, u->lr, z->cfg.momentum, wd,
+                                   u->grad_coef, TSR_DTYPE_F32, NULL));
+        }
     }
+cleanup:
+    return rc;
 }
 
-/* Copy the master into the working copy, rounded, over a bucket's update range. */
-static void refresh_working(tsr_zero_t z, const bucket_t *k)
+/* Copy the master into the working copy over a bucket's update range, rounded to the
+ * working precision on the CPU. On a GPU the copy stays exact: the model's compute copies
+ * round it when they convert it to bf16. */
+static tsr_status_t refresh_working(tsr_zero_t z, const bucket_t *k)
 {
     float *w = z->cfg.stage == 0 ? z->params_full + k->off : working_shard(z, k);
     size_t n = update_len(z, k);
-    memcpy(w, master_of(z, k), n * sizeof(float));
-    tsr_zero_round(z->cfg.precision, w, n);
+    tsr_status_t rc = tsr_device_copy(z->dev, w, master_of(z, k), n * sizeof(float), TSR_COPY_DEVICE_TO_DEVICE);
+    if (rc == TSR_OK && tsr_device_kind(z->dev) == TSR_DEVICE_CPU)
+        tsr_zero_round(z->cfg.precision, w, n);
+    return rc;
 }
 
 tsr_status_t tsr_zero_sync_params(tsr_zero_t z)
@@ -671,7 +706,7 @@ tsr_status_t tsr_zero_sync_params(tsr_zero_t z)
     TSR_CHECK(z->committed, TSR_ERR_INVALID_ARG, "optimizer not committed: call tsr_zero_commit first");
     if (z->master)
         for (int b = 0; b < z->nbuckets; b++)
-            refresh_working(z, &z->buckets[b]);
+            TSR_TRY(refresh_working(z, &z->buckets[b]));
     if (z->cfg.stage == 0 || z->cfg.stage == 3 || z->N == 1)
         goto cleanup;
     reqs = tsr__calloc((size_t)z->nbuckets, sizeof *reqs);
@@ -703,9 +738,9 @@ tsr_status_t tsr_zero_zero_grad(tsr_zero_t z)
         free_buf(z, &k->grad_full);
     }
     if (z->grads_full)
-        memset(z->grads_full, 0, z->padded_total * sizeof(float));
+        TSR_TRY(tsr_device_memset(z->dev, z->grads_full, 0, z->padded_total * sizeof(float)));
     if (z->grads_shard)
-        memset(z->grads_shard, 0, z->shard_total * sizeof(float));
+        TSR_TRY(tsr_device_memset(z->dev, z->grads_shard, 0, z->shard_total * sizeof(float)));
 cleanup:
     return rc;
 }
@@ -738,12 +773,13 @@ tsr_status_t tsr_zero_step(tsr_zero_t z, tsr_zero_step_info_t *info)
                   "layer %d is still gathered at the step: release it first", z->buckets[b].layer);
     TSR_TRY(finish_all_reductions(z));
 
-    double sum = local_sumsq(z);
+    double sum = 0.0;
+    TSR_TRY(local_sumsq(z, &sum));
     TSR_TRY(tsr_comm_allreduce(z->world, TSR_IN_PLACE, &sum, 1, TSR_DTYPE_F64, TSR_REDUCE_SUM));
     double inv = 1.0 / ((double)z->N * (double)z->loss_scale);
     double norm = sqrt(sum) * inv;
     int overflow = !isfinite(norm);
-    tsr__zero_update_t u = {0};
+    update_t u = {0};
     if (!overflow) {
         double clip = z->cfg.clip_norm > 0 && norm > z->cfg.clip_norm ? z->cfg.clip_norm / (norm + 1e-6) : 1.0;
         z->step++;
@@ -752,7 +788,7 @@ tsr_status_t tsr_zero_step(tsr_zero_t z, tsr_zero_step_info_t *info)
         u.bc1 = 1.0f - powf(z->cfg.beta1, (float)z->step);
         u.bc2 = 1.0f - powf(z->cfg.beta2, (float)z->step);
         for (int b = 0; b < z->nbuckets; b++)
-            update_bucket(z, &z->buckets[b], &u);
+            TSR_TRY(update_bucket(z, &z->buckets[b], &u));
         TSR_TRY(tsr_zero_sync_params(z));
     }
     adjust_loss_scale(z, overflow);

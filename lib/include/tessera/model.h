@@ -30,6 +30,12 @@
  * block with 0.02/sqrt(2L), layernorm gains 1, biases 0.
  *
  * The loss of a step is the mean cross-entropy over every token of the global batch.
+ *
+ * Computation. The model computes either with the tp operations (any tp grid, on the CPU)
+ * or with the device kernels of tessera/kernels.h (tp grid 1×1; the CPU in fp32, or a GPU in
+ * fp32 or, with the optimizer's precision TSR_PRECISION_BF16, bf16 activations and compute
+ * copies of the parameters with fp32 gradients and fp32 master weights). Both start from the
+ * same weights and give the same losses up to rounding; ::tsr_gpt_compute_t chooses.
  */
 #ifndef TESSERA_MODEL_H
 #define TESSERA_MODEL_H
@@ -94,6 +100,13 @@ TSR_API tsr_status_t tsr_gpt_config_save(tsr_ckpt_writer_t w, const tsr_gpt_conf
  */
 TSR_API tsr_status_t tsr_gpt_config_expect(tsr_ckpt_reader_t r, const tsr_gpt_config_t *cfg);
 
+/** How the model computes. */
+typedef enum tsr_gpt_compute {
+    TSR_GPT_COMPUTE_AUTO = 0, /**< KERNELS on a GPU, TP on the CPU */
+    TSR_GPT_COMPUTE_TP,       /**< the tp operations (tessera/tp.h): any tp grid, CPU only */
+    TSR_GPT_COMPUTE_KERNELS   /**< the device kernels (tessera/kernels.h): tp grid 1×1, CPU or GPU */
+} tsr_gpt_compute_t;
+
 /** Training-time options. Start from #TSR_GPT_OPTIONS_INIT. */
 typedef struct tsr_gpt_options {
     size_t struct_size;        /**< sizeof(tsr_gpt_options_t) */
@@ -103,10 +116,11 @@ typedef struct tsr_gpt_options {
     tsr_pipe_kind_t schedule;  /**< pipeline schedule */
     int chunks;                /**< model chunks per stage (#TSR_PIPE_INTERLEAVED; 1 otherwise) */
     int poll_us;               /**< see ::tsr_pipe_exec_config_t (helps oversubscribed nodes) */
+    tsr_gpt_compute_t compute; /**< how to compute (default: AUTO) */
 } tsr_gpt_options_t;
 
-/** Seed 1234, batch 8, 1 micro-batch, 1F1B, 1 chunk, pipeline waits inside MPI. */
-#define TSR_GPT_OPTIONS_INIT {sizeof(tsr_gpt_options_t), 1234u, 8, 1, TSR_PIPE_1F1B, 1, 0}
+/** Seed 1234, batch 8, 1 micro-batch, 1F1B, 1 chunk, pipeline waits inside MPI, AUTO compute. */
+#define TSR_GPT_OPTIONS_INIT {sizeof(tsr_gpt_options_t), 1234u, 8, 1, TSR_PIPE_1F1B, 1, 0, TSR_GPT_COMPUTE_AUTO}
 
 /** An opaque model instance (this rank's part). */
 typedef struct tsr_gpt *tsr_gpt_t;

@@ -39,9 +39,12 @@
  *     embeddings held by the first and last stage) only by pipeline stage 0.
  * The squared sums are added in double and summed over the whole grid in one all-reduce.
  *
- * Buffers are host memory from the CPU device, counted by the tracked allocator: params
- * (master and working copies, gathered layers), grads (flat gradients, layer gradients in
- * flight), optim (moments), comm (reduce-scatter staging).
+ * Buffers are memory of the optimizer's device (host memory for the CPU, GPU memory for
+ * CUDA: views then point to device memory and the updates run as device kernels), counted
+ * by the tracked allocator: params (master and working copies, gathered layers), grads (flat
+ * gradients, layer gradients in flight), optim (moments), comm (reduce-scatter staging). On
+ * the CPU a low-precision working copy is rounded to its precision; on a GPU it stays an
+ * exact copy of the master, which the model rounds when it converts it to bf16.
  */
 #ifndef TESSERA_ZERO_H
 #define TESSERA_ZERO_H
@@ -167,11 +170,14 @@ typedef struct tsr_zero_piece {
 
 /**
  * Create an optimizer over @p grid (dp communicator for sharding, the whole grid for the
- * global norm). @p dev must be a CPU device and outlive the handle. Local.
- * @return TSR_ERR_INVALID_ARG for a bad configuration, TSR_ERR_NOT_SUPPORTED for a GPU device.
+ * global norm), its buffers on @p dev, which must outlive the handle. Local.
+ * @return TSR_ERR_INVALID_ARG for a bad configuration.
  */
 TSR_API tsr_status_t tsr_zero_create(tsr_grid_t grid, tsr_device_t dev, const tsr_zero_config_t *cfg,
                                      tsr_zero_t *out);
+
+/** The device holding the optimizer's buffers. */
+TSR_API tsr_device_t tsr_zero_device(tsr_zero_t opt);
 
 /** Free the handle and every buffer; sets *opt to NULL and accepts NULL. Local. */
 TSR_API void tsr_zero_destroy(tsr_zero_t *opt);
