@@ -53,6 +53,8 @@ static void usage(void)
            "  --micro-batches M        micro-batches per step on each dp rank (default 1)\n"
            "  --precision fp32|bf16    working precision (default fp32 on cpu, bf16 on cuda)\n"
            "  --zero-stage S           ZeRO stage 0..3 (default 0)\n"
+           "  --compute auto|tp|kernels  tp operations (cpu) or device kernels (tp=1x1; default auto: kernels\n"
+           "                           on cuda, tp on cpu)\n"
            "  --steps S                timed steps (default 10)\n"
            "  --warmup W               untimed steps before them (default 2)\n"
            "  --peak-tflops X          peak TFLOP/s of one device for MFU (default %.1f on cuda, the\n"
@@ -80,13 +82,14 @@ static int parse_int(const char *opt, const char *text, long lo, long hi, int *o
 static int parse(int argc, char **argv, int world, opts_t *o)
 {
     enum { O_DEVICE = 256, O_MODEL, O_LAYOUT, O_BATCH, O_MICRO, O_PRECISION, O_ZERO, O_STEPS, O_WARMUP, O_PEAK,
-           O_JSON, O_HELP };
+           O_COMPUTE, O_JSON, O_HELP };
     static const struct option longopts[] = {
         {"device", required_argument, 0, O_DEVICE}, {"model", required_argument, 0, O_MODEL},
         {"layout", required_argument, 0, O_LAYOUT}, {"batch", required_argument, 0, O_BATCH},
         {"micro-batches", required_argument, 0, O_MICRO}, {"precision", required_argument, 0, O_PRECISION},
         {"zero-stage", required_argument, 0, O_ZERO}, {"steps", required_argument, 0, O_STEPS},
         {"warmup", required_argument, 0, O_WARMUP}, {"peak-tflops", required_argument, 0, O_PEAK},
+        {"compute", required_argument, 0, O_COMPUTE},
         {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
     const tsr_layout_t lay = TSR_LAYOUT_INIT;
     const tsr_gpt_config_t model = TSR_GPT_CONFIG_INIT;
@@ -146,6 +149,16 @@ static int parse(int argc, char **argv, int world, opts_t *o)
             if (errno || *end || end == optarg || !(o->peak_tflops >= 0) || !isfinite(o->peak_tflops))
                 return bench_fail("train", "--peak-tflops %s: expected a number >= 0 (0: unknown)", optarg);
             have_peak = 1;
+            break;
+        case O_COMPUTE:
+            if (strcmp(optarg, "auto") == 0)
+                o->gpt.compute = TSR_GPT_COMPUTE_AUTO;
+            else if (strcmp(optarg, "tp") == 0)
+                o->gpt.compute = TSR_GPT_COMPUTE_TP;
+            else if (strcmp(optarg, "kernels") == 0)
+                o->gpt.compute = TSR_GPT_COMPUTE_KERNELS;
+            else
+                return bench_fail("train", "--compute %s: expected auto, tp or kernels", optarg);
             break;
         case O_JSON: o->json = 1; break;
         case O_HELP:

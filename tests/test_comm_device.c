@@ -745,7 +745,8 @@ static void gpu_part(tsr_device_t gpu, int ndev)
         for (int a = 0; a < TSR_AXIS_COUNT; a++) {
             tsr_comm_t c = tsr_grid_comm(g, (tsr_axis_t)a);
             int size = tsr_comm_size(c);
-            int want = TSR_HAVE_NCCL && size > 1 && ndev >= size ? TSR_COMM_BACKEND_NCCL : TSR_COMM_BACKEND_MPI;
+            int want = TSR_HAVE_NCCL && a != TSR_AXIS_PP && size > 1 && ndev >= size ? TSR_COMM_BACKEND_NCCL
+                                                                                   : TSR_COMM_BACKEND_MPI;
             if (tsr_comm_backend(c) != want || tsr_comm_device(c) != gpu) {
                 as_expected = 0;
                 fprintf(stderr, "#   [rank %d] axis %s (%d ranks): backend %d, expected %d\n", tap_rank(),
@@ -762,6 +763,15 @@ static void gpu_part(tsr_device_t gpu, int ndev)
         s2 = s2 ? s2 : tsr_device_copy(gpu, &total, d, sizeof h, TSR_COPY_DEVICE_TO_HOST);
         tsr_device_free(gpu, (void **)&d);
         ok(report(s2, "tp allreduce") && total == n * (n + 1) / 2, "the grid's tp axis reduces GPU buffers");
+        /* Host buffers on the same axis go through plain MPI, whatever the backend. */
+        double hsum = tap_rank() + 0.5;
+        int32_t flag = tap_rank() == 0 ? 42 : 0;
+        s2 = tsr_comm_allreduce(tsr_grid_comm(g, TSR_AXIS_TP), TSR_IN_PLACE, &hsum, 1, TSR_DTYPE_F64, TSR_REDUCE_SUM);
+        s2 = s2 ? s2 : tsr_comm_bcast(tsr_grid_comm(g, TSR_AXIS_TP), &flag, 1, TSR_DTYPE_I32, 0);
+        ok(report(s2, "host allreduce and bcast") && hsum == n * (n - 1) / 2.0 + 0.5 * n && flag == 42,
+           "host buffers on the GPU axis (%s): allreduce %g, bcast %d",
+           tsr_comm_backend(tsr_grid_comm(g, TSR_AXIS_TP)) == TSR_COMM_BACKEND_NCCL ? "NCCL" : "staged MPI", hsum,
+           (int)flag);
         st = tsr_grid_set_device(g, gpu, TSR_COMM_BACKEND_MPI);
         int all_mpi = 1;
         for (int a = 0; a < TSR_AXIS_COUNT; a++)

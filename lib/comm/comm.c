@@ -22,6 +22,16 @@ static const tsr_comm_ops_t *mpi_ops_for(tsr_comm_t c)
     return on_gpu(c) ? &tsr__comm_staged_ops : &tsr__comm_mpi_ops;
 }
 
+/* The backend for an operation whose result lands in buf: the communicator's own, except that
+ * host memory on a communicator of GPU buffers goes through plain MPI (a loss, a flag, a
+ * checkpoint's metadata), whichever backend the GPU buffers use. */
+static const tsr_comm_ops_t *ops_for(tsr_comm_t c, const void *buf)
+{
+    if (c && on_gpu(c) && !tsr__device_holds(c->dev, buf))
+        return &tsr__comm_mpi_ops;
+    return c ? c->ops : NULL;
+}
+
 static const char *const op_names[TSR_COMM_OP_COUNT] = {
     [TSR_COMM_ALLREDUCE] = "allreduce", [TSR_COMM_REDUCE_SCATTER] = "reduce_scatter",
     [TSR_COMM_ALLGATHER] = "allgather", [TSR_COMM_BCAST] = "bcast",
@@ -212,8 +222,9 @@ static void count(tsr_comm_t c, tsr_comm_op_t op, size_t count, tsr_dtype_t dtyp
 
 /* Check the arguments of an operation and, for a non-blocking one (req != NULL), allocate
  * its request. peer is a root, destination or source rank; reduce a tsr_reduce_op_t. */
-static tsr_status_t begin(tsr_comm_t c, tsr_comm_op_t op, size_t count, tsr_dtype_t dtype, int peer, int reduce,
-                          int tag, tsr_request_t *req, struct tsr_request **out)
+static tsr_status_t begin(tsr_comm_t c, const tsr_comm_ops_t *ops, tsr_comm_op_t op, size_t count,
+                          tsr_dtype_t dtype, int peer, int reduce, int tag, tsr_request_t *req,
+                          struct tsr_request **out)
 {
     *out = NULL;
     if (!c)
@@ -238,7 +249,7 @@ static tsr_status_t begin(tsr_comm_t c, tsr_comm_op_t op, size_t count, tsr_dtyp
         return TSR_ERROR(TSR_ERR_OUT_OF_MEMORY, "no memory for a request");
     (*out)->mpi = MPI_REQUEST_NULL;
     (*out)->comm = c;
-    (*out)->ops = c->ops;
+    (*out)->ops = ops;
     return TSR_OK;
 }
 
@@ -262,20 +273,22 @@ static tsr_status_t do_allreduce(tsr_comm_t c, const void *send, void *recv, siz
                                  tsr_reduce_op_t op, tsr_request_t *req)
 {
     struct tsr_request *r;
-    tsr_status_t rc = begin(c, TSR_COMM_ALLREDUCE, n, dtype, NONE, (int)op, NONE, req, &r);
+    const tsr_comm_ops_t *ops = ops_for(c, recv);
+    tsr_status_t rc = begin(c, ops, TSR_COMM_ALLREDUCE, n, dtype, NONE, (int)op, NONE, req, &r);
     if (rc != TSR_OK)
         return rc;
-    return posted(c->ops->allreduce(c, send, recv, n, dtype, op, r), c, TSR_COMM_ALLREDUCE, n, dtype, r, req);
+    return posted(ops->allreduce(c, send, recv, n, dtype, op, r), c, TSR_COMM_ALLREDUCE, n, dtype, r, req);
 }
 
 static tsr_status_t do_reduce_scatter(tsr_comm_t c, const void *send, void *recv, size_t n, tsr_dtype_t dtype,
                                       tsr_reduce_op_t op, tsr_request_t *req)
 {
     struct tsr_request *r;
-    tsr_status_t rc = begin(c, TSR_COMM_REDUCE_SCATTER, n, dtype, NONE, (int)op, NONE, req, &r);
+    const tsr_comm_ops_t *ops = ops_for(c, recv);
+    tsr_status_t rc = begin(c, ops, TSR_COMM_REDUCE_SCATTER, n, dtype, NONE, (int)op, NONE, req, &r);
     if (rc != TSR_OK)
         return rc;
-    return posted(c->ops->reduce_scatter(c, send, recv, n, dtype, op, r), c, TSR_COMM_REDUCE_SCATTER, n, dtype,
+    return posted(ops->reduce_scatter(c, send, recv, n, dtype, op, r), c, TSR_COMM_REDUCE_SCATTER, n, dtype,
                   r, req);
 }
 
@@ -283,39 +296,43 @@ static tsr_status_t do_allgather(tsr_comm_t c, const void *send, void *recv, siz
                                  tsr_request_t *req)
 {
     struct tsr_request *r;
-    tsr_status_t rc = begin(c, TSR_COMM_ALLGATHER, n, dtype, NONE, NONE, NONE, req, &r);
+    const tsr_comm_ops_t *ops = ops_for(c, recv);
+    tsr_status_t rc = begin(c, ops, TSR_COMM_ALLGATHER, n, dtype, NONE, NONE, NONE, req, &r);
     if (rc != TSR_OK)
         return rc;
-    return posted(c->ops->allgather(c, send, recv, n, dtype, r), c, TSR_COMM_ALLGATHER, n, dtype, r, req);
+    return posted(ops->allgather(c, send, recv, n, dtype, r), c, TSR_COMM_ALLGATHER, n, dtype, r, req);
 }
 
 static tsr_status_t do_bcast(tsr_comm_t c, void *buf, size_t n, tsr_dtype_t dtype, int root, tsr_request_t *req)
 {
     struct tsr_request *r;
-    tsr_status_t rc = begin(c, TSR_COMM_BCAST, n, dtype, root, NONE, NONE, req, &r);
+    const tsr_comm_ops_t *ops = ops_for(c, buf);
+    tsr_status_t rc = begin(c, ops, TSR_COMM_BCAST, n, dtype, root, NONE, NONE, req, &r);
     if (rc != TSR_OK)
         return rc;
-    return posted(c->ops->bcast(c, buf, n, dtype, root, r), c, TSR_COMM_BCAST, n, dtype, r, req);
+    return posted(ops->bcast(c, buf, n, dtype, root, r), c, TSR_COMM_BCAST, n, dtype, r, req);
 }
 
 static tsr_status_t do_send(tsr_comm_t c, const void *buf, size_t n, tsr_dtype_t dtype, int dest, int tag,
                             tsr_request_t *req)
 {
     struct tsr_request *r;
-    tsr_status_t rc = begin(c, TSR_COMM_SEND, n, dtype, dest, NONE, tag, req, &r);
+    const tsr_comm_ops_t *ops = ops_for(c, buf);
+    tsr_status_t rc = begin(c, ops, TSR_COMM_SEND, n, dtype, dest, NONE, tag, req, &r);
     if (rc != TSR_OK)
         return rc;
-    return posted(c->ops->send(c, buf, n, dtype, dest, tag, r), c, TSR_COMM_SEND, n, dtype, r, req);
+    return posted(ops->send(c, buf, n, dtype, dest, tag, r), c, TSR_COMM_SEND, n, dtype, r, req);
 }
 
 static tsr_status_t do_recv(tsr_comm_t c, void *buf, size_t n, tsr_dtype_t dtype, int src, int tag,
                             tsr_request_t *req)
 {
     struct tsr_request *r;
-    tsr_status_t rc = begin(c, TSR_COMM_RECV, n, dtype, src, NONE, tag, req, &r);
+    const tsr_comm_ops_t *ops = ops_for(c, buf);
+    tsr_status_t rc = begin(c, ops, TSR_COMM_RECV, n, dtype, src, NONE, tag, req, &r);
     if (rc != TSR_OK)
         return rc;
-    return posted(c->ops->recv(c, buf, n, dtype, src, tag, r), c, TSR_COMM_RECV, n, dtype, r, req);
+    return posted(ops->recv(c, buf, n, dtype, src, tag, r), c, TSR_COMM_RECV, n, dtype, r, req);
 }
 
 tsr_status_t tsr_comm_allreduce(tsr_comm_t comm, const void *send, void *recv, size_t count, tsr_dtype_t dtype,

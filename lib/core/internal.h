@@ -64,6 +64,10 @@ tsr_status_t tsr__mem_record(tsr_device_kind_t kind, tsr_mem_category_t category
 /* Forget ptr; TSR_ERR_INVALID_ARG if it was never recorded (a double or foreign free). */
 tsr_status_t tsr__mem_forget(tsr_device_kind_t kind, void *ptr);
 
+/* Whether ptr lies in memory of dev that the host cannot address directly: GPU memory of a
+ * CUDA device (pinned or plain host memory is not); anything on the CPU device. */
+int tsr__device_holds(tsr_device_t dev, const void *ptr);
+
 /* Checked host allocation for the library's own small structures (not tracked). */
 void *tsr__calloc(size_t count, size_t size);
 

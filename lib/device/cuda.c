@@ -200,6 +200,17 @@ cleanup:
     return rc;
 }
 
+static int cuda_holds(struct tsr_device *dev, const void *ptr)
+{
+    (void)dev;
+    struct cudaPointerAttributes a;
+    if (cudaPointerGetAttributes(&a, ptr) != cudaSuccess) {
+        cudaGetLastError(); /* older runtimes fail on plain host memory: clear it */
+        return 0;
+    }
+    return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
+}
+
 const tsr_device_ops_t tsr__device_cuda_ops = {
     .name = "cuda",
     .count = cuda_count,
@@ -213,6 +224,7 @@ const tsr_device_ops_t tsr__device_cuda_ops = {
     .fill_f32 = cuda_fill_f32,
     .gemm_f32 = cuda_gemm_f32,
     .sync = cuda_sync,
+    .holds = cuda_holds,
 };
 
 #else /* !TSR_HAVE_CUDA */

@@ -171,3 +171,8 @@ tsr_status_t tsr_device_sync(tsr_device_t dev)
 {
     return dev->ops->sync(dev);
 }
+
+int tsr__device_holds(tsr_device_t dev, const void *ptr)
+{
+    return dev->ops->holds ? dev->ops->holds(dev, ptr) : 1;
+}

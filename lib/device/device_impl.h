@@ -26,6 +26,9 @@ typedef struct tsr_device_ops {
                              float alpha, const float *a, int lda, const float *b, int ldb, float beta,
                              float *c, int ldc);
     tsr_status_t (*sync)(struct tsr_device *dev);
+    /* Whether ptr points into memory of the device rather than the host; NULL: device memory
+     * is host memory (the CPU). */
+    int (*holds)(struct tsr_device *dev, const void *ptr);
 } tsr_device_ops_t;
 
 struct tsr_device {

@@ -300,6 +300,18 @@ cleanup:
     return rc;
 }
 
+/* Activations, gradients and parameters on a GPU travel on the grid's communicators: put them
+ * on dev unless the caller already did (tsr_grid_set_device(), say to insist on MPI). */
+static tsr_status_t grid_on_device(tsr_grid_t grid, tsr_device_t dev)
+{
+    if (tsr_device_kind(dev) != TSR_DEVICE_CUDA)
+        return TSR_OK;
+    for (int a = 0; a < TSR_AXIS_COUNT; a++)
+        if (tsr_comm_device(tsr_grid_comm(grid, (tsr_axis_t)a)) != dev)
+            return tsr_grid_set_device(grid, dev, TSR_COMM_BACKEND_NCCL);
+    return TSR_OK;
+}
+
 tsr_status_t tsr_gpt_create(tsr_grid_t grid, tsr_device_t dev, const tsr_gpt_config_t *cfg,
                             const tsr_gpt_options_t *opts, const tsr_zero_config_t *zcfg, tsr_gpt_t *out)
 {
@@ -340,6 +352,7 @@ tsr_status_t tsr_gpt_create(tsr_grid_t grid, tsr_device_t dev, const tsr_gpt_con
     TSR_TRY(tsr_pipe_partition(cost, L, vstages, gpt->bounds, NULL));
     if (!gpt->kernels)
         TSR_TRY(tsr_tp_create(grid, dev, &gpt->tp));
+    TSR_TRY(grid_on_device(grid, dev));
     tsr_zero_config_t zc = *zcfg;
     zc.micro_batches = 1; /* the model hands each layer's gradient over once per step */
     TSR_TRY(tsr_zero_create(grid, dev, &zc, &gpt->zero));

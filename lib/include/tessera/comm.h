@@ -21,8 +21,11 @@
  * depend on the backend or on where the buffers live.
  *
  * <b>Where buffers live.</b> Buffers are host memory unless tsr_comm_set_device() gave the
- * communicator a CUDA device; from then on every buffer passed to it is memory of that
- * device (from tsr_device_alloc()). Then:
+ * communicator a CUDA device; from then on a buffer may be memory of that device (from
+ * tsr_device_alloc()) or host memory, told apart on every call by where the result buffer
+ * lies (the receive buffer; the buffer itself for bcast and send). Host buffers always go
+ * through plain MPI, whatever the backend: a loss, a flag or a checkpoint's metadata
+ * travels on the same communicator as the GPU tensors. GPU buffers:
  *   - MPI backend: each operation copies this rank's data from the device into host
  *     staging buffers (pinned, kept by the communicator and counted as host memory of
  *     category TSR_MEM_COMM), runs MPI and copies the result back. The copies are ordered
@@ -123,7 +126,8 @@ TSR_API MPI_Comm tsr_comm_mpi(tsr_comm_t comm);
 
 /**
  * Say where the buffers of @p comm's operations live from now on: memory of @p dev, a
- * device of this rank (each rank passes its own). A CPU device, or NULL, means host memory,
+ * device of this rank (each rank passes its own; host buffers keep working, see above). A
+ * CPU device, or NULL, means host memory,
  * the default. The device is borrowed: keep it open while @p comm uses it.
  *
  * Collective over @p comm. The backend becomes MPI (an NCCL communicator is released; call

@@ -128,7 +128,9 @@ typedef struct tsr_gpt *tsr_gpt_t;
 /**
  * Build this rank's part of the model on @p grid, create its ZeRO optimizer from @p zcfg
  * (its micro_batches is set by the model), register and initialize the parameters.
- * Collective over the grid.
+ * On a CUDA @p dev the grid's communicators are put on it with tsr_grid_set_device(grid,
+ * dev, TSR_COMM_BACKEND_NCCL) unless all of them already are (call tsr_grid_set_device()
+ * first to choose MPI). Collective over the grid.
  * @return TSR_ERR_INVALID_ARG when the layout does not fit the model (heads not divisible by
  * the tp columns, fewer blocks than virtual stages, a batch that does not divide, ...),
  * with a message naming the numbers.
