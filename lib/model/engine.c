@@ -353,7 +353,6 @@ static tsr_status_t head_forward(tsr_gpt_t g, int mb, struct gpt_slot *s)
 {
     tsr_status_t rc = TSR_OK;
     int M = (int)rows_of(g), C = g->cfg.dim, V = g->cfg.vocab;
-    double loss = 0.0;
     tsr_gemm_t m = TSR_GEMM_INIT;
     TSR_TRY(tsr_kernel_layernorm_forward(g->dev, g->dt, M, C, s->y, W(&g->lnfg), W(&g->lnfb), LN_EPS, s->lnf,
                                          s->lnf_mean, s->lnf_rstd));
@@ -362,9 +361,7 @@ static tsr_status_t head_forward(tsr_gpt_t g, int mb, struct gpt_slot *s)
     m.a = s->lnf, m.lda = C, m.b = W(&g->wte), m.ldb = C, m.c = g->logits_buf, m.ldc = g->vpad;
     TSR_TRY(tsr_kernel_gemm(g->dev, &m));
     TSR_TRY(tsr_kernel_cross_entropy(g->dev, g->dt, M, V, g->logits_buf, g->vpad, mb_tokens(g, g->d_targets, mb),
-                                     g->losses, 1.0f / ((float)M * (float)g->opts.micro_batches)));
-    TSR_TRY(tsr_kernel_sum(g->dev, g->losses, (size_t)M, &loss));
-    g->loss_sum += loss / M;
+                                     g->losses + (size_t)mb * M, 1.0f / ((float)M * (float)g->opts.micro_batches)));
     /* dwte += dlogitsᵀ lnf (fp32) */
     m = (tsr_gemm_t)TSR_GEMM_INIT;
     m.trans_a = TSR_TRANS, m.m = V, m.n = C, m.k = M, m.beta = 1.0f, m.ab_type = g->dt, m.c_type = TSR_DTYPE_F32;
@@ -492,7 +489,7 @@ tsr_status_t tsr__engine_create(tsr_gpt_t g)
     g->vpad = (g->cfg.vocab + 63) / 64 * 64;
     /* scratch: one allocation */
     size_t sizes[] = {act_bytes(g, C), act_bytes(g, C), act_bytes(g, 3 * C), act_bytes(g, C), act_bytes(g, 4 * C),
-                      lse * sizeof(float), M * sizeof(float), last ? M * (size_t)g->vpad * g->dts : 0,
+                      lse * sizeof(float), M * (size_t)g->opts.micro_batches * sizeof(float), last ? M * (size_t)g->vpad * g->dts : 0,
                       2 * (size_t)g->seqs * g->cfg.seq * sizeof(int32_t)};
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
         off += align_up(sizes[i]);
@@ -627,6 +624,12 @@ tsr_status_t tsr__engine_train_step(tsr_gpt_t g, tsr_pipe_exec_config_t *exec)
     TSR_TRY(tsr_pipe_execute(g->sched, tsr_grid_comm(g->grid, TSR_AXIS_PP), g->dev, &stage, exec, g->trace));
     TSR_TRY(sum_tied(g));
     TSR_TRY(push_wte(g));
+    if (g->at.pp == g->stages - 1) {
+        /* the token losses of every micro-batch, summed once: no wait for the host per micro-batch */
+        double total = 0.0;
+        TSR_TRY(tsr_kernel_sum(g->dev, g->losses, ntok, &total));
+        g->loss_sum = total / (double)rows_of(g);
+    }
 cleanup:
     for (int i = 0; i < g->nslots; i++)
         g->slots[i].busy = 0;
