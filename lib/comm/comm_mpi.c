@@ -33,26 +33,6 @@ static void u8_min(void *in, void *inout, int *len, MPI_Datatype *type)
         b[i] = a[i] < b[i] ? a[i] : b[i];
 }
 
-/* bfloat16 is the top half of an IEEE float: widening is exact. */
-static float bf16_to_f32(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float f;
-    memcpy(&f, &u, sizeof f);
-    return f;
-}
-
-/* Round to nearest even, as the GPU's conversion does; a NaN stays a (quiet) NaN. */
-static uint16_t f32_to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof u);
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x0040u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
 /* Reductions of bf16 (carried as MPI_UINT16_T): each pair combined in fp32, a sum rounded
  * back to bf16 at every step, which is what NCCL's bf16 reductions do. */
 static void bf16_sum(void *in, void *inout, int *len, MPI_Datatype *type)
@@ -61,7 +41,7 @@ static void bf16_sum(void *in, void *inout, int *len, MPI_Datatype *type)
     uint16_t *b = inout;
     (void)type;
     for (int i = 0; i < *len; i++)
-        b[i] = f32_to_bf16(bf16_to_f32(a[i]) + bf16_to_f32(b[i]));
+        b[i] = tsr__bf16_from_f32(tsr__f32_from_bf16(a[i]) + tsr__f32_from_bf16(b[i]));
 }
 
 static void bf16_max(void *in, void *inout, int *len, MPI_Datatype *type)
@@ -70,7 +50,7 @@ static void bf16_max(void *in, void *inout, int *len, MPI_Datatype *type)
     uint16_t *b = inout;
     (void)type;
     for (int i = 0; i < *len; i++)
-        if (bf16_to_f32(a[i]) > bf16_to_f32(b[i]))
+        if (tsr__f32_from_bf16(a[i]) > tsr__f32_from_bf16(b[i]))
             b[i] = a[i];
 }
 
@@ -80,7 +60,7 @@ static void bf16_min(void *in, void *inout, int *len, MPI_Datatype *type)
     uint16_t *b = inout;
     (void)type;
     for (int i = 0; i < *len; i++)
-        if (bf16_to_f32(a[i]) < bf16_to_f32(b[i]))
+        if (tsr__f32_from_bf16(a[i]) < tsr__f32_from_bf16(b[i]))
             b[i] = a[i];
 }
 

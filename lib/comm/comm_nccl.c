@@ -41,15 +41,6 @@ typedef struct nccl_state {
     size_t nidle, cap;
 } nccl_state_t;
 
-#define CALL_CUDA(call)                                                                            \
-    do {                                                                                           \
-        cudaError_t tsr_cuda_rc_ = (call);                                                         \
-        if (tsr_cuda_rc_ != cudaSuccess) {                                                         \
-            rc = TSR_ERROR(TSR_ERR_CUDA, "%s failed: %s", #call, cudaGetErrorString(tsr_cuda_rc_)); \
-            goto cleanup;                                                                          \
-        }                                                                                          \
-    } while (0)
-
 #define CALL_NCCL(call)                                                                            \
     do {                                                                                           \
         ncclResult_t tsr_nccl_rc_ = (call);                                                        \

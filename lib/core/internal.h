@@ -68,6 +68,13 @@ tsr_status_t tsr__mem_forget(tsr_device_kind_t kind, void *ptr);
  * CUDA device (pinned or plain host memory is not); anything on the CPU device. */
 int tsr__device_holds(tsr_device_t dev, const void *ptr);
 
+/* x rounded to bf16, to nearest even; every NaN gives the canonical NaN 0x7fff, as CUDA's
+ * __float2bfloat16 does (lib/core/dtype.c). */
+uint16_t tsr__bf16_from_f32(float x);
+
+/* The float whose top half is h (exact). */
+float tsr__f32_from_bf16(uint16_t h);
+
 /* Checked host allocation for the library's own small structures (not tracked). */
 void *tsr__calloc(size_t count, size_t size);
 

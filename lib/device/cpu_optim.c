@@ -8,30 +8,11 @@
 #include <math.h>
 #include <string.h>
 
+#include "core/internal.h"
 #include "device/optim_impl.h"
 
 /* The compute copy is written per chunk, while the chunk of p is still in cache. */
 enum { CHUNK = 1024 };
-
-uint16_t tsr__bf16_from_f32(float x)
-{
-    uint32_t u;
-    if (isnan(x))
-        return 0x7fffu;
-    memcpy(&u, &x, sizeof u);
-    /* Round to nearest even on the 16 dropped bits (lib/zero/optim.c round_bf16); a carry
-     * into the exponent is the correct rounding up, to infinity above the largest bf16. */
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (uint16_t)(u >> 16);
-}
-
-float tsr__f32_from_bf16(uint16_t h)
-{
-    uint32_t u = (uint32_t)h << 16;
-    float x;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
 
 /* work[0..n) = p[0..n) as work_dt (F32 or BF16). */
 static void store_work(const float *p, size_t n, tsr_dtype_t work_dt, void *work)

@@ -27,15 +27,6 @@ typedef struct cuda_state {
     struct tsr__gemm_plans *gemm_plans;
 } cuda_state_t;
 
-#define CALL_CUDA(call)                                                                            \
-    do {                                                                                           \
-        cudaError_t tsr_cuda_rc_ = (call);                                                         \
-        if (tsr_cuda_rc_ != cudaSuccess) {                                                         \
-            rc = TSR_ERROR(TSR_ERR_CUDA, "%s failed: %s", #call, cudaGetErrorString(tsr_cuda_rc_)); \
-            goto cleanup;                                                                          \
-        }                                                                                          \
-    } while (0)
-
 static cuda_state_t *state(struct tsr_device *dev)
 {
     return (cuda_state_t *)dev->backend;

@@ -30,6 +30,17 @@ struct tsr__gemm_plans;
 struct tsr__gemm_plans **tsr__cuda_gemm_plans(struct tsr_device *dev);
 void tsr__cuda_gemm_plans_destroy(struct tsr__gemm_plans *plans);
 
+/* Call the CUDA runtime; on failure record TSR_ERR_CUDA with the call and CUDA's message, and
+ * jump to cleanup. */
+#define CALL_CUDA(call)                                                                            \
+    do {                                                                                           \
+        cudaError_t tsr_cuda_rc_ = (call);                                                         \
+        if (tsr_cuda_rc_ != cudaSuccess) {                                                         \
+            rc = TSR_ERROR(TSR_ERR_CUDA, "%s failed: %s", #call, cudaGetErrorString(tsr_cuda_rc_)); \
+            goto cleanup;                                                                          \
+        }                                                                                          \
+    } while (0)
+
 /* Call cuBLAS or cuBLASLt; on failure record TSR_ERR_CUBLAS with the call and cuBLAS's own
  * message, and jump to cleanup (rc and the label as for TSR_CHECK). */
 #define CALL_CUBLAS(call)                                                                               \

@@ -12,13 +12,6 @@
 #include <tessera/dtype.h>
 #include <tessera/kernels.h>
 
-/* x rounded to bf16, to nearest even; every NaN gives the canonical NaN 0x7fff, as CUDA's
- * __float2bfloat16 does. */
-uint16_t tsr__bf16_from_f32(float x);
-
-/* The float whose top half is h (exact). */
-float tsr__f32_from_bf16(uint16_t h);
-
 /* AdamW over n values in lib/zero's order and float types (bit-identical to tsr__zero_adamw);
  * work (when not NULL) receives the new p as work_dt, F32 or BF16. */
 void tsr__cpu_adamw(size_t n, float *p, const float *g, float *m, float *v, const tsr_adamw_params_t *hp,

@@ -18,19 +18,6 @@ float tsr_zero_lr_at(const tsr_zero_config_t *cfg, long step)
     return (float)(cfg->min_lr + (cfg->lr - cfg->min_lr) * c);
 }
 
-/* Keep the top 16 bits, rounding the rest to nearest even; NaN stays NaN. */
-static float round_bf16(float x)
-{
-    uint32_t u;
-    memcpy(&u, &x, sizeof u);
-    if (isnan(x))
-        return x;
-    u += 0x7fffu + ((u >> 16) & 1u);
-    u &= 0xffff0000u;
-    memcpy(&x, &u, sizeof x);
-    return x;
-}
-
 /* IEEE half: 10 mantissa bits for normals (|x| >= 2^-14), a fixed step of 2^-24 below,
  * infinity from the rounding midpoint above the largest finite half (65504) on. */
 static float round_fp16(float x)
@@ -54,7 +41,7 @@ void tsr_zero_round(tsr_precision_t precision, float *x, size_t n)
 {
     if (precision == TSR_PRECISION_BF16)
         for (size_t i = 0; i < n; i++)
-            x[i] = round_bf16(x[i]);
+            x[i] = tsr__f32_from_bf16(tsr__bf16_from_f32(x[i]));
     else if (precision == TSR_PRECISION_FP16)
         for (size_t i = 0; i < n; i++)
             x[i] = round_fp16(x[i]);
