@@ -60,7 +60,8 @@
  * overloads; nvcuda::wmma for bf16 inputs and float accumulators in shapes 16x16x16, 32x8x16 and
  * 8x32x16 (fragment, fill_fragment, load_matrix_sync, store_matrix_sync, mma_sync); host:
  * cudaStream_t, cudaError_t, cudaGetLastError, cudaGetErrorString, cudaMemsetAsync,
- * cudaMemcpyAsync, cudaFuncSetAttribute (cudaFuncAttributeMaxDynamicSharedMemorySize).
+ * cudaMemcpyAsync, cudaFuncSetAttribute (cudaFuncAttributeMaxDynamicSharedMemorySize; the kernel
+ * or the kernel cast to const void *).
  * Dynamic shared memory only through TSR_DYNAMIC_SMEM (extern __shared__ does not compile).
  *
  * Differences from a GPU to keep in mind: each lane's wmma fragment holds the whole tile
@@ -221,6 +222,11 @@ template <typename T> inline cudaError_t cudaFuncSetAttribute(T *kernel, cudaFun
 {
     static_assert(std::is_function<T>::value, "cudaFuncSetAttribute: the first argument must be a kernel");
     return tsr_emu::detail::func_set_attribute(reinterpret_cast<const void *>(kernel), attr, value);
+}
+/* The runtime API's form, a kernel cast to const void * (as (const void *)kernel does). */
+inline cudaError_t cudaFuncSetAttribute(const void *kernel, cudaFuncAttribute attr, int value)
+{
+    return tsr_emu::detail::func_set_attribute(kernel, attr, value);
 }
 
 /* ---- synchronization ---- */

@@ -29,3 +29,14 @@ tests_emu_test_emu_selftest_CPPFLAGS = $(tsr_emu_cppflags)
 tests_emu_test_emu_selftest_CXXFLAGS = $(tsr_emu_cxxflags)
 tests_emu_test_emu_selftest_LDADD = $(tsr_emu_ldadd)
 endif
+
+if TSR_HAVE_CXX17
+# cuda_attention.cu and cuda_gemm_epilogue.cu against references in double.
+check_PROGRAMS += tests/emu/test_emu_attention
+TESTS += tests/emu/test_emu_attention
+tests_emu_test_emu_attention_SOURCES = tests/emu/test_emu_attention.cc tests/emu/emu_cuda_attention.cc \
+	tests/emu/emu_cuda_gemm_epilogue.cc
+tests_emu_test_emu_attention_CPPFLAGS = $(tsr_emu_cppflags)
+tests_emu_test_emu_attention_CXXFLAGS = $(tsr_emu_cxxflags)
+tests_emu_test_emu_attention_LDADD = $(tsr_emu_ldadd)
+endif
