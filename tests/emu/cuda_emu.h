@@ -48,8 +48,8 @@
  *   Tests in C++ can use tests/tap.h with TAP_NO_MPI defined (one process, no MPI).
  *
  * The surface (nothing else of CUDA is provided): dim3, uint3, threadIdx, blockIdx, blockDim,
- * gridDim, warpSize; __global__ __device__ __host__ __forceinline__ __shared__ __align__(n)
- * __launch_bounds__(...) (__restrict__ is g++'s own); __syncthreads, __syncwarp,
+ * gridDim, warpSize; __global__ __device__ __host__ __forceinline__ __shared__ (static __shared__
+ * too) __align__(n) __launch_bounds__(...) (__restrict__ is g++'s own); __syncthreads, __syncwarp,
  * __shfl_sync/_up/_down/_xor (int, unsigned, long, unsigned long, long long, unsigned long
  * long, float, double, __nv_bfloat16, __nv_bfloat162); atomicAdd (float, double, int, unsigned,
  * unsigned long long), atomicMax (int, unsigned); __nv_bfloat16 with the constructors,
@@ -141,8 +141,9 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t count, cudaMemcpy
 #define __forceinline__ inline __attribute__((always_inline))
 #define __align__(n) __attribute__((aligned(n)))
 #define __launch_bounds__(...)
-/* One block runs at a time per host thread, so a per-thread static is the block's memory. */
-#define __shared__ static thread_local
+/* One block runs at a time per host thread, so a per-thread static is the block's memory;
+ * thread_local in a function is static already, so `static __shared__` compiles too. */
+#define __shared__ thread_local
 
 /* ---- built-in variables ---- */
 struct uint3 {

@@ -39,4 +39,13 @@ tests_emu_test_emu_attention_SOURCES = tests/emu/test_emu_attention.cc tests/emu
 tests_emu_test_emu_attention_CPPFLAGS = $(tsr_emu_cppflags)
 tests_emu_test_emu_attention_CXXFLAGS = $(tsr_emu_cxxflags)
 tests_emu_test_emu_attention_LDADD = $(tsr_emu_ldadd)
+
+# The launchers of cuda_layer.cu and cuda_optim.cu against double-precision references.
+check_PROGRAMS += tests/emu/test_emu_layer_optim
+TESTS += tests/emu/test_emu_layer_optim
+tests_emu_test_emu_layer_optim_SOURCES = tests/emu/test_emu_layer_optim.cc tests/emu/emu_cuda_layer.cc \
+	tests/emu/emu_cuda_optim.cc
+tests_emu_test_emu_layer_optim_CPPFLAGS = $(tsr_emu_cppflags)
+tests_emu_test_emu_layer_optim_CXXFLAGS = $(tsr_emu_cxxflags)
+tests_emu_test_emu_layer_optim_LDADD = $(tsr_emu_ldadd)
 endif

@@ -135,7 +135,10 @@ TSR_API tsr_status_t tsr_kernel_embedding_backward(tsr_device_t dev, tsr_dtype_t
  * Softmax cross-entropy and its backward in one pass over @p rows rows of @p V logits
  * (leading dimension ld >= V): losses[r] = logsumexp(row) - row[targets[r]] (fp32), and the
  * row is overwritten by dscale * (softmax(row) - onehot(targets[r])), the gradient of
- * dscale * sum(losses). Columns V..ld-1 are not touched. targets: int32 device memory.
+ * dscale * sum(losses). Columns V..ld-1 are not touched. targets: int32 device memory,
+ * each in [0, V): the CPU refuses others (TSR_ERR_INVALID_ARG); a GPU cannot look without
+ * waiting, and gives that row a NaN loss and the gradient dscale * softmax(row). Check
+ * token ids on the host (tsr_gpt_train_step() does).
  */
 TSR_API tsr_status_t tsr_kernel_cross_entropy(tsr_device_t dev, tsr_dtype_t dt, int rows, int V, void *logits,
                                               int ld, const int32_t *targets, float *losses, float dscale);
