@@ -286,6 +286,10 @@ static void report(const opts_t *o, const result_t *r)
     double tflops = flops_per_token * tokens_per_s / 1e12, ms = 1e3 * r->seconds / o->steps;
     double mfu = o->peak_tflops > 0 ? tflops / (r->devices * o->peak_tflops) : NAN;
     const char *prec = o->zero.precision == TSR_PRECISION_BF16 ? "bf16" : "fp32";
+    /* AUTO as tsr_gpt_create resolves it: kernels on a GPU, tp operations on the CPU */
+    int kernels = o->gpt.compute == TSR_GPT_COMPUTE_KERNELS ||
+                  (o->gpt.compute == TSR_GPT_COMPUTE_AUTO && o->device == TSR_DEVICE_CUDA);
+    const char *compute = kernels ? "kernels" : "tp";
     char mfu_text[32], loss_text[32];
     tsr_layout_format(&o->layout, lay, sizeof lay);
     tsr_gpt_config_format(m, model, sizeof model);
@@ -294,10 +298,10 @@ static void report(const opts_t *o, const result_t *r)
         snprintf(mfu_text, sizeof mfu_text, isfinite(mfu) ? "%.6f" : "null", mfu);
         snprintf(loss_text, sizeof loss_text, isfinite(r->loss) ? "%.6f" : "null", r->loss);
         printf("{\"bench\":\"train\",\"device\":\"%s\",\"devices\":%d,\"layout\":\"%s\",\"model\":\"%s\","
-               "\"params\":%lld,\"precision\":\"%s\",\"zero_stage\":%d,\"batch\":%d,\"micro_batches\":%d,"
+               "\"params\":%lld,\"precision\":\"%s\",\"compute\":\"%s\",\"zero_stage\":%d,\"batch\":%d,\"micro_batches\":%d,"
                "\"seq\":%d,\"warmup\":%d,\"steps\":%d,\"seconds\":%.6f,\"ms_per_step\":%.3f,\"tokens_per_s\":%.1f,"
                "\"flops_per_token\":%.0f,\"tflops\":%.6f,\"peak_tflops\":%g,\"mfu\":%s,\"loss\":%s,\"peak_bytes\":{",
-               tsr_device_kind_name(o->device), r->devices, lay, model, (long long)params, prec, o->zero.stage,
+               tsr_device_kind_name(o->device), r->devices, lay, model, (long long)params, prec, compute, o->zero.stage,
                o->gpt.batch, o->gpt.micro_batches, m->seq, o->warmup, o->steps, r->seconds, ms, tokens_per_s,
                flops_per_token, tflops, o->peak_tflops, mfu_text, loss_text);
         for (int c = 0; c < TSR_MEM_CATEGORY_COUNT; c++)
@@ -306,8 +310,9 @@ static void report(const opts_t *o, const result_t *r)
     } else {
         const char *unit = o->device == TSR_DEVICE_CUDA ? "GPU" : "rank";
         snprintf(mfu_text, sizeof mfu_text, isfinite(mfu) ? "%.2f%%" : "-", 100 * mfu);
-        printf("model %s (%lld parameters), layout %s, %s %s on %d %s%s, ZeRO %d\n", model, (long long)params, lay,
-               tsr_device_kind_name(o->device), prec, r->devices, unit, r->devices == 1 ? "" : "s", o->zero.stage);
+        printf("model %s (%lld parameters), layout %s, %s %s on %d %s%s, %s compute, ZeRO %d\n", model,
+               (long long)params, lay, tsr_device_kind_name(o->device), prec, r->devices, unit,
+               r->devices == 1 ? "" : "s", compute, o->zero.stage);
         printf("batch %d x %d tokens in %d micro-batch%s, %d warmup + %d timed steps\n\n", o->gpt.batch, m->seq,
                o->gpt.micro_batches, o->gpt.micro_batches == 1 ? "" : "es", o->warmup, o->steps);
         printf("%14s %10s %10s %8s %10s\n%14.1f %10.3f %10.4f %8s %10.4f\n\n", "tokens/s", "ms/step", "TFLOP/s", "MFU",
