@@ -5,7 +5,8 @@
 # wrong magic, a token id not below the vocabulary, --device cuda without a GPU, bf16 on the
 # CPU, and resuming from a
 # checkpoint of another model; --log-json and --trace; a checkpoint at step 5 and a resume
-# that reproduces steps 6-10 bitwise on the same layout and within 1e-4 on another. Prints TAP.
+# that reproduces steps 6-10 bitwise on the same layout and within 1e-4 on another, also when
+# the kernels path (--compute kernels) reads or writes the checkpoint. Prints TAP.
 bin=${TSR_BUILDDIR:-.}/apps
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-train-cli.XXXXXX") || exit 99
 trap 'rm -rf "$tmp"' EXIT
@@ -19,6 +20,9 @@ check() { # check DESCRIPTION CONDITION...
     if "$@"; then echo "ok $n - $desc"; else echo "not ok $n - $desc"; sed 's/^/# /' "$tmp/err"; fi
 }
 skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
+within() { # within FILE1 FILE2 TOL: the losses on the lines of FILE1 and FILE2 agree within TOL relative
+    paste "$1" "$2" | awk -v tol="$3" '{ d = ($1 - $2) / $1; if (d < 0) d = -d; if (d > tol) bad = 1 } END { exit bad }'
+}
 run() { # run RANKS ARGS...: tsr-train on RANKS ranks; sets $out, $err and $status
     ranks=$1
     shift
@@ -71,7 +75,8 @@ check "pp=2 run writes a Chrome trace and one JSON line per step" \
 run 2 $model --layout dp=2 --zero 1 --steps 10 --lr 3e-3 --ckpt-dir "$tmp/ck" --ckpt-every 5 --log-json "$tmp/a.json"
 if test "$status" -ne 0 && { has "$err" "is registered as" || has "$err" "cannot contain"; }; then
     why="lib/zero: tsr_zero_tensor_desc() returns a dangling name after 16 tensors (reported)"
-    for what in "checkpoint" "same-layout resume" "other-layout resume" "other-model resume"; do
+    for what in "checkpoint" "same-layout resume" "other-layout resume" "kernels path resume" \
+        "tp path resume of a kernels checkpoint" "other-model resume"; do
         skip "$what" "$why"
     done
     echo "1..$n"
@@ -87,8 +92,20 @@ check "resuming at step 5 on the same layout reproduces steps 6-10 bitwise" \
 run 2 $model --layout tp=1x2 --zero 3 --steps 10 --lr 3e-3 --resume "$tmp/ck/step_5.h5" --log-json "$tmp/c.json"
 losses "$tmp/c.json" 1 5 >"$tmp/c.loss"
 check "resuming at step 5 on tp=1x2 gives steps 6-10 within 1e-4" \
-    eval 'test $status -eq 0 && test "$(wc -l <"$tmp/c.loss")" -eq 5 &&
-          paste "$tmp/a.loss" "$tmp/c.loss" | awk "{ d = (\$1 - \$2) / \$1; if (d < 0) d = -d; if (d > 1e-4) bad = 1 } END { exit bad }"'
+    eval 'test $status -eq 0 && test "$(wc -l <"$tmp/c.loss")" -eq 5 && within "$tmp/a.loss" "$tmp/c.loss" 1e-4'
+# The kernels path (what a GPU runs) reads and writes the same checkpoints as the tp path.
+run 2 $model --layout dp=2 --zero 2 --compute kernels --steps 10 --lr 3e-3 --resume "$tmp/ck/step_5.h5" \
+    --log-json "$tmp/d.json"
+losses "$tmp/d.json" 1 5 >"$tmp/d.loss"
+check "the kernels path resumes a tp-path checkpoint: steps 6-10 within 1e-4" \
+    eval 'test $status -eq 0 && test "$(wc -l <"$tmp/d.loss")" -eq 5 && within "$tmp/a.loss" "$tmp/d.loss" 1e-4'
+run 2 $model --layout pp=2 --micro-batches 2 --compute kernels --steps 10 --lr 3e-3 --ckpt-dir "$tmp/kk" \
+    --ckpt-every 5 --log-json "$tmp/e.json"
+run 2 $model --layout tp=1x2 --steps 10 --lr 3e-3 --resume "$tmp/kk/step_5.h5" --log-json "$tmp/f.json"
+losses "$tmp/e.json" 6 10 >"$tmp/e.loss"
+losses "$tmp/f.json" 1 5 >"$tmp/f.loss"
+check "a kernels-path checkpoint resumes on the tp path: steps 6-10 within 1e-4" \
+    eval 'test $status -eq 0 && test "$(wc -l <"$tmp/f.loss")" -eq 5 && within "$tmp/e.loss" "$tmp/f.loss" 1e-4'
 run 2 --model layers=3,dim=32,heads=4,vocab=256,seq=16 --batch 4 --resume "$tmp/ck/step_5.h5"
 check "resuming from a checkpoint of another model is a one-line mismatch" \
     eval 'one_error "checkpoint was written for a different model: layers=2"'
