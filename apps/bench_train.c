@@ -151,13 +151,7 @@ static int parse(int argc, char **argv, int world, opts_t *o)
             have_peak = 1;
             break;
         case O_COMPUTE:
-            if (strcmp(optarg, "auto") == 0)
-                o->gpt.compute = TSR_GPT_COMPUTE_AUTO;
-            else if (strcmp(optarg, "tp") == 0)
-                o->gpt.compute = TSR_GPT_COMPUTE_TP;
-            else if (strcmp(optarg, "kernels") == 0)
-                o->gpt.compute = TSR_GPT_COMPUTE_KERNELS;
-            else
+            if (tsr_gpt_compute_parse(optarg, &o->gpt.compute) != TSR_OK)
                 return bench_fail("train", "--compute %s: expected auto, tp or kernels", optarg);
             break;
         case O_JSON: o->json = 1; break;
@@ -273,6 +267,7 @@ static void make_batch(int b, int first, int count, int seq, int vocab, int32_t 
 typedef struct result {
     double seconds, loss;
     int devices;
+    tsr_gpt_compute_t compute; /* as tsr_gpt_create resolved AUTO */
     tsr_mem_stats_t mem; /* peaks: the largest over the ranks */
 } result_t;
 
@@ -286,10 +281,7 @@ static void report(const opts_t *o, const result_t *r)
     double tflops = flops_per_token * tokens_per_s / 1e12, ms = 1e3 * r->seconds / o->steps;
     double mfu = o->peak_tflops > 0 ? tflops / (r->devices * o->peak_tflops) : NAN;
     const char *prec = o->zero.precision == TSR_PRECISION_BF16 ? "bf16" : "fp32";
-    /* AUTO as tsr_gpt_create resolves it: kernels on a GPU, tp operations on the CPU */
-    int kernels = o->gpt.compute == TSR_GPT_COMPUTE_KERNELS ||
-                  (o->gpt.compute == TSR_GPT_COMPUTE_AUTO && o->device == TSR_DEVICE_CUDA);
-    const char *compute = kernels ? "kernels" : "tp";
+    const char *compute = tsr_gpt_compute_name(r->compute);
     char mfu_text[32], loss_text[32];
     tsr_layout_format(&o->layout, lay, sizeof lay);
     tsr_gpt_config_format(m, model, sizeof model);
@@ -385,6 +377,7 @@ int bench_train(int argc, char **argv)
     if (failed(tsr_gpt_create(grid, dev, &o.model, &o.gpt, &o.zero, &gpt), "model", NULL))
         goto done;
     r.devices = o.device == TSR_DEVICE_CUDA ? distinct_devices(index) : world;
+    r.compute = tsr_gpt_compute_used(gpt);
     tsr_gpt_batch_slice(gpt, &first, &count);
     size_t batch_len = (size_t)count * o.model.seq;
     in = malloc(DATA_BATCHES * batch_len * sizeof *in);

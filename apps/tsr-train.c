@@ -226,13 +226,7 @@ static int parse_options(int argc, char **argv, options_t *o)
                 return usage_error("--precision %s: expected fp32 or bf16", optarg);
             break;
         case O_COMPUTE:
-            if (strcmp(optarg, "auto") == 0)
-                o->gpt.compute = TSR_GPT_COMPUTE_AUTO;
-            else if (strcmp(optarg, "tp") == 0)
-                o->gpt.compute = TSR_GPT_COMPUTE_TP;
-            else if (strcmp(optarg, "kernels") == 0)
-                o->gpt.compute = TSR_GPT_COMPUTE_KERNELS;
-            else
+            if (tsr_gpt_compute_parse(optarg, &o->gpt.compute) != TSR_OK)
                 return usage_error("--compute %s: expected auto, tp or kernels", optarg);
             break;
         case O_CKPT_DIR: o->ckpt_dir = optarg; break;

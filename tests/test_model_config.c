@@ -41,6 +41,19 @@ int main(int argc, char **argv)
     ok(parse_fails("huge", "expected tiny, gpt2-124m"), "unknown preset");
     ok(parse_fails("vocab=70000", "exceeds the 65536"), "vocabulary beyond 16-bit tokens");
 
+    /* compute names round-trip; an unknown one names the choices */
+    int round_trip = 1;
+    for (int k = TSR_GPT_COMPUTE_AUTO; k <= TSR_GPT_COMPUTE_KERNELS; k++) {
+        tsr_gpt_compute_t back = (tsr_gpt_compute_t)-1;
+        round_trip &= tsr_gpt_compute_parse(tsr_gpt_compute_name((tsr_gpt_compute_t)k), &back) == TSR_OK &&
+                       back == (tsr_gpt_compute_t)k;
+    }
+    tsr_gpt_compute_t cc;
+    ok(round_trip && tsr_gpt_compute_parse("gpu", &cc) == TSR_ERR_INVALID_ARG &&
+           strstr(tsr_last_error(), "expected auto, tp or kernels"),
+       "compute names auto, tp, kernels round-trip; \"gpu\" is refused naming them");
+    tsr_clear_error();
+
     /* what the model refuses on one rank */
     tsr_device_t dev = NULL;
     tsr_grid_t grid = NULL;

@@ -8,6 +8,25 @@
 
 #include "model_impl.h"
 
+static const char *const compute_names[] = {
+    [TSR_GPT_COMPUTE_AUTO] = "auto", [TSR_GPT_COMPUTE_TP] = "tp", [TSR_GPT_COMPUTE_KERNELS] = "kernels"};
+
+tsr_status_t tsr_gpt_compute_parse(const char *name, tsr_gpt_compute_t *out)
+{
+    for (int c = 0; c < (int)(sizeof compute_names / sizeof *compute_names); c++)
+        if (name && strcmp(name, compute_names[c]) == 0) {
+            *out = (tsr_gpt_compute_t)c;
+            return TSR_OK;
+        }
+    return TSR_ERROR(TSR_ERR_INVALID_ARG, "unknown compute \"%s\": expected auto, tp or kernels",
+                     name ? name : "(null)");
+}
+
+const char *tsr_gpt_compute_name(tsr_gpt_compute_t compute)
+{
+    return (unsigned)compute < sizeof compute_names / sizeof *compute_names ? compute_names[compute] : "unknown";
+}
+
 tsr_status_t tsr_gpt_config_check(const tsr_gpt_config_t *cfg)
 {
     if (!cfg)

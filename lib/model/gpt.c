@@ -423,6 +423,11 @@ void tsr_gpt_batch_slice(tsr_gpt_t gpt, int *first, int *count)
     *count = gpt->seqs;
 }
 
+tsr_gpt_compute_t tsr_gpt_compute_used(tsr_gpt_t gpt)
+{
+    return gpt->kernels ? TSR_GPT_COMPUTE_KERNELS : TSR_GPT_COMPUTE_TP;
+}
+
 void tsr_gpt_set_trace(tsr_gpt_t gpt, tsr_pipe_trace_t trace) { gpt->trace = trace; }
 
 /* ---------- pipeline stage callbacks ---------- */

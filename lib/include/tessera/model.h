@@ -107,6 +107,12 @@ typedef enum tsr_gpt_compute {
     TSR_GPT_COMPUTE_KERNELS   /**< the device kernels (tessera/kernels.h): tp grid 1×1, CPU or GPU */
 } tsr_gpt_compute_t;
 
+/** "auto", "tp" or "kernels" into *out; TSR_ERR_INVALID_ARG naming the choices otherwise. */
+TSR_API tsr_status_t tsr_gpt_compute_parse(const char *name, tsr_gpt_compute_t *out);
+
+/** "auto", "tp", "kernels" or "unknown". */
+TSR_API const char *tsr_gpt_compute_name(tsr_gpt_compute_t compute);
+
 /** Training-time options. Start from #TSR_GPT_OPTIONS_INIT. */
 typedef struct tsr_gpt_options {
     size_t struct_size;        /**< sizeof(tsr_gpt_options_t) */
@@ -150,6 +156,9 @@ TSR_API tsr_zero_t tsr_gpt_optimizer(tsr_gpt_t gpt);
  * the same tokens to tsr_gpt_train_step().
  */
 TSR_API void tsr_gpt_batch_slice(tsr_gpt_t gpt, int *first, int *count);
+
+/** How @p gpt computes: TP or KERNELS, AUTO resolved by tsr_gpt_create(). */
+TSR_API tsr_gpt_compute_t tsr_gpt_compute_used(tsr_gpt_t gpt);
 
 /** Record the pipeline's executed actions into @p trace (NULL: stop recording). */
 TSR_API void tsr_gpt_set_trace(tsr_gpt_t gpt, tsr_pipe_trace_t trace);
