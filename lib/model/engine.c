@@ -360,8 +360,11 @@ static tsr_status_t head_forward(tsr_gpt_t g, int mb, struct gpt_slot *s)
     m.trans_b = TSR_TRANS, m.m = M, m.n = V, m.k = C, m.ab_type = m.c_type = g->dt;
     m.a = s->lnf, m.lda = C, m.b = W(&g->wte), m.ldb = C, m.c = g->logits_buf, m.ldc = g->vpad;
     TSR_TRY(tsr_kernel_gemm(g->dev, &m));
-    TSR_TRY(tsr_kernel_cross_entropy(g->dev, g->dt, M, V, g->logits_buf, g->vpad, mb_tokens(g, g->d_targets, mb),
-                                     g->losses + (size_t)mb * M, 1.0f / ((float)M * (float)g->opts.micro_batches)));
+    TSR_TRY(tsr_kernel_cross_entropy_stats(g->dev, g->dt, M, V, 0, g->logits_buf, g->vpad,
+                                           mb_tokens(g, g->d_targets, mb), g->delta));
+    TSR_TRY(tsr_kernel_cross_entropy_finish(g->dev, g->dt, M, V, 0, g->logits_buf, g->vpad,
+                                            mb_tokens(g, g->d_targets, mb), 1, g->delta, g->losses + (size_t)mb * M,
+                                            1.0f / ((float)M * (float)g->opts.micro_batches)));
     /* dwte += dlogitsᵀ lnf (fp32) */
     m = (tsr_gemm_t)TSR_GEMM_INIT;
     m.trans_a = TSR_TRANS, m.m = V, m.n = C, m.k = M, m.beta = 1.0f, m.ab_type = g->dt, m.c_type = TSR_DTYPE_F32;
@@ -397,7 +400,7 @@ static tsr_status_t stage_forward(void *ctx, int chunk, int mb, const void *in, 
         TSR_TRY(tsr__engine_use_params(g, 0));
         TSR_TRY(tsr__engine_use_params(g, g->wte_layer));
         TSR_TRY(tsr_kernel_embedding_forward(g->dev, g->dt, mb_tokens(g, g->d_inputs, mb), g->mb_seqs, g->cfg.seq,
-                                             g->cfg.dim, W(&g->wte), W(&g->wpe), x0));
+                                             g->cfg.dim, 0, g->cfg.vocab, W(&g->wte), W(&g->wpe), x0));
         tsr__engine_drop_params(g, 0);
         tsr__engine_drop_params(g, g->wte_layer);
     } else {
@@ -456,7 +459,7 @@ static tsr_status_t stage_backward(void *ctx, int chunk, int mb, const void *in,
     if (k == 0) {
         TSR_TRY(begin_grads(g, 0));
         TSR_TRY(tsr_kernel_embedding_backward(g->dev, g->dt, mb_tokens(g, g->d_inputs, mb), g->mb_seqs, g->cfg.seq,
-                                              C, g->d_res, g->wte_grad, g->wpe.gv));
+                                              C, 0, g->cfg.vocab, g->d_res, g->wte_grad, g->wpe.gv));
         TSR_TRY(end_grads(g, 0));
     } else {
         TSR_TRY(copy_act(g, grad_in, g->d_res, n));
@@ -489,7 +492,7 @@ tsr_status_t tsr__engine_create(tsr_gpt_t g)
     g->vpad = (g->cfg.vocab + 63) / 64 * 64;
     /* scratch: one allocation */
     size_t sizes[] = {act_bytes(g, C), act_bytes(g, C), act_bytes(g, 3 * C), act_bytes(g, C), act_bytes(g, 4 * C),
-                      lse * sizeof(float), M * (size_t)g->opts.micro_batches * sizeof(float), last ? M * (size_t)g->vpad * g->dts : 0,
+                      (lse > 3 * M ? lse : 3 * M) * sizeof(float), M * (size_t)g->opts.micro_batches * sizeof(float), last ? M * (size_t)g->vpad * g->dts : 0,
                       2 * (size_t)g->seqs * g->cfg.seq * sizeof(int32_t)};
     for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++)
         off += align_up(sizes[i]);
