@@ -126,7 +126,7 @@ static tsr_status_t make(tsr_tp_t tp, tsr_dmat_desc_t d, uint32_t id, tsr_dmat_t
     tsr_dmat_local(*out, &v);
     for (int i = 0; i < v.rows; i++)
         tsr_rng_fill_uniform(1234, tsr_rng_stream(id, 0), (uint64_t)(v.row0 + i) * d.cols + v.col0, (size_t)v.cols,
-                             -1.0f, 1.0f, v.data + (size_t)i * v.ld);
+                             -1.0f, 1.0f, (float *)v.data + (size_t)i * v.ld);
     return TSR_OK;
 }
 
@@ -159,19 +159,27 @@ static tsr_status_t ctx_make(bench_ctx_t *c, int oned, int m, int n, int k)
     return TSR_OK;
 }
 
+/* The backward of Y = X W + b: dX = dY Wᵀ, then dW += Xᵀ dY and db. */
+static tsr_status_t linear_backward(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t w, tsr_dmat_t dy, tsr_dmat_t dx,
+                                    tsr_dmat_t dw, tsr_dmat_t db)
+{
+    tsr_status_t rc = tsr_tp_linear_backward_input(tp, 1, &w, &dy, dx);
+    return rc != TSR_OK ? rc : tsr_tp_linear_backward_weight(tp, x, dy, dw, db);
+}
+
 static tsr_status_t run_op(bench_ctx_t *c, bench_op_t op)
 {
     tsr_status_t rc;
     switch (op) {
     case OP_SUMMA: return tsr_tp_summa(c->tp, TSR_NO_TRANS, TSR_NO_TRANS, 1.0f, c->x, c->w, 0.0f, c->y);
-    case OP_LINEAR_FWD: return tsr_tp_linear_forward(c->tp, c->x, c->w, c->b, c->y);
-    case OP_LINEAR_BWD: return tsr_tp_linear_backward(c->tp, c->x, c->w, c->dy, c->dx, c->dw, c->db);
+    case OP_LINEAR_FWD: return tsr_tp_linear_forward(c->tp, c->x, c->w, c->b, NULL, c->y);
+    case OP_LINEAR_BWD: return linear_backward(c->tp, c->x, c->w, c->dy, c->dx, c->dw, c->db);
     case OP_PAIR_FWD:
-        rc = tsr_tp_linear_forward(c->tp, c->x, c->w, c->b, c->y);
-        return rc != TSR_OK ? rc : tsr_tp_linear_forward(c->tp, c->y, c->w2, c->b2, c->z);
+        rc = tsr_tp_linear_forward(c->tp, c->x, c->w, c->b, NULL, c->y);
+        return rc != TSR_OK ? rc : tsr_tp_linear_forward(c->tp, c->y, c->w2, c->b2, NULL, c->z);
     case OP_PAIR_BWD:
-        rc = tsr_tp_linear_backward(c->tp, c->y, c->w2, c->dz, c->dy, c->dw2, c->db2);
-        return rc != TSR_OK ? rc : tsr_tp_linear_backward(c->tp, c->x, c->w, c->dy, c->dx, c->dw, c->db);
+        rc = linear_backward(c->tp, c->y, c->w2, c->dz, c->dy, c->dw2, c->db2);
+        return rc != TSR_OK ? rc : linear_backward(c->tp, c->x, c->w, c->dy, c->dx, c->dw, c->db);
     default: return TSR_ERR_INVALID_ARG;
     }
 }

@@ -53,8 +53,7 @@ static void usage(void)
            "  --micro-batches M        micro-batches per step on each dp rank (default 1)\n"
            "  --precision fp32|bf16    working precision (default fp32 on cpu, bf16 on cuda)\n"
            "  --zero-stage S           ZeRO stage 0..3 (default 0)\n"
-           "  --compute auto|tp|kernels  tp operations (cpu) or device kernels (tp=1x1; default auto: kernels\n"
-           "                           on cuda, tp on cpu)\n"
+           "  --recompute none|attention|block  activation recomputation in the backward (default none)\n"
            "  --steps S                timed steps (default 10)\n"
            "  --warmup W               untimed steps before them (default 2)\n"
            "  --peak-tflops X          peak TFLOP/s of one device for MFU (default %.1f on cuda, the\n"
@@ -82,14 +81,14 @@ static int parse_int(const char *opt, const char *text, long lo, long hi, int *o
 static int parse(int argc, char **argv, int world, opts_t *o)
 {
     enum { O_DEVICE = 256, O_MODEL, O_LAYOUT, O_BATCH, O_MICRO, O_PRECISION, O_ZERO, O_STEPS, O_WARMUP, O_PEAK,
-           O_COMPUTE, O_JSON, O_HELP };
+           O_RECOMPUTE, O_JSON, O_HELP };
     static const struct option longopts[] = {
         {"device", required_argument, 0, O_DEVICE}, {"model", required_argument, 0, O_MODEL},
         {"layout", required_argument, 0, O_LAYOUT}, {"batch", required_argument, 0, O_BATCH},
         {"micro-batches", required_argument, 0, O_MICRO}, {"precision", required_argument, 0, O_PRECISION},
         {"zero-stage", required_argument, 0, O_ZERO}, {"steps", required_argument, 0, O_STEPS},
         {"warmup", required_argument, 0, O_WARMUP}, {"peak-tflops", required_argument, 0, O_PEAK},
-        {"compute", required_argument, 0, O_COMPUTE},
+        {"recompute", required_argument, 0, O_RECOMPUTE},
         {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
     const tsr_layout_t lay = TSR_LAYOUT_INIT;
     const tsr_gpt_config_t model = TSR_GPT_CONFIG_INIT;
@@ -150,9 +149,9 @@ static int parse(int argc, char **argv, int world, opts_t *o)
                 return bench_fail("train", "--peak-tflops %s: expected a number >= 0 (0: unknown)", optarg);
             have_peak = 1;
             break;
-        case O_COMPUTE:
-            if (tsr_gpt_compute_parse(optarg, &o->gpt.compute) != TSR_OK)
-                return bench_fail("train", "--compute %s: expected auto, tp or kernels", optarg);
+        case O_RECOMPUTE:
+            if (tsr_gpt_recompute_parse(optarg, &o->gpt.recompute) != TSR_OK)
+                return bench_fail("train", "--recompute %s: expected none, attention or block", optarg);
             break;
         case O_JSON: o->json = 1; break;
         case O_HELP:
@@ -267,7 +266,6 @@ static void make_batch(int b, int first, int count, int seq, int vocab, int32_t 
 typedef struct result {
     double seconds, loss;
     int devices;
-    tsr_gpt_compute_t compute; /* as tsr_gpt_create resolved AUTO */
     tsr_mem_stats_t mem; /* peaks: the largest over the ranks */
 } result_t;
 
@@ -281,7 +279,7 @@ static void report(const opts_t *o, const result_t *r)
     double tflops = flops_per_token * tokens_per_s / 1e12, ms = 1e3 * r->seconds / o->steps;
     double mfu = o->peak_tflops > 0 ? tflops / (r->devices * o->peak_tflops) : NAN;
     const char *prec = o->zero.precision == TSR_PRECISION_BF16 ? "bf16" : "fp32";
-    const char *compute = tsr_gpt_compute_name(r->compute);
+    const char *recompute = tsr_gpt_recompute_name(o->gpt.recompute);
     char mfu_text[32], loss_text[32];
     tsr_layout_format(&o->layout, lay, sizeof lay);
     tsr_gpt_config_format(m, model, sizeof model);
@@ -290,10 +288,10 @@ static void report(const opts_t *o, const result_t *r)
         snprintf(mfu_text, sizeof mfu_text, isfinite(mfu) ? "%.6f" : "null", mfu);
         snprintf(loss_text, sizeof loss_text, isfinite(r->loss) ? "%.6f" : "null", r->loss);
         printf("{\"bench\":\"train\",\"device\":\"%s\",\"devices\":%d,\"layout\":\"%s\",\"model\":\"%s\","
-               "\"params\":%lld,\"precision\":\"%s\",\"compute\":\"%s\",\"zero_stage\":%d,\"batch\":%d,\"micro_batches\":%d,"
+               "\"params\":%lld,\"precision\":\"%s\",\"recompute\":\"%s\",\"zero_stage\":%d,\"batch\":%d,\"micro_batches\":%d,"
                "\"seq\":%d,\"warmup\":%d,\"steps\":%d,\"seconds\":%.6f,\"ms_per_step\":%.3f,\"tokens_per_s\":%.1f,"
                "\"flops_per_token\":%.0f,\"tflops\":%.6f,\"peak_tflops\":%g,\"mfu\":%s,\"loss\":%s,\"peak_bytes\":{",
-               tsr_device_kind_name(o->device), r->devices, lay, model, (long long)params, prec, compute, o->zero.stage,
+               tsr_device_kind_name(o->device), r->devices, lay, model, (long long)params, prec, recompute, o->zero.stage,
                o->gpt.batch, o->gpt.micro_batches, m->seq, o->warmup, o->steps, r->seconds, ms, tokens_per_s,
                flops_per_token, tflops, o->peak_tflops, mfu_text, loss_text);
         for (int c = 0; c < TSR_MEM_CATEGORY_COUNT; c++)
@@ -302,9 +300,9 @@ static void report(const opts_t *o, const result_t *r)
     } else {
         const char *unit = o->device == TSR_DEVICE_CUDA ? "GPU" : "rank";
         snprintf(mfu_text, sizeof mfu_text, isfinite(mfu) ? "%.2f%%" : "-", 100 * mfu);
-        printf("model %s (%lld parameters), layout %s, %s %s on %d %s%s, %s compute, ZeRO %d\n", model,
+        printf("model %s (%lld parameters), layout %s, %s %s on %d %s%s, recompute %s, ZeRO %d\n", model,
                (long long)params, lay, tsr_device_kind_name(o->device), prec, r->devices, unit,
-               r->devices == 1 ? "" : "s", compute, o->zero.stage);
+               r->devices == 1 ? "" : "s", recompute, o->zero.stage);
         printf("batch %d x %d tokens in %d micro-batch%s, %d warmup + %d timed steps\n\n", o->gpt.batch, m->seq,
                o->gpt.micro_batches, o->gpt.micro_batches == 1 ? "" : "es", o->warmup, o->steps);
         printf("%14s %10s %10s %8s %10s\n%14.1f %10.3f %10.4f %8s %10.4f\n\n", "tokens/s", "ms/step", "TFLOP/s", "MFU",
@@ -377,7 +375,6 @@ int bench_train(int argc, char **argv)
     if (failed(tsr_gpt_create(grid, dev, &o.model, &o.gpt, &o.zero, &gpt), "model", NULL))
         goto done;
     r.devices = o.device == TSR_DEVICE_CUDA ? distinct_devices(index) : world;
-    r.compute = tsr_gpt_compute_used(gpt);
     tsr_gpt_batch_slice(gpt, &first, &count);
     size_t batch_len = (size_t)count * o.model.seq;
     in = malloc(DATA_BATCHES * batch_len * sizeof *in);

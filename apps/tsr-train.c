@@ -41,8 +41,8 @@ static const char usage[] =
     "  --seed N                    seed of the initial weights (default 1234)\n"
     "  --device cpu|cuda           device (default cpu); cuda: rank r uses GPU (local rank mod GPUs)\n"
     "  --precision fp32|bf16       precision (default fp32); bf16 (cuda only): bf16 compute, fp32 master\n"
-    "  --compute auto|tp|kernels   tp operations (any tp grid, cpu) or device kernels (tp=1x1, cpu or\n"
-    "                              cuda); default auto: kernels on cuda, tp on cpu\n"
+    "  --recompute none|attention|block  replay each block's attention sublayer, or the whole block,\n"
+    "                              in its backward instead of keeping its activations (default none)\n"
     "  --ckpt-dir DIR              write checkpoints into DIR (every --ckpt-every steps and at the end)\n"
     "  --ckpt-every K              checkpoint interval in steps (default 0: only at the end)\n"
     "  --resume [latest|FILE]      continue from DIR/latest (needs --ckpt-dir) or from FILE\n"
@@ -143,7 +143,7 @@ static int parse_schedule(const char *text, options_t *o)
 static int parse_options(int argc, char **argv, options_t *o)
 {
     enum { O_LAYOUT = 256, O_ZERO, O_SCHEDULE, O_MODEL, O_DATA, O_BATCH, O_MICRO, O_STEPS, O_LR, O_SEED,
-           O_DEVICE, O_PRECISION, O_COMPUTE, O_CKPT_DIR, O_CKPT_EVERY, O_RESUME, O_LOG_JSON, O_TRACE, O_HELP, O_VERSION };
+           O_DEVICE, O_PRECISION, O_RECOMPUTE, O_COMPUTE, O_CKPT_DIR, O_CKPT_EVERY, O_RESUME, O_LOG_JSON, O_TRACE, O_HELP, O_VERSION };
     static const struct option longopts[] = {
         {"layout", required_argument, 0, O_LAYOUT}, {"zero", required_argument, 0, O_ZERO},
         {"schedule", required_argument, 0, O_SCHEDULE}, {"model", required_argument, 0, O_MODEL},
@@ -151,7 +151,7 @@ static int parse_options(int argc, char **argv, options_t *o)
         {"micro-batches", required_argument, 0, O_MICRO}, {"steps", required_argument, 0, O_STEPS},
         {"lr", required_argument, 0, O_LR}, {"seed", required_argument, 0, O_SEED},
         {"device", required_argument, 0, O_DEVICE}, {"precision", required_argument, 0, O_PRECISION},
-        {"compute", required_argument, 0, O_COMPUTE},
+        {"recompute", required_argument, 0, O_RECOMPUTE}, {"compute", required_argument, 0, O_COMPUTE},
         {"ckpt-dir", required_argument, 0, O_CKPT_DIR}, {"ckpt-every", required_argument, 0, O_CKPT_EVERY},
         {"resume", optional_argument, 0, O_RESUME}, {"log-json", required_argument, 0, O_LOG_JSON},
         {"trace", required_argument, 0, O_TRACE}, {"help", no_argument, 0, O_HELP},
@@ -225,10 +225,13 @@ static int parse_options(int argc, char **argv, options_t *o)
             else
                 return usage_error("--precision %s: expected fp32 or bf16", optarg);
             break;
-        case O_COMPUTE:
-            if (tsr_gpt_compute_parse(optarg, &o->gpt.compute) != TSR_OK)
-                return usage_error("--compute %s: expected auto, tp or kernels", optarg);
+        case O_RECOMPUTE:
+            if (tsr_gpt_recompute_parse(optarg, &o->gpt.recompute) != TSR_OK)
+                return usage_error("--recompute %s: expected none, attention or block", optarg);
             break;
+        case O_COMPUTE:
+            return usage_error("--compute is gone: the model has one engine, the tp operations on the device "
+                               "kernels, for every layout and device");
         case O_CKPT_DIR: o->ckpt_dir = optarg; break;
         case O_CKPT_EVERY:
             if (parse_long("--ckpt-every", optarg, 0, LONG_MAX, &o->ckpt_every))

@@ -67,20 +67,21 @@ tsr_status_t tsr__cpu_layernorm_backward(int rows, int cols, const float *dy, co
         const float *xr = x + (size_t)r * cols, *dyr = dy + (size_t)r * cols;
         float m = mean[r];
         double rs = rstd[r];
+        if (pg)
+            for (int c = 0; c < cols; c++) {
+                pg[c] += (float)(dyr[c] * ((xr[c] - m) * rs));
+                pb[c] += dyr[c];
+            }
+        if (!dx)
+            continue;
         /* Means along the row of g = dy gamma and of g xhat. */
         double sg = 0, sgx = 0;
         for (int c = 0; c < cols; c++) {
-            double xhat = (xr[c] - m) * rs;
             double g = (double)dyr[c] * gamma[c];
             sg += g;
-            sgx += g * xhat;
-            if (pg) {
-                pg[c] += (float)(dyr[c] * xhat);
-                pb[c] += dyr[c];
-            }
+            sgx += g * ((xr[c] - m) * rs);
         }
-        if (dx)
-            layernorm_dx_row(cols, dyr, xr, gamma, m, rstd[r], sg / cols, sgx / cols, dx + (size_t)r * cols);
+        layernorm_dx_row(cols, dyr, xr, gamma, m, rstd[r], sg / cols, sgx / cols, dx + (size_t)r * cols);
     }
     if (pg)
         for (int c = 0; c < cols; c++) {

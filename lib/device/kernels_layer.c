@@ -67,9 +67,10 @@ tsr_status_t tsr_kernel_layernorm_backward(tsr_device_t dev, tsr_dtype_t dt, int
     TSR_TRY(check_device(dev, dt, what));
     TSR_CHECK(rows > 0 && cols > 0, TSR_ERR_INVALID_ARG, "%s: %d x %d rows, expected positive sizes", what, rows,
               cols);
-    TSR_CHECK(dy && x && gamma && mean && rstd, TSR_ERR_INVALID_ARG, "%s: NULL dy, x, gamma, mean or rstd", what);
+    TSR_CHECK(dy && x && mean && rstd, TSR_ERR_INVALID_ARG, "%s: NULL dy, x, mean or rstd", what);
     TSR_CHECK(!dgamma == !dbeta && (dx || dgamma), TSR_ERR_INVALID_ARG,
               "%s: expected dx, or dgamma and dbeta together, or all three", what);
+    TSR_CHECK(gamma || !dx, TSR_ERR_INVALID_ARG, "%s: NULL gamma (needed for dx)", what);
     if (ON_CUDA(dev))
         return CUDA_STATUS(tsr__cuda_layernorm_backward(dt == TSR_DTYPE_BF16, rows, cols, dy, x, gamma, mean, rstd,
                                                         dx, dgamma, dbeta, tsr__cuda_stream(dev)),

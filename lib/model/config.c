@@ -8,23 +8,25 @@
 
 #include "model_impl.h"
 
-static const char *const compute_names[] = {
-    [TSR_GPT_COMPUTE_AUTO] = "auto", [TSR_GPT_COMPUTE_TP] = "tp", [TSR_GPT_COMPUTE_KERNELS] = "kernels"};
+static const char *const recompute_names[] = {[TSR_GPT_RECOMPUTE_NONE] = "none",
+                                              [TSR_GPT_RECOMPUTE_ATTENTION] = "attention",
+                                              [TSR_GPT_RECOMPUTE_BLOCK] = "block"};
 
-tsr_status_t tsr_gpt_compute_parse(const char *name, tsr_gpt_compute_t *out)
+tsr_status_t tsr_gpt_recompute_parse(const char *name, tsr_gpt_recompute_t *out)
 {
-    for (int c = 0; c < (int)(sizeof compute_names / sizeof *compute_names); c++)
-        if (name && strcmp(name, compute_names[c]) == 0) {
-            *out = (tsr_gpt_compute_t)c;
+    for (int c = 0; c < (int)(sizeof recompute_names / sizeof *recompute_names); c++)
+        if (name && strcmp(name, recompute_names[c]) == 0) {
+            *out = (tsr_gpt_recompute_t)c;
             return TSR_OK;
         }
-    return TSR_ERROR(TSR_ERR_INVALID_ARG, "unknown compute \"%s\": expected auto, tp or kernels",
+    return TSR_ERROR(TSR_ERR_INVALID_ARG, "unknown recomputation \"%s\": expected none, attention or block",
                      name ? name : "(null)");
 }
 
-const char *tsr_gpt_compute_name(tsr_gpt_compute_t compute)
+const char *tsr_gpt_recompute_name(tsr_gpt_recompute_t recompute)
 {
-    return (unsigned)compute < sizeof compute_names / sizeof *compute_names ? compute_names[compute] : "unknown";
+    return (unsigned)recompute < sizeof recompute_names / sizeof *recompute_names ? recompute_names[recompute]
+                                                                                    : "unknown";
 }
 
 tsr_status_t tsr_gpt_config_check(const tsr_gpt_config_t *cfg)

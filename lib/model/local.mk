@@ -1,6 +1,6 @@
 # lib/model/local.mk: the GPT model (issue 7), the tsr-train driver, their tests and docs.
-libtessera_la_SOURCES += lib/model/model_impl.h lib/model/config.c lib/model/gpt.c lib/model/block.c \
-	lib/model/engine.c
+libtessera_la_SOURCES += lib/model/model_impl.h lib/model/config.c lib/model/gpt.c lib/model/layers.c \
+	lib/model/stage.c
 tsr_include_HEADERS += lib/include/tessera/model.h
 
 bin_PROGRAMS += apps/tsr-train

@@ -93,8 +93,8 @@ TSR_API tsr_status_t tsr_kernel_layernorm_forward(tsr_device_t dev, tsr_dtype_t 
 /**
  * Backward of tsr_kernel_layernorm_forward(): dx += dL/dx (dt), dgamma += and dbeta += (fp32,
  * cols each) from dy (dt) and the saved mean and rstd. dx may be NULL (parameter gradients
- * only), or dgamma and dbeta both NULL (dx only): the input- and weight-gradient halves of
- * a split backward.
+ * only; gamma, which only dx needs, may then be NULL too), or dgamma and dbeta both NULL
+ * (dx only): the input- and weight-gradient halves of a split backward.
  */
 TSR_API tsr_status_t tsr_kernel_layernorm_backward(tsr_device_t dev, tsr_dtype_t dt, int rows, int cols,
                                                    const void *dy, const void *x, const void *gamma,
