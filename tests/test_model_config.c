@@ -41,17 +41,17 @@ int main(int argc, char **argv)
     ok(parse_fails("huge", "expected tiny, gpt2-124m"), "unknown preset");
     ok(parse_fails("vocab=70000", "exceeds the 65536"), "vocabulary beyond 16-bit tokens");
 
-    /* compute names round-trip; an unknown one names the choices */
+    /* recomputation names round-trip; an unknown one names the choices */
     int round_trip = 1;
-    for (int k = TSR_GPT_COMPUTE_AUTO; k <= TSR_GPT_COMPUTE_KERNELS; k++) {
-        tsr_gpt_compute_t back = (tsr_gpt_compute_t)-1;
-        round_trip &= tsr_gpt_compute_parse(tsr_gpt_compute_name((tsr_gpt_compute_t)k), &back) == TSR_OK &&
-                       back == (tsr_gpt_compute_t)k;
+    for (int k = TSR_GPT_RECOMPUTE_NONE; k <= TSR_GPT_RECOMPUTE_BLOCK; k++) {
+        tsr_gpt_recompute_t back = (tsr_gpt_recompute_t)-1;
+        round_trip &= tsr_gpt_recompute_parse(tsr_gpt_recompute_name((tsr_gpt_recompute_t)k), &back) == TSR_OK &&
+                       back == (tsr_gpt_recompute_t)k;
     }
-    tsr_gpt_compute_t cc;
-    ok(round_trip && tsr_gpt_compute_parse("gpu", &cc) == TSR_ERR_INVALID_ARG &&
-           strstr(tsr_last_error(), "expected auto, tp or kernels"),
-       "compute names auto, tp, kernels round-trip; \"gpu\" is refused naming them");
+    tsr_gpt_recompute_t rr;
+    ok(round_trip && tsr_gpt_recompute_parse("full", &rr) == TSR_ERR_INVALID_ARG &&
+           strstr(tsr_last_error(), "expected none, attention or block"),
+       "recomputation names none, attention, block round-trip; \"full\" is refused naming them");
     tsr_clear_error();
 
     /* what the model refuses on one rank */
@@ -73,6 +73,16 @@ int main(int argc, char **argv)
            strstr(tsr_last_error(), "need the interleaved schedule"),
        "chunks without the interleaved schedule are refused");
     o.chunks = 1;
+    z.precision = TSR_PRECISION_BF16;
+    ok(tsr_gpt_create(grid, dev, &c, &o, &z, &gpt) == TSR_ERR_NOT_SUPPORTED && !gpt &&
+           strstr(tsr_last_error(), "bf16 compute needs a CUDA device"),
+       "bf16 on the CPU is refused");
+    z.precision = TSR_PRECISION_FP32;
+    o.recompute = (tsr_gpt_recompute_t)7;
+    ok(tsr_gpt_create(grid, dev, &c, &o, &z, &gpt) == TSR_ERR_INVALID_ARG && !gpt &&
+           strstr(tsr_last_error(), "expected none, attention or block"),
+       "an unknown recomputation is refused");
+    o.recompute = TSR_GPT_RECOMPUTE_NONE;
     ok(tsr_gpt_create(grid, dev, &c, &o, &z, &gpt) == TSR_OK && gpt, "tiny builds on one rank");
     int first = -1, count = -1;
     tsr_gpt_batch_slice(gpt, &first, &count);

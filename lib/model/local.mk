@@ -7,7 +7,7 @@ bin_PROGRAMS += apps/tsr-train
 apps_tsr_train_LDADD = libtessera.la -lm
 apps_tsr_train_LDFLAGS =
 
-model_tests = tests/test_model_config tests/test_model_layout tests/test_model_kernels
+model_tests = tests/test_model_config tests/test_model_layout tests/test_model_device
 check_PROGRAMS += $(model_tests)
 TESTS += $(model_tests)
 EXTRA_DIST += lib/model/local.mk
