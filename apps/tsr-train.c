@@ -123,18 +123,8 @@ static int parse_long(const char *opt, const char *text, long lo, long hi, long 
 
 static int parse_schedule(const char *text, options_t *o)
 {
-    char kind[32];
-    const char *colon = strchr(text, ':');
-    long chunks = 1;
-    snprintf(kind, sizeof kind, "%.*s", colon ? (int)(colon - text) : (int)strlen(text), text);
-    if (tsr_pipe_kind_parse(kind, &o->gpt.schedule) != TSR_OK)
-        return usage_error("--schedule %s: expected gpipe, 1f1b, interleaved:V or zb-h1", text);
-    if ((o->gpt.schedule == TSR_PIPE_INTERLEAVED) != (colon != NULL))
-        return usage_error("--schedule %s: interleaved takes its chunks per stage as interleaved:V, the others none",
-                           text);
-    if (colon && parse_long("--schedule interleaved:", colon + 1, 1, 64, &chunks))
-        return 2;
-    o->gpt.chunks = (int)chunks;
+    if (tsr_pipe_spec_parse(text, &o->gpt.schedule, &o->gpt.chunks) != TSR_OK)
+        return usage_error("--schedule %s: %s", text, tsr_last_error());
     snprintf(o->schedule_text, sizeof o->schedule_text, "%s", text);
     return 0;
 }
