@@ -1,7 +1,8 @@
 /*
  * bench_train.c: tsr-bench train. Training throughput of the GPT model on the grid of ranks
  * it is started on: tokens per second, milliseconds per step, model FLOP/s and MFU, the loss
- * of the last step, and the tracked allocator's peak bytes per category.
+ * of the last step, the pipeline bubble measured from the executor's trace, and the tracked
+ * allocator's peak bytes per category.
  *
  * The data are synthetic: each sequence of the global batch is a window of T + 1 token ids
  * drawn uniformly from [0, vocab) by the counter-based RNG, inputs its first T and targets
@@ -44,8 +45,9 @@ static void usage(void)
 {
     printf("usage: mpiexec -n N tsr-bench train [--json] [OPTIONS]\n"
            "Training throughput of the GPT model with synthetic tokens: tokens/s (global), ms per step,\n"
-           "model TFLOP/s, MFU, the last step's loss and the peak bytes per memory category (the\n"
-           "largest over the ranks, over warmup and timed steps).\n"
+           "model TFLOP/s, MFU, the last step's loss, the pipeline bubble measured from the executor's\n"
+           "trace and the peak bytes per memory category (the largest over the ranks, over warmup and\n"
+           "timed steps).\n"
            "  --device cpu|cuda        device (default cpu; on cuda each rank takes GPU local rank mod count)\n"
            "  --model SPEC             tiny, gpt2-124m or layers=L,dim=H,heads=A,vocab=V,seq=T (default tiny)\n"
            "  --layout LAYOUT          process grid dp=D,pp=P,tp=RxC (default dp=N)\n"
@@ -65,7 +67,8 @@ static void usage(void)
            "  --help                   this text\n"
            "FLOPs per token = 6*P + 12*L*H*T (P parameters, L layers, H dim, T seq; attention is not\n"
            "halved for the causal mask). MFU = FLOPs per token * tokens/s / (devices * peak), devices\n"
-           "being the distinct (host, GPU) pairs on cuda and the ranks on cpu.\n",
+           "being the distinct (host, GPU) pairs on cuda and the ranks on cpu. bubble = 1 - compute seconds\n"
+           "of all ranks / (ranks * the timed steps' pipeline spans).\n",
            H100_SXM_BF16_TFLOPS);
 }
 
