@@ -139,7 +139,9 @@ tsr_status_t tsr_tp_embedding_backward(tsr_tp_t tp, const int32_t *tokens, int s
     tsr_dtype_t dt = dx->desc.dtype;
     int n = dx->len[1], v0 = dwte ? dwte->start[0] : 0, nv = dwte ? dwte->len[0] : 0;
     float *gte = nv > 0 ? dwte->data : NULL, *gpe = dwpe ? dwpe->data : NULL;
-    if (n == 0 || (!gte && !gpe))
+    /* In 2D every rank of the grid column joins the all-gather, even one with nothing to add
+     * to (an empty vocabulary block and no dwpe). */
+    if (n == 0 || (mode != EMBED_2D && !gte && !gpe))
         goto cleanup;
     if (mode == EMBED_2D) {
         int r = dx->parts[0], mr = max_rows(dx);
@@ -151,7 +153,7 @@ tsr_status_t tsr_tp_embedding_backward(tsr_tp_t tp, const int32_t *tokens, int s
         for (int p = 0; p < r; p++) {
             int start, len;
             tsr__tp_block(dx->desc.rows, dx->desc.row_unit, r, p, &start, &len);
-            if (len > 0)
+            if (len > 0 && (gte || gpe))
                 TSR_TRY(tsr_kernel_embedding_backward(tp->dev, dt, tokens + start, len / seq_len, seq_len, n, v0,
                                                       nv > 0 ? nv : 1, (char *)all + blk * p * dx->es, gte, gpe));
         }
