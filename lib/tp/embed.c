@@ -190,10 +190,13 @@ tsr_status_t tsr_tp_cross_entropy(tsr_tp_t tp, tsr_dmat_t logits, const int32_t 
     TSR_CHECK(tp && logits && targets && losses, TSR_ERR_INVALID_ARG, "%s: NULL argument", what);
     int m = logits->len[0], n = logits->len[1], v0 = logits->start[1];
     tsr_comm_t vocab = tsr__tp_dim_comm(logits, 1);
+    /* Decided from the description, alike on every rank: a rank without vocabulary cannot
+     * join the all-gather, and the others would pair theirs with a later collective. */
+    TSR_CHECK(logits->desc.rows == 0 || logits->parts[1] <= logits->desc.cols / logits->desc.col_unit,
+              TSR_ERR_INVALID_ARG, "%s: %d vocabulary columns (units of %d) split over %d ranks; some would hold none",
+              what, logits->desc.cols, logits->desc.col_unit, logits->parts[1]);
     if (m == 0)
         goto cleanup;
-    TSR_CHECK(n > 0, TSR_ERR_INVALID_ARG, "%s: this rank holds none of the %d vocabulary columns", what,
-              logits->desc.cols);
     const int32_t *tg = targets + logits->start[0];
     tsr_dtype_t dt = logits->desc.dtype;
     TSR_TRY(tsr__tp_scratch(tp, TP_SCRATCH_STATS, 3 * (size_t)m * sizeof(float), &stats));
