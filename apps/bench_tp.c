@@ -38,10 +38,11 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: mpiexec -n P tsr-bench tp [--json] [--shapes M,N,K[;M,N,K...]] [--panel W] [--reps R]\n"
-            "  Runs SUMMA, a linear layer and a linear pair, forward and backward, on the most square\n"
-            "  2D grid of P ranks and on the 1D grid 1xP.\n"
+            "  Runs SUMMA (2D only), a linear layer and a linear pair, forward and backward, on the\n"
+            "  most square 2D grid of P ranks and on the 1D grid 1xP (column- then row-parallel),\n"
+            "  and prints the bytes each sends beside the formula of doc/tp.md.\n"
             "  --json           one JSON object per measurement\n"
-            "  --shapes LIST    shapes (default 256,256,256;512,512,512;250,300,170)\n"
+            "  --shapes LIST    X MxK, W KxN (default 256,256,256;512,512,512;250,300,170)\n"
             "  --panel W        SUMMA panel width (default %d)\n"
             "  --reps R         timed calls per measurement (default 3)\n"
             "  --help           this text\n",

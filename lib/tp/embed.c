@@ -139,7 +139,9 @@ tsr_status_t tsr_tp_embedding_backward(tsr_tp_t tp, const int32_t *tokens, int s
     tsr_dtype_t dt = dx->desc.dtype;
     int n = dx->len[1], v0 = dwte ? dwte->start[0] : 0, nv = dwte ? dwte->len[0] : 0;
     float *gte = nv > 0 ? dwte->data : NULL, *gpe = dwpe ? dwpe->data : NULL;
-    if (n == 0 || (!gte && !gpe))
+    /* In 2D every rank of the grid column joins the all-gather, even one with nothing to add
+     * to (an empty vocabulary block and no dwpe). */
+    if (n == 0 || (mode != EMBED_2D && !gte && !gpe))
         goto cleanup;
     if (mode == EMBED_2D) {
         int r = dx->parts[0], mr = max_rows(dx);
@@ -151,7 +153,7 @@ tsr_status_t tsr_tp_embedding_backward(tsr_tp_t tp, const int32_t *tokens, int s
         for (int p = 0; p < r; p++) {
             int start, len;
             tsr__tp_block(dx->desc.rows, dx->desc.row_unit, r, p, &start, &len);
-            if (len > 0)
+            if (len > 0 && (gte || gpe))
                 TSR_TRY(tsr_kernel_embedding_backward(tp->dev, dt, tokens + start, len / seq_len, seq_len, n, v0,
                                                       nv > 0 ? nv : 1, (char *)all + blk * p * dx->es, gte, gpe));
         }
@@ -188,10 +190,13 @@ tsr_status_t tsr_tp_cross_entropy(tsr_tp_t tp, tsr_dmat_t logits, const int32_t 
     TSR_CHECK(tp && logits && targets && losses, TSR_ERR_INVALID_ARG, "%s: NULL argument", what);
     int m = logits->len[0], n = logits->len[1], v0 = logits->start[1];
     tsr_comm_t vocab = tsr__tp_dim_comm(logits, 1);
+    /* Decided from the description, alike on every rank: a rank without vocabulary cannot
+     * join the all-gather, and the others would pair theirs with a later collective. */
+    TSR_CHECK(logits->desc.rows == 0 || logits->parts[1] <= logits->desc.cols / logits->desc.col_unit,
+              TSR_ERR_INVALID_ARG, "%s: %d vocabulary columns (units of %d) split over %d ranks; some would hold none",
+              what, logits->desc.cols, logits->desc.col_unit, logits->parts[1]);
     if (m == 0)
         goto cleanup;
-    TSR_CHECK(n > 0, TSR_ERR_INVALID_ARG, "%s: this rank holds none of the %d vocabulary columns", what,
-              logits->desc.cols);
     const int32_t *tg = targets + logits->start[0];
     tsr_dtype_t dt = logits->desc.dtype;
     TSR_TRY(tsr__tp_scratch(tp, TP_SCRATCH_STATS, 3 * (size_t)m * sizeof(float), &stats));

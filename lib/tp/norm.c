@@ -29,9 +29,12 @@ static tsr_status_t check_rows(tsr_dmat_t x, tsr_dmat_t y, const char *what, con
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "%s: %s must be laid out like X", what, yname);
     if (!tsr__dmat_contiguous(x) || !tsr__dmat_contiguous(y))
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "%s: X and %s must be contiguous blocks", what, yname);
-    if (x->len[0] > 0 && x->len[1] == 0)
-        return TSR_ERROR(TSR_ERR_INVALID_ARG, "%s: this rank holds none of the %d columns of X's rows", what,
-                         x->desc.cols);
+    /* Decided from the description, alike on every rank: a rank without columns cannot join
+     * the statistics' all-reduce, and its row would pair theirs with a later collective. */
+    if (x->desc.rows > 0 && x->parts[1] > x->desc.cols / x->desc.col_unit)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG,
+                         "%s: X's %d columns (units of %d) are split over %d ranks; some would hold none", what,
+                         x->desc.cols, x->desc.col_unit, x->parts[1]);
     return TSR_OK;
 }
 

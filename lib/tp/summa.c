@@ -74,6 +74,8 @@ static tsr_status_t gemm(tsr_tp_t tp, tsr_trans_t ta, tsr_trans_t tb, int m, int
                          void *c, int ldc, tsr_epilogue_t epi, const void *bias)
 {
     tsr_gemm_t g = TSR_GEMM_INIT;
+    if (m == 0 || n == 0) /* an empty block: no bias or aux memory behind it for the kernel's checks */
+        return TSR_OK;
     g.trans_a = ta, g.trans_b = tb, g.m = m, g.n = n, g.k = k, g.alpha = alpha, g.beta = beta;
     g.ab_type = abt, g.c_type = ct;
     g.a = a, g.lda = at_least_1(lda), g.b = b, g.ldb = at_least_1(ldb), g.c = c, g.ldc = at_least_1(ldc);
@@ -318,6 +320,8 @@ static tsr_status_t matmul_local(tsr_tp_t tp, const tp_gemm_t *g, int first, tsr
     m.epilogue = first ? epi : TSR_EPILOGUE_NONE;
     m.bias = g->bias ? g->bias->data : NULL;
     m.aux = g->aux ? g->aux->data : NULL, m.ld_aux = g->aux ? at_least_1(g->aux->ld) : 0;
+    if (m.m == 0 || m.n == 0) /* an empty block of C: its bias and aux blocks have no memory either */
+        return TSR_OK;
     if (m.k == 0 && m.beta == 0.0f && m.epilogue == TSR_EPILOGUE_NONE) /* no share of k here */
         return tsr_dmat_zero(c);
     return tsr_kernel_gemm(tp->dev, &m);
