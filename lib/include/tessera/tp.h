@@ -245,7 +245,11 @@ TSR_API tsr_status_t tsr_tp_linear_gelu_forward(tsr_tp_t tp, tsr_dmat_t x, tsr_d
  */
 TSR_API tsr_status_t tsr_tp_linear_backward_input(tsr_tp_t tp, int n, tsr_dmat_t *w, tsr_dmat_t *dy, tsr_dmat_t dx);
 
-/** dH = (dY Wᵀ) gelu'(H), overwritten: the input gradient of tsr_tp_linear_gelu_forward(). */
+/**
+ * dH = (dY Wᵀ) gelu'(H), overwritten: the gradient at the pre-activation H of a
+ * tsr_tp_linear_gelu_forward() whose output feeds the linear layer W (the MLP's second
+ * layer), from that layer's output gradient dY.
+ */
 TSR_API tsr_status_t tsr_tp_linear_gelu_backward_input(tsr_tp_t tp, tsr_dmat_t w, tsr_dmat_t dy, tsr_dmat_t h,
                                                        tsr_dmat_t dh);
 
@@ -304,7 +308,7 @@ TSR_API tsr_status_t tsr_tp_attention_backward(tsr_tp_t tp, tsr_dmat_t q, tsr_dm
 /**
  * Token and position embedding: X[t] = wte[tokens[t]] + wpe[t mod T]. @p tokens holds all
  * B·T token ids of X's global rows (int32 device memory, the same on every rank of the tp
- * group, each checked to be in the vocabulary). wte is V×H with its columns split like X's;
+ * group; the caller checks that each is in the vocabulary: an id past it looks up zeros). wte is V×H with its columns split like X's;
  * its rows (the vocabulary) either over grid rows (2D: X's rows over grid rows too; each
  * rank looks up every token in its vocabulary block and a reduce-scatter down the grid
  * column sums the blocks) or over grid columns (1D vocabulary-parallel: X whole; an
@@ -326,8 +330,8 @@ TSR_API tsr_status_t tsr_tp_embedding_backward(tsr_tp_t tp, const int32_t *token
  * vocabulary split over columns or whole): losses[i] (fp32 device memory, one per local row)
  * = the cross-entropy of local row i against its target, and the logits are overwritten by
  * dscale × the gradient of the sum of the losses, ready for the classifier's backward.
- * @p targets holds the ids of all global rows (int32 device memory, the same on every rank,
- * each checked to be in the vocabulary). Each rank computes its block's row maxima, sums of
+ * @p targets holds the ids of all global rows (int32 device memory, the same on every rank;
+ * the caller checks that each is in the vocabulary). Each rank computes its block's row maxima, sums of
  * exponentials and target logits; one all-gather of these along the communicator that splits
  * the vocabulary combines them.
  */
