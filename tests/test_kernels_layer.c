@@ -1583,6 +1583,8 @@ static void with_gpu(void)
     gpu_axpby(100, 768, 776, 784, 0.0f, 0, 0);
     gpu_axpby(33, 64, 64, 64, 0.5f, 1, 0);
     gpu_axpby(33, 64, 64, 64, 0.0f, 0, 1);
+    gpu_axpby(33, 64, 66, 64, 0.5f, 0, 0); /* rows misaligned by lds, then by ldd: scalar */
+    gpu_axpby(33, 64, 64, 66, 0.5f, 0, 0);
     gpu_axpby(1000, 3000, 3000, 3008, -0.5f, 0, 0); /* more packs than the grid's threads */
     gpu_bias_grad(7, 13, 13, 0);
     gpu_bias_grad(1000, 768, 776, 0);

@@ -188,18 +188,21 @@ static void keep_first(cudaError_t &first, cudaError_t rc)
 // ---------------------------------------------------------------------------------------
 // Layer operations (cuda_layer.h).
 
-// rows×cols; shift misaligns every activation pointer (the scalar path).
-static void test_layernorm(bool bf16, int rows, int cols, size_t shift)
+// rows×cols; shift misaligns every activation pointer (the scalar path). Rows lie up to 3
+// off zero, or (offset > 0) `offset` off zero, some 100 deviations for the largest spread:
+// a one-pass variance in fp32 would lose every digit there, the two-pass one none.
+static void test_layernorm(bool bf16, int rows, int cols, size_t shift, double offset = 0)
 {
     char name[128];
-    snprintf(name, sizeof name, "layernorm %s %dx%d%s", tname(bf16), rows, cols, shift ? " misaligned" : "");
+    snprintf(name, sizeof name, "layernorm %s %dx%d%s%s", tname(bf16), rows, cols, shift ? " misaligned" : "",
+             offset > 0 ? " far from zero" : "");
     const size_t n = (size_t)rows * cols;
     const float eps = 1e-5f;
     Act x(bf16, n, shift), gamma(bf16, cols, shift), beta(bf16, cols, shift), y(bf16, n, shift);
-    for (int r = 0; r < rows; r++) { // rows far from zero: a one-pass variance would lose digits
-        double offset = uniform(-1, 3), spread = uniform(0.5, 2);
+    for (int r = 0; r < rows; r++) {
+        double at = offset > 0 ? offset : uniform(-1, 3), spread = uniform(0.5, 2);
         for (int c = 0; c < cols; c++)
-            x.set((size_t)r * cols + c, offset + spread * uniform(-1, 1));
+            x.set((size_t)r * cols + c, at + spread * uniform(-1, 1));
     }
     gamma.fill(0.5, 1.5);
     beta.fill(-0.5, 0.5);
@@ -1057,6 +1060,8 @@ int main(int argc, char **argv)
         test_layernorm(bf16, 3, 6144, 0);    // 48 KiB of column sums: the shared-memory backward
         test_layernorm(bf16, 3, 6200, 0);    // more: the global-atomic backward
         test_layernorm(bf16, 2, 6150, 0);    // the same, scalar
+        test_layernorm(bf16, 16, 768, 0, 30.0);
+        test_layernorm(bf16, 5, 1000, 1, 30.0);
 
         test_layernorm_split(bf16, 5, {300}, 0);  // one block: the whole row
         test_layernorm_split(bf16, 5, {256, 64}, 0);
@@ -1126,6 +1131,8 @@ int main(int argc, char **argv)
             test_axpby(sbf, dbf, 4, 64, 72, 80, -2.0f, 0, 0);   // strided, vectorized
             test_axpby(sbf, dbf, 4, 64, 72, 80, 0.5f, 1, 0);    // src misaligned: scalar
             test_axpby(sbf, dbf, 4, 64, 72, 80, 0.0f, 0, 1);    // dst misaligned: scalar
+            test_axpby(sbf, dbf, 4, 64, 66, 64, 0.5f, 0, 0);    // src rows misaligned by lds: scalar
+            test_axpby(sbf, dbf, 4, 64, 64, 66, 0.5f, 0, 0);    // dst rows misaligned by ldd: scalar
             test_axpby(sbf, dbf, 1100, 4000, 4008, 4016, 1.0f, 0, 0); // more packs than threads: grid-stride
         }
     for (int bf16 = 0; bf16 < 2; bf16++) {
