@@ -901,6 +901,19 @@ static void cpu_embedding(int seqs, int T, int C, int vocab, int v0, int nv, int
     free(dwpe), free(rte), free(rpe);
 }
 
+/* Row r's target in block r mod nb: every block holds some rows' targets. */
+static int32_t *block_targets(int rows, int nb, const int *widths)
+{
+    int32_t *t = rnd_tokens((size_t)rows, 1 << 30);
+    for (int r = 0; r < rows; r++) {
+        int c0 = 0, b = r % nb;
+        for (int k = 0; k < b; k++)
+            c0 += widths[k];
+        t[r] = c0 + t[r] % widths[b];
+    }
+    return t;
+}
+
 /* Cross-entropy over nb vocabulary blocks (padding `pad` columns each), stats and finish,
  * against the whole-vocabulary reference; the stats of each block against theirs too.
  * no_target: row 0's target is V, in no block (no target term, no one-hot). */
@@ -912,7 +925,7 @@ static void cpu_cross_entropy(int rows, int nb, const int *widths, int pad, floa
     size_t n = (size_t)rows * V;
     float *logits = rnd(n, shift - 4, shift + 4), *l0 = dup(logits, n), *loss = xmalloc(rows * sizeof *loss);
     float *stats = xmalloc(3 * (size_t)nb * rows * sizeof *stats);
-    int32_t *tgt = rnd_tokens((size_t)rows, V);
+    int32_t *tgt = block_targets(rows, nb, widths);
     if (no_target)
         tgt[0] = V;
     double *rl = xmalloc(rows * sizeof *rl), *rg = xmalloc(n * sizeof *rg);
@@ -1531,7 +1544,7 @@ static void gpu_cross_entropy(int rows, int nb, const int *widths, int pad, int 
         V += widths[k];
     size_t n = (size_t)rows * V, ns = 3 * (size_t)nb * rows;
     float *l0 = rnd(n, shift - 4, shift + 4);
-    int32_t *tgt = rnd_tokens((size_t)rows, V);
+    int32_t *tgt = block_targets(rows, nb, widths);
     tgt[rows - 1] = V - 1; /* the last column, where a scalar tail lives */
     if (rows > 1)
         tgt[0] = V; /* in no block: no target term, no one-hot */

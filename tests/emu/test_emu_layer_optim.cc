@@ -687,7 +687,8 @@ static void test_embedding(bool bf16, int seqs, int T, int C, int vocab, int v0,
 // as the ranks of a vocabulary-parallel group hold them: stats of every block, gathered in
 // block order, then finish on every block. Against the whole-vocabulary reference in
 // double. offset shifts every logit (90: exp would overflow without subtracting the row's
-// maximum); shift misaligns every block; bad_targets: row 1's target is V (in no block) and
+// maximum); shift misaligns every block; row r's target lies in block r mod nb (the last
+// row's in the last column); bad_targets: row 1's target is V (in no block) and
 // row 2's -1, which leave the loss without a target term and the gradient without a one-hot.
 static void test_cross_entropy(bool bf16, int rows, const std::vector<int> &widths, int pad, size_t shift,
                                double offset, bool bad_targets)
@@ -716,8 +717,10 @@ static void test_cross_entropy(bool bf16, int rows, const std::vector<int> &widt
             }
     }
     Aligned<int32_t> targets(rows);
-    for (int r = 0; r < rows; r++)
-        targets[r] = (int32_t)(rand_u32() % (uint32_t)V);
+    for (int r = 0; r < rows; r++) { // row r's target in block r mod nb
+        const int b = r % nb;
+        targets[r] = (int32_t)(v0[b] + (int)(rand_u32() % (uint32_t)widths[b]));
+    }
     targets[rows - 1] = V - 1; // the last column, where a scalar tail lives
     if (bad_targets) {
         targets[1] = V;
