@@ -836,7 +836,8 @@ static void cpu_axpby(int rows, int cols, int lds, int ldd, float alpha, float b
             else if (beta == 0.0f)
                 dst[i] = NAN;
             ref[i] = c >= cols ? PAD_VALUE
-                               : alpha * (double)src[(size_t)r * lds + c] + (beta == 0.0f ? 0.0 : beta * (double)dst[i]);
+                               : alpha * (double)src[(size_t)r * lds + c] +
+                                     (beta == 0.0f ? 0.0 : beta * (double)dst[i]);
         }
     for (int r = 0; r < rows && !in_place; r++)
         for (int c = cols; c < lds; c++)
@@ -1003,7 +1004,8 @@ static void cpu_errors(void)
     ok(says("layernorm forward") && says("i32"), "the error names the call and the type (\"%s\")", tsr_last_error());
     is_int(tsr_kernel_add(cpu, TSR_DTYPE_F64, 8, buf, buf, buf), TSR_ERR_INVALID_ARG,
            "add: element type f64 is TSR_ERR_INVALID_ARG");
-    is_int(tsr_kernel_add(NULL, f32, 8, buf, buf, buf), TSR_ERR_INVALID_ARG, "add: a NULL device is TSR_ERR_INVALID_ARG");
+    is_int(tsr_kernel_add(NULL, f32, 8, buf, buf, buf), TSR_ERR_INVALID_ARG,
+           "add: a NULL device is TSR_ERR_INVALID_ARG");
     is_int(tsr_kernel_layernorm_forward(cpu, f32, 0, 4, buf, buf, buf, 1e-5f, buf, stat, stat), TSR_ERR_INVALID_ARG,
            "layernorm forward: 0 rows is TSR_ERR_INVALID_ARG");
     is_int(tsr_kernel_layernorm_forward(cpu, f32, 2, 4, buf, buf, buf, -1.0f, buf, stat, stat), TSR_ERR_INVALID_ARG,
@@ -1141,7 +1143,8 @@ static void cpu_errors(void)
             "cross-entropy stats", "a negative target on the CPU");
     refuses(tsr_kernel_cross_entropy_finish(cpu, f32, 2, 4, 0, logits, 4, bad, 1, st, loss, 1.0f),
             TSR_ERR_INVALID_ARG, "cross-entropy finish", "a negative target on the CPU");
-    ok(memcmp(logits, before, sizeof logits) == 0, "cross-entropy finish: a rejected call leaves the logits as they were");
+    ok(memcmp(logits, before, sizeof logits) == 0,
+       "cross-entropy finish: a rejected call leaves the logits as they were");
     tsr_clear_error();
 }
 
@@ -1512,8 +1515,8 @@ static void gpu_embedding(int seqs, int T, int C, int vocab, int v0, int nv, int
         for (int k = 0; k < 3; k++) {
             gte[k] = dup(gte0, nte);
             gpe[k] = dup(gpe0, npe);
-            rc[k] = run_embed_backward(k ? gpu : cpu, k ? dt : TSR_DTYPE_F32, k ? off : 0, tok, seqs, T, C, v0, nv, dout,
-                                       te ? gte[k] : NULL, pe ? gpe[k] : NULL);
+            rc[k] = run_embed_backward(k ? gpu : cpu, k ? dt : TSR_DTYPE_F32, k ? off : 0, tok, seqs, T, C, v0, nv,
+                                       dout, te ? gte[k] : NULL, pe ? gpe[k] : NULL);
         }
         double et = err_f(gte[1], gte[0], nte), ep = err_f(gpe[1], gpe[0], npe);
         ok(rc[0] == TSR_OK && rc[1] == TSR_OK && et <= tol_of(dt) && ep <= tol_of(dt),

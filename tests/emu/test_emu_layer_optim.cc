@@ -259,17 +259,19 @@ static void test_layernorm(bool bf16, int rows, int cols, size_t shift, double o
             dxref[o + c] += rs * (g - mg - xhat * mgx);
         }
     }
-    // All three outputs, then dx alone and dgamma, dbeta alone (the halves of a split backward).
-    static const char *const which[3] = {"", " (dx only)", " (dgamma, dbeta only)"};
-    for (int k = 0; k < 3; k++) {
+    // All three outputs, then dx alone and dgamma, dbeta alone (the halves of a split backward),
+    // the last also with gamma NULL: only dx reads it, so the weight half need not pass one.
+    static const char *const which[4] = {"", " (dx only)", " (dgamma, dbeta only)",
+                                         " (dgamma, dbeta only, gamma NULL)"};
+    for (int k = 0; k < 4; k++) {
         Act dx(bf16, n, shift);
         for (size_t i = 0; i < n; i++)
             dx.set(i, dx0.get(i));
         std::vector<float> dgamma = dgamma0, dbeta = dbeta0;
-        const bool want_dx = k != 2, want_dw = k != 1;
-        rc = tsr__cuda_layernorm_backward(bf16, rows, cols, dy.data(), x.data(), gamma.data(), m32.data(),
-                                          rs32.data(), want_dx ? dx.data() : NULL, want_dw ? dgamma.data() : NULL,
-                                          want_dw ? dbeta.data() : NULL, 0);
+        const bool want_dx = k < 2, want_dw = k != 1;
+        rc = tsr__cuda_layernorm_backward(bf16, rows, cols, dy.data(), x.data(), k == 3 ? NULL : gamma.data(),
+                                          m32.data(), rs32.data(), want_dx ? dx.data() : NULL,
+                                          want_dw ? dgamma.data() : NULL, want_dw ? dbeta.data() : NULL, 0);
         char what[64];
         if (want_dx) {
             snprintf(what, sizeof what, "backward dx +=%s", which[k]);
@@ -700,7 +702,8 @@ static void test_cross_entropy(bool bf16, int rows, const std::vector<int> &widt
         snprintf(list + strlen(list), sizeof list - strlen(list), "%s%d", b ? "+" : "", widths[b]);
     }
     snprintf(name, sizeof name, "cross_entropy %s %dx%d as %s, ld width+%d%s%s%s", tname(bf16), rows, V, list, pad,
-             shift ? " misaligned" : "", offset != 0 ? " logits near 90" : "", bad_targets ? " targets in no block" : "");
+             shift ? " misaligned" : "", offset != 0 ? " logits near 90" : "",
+             bad_targets ? " targets in no block" : "");
     const float dscale = 0.375f, sentinel = 4096.0f; // a bf16 value, so either type holds it
     std::vector<std::unique_ptr<Act>> blk;
     std::vector<int> v0(nb);
