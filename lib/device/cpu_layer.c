@@ -102,9 +102,12 @@ void tsr__cpu_layernorm_stats(int rows, int cols, const float *x, float *stats)
         double m = sum / cols;
         for (int c = 0; c < cols; c++)
             sq += (xr[c] - m) * (xr[c] - m);
-        stats[3 * (size_t)r] = (float)sum;
-        stats[3 * (size_t)r + 1] = (float)sq;
-        stats[3 * (size_t)r + 2] = (float)(sum * m);
+        /* S m from S as stored, its rounding error carried in Q's place (tessera/kernels.h). */
+        float s = (float)sum;
+        double sm = (double)s * s / cols;
+        stats[3 * (size_t)r] = s;
+        stats[3 * (size_t)r + 1] = (float)(sq + (sm - (float)sm));
+        stats[3 * (size_t)r + 2] = (float)sm;
     }
 }
 

@@ -108,6 +108,10 @@ TSR_API tsr_status_t tsr_kernel_layernorm_backward(tsr_device_t dev, tsr_dtype_t
  * kernels. Forward: stats[3r..3r+2] = (S, Q, S m) over this block of row r, with S = sum of
  * x, m = S / cols and Q = sum of (x - m)^2; summed over the blocks these give the row's mean
  * S/width and variance (Q + S m)/width - mean^2 (Chan's combination of block variances).
+ * S m is formed from S as stored, and the error of its rounding to float is carried in Q's
+ * place, so that Q + S m keeps the precision of Q. Summed in fp32 over several blocks, S
+ * and S m leave the variance a relative error of about 2^-23 mean^2/variance a block (rows
+ * whose mean is far from zero against their spread lose digits, as a one-pass variance does).
  * Backward: stats[2r], stats[2r+1] = sums over the block of g and g xhat (g = dy gamma).
  * With one block (cols == width) the results equal the one-kernel forward and backward up
  * to rounding.
