@@ -9,8 +9,7 @@
  *     padding columns checked untouched, optional outputs left out, and the references'
  *     derivatives checked by finite differences. The split kernels run on 1, 2 and 3 blocks
  *     as ranks would, their statistics summed (layernorm) or gathered (cross-entropy) here,
- *     against the reference of the whole row. Then the argument errors, and the kernels
- *     against the tp ops on one rank (lib/tp), which the GPT model uses today (1e-6).
+ *     against the reference of the whole row. Then the argument errors.
  *   - CUDA, when a GPU is visible: each kernel in fp32 against the CPU kernel (1e-5) and in
  *     bf16 against the CPU kernel on the same bf16-rounded inputs (1e-2), on vectorized
  *     shapes, on shapes and offsets that force the scalar paths, and on GPT-2-sized rows;
@@ -1149,145 +1148,6 @@ static void cpu_errors(void)
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* The CPU kernels against the tp ops on one rank (lib/tp/norm.c, embed.c), which the GPT
- * model is built on today: a model moved onto the kernels must see the same numbers. */
-
-/* A whole rows × cols matrix of the 1×1 tp grid holding data (zeros when NULL). */
-static tsr_dmat_t tp_mat(tsr_tp_t tp, int rows, int cols, const float *data)
-{
-    tsr_dmat_desc_t d = TSR_DMAT_DESC_INIT;
-    tsr_dmat_t m = NULL;
-    tsr_dmat_view_t v;
-    d.rows = rows;
-    d.cols = cols;
-    if (tsr_dmat_create(tp, &d, &m) != TSR_OK) {
-        fprintf(stderr, "# tsr_dmat_create failed: %s\n", tsr_last_error());
-        MPI_Abort(MPI_COMM_WORLD, 2);
-    }
-    tsr_dmat_local(m, &v);
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++)
-            v.data[(size_t)r * v.ld + c] = data ? data[(size_t)r * cols + c] : 0.0f;
-    return m;
-}
-
-static float *tp_read(tsr_dmat_t m)
-{
-    tsr_dmat_view_t v;
-    tsr_dmat_local(m, &v);
-    float *out = xmalloc((size_t)v.rows * v.cols * sizeof *out);
-    for (int r = 0; r < v.rows; r++)
-        memcpy(out + (size_t)r * v.cols, v.data + (size_t)r * v.ld, (size_t)v.cols * sizeof *out);
-    return out;
-}
-
-static void against_tp(void)
-{
-    enum { SEQS = 3, T = 4, ROWS = SEQS * T, COLS = 13, VOCAB = 37 };
-    tsr_layout_t layout = TSR_LAYOUT_INIT;
-    tsr_grid_t grid = NULL;
-    tsr_tp_t tp = NULL;
-    if (tsr_grid_create(MPI_COMM_WORLD, &layout, &grid) != TSR_OK || tsr_tp_create(grid, cpu, &tp) != TSR_OK) {
-        ok(0, "a 1x1 tp group on the CPU: %s", tsr_last_error());
-        tsr_grid_destroy(&grid);
-        return;
-    }
-    const size_t n = (size_t)ROWS * COLS;
-    tsr_tp_saved_t saved = NULL;
-    float *x = rnd(n, -1, 3), *g = rnd(COLS, 0.5f, 1.5f), *b = rnd(COLS, -1, 1), *dy = rnd(n, -1, 1);
-    float *dg0 = rnd(COLS, -1, 1), *db0 = rnd(COLS, -1, 1);
-
-    /* Layernorm forward and backward (tp overwrites dx: the kernel adds onto zeros). */
-    tsr_dmat_t X = tp_mat(tp, ROWS, COLS, x), G = tp_mat(tp, 1, COLS, g), Bt = tp_mat(tp, 1, COLS, b);
-    tsr_dmat_t Y = tp_mat(tp, ROWS, COLS, NULL), DY = tp_mat(tp, ROWS, COLS, dy), DX = tp_mat(tp, ROWS, COLS, NULL);
-    tsr_dmat_t DG = tp_mat(tp, 1, COLS, dg0), DB = tp_mat(tp, 1, COLS, db0);
-    tsr_status_t rc = tsr_tp_layernorm_forward(tp, X, G, Bt, 1e-5f, Y, &saved);
-    if (rc == TSR_OK)
-        rc = tsr_tp_layernorm_backward(tp, X, G, saved, DY, DX, DG, DB);
-    float *ty = tp_read(Y), *tdx = tp_read(DX), *tdg = tp_read(DG), *tdb = tp_read(DB);
-    float *y = xmalloc(n * sizeof *y), *mean = xmalloc(ROWS * sizeof *mean), *rstd = xmalloc(ROWS * sizeof *rstd);
-    float *dx = calloc(n, sizeof *dx), *dg = dup(dg0, COLS), *db = dup(db0, COLS);
-    tsr_status_t rk = tsr_kernel_layernorm_forward(cpu, TSR_DTYPE_F32, ROWS, COLS, x, g, b, 1e-5f, y, mean, rstd);
-    if (rk == TSR_OK)
-        rk = tsr_kernel_layernorm_backward(cpu, TSR_DTYPE_F32, ROWS, COLS, dy, x, g, mean, rstd, dx, dg, db);
-    double e1 = err_f(y, ty, n), e2 = err_f(dx, tdx, n), e3 = err_f(dg, tdg, COLS), e4 = err_f(db, tdb, COLS);
-    ok(rc == TSR_OK && rk == TSR_OK && e1 <= 1e-6 && e2 <= 1e-6 && e3 <= 1e-6 && e4 <= 1e-6,
-       "layernorm kernels as tsr_tp_layernorm_*: y, dx, dgamma, dbeta within 1e-6 (%.2g %.2g %.2g %.2g)", e1, e2,
-       e3, e4);
-    tsr_tp_saved_destroy(&saved);
-
-    /* GELU. */
-    rc = tsr_tp_gelu_forward(tp, X, Y);
-    if (rc == TSR_OK)
-        rc = tsr_tp_gelu_backward(tp, X, DY, DX);
-    free(ty), free(tdx);
-    ty = tp_read(Y);
-    tdx = tp_read(DX);
-    rk = tsr_kernel_gelu_forward(cpu, TSR_DTYPE_F32, n, x, y);
-    if (rk == TSR_OK)
-        rk = tsr_kernel_gelu_backward(cpu, TSR_DTYPE_F32, n, x, dy, dx);
-    e1 = err_f(y, ty, n);
-    e2 = err_f(dx, tdx, n);
-    ok(rc == TSR_OK && rk == TSR_OK && e1 <= 1e-6 && e2 <= 1e-6,
-       "gelu kernels as tsr_tp_gelu_*: within 1e-6 (%.2g %.2g)", e1, e2);
-
-    /* Embedding forward and backward, tokens repeated, gradients onto random values. */
-    int32_t *tok = rnd_tokens(ROWS, 5);
-    float *wte = rnd((size_t)VOCAB * COLS, -1, 1), *wpe = rnd((size_t)T * COLS, -1, 1);
-    float *gte0 = rnd((size_t)VOCAB * COLS, -1, 1), *gpe0 = rnd((size_t)T * COLS, -1, 1);
-    tsr_dmat_t WTE = tp_mat(tp, VOCAB, COLS, wte), WPE = tp_mat(tp, T, COLS, wpe);
-    tsr_dmat_t GTE = tp_mat(tp, VOCAB, COLS, gte0), GPE = tp_mat(tp, T, COLS, gpe0);
-    rc = tsr_tp_embedding_forward(tp, tok, T, WTE, WPE, Y);
-    if (rc == TSR_OK)
-        rc = tsr_tp_embedding_backward(tp, tok, T, DY, GTE, GPE);
-    free(ty);
-    ty = tp_read(Y);
-    float *tte = tp_read(GTE), *tpe = tp_read(GPE);
-    float *gte = dup(gte0, (size_t)VOCAB * COLS), *gpe = dup(gpe0, (size_t)T * COLS);
-    rk = tsr_kernel_embedding_forward(cpu, TSR_DTYPE_F32, tok, SEQS, T, COLS, 0, VOCAB, wte, wpe, y);
-    if (rk == TSR_OK)
-        rk = tsr_kernel_embedding_backward(cpu, TSR_DTYPE_F32, tok, SEQS, T, COLS, 0, VOCAB, dy, gte, gpe);
-    e1 = err_f(y, ty, n);
-    e2 = err_f(gte, tte, (size_t)VOCAB * COLS);
-    e3 = err_f(gpe, tpe, (size_t)T * COLS);
-    ok(rc == TSR_OK && rk == TSR_OK && e1 <= 1e-6 && e2 <= 1e-6 && e3 <= 1e-6,
-       "embedding kernels as tsr_tp_embedding_*: out, dwte, dwpe within 1e-6 (%.2g %.2g %.2g)", e1, e2, e3);
-
-    /* Cross-entropy: tp's mean loss and its gradient with dloss 1 = the kernels (one block) with dscale 1/rows. */
-    size_t nl = (size_t)ROWS * VOCAB;
-    float *logits = rnd(nl, -4, 4), tloss = NAN, *loss = xmalloc(ROWS * sizeof *loss), cstats[3 * ROWS];
-    int32_t *tgt = rnd_tokens(ROWS, VOCAB);
-    tsr_dmat_t L = tp_mat(tp, ROWS, VOCAB, logits), DL = tp_mat(tp, ROWS, VOCAB, NULL);
-    rc = tsr_tp_cross_entropy_forward(tp, L, tgt, &tloss, &saved);
-    if (rc == TSR_OK)
-        rc = tsr_tp_cross_entropy_backward(tp, L, tgt, saved, 1.0f, DL);
-    float *tdl = tp_read(DL);
-    rk = tsr_kernel_cross_entropy_stats(cpu, TSR_DTYPE_F32, ROWS, VOCAB, 0, logits, VOCAB, tgt, cstats);
-    if (rk == TSR_OK)
-        rk = tsr_kernel_cross_entropy_finish(cpu, TSR_DTYPE_F32, ROWS, VOCAB, 0, logits, VOCAB, tgt, 1, cstats, loss,
-                                             1.0f / ROWS);
-    double mean_loss = 0;
-    for (int r = 0; r < ROWS; r++)
-        mean_loss += loss[r] / (double)ROWS;
-    e1 = fabs(mean_loss - tloss) / fabs((double)tloss);
-    e2 = err_f(logits, tdl, nl);
-    ok(rc == TSR_OK && rk == TSR_OK && e1 <= 1e-6 && e2 <= 1e-6,
-       "cross-entropy kernels as tsr_tp_cross_entropy_*: mean loss (%.7g vs %.7g) and gradient within 1e-6 (%.2g %.2g)",
-       mean_loss, (double)tloss, e1, e2);
-    tsr_tp_saved_destroy(&saved);
-
-    tsr_dmat_t all[] = {X, G, Bt, Y, DY, DX, DG, DB, WTE, WPE, GTE, GPE, L, DL};
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
-        tsr_dmat_destroy(&all[i]);
-    free(x), free(g), free(b), free(dy), free(dg0), free(db0), free(ty), free(tdx), free(tdg), free(tdb), free(y);
-    free(mean), free(rstd), free(dx), free(dg), free(db), free(tok), free(wte), free(wpe), free(gte0), free(gpe0);
-    free(tte), free(tpe), free(gte), free(gpe), free(logits), free(loss), free(tgt), free(tdl);
-    tsr_tp_destroy(&tp);
-    tsr_grid_destroy(&grid);
-}
-
-
-/* ---------------------------------------------------------------------------------------- */
 /* CUDA against the CPU. Each case runs in fp32 (1e-5) and in bf16 (1e-2, the CPU on the
  * same rounded inputs); `off` elements of offset into every activation buffer. */
 
@@ -1664,7 +1524,6 @@ int main(int argc, char **argv)
     cpu_cross_entropy(5, 3, (const int[]){100, 56, 100}, 0, 40.0f, 0.2f, 0);
     cpu_cross_entropy(3, 3, (const int[]){1, 1, 1}, 1, 0.0f, 1.0f, 0);
     cpu_errors();
-    against_tp();
 
     if (tsr_device_count(TSR_DEVICE_CUDA) > 0)
         with_gpu();
