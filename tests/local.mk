@@ -17,6 +17,7 @@ tsr_tests = \
 	tests/test_core_rng \
 	tests/test_core_memory \
 	tests/test_core_misc \
+	tests/test_core_options \
 	tests/test_device_cpu \
 	tests/test_device_cuda \
 	tests/test_kernels_layer \

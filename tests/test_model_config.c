@@ -40,6 +40,10 @@ int main(int argc, char **argv)
     ok(parse_fails("depth=3", "unknown key 'depth'"), "unknown key");
     ok(parse_fails("huge", "expected tiny, gpt2-124m"), "unknown preset");
     ok(parse_fails("vocab=70000", "exceeds the 65536"), "vocabulary beyond 16-bit tokens");
+    ok(parse_fails("", "model is empty (expected tiny, gpt2-124m"), "an empty model is refused, not tiny");
+    ok(parse_fails("layers=2,layers=3", "gives layers twice"), "a key given twice (the layout's rule)");
+    ok(parse_fails("layers=2,", "ends with a comma"), "a trailing comma (the layout's rule)");
+    ok(parse_fails("layers=2,,dim=32", "empty item"), "an empty item");
 
     /* compute names round-trip; an unknown one names the choices */
     int round_trip = 1;

@@ -78,6 +78,19 @@ float tsr__f32_from_bf16(uint16_t h);
 /* Checked host allocation for the library's own small structures (not tracked). */
 void *tsr__calloc(size_t count, size_t size);
 
+/* One value of a key=value list: where it starts in the text and its length; value is NULL
+ * for a key the list does not give. */
+typedef struct tsr__kv {
+    const char *value;
+    size_t len;
+} tsr__kv_t;
+
+/* Split a comma-separated key=value list by the rules of tessera/options.h: values[k] is the
+ * value of keys[k]. TSR_ERR_INVALID_ARG naming `what`, the text and the bad item otherwise,
+ * ending with "(expected <expected>)". An empty text gives no values. */
+tsr_status_t tsr__kv_split(const char *what, const char *text, const char *const keys[], int nkeys,
+                           tsr__kv_t values[], const char *expected);
+
 /* Wrap an MPI communicator the library created itself (e.g. by MPI_Comm_split): the handle
  * takes ownership and frees it on destroy, with no further duplicate (lib/comm/comm.c). */
 tsr_status_t tsr__comm_adopt(MPI_Comm owned, tsr_comm_t *out);
