@@ -13,6 +13,7 @@ libtessera_la_SOURCES = \
 	lib/core/dtype.c \
 	lib/core/version.c \
 	lib/core/options.c \
+	lib/core/file.c \
 	lib/device/device_impl.h \
 	lib/device/device.c \
 	lib/device/cpu.c \
