@@ -21,6 +21,10 @@ tests_test_ckpt_io_LDADD = libtessera.la $(HDF5_LIBS)
 TESTS += tests/test_ckpt_tool.sh
 EXTRA_DIST += tests/test_ckpt_tool.sh
 
+# A disk that fills during a checkpoint write, on a small tmpfs.
+TESTS += tests/test_ckpt_enospc.sh
+EXTRA_DIST += tests/test_ckpt_enospc.sh
+
 # Saving and restoring a ZeRO optimizer through the writer and reader.
 libtessera_la_SOURCES += lib/ckpt/state.c
 ckpt_state_tests = tests/test_ckpt_state tests/test_ckpt_reshard

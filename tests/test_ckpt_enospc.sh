@@ -1,0 +1,73 @@
+#!/bin/sh
+# test_ckpt_enospc.sh: a disk that fills during a checkpoint write (issue 16). On a tmpfs
+# sized so that the first checkpoint fits and the second does not, tsr-train on 1, 2 and 4
+# ranks must stop with one line naming ENOSPC ("No space left on device") and the directory,
+# exit 1 (no hang, no signal), remove its temporary files, and leave the first checkpoint
+# verifying and `latest` naming it.
+#
+# The tmpfs is mounted directly when this runs as root, else in a user namespace (unshare
+# -rm); where neither is allowed the test is skipped. Prints TAP.
+bin=${TSR_BUILDDIR:-.}/apps
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-ckpt-enospc.XXXXXX") || exit 99
+mnt=$tmp/fs
+model="--model layers=2,dim=32,heads=4,vocab=256,seq=16 --batch 4"
+
+if [ "$1" != "--inside" ]; then
+    trap 'umount "$mnt" 2>/dev/null; rm -rf "$tmp"' EXIT
+    # The size of one checkpoint, and the metadata reserve the writer keeps while it writes
+    # (1 MiB and 4 KiB per dataset): a tmpfs of one checkpoint, the reserve and a half.
+    # shellcheck disable=SC2086
+    ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n 1 "$bin/tsr-train" $model --steps 1 --ckpt-dir "$tmp/probe" >/dev/null 2>&1
+    kib=$(du -k "$tmp/probe/step_1.h5" 2>/dev/null | cut -f1)
+    datasets=$("$bin/tsr-ckpt" list "$tmp/probe" 2>/dev/null | wc -l)
+    if [ -z "$kib" ] || [ "$datasets" -eq 0 ]; then
+        echo "1..1"
+        echo "not ok 1 - a one-step run writes the checkpoint whose size sizes the tmpfs"
+        exit 0
+    fi
+    size=$((kib + 1024 + 4 * (datasets + 8) + kib / 2))
+    mkdir -p "$mnt"
+    if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o "size=${size}k" tmpfs "$mnt" 2>/dev/null; then
+        TSR_ENOSPC_TMP=$tmp sh "$0" --inside
+    elif unshare -rm true 2>/dev/null; then
+        TSR_ENOSPC_TMP=$tmp TSR_ENOSPC_SIZE=$size unshare -rm sh "$0" --inside
+    else
+        echo "1..0 # SKIP cannot mount a tmpfs here (not root, no user namespaces)"
+    fi
+    exit 0
+fi
+
+# --inside: the tmpfs is (or is to be, in the namespace) mounted on $mnt.
+tmp=$TSR_ENOSPC_TMP
+mnt=$tmp/fs
+if [ -n "$TSR_ENOSPC_SIZE" ] && ! mount -t tmpfs -o "size=${TSR_ENOSPC_SIZE}k" tmpfs "$mnt"; then
+    echo "1..0 # SKIP cannot mount a tmpfs in a user namespace here"
+    exit 0
+fi
+n=0
+check() {
+    desc=$1
+    shift
+    n=$((n + 1))
+    if "$@"; then echo "ok $n - $desc"; else echo "not ok $n - $desc"; sed 's/^/# /' "$tmp/err"; fi
+}
+has() { case $1 in *"$2"*) return 0 ;; esac; return 1; }
+for ranks in 1 2 4; do
+    rm -rf "$mnt/ck"
+    # shellcheck disable=SC2086
+    timeout 300 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n "$ranks" "$bin/tsr-train" $model --steps 3 --ckpt-every 1 \
+        --ckpt-dir "$mnt/ck" >"$tmp/out" 2>"$tmp/err"
+    status=$?
+    err=$(cat "$tmp/err")
+    check "$ranks ranks: the checkpoint of step 2 fills the disk: exit 1, not a hang (124) or a signal" \
+        test "$status" -eq 1
+    check "$ranks ranks: one line naming ENOSPC and the directory" \
+        eval 'has "$err" "No space left on device" && has "$err" "$mnt/ck/" && test "$(wc -l <"$tmp/err")" -eq 1'
+    check "$ranks ranks: no temporary file is left behind" \
+        eval '! ls "$mnt/ck" | grep -q "\.tmp$\|\.reserve$"'
+    "$bin/tsr-ckpt" verify "$mnt/ck/step_1.h5" >/dev/null 2>>"$tmp/err"
+    verified=$?
+    check "$ranks ranks: the checkpoint of step 1 still verifies, and latest names it" \
+        eval 'test $verified -eq 0 && test "$(cat "$mnt/ck/latest")" = step_1.h5 && test ! -e "$mnt/ck/step_2.h5"'
+done
+echo "1..$n"
