@@ -3,7 +3,8 @@ libtessera_la_SOURCES += \
 	lib/ckpt/ckpt_impl.h \
 	lib/ckpt/common.c \
 	lib/ckpt/writer.c \
-	lib/ckpt/reader.c
+	lib/ckpt/reader.c \
+	lib/ckpt/lock.c
 tsr_include_HEADERS += lib/include/tessera/ckpt.h
 libtessera_la_LIBADD += $(HDF5_LIBS)
 apps_tsr_bench_SOURCES += apps/bench_ckpt.c
@@ -20,6 +21,10 @@ tests_test_ckpt_io_LDADD = libtessera.la $(HDF5_LIBS)
 # tsr-ckpt and tsr-bench ckpt, driven by a shell script that prints TAP.
 TESTS += tests/test_ckpt_tool.sh
 EXTRA_DIST += tests/test_ckpt_tool.sh
+
+# Two writers of one directory: temporary files of their own, and tsr_ckpt_lock.
+check_PROGRAMS += tests/test_ckpt_lock
+TESTS += tests/test_ckpt_lock
 
 # A disk that fills during a checkpoint write, on a small tmpfs.
 TESTS += tests/test_ckpt_enospc.sh

@@ -252,6 +252,26 @@ TSR_API uint64_t tsr_ckpt_checksum(uint64_t first, size_t n, const float *values
 /** The checksum of elements [first, first + n) of an int64 dataset. */
 TSR_API uint64_t tsr_ckpt_checksum_i64(uint64_t first, size_t n, const int64_t *values);
 
+/* ---- One job per checkpoint directory (lib/ckpt/lock.c) ---- */
+
+/** An opaque lock on a checkpoint directory. */
+typedef struct tsr_ckpt_lock *tsr_ckpt_lock_t;
+
+/**
+ * Prepare @p dir for this job's checkpoints and lock it: rank 0 creates it if missing,
+ * checks that it is a directory, takes a write lock on dir/lock (writing "pid P on HOST since
+ * TIME" into it), creates, writes and removes a probe file, and removes the temporary files
+ * of jobs that died. The lock lasts until tsr_ckpt_unlock() or the end of the process (a
+ * killed job leaves no stale lock). Collective; every rank gets rank 0's verdict:
+ * TSR_ERR_IO "checkpoint directory D is in use by another job (pid 1234 on node7 since ...
+ * holds D/lock; ...)", or naming what cannot be created, written or removed. Call it before
+ * training, so a bad --ckpt-dir fails before the first step.
+ */
+TSR_API tsr_status_t tsr_ckpt_lock(tsr_comm_t comm, const char *dir, tsr_ckpt_lock_t *out);
+
+/** Release the lock; NULLs *lock and accepts NULL. Local. */
+TSR_API void tsr_ckpt_unlock(tsr_ckpt_lock_t *lock);
+
 /* ---- Saving and restoring a ZeRO optimizer (lib/ckpt/state.c) ---- */
 
 /**
