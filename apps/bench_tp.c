@@ -78,7 +78,6 @@ static int parse(int argc, char **argv, opts_t *o)
     opterr = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
-        char *end = NULL;
         switch (c) {
         case 'j': o->json = 1; break;
         case 's':
@@ -87,14 +86,12 @@ static int parse(int argc, char **argv, opts_t *o)
                        -1;
             break;
         case 'p':
-            o->panel = (int)strtol(optarg, &end, 10);
-            if (*end || o->panel < 1)
-                return bench_fail("tp", "--panel \"%s\": expected a positive integer", optarg), -1;
+            if (bench_int("tp", "--panel", optarg, 1, 1 << 20, &o->panel))
+                return -1;
             break;
         case 'r':
-            o->reps = (int)strtol(optarg, &end, 10);
-            if (*end || o->reps < 1)
-                return bench_fail("tp", "--reps \"%s\": expected a positive integer", optarg), -1;
+            if (bench_int("tp", "--reps", optarg, 1, 1 << 20, &o->reps))
+                return -1;
             break;
         case 'h':
             if (bench_rank() == 0)

@@ -36,3 +36,7 @@ EXTRA_DIST += tests/tap.h tests/tap-mpi.sh tests/test_device_copy2d.h
 
 check_PROGRAMS += tests/test_kernels_attention
 TESTS += tests/test_kernels_attention
+
+# tsr-bench's numeric options, parsed whole and checked.
+TESTS += tests/test_bench_options.sh
+EXTRA_DIST += tests/test_bench_options.sh
