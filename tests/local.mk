@@ -37,6 +37,10 @@ EXTRA_DIST += tests/tap.h tests/tap-mpi.sh tests/test_device_copy2d.h
 check_PROGRAMS += tests/test_kernels_attention
 TESTS += tests/test_kernels_attention
 
+# tsr-train refuses what would lose a job or a result (issue 16), before step 1 where it can.
+TESTS += tests/test_train_guard.sh
+EXTRA_DIST += tests/test_train_guard.sh
+
 # tsr-bench's numeric options, parsed whole and checked.
 TESTS += tests/test_bench_options.sh
 EXTRA_DIST += tests/test_bench_options.sh

@@ -22,6 +22,13 @@ tests_test_ckpt_io_LDADD = libtessera.la $(HDF5_LIBS)
 TESTS += tests/test_ckpt_tool.sh
 EXTRA_DIST += tests/test_ckpt_tool.sh
 
+# Checkpoints damaged on purpose (tests/ckpt-craft edits them with HDF5, as h5py could),
+# refused by tsr-ckpt and tsr-train --resume.
+check_PROGRAMS += tests/ckpt-craft
+tests_ckpt_craft_LDADD = libtessera.la $(HDF5_LIBS)
+TESTS += tests/test_ckpt_hostile.sh
+EXTRA_DIST += tests/test_ckpt_hostile.sh
+
 # Two writers of one directory: temporary files of their own, and tsr_ckpt_lock.
 check_PROGRAMS += tests/test_ckpt_lock
 TESTS += tests/test_ckpt_lock
