@@ -63,14 +63,6 @@ static int cmd_info(tsr_ckpt_reader_t r)
     return 0;
 }
 
-static void format_shape(const tsr_ckpt_dataset_info_t *d, char *buf, size_t len)
-{
-    if (d->ndim == 2)
-        snprintf(buf, len, "%lld x %lld", (long long)d->dims[0], (long long)d->dims[1]);
-    else
-        snprintf(buf, len, "%lld", (long long)d->dims[0]);
-}
-
 static int cmd_list(tsr_ckpt_reader_t r)
 {
     tsr_ckpt_dataset_info_t *list;
@@ -81,8 +73,8 @@ static int cmd_list(tsr_ckpt_reader_t r)
     }
     for (size_t i = 0; i < n; i++) {
         char shape[64];
-        format_shape(&list[i], shape, sizeof shape);
-        printf("%-40s %-7s %s\n", list[i].name, list[i].type, shape);
+        printf("%-40s %-7s %s\n", list[i].name, list[i].type,
+               tsr_ckpt_format_shape(list[i].ndim, list[i].dims, shape, sizeof shape));
     }
     free(list);
     return 0;

@@ -32,7 +32,7 @@ tsr_tests += tests/test_kernels_optim
 
 check_PROGRAMS += $(tsr_tests)
 TESTS += $(tsr_tests)
-EXTRA_DIST += tests/tap.h tests/tap-mpi.sh tests/test_device_copy2d.h
+EXTRA_DIST += tests/tap.h tests/tap-mpi.sh tests/tap-sh.sh tests/test_device_copy2d.h
 
 check_PROGRAMS += tests/test_kernels_attention
 TESTS += tests/test_kernels_attention

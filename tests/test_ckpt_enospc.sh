@@ -44,14 +44,7 @@ if [ -n "$TSR_ENOSPC_SIZE" ] && ! mount -t tmpfs -o "size=${TSR_ENOSPC_SIZE}k" t
     echo "1..0 # SKIP cannot mount a tmpfs in a user namespace here"
     exit 0
 fi
-n=0
-check() {
-    desc=$1
-    shift
-    n=$((n + 1))
-    if "$@"; then echo "ok $n - $desc"; else echo "not ok $n - $desc"; sed 's/^/# /' "$tmp/err"; fi
-}
-has() { case $1 in *"$2"*) return 0 ;; esac; return 1; }
+. "$(dirname "$0")/tap-sh.sh"
 for ranks in 1 2 4; do
     rm -rf "$mnt/ck"
     # shellcheck disable=SC2086

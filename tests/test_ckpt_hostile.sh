@@ -16,15 +16,9 @@ bin=${TSR_BUILDDIR:-.}/apps
 craft=${TSR_BUILDDIR:-.}/tests/ckpt-craft
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-ckpt-hostile.XXXXXX") || exit 99
 trap 'rm -rf "$tmp"' EXIT
-n=0
+. "$(dirname "$0")/tap-sh.sh"
 model="--model layers=2,dim=32,heads=4,vocab=256,seq=16 --batch 4"
 
-check() { # check DESCRIPTION CONDITION...
-    desc=$1
-    shift
-    n=$((n + 1))
-    if "$@"; then echo "ok $n - $desc"; else echo "not ok $n - $desc"; sed 's/^/# /' "$tmp/err"; fi
-}
 run() { # run CMD...: sets $out, $err and $status (124: it hung)
     timeout 120 "$@" >"$tmp/out" 2>"$tmp/err"
     status=$?
@@ -37,9 +31,6 @@ train() { # train RANKS ARGS...
     # shellcheck disable=SC2086
     run ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n "$ranks" "$bin/tsr-train" $model "$@"
 }
-has() { case $1 in *"$2"*) return 0 ;; esac; return 1; }
-# failed (exit 1 or 2, not a signal or a timeout) with one line on stderr containing TEXT
-one_error() { test "$status" -ge 1 -a "$status" -le 2 && has "$err" "$1" && test "$(wc -l <"$tmp/err")" -eq 1; }
 # failed without a signal or a timeout, each line on stderr a tsr-ckpt error, one containing TEXT
 errors_name() { test "$status" -ge 1 -a "$status" -le 2 && has "$err" "$1" && ! grep -qv '^tsr-ckpt: ' "$tmp/err"; }
 craft() { # craft NAME OP ARGS...: a copy of the good checkpoint as $tmp/NAME.h5, edited

@@ -7,13 +7,7 @@ build=${TSR_BUILDDIR:-.}
 src=$(dirname "$0")
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-fuzz-replay.XXXXXX") || exit 99
 trap 'rm -rf "$tmp"' EXIT
-n=0
-check() {
-    desc=$1
-    shift
-    n=$((n + 1))
-    if "$@"; then echo "ok $n - $desc"; else echo "not ok $n - $desc"; sed 's/^/# /' "$tmp/err"; fi
-}
+. "$src/tap-sh.sh"
 TSR_BUILDDIR=$build sh "$src/fuzz/make-seeds.sh" "$tmp/seeds" 2>"$tmp/err"
 check "make-seeds.sh makes checkpoint and shard seeds" \
     eval 'test $? -eq 0 && test "$(ls "$tmp/seeds/ckpt" | wc -l)" -ge 10 && test "$(ls "$tmp/seeds/shard" | wc -l)" -ge 5'

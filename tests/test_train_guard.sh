@@ -16,16 +16,9 @@ bin=${TSR_BUILDDIR:-.}/apps
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-train-guard.XXXXXX") || exit 99
 holder=
 trap 'test -n "$holder" && kill "$holder" 2>/dev/null; rm -rf "$tmp"' EXIT
-n=0
+. "$(dirname "$0")/tap-sh.sh"
 model="--model layers=2,dim=32,heads=4,vocab=256,seq=16 --batch 4"
 
-check() { # check DESCRIPTION CONDITION...
-    desc=$1
-    shift
-    n=$((n + 1))
-    if "$@"; then echo "ok $n - $desc"; else echo "not ok $n - $desc"; sed 's/^/# /' "$tmp/err"; fi
-}
-skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
 run() { # run RANKS ARGS...: tsr-train on RANKS ranks; sets $out, $err and $status (124: it hung)
     ranks=$1
     shift
@@ -34,10 +27,6 @@ run() { # run RANKS ARGS...: tsr-train on RANKS ranks; sets $out, $err and $stat
     status=$?
     out=$(cat "$tmp/out")
     err=$(cat "$tmp/err")
-}
-has() { case $1 in *"$2"*) return 0 ;; esac; return 1; }
-one_error() { # failed (not killed, not hung) with one line on stderr containing TEXT
-    test "$status" -ge 1 -a "$status" -le 2 && has "$err" "$1" && test "$(wc -l <"$tmp/err")" -eq 1
 }
 before_step1() { one_error "$1" && ! has "$out" "step 1/"; }
 

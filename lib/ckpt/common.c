@@ -96,6 +96,15 @@ const char *tsr__ckpt_type_name(hid_t type, char *buf, size_t len)
     return buf;
 }
 
+char *tsr_ckpt_format_shape(int ndim, const int64_t dims[2], char *buf, size_t len)
+{
+    if (ndim == 2)
+        snprintf(buf, len, "%lld x %lld", (long long)dims[0], (long long)dims[1]);
+    else
+        snprintf(buf, len, "%lld", (long long)dims[0]);
+    return buf;
+}
+
 int64_t tsr__ckpt_bad_value(const float *v, int64_t n, int nonneg)
 {
     for (int64_t i = 0; i < n; i++)

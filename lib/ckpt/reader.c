@@ -266,16 +266,6 @@ cleanup:
     return rc;
 }
 
-/* "64" or "1 x 64" */
-static const char *shape_text(int ndim, const int64_t dims[2], char *buf, size_t len)
-{
-    if (ndim == 2)
-        snprintf(buf, len, "%lld x %lld", (long long)dims[0], (long long)dims[1]);
-    else
-        snprintf(buf, len, "%lld", (long long)dims[0]);
-    return buf;
-}
-
 /* Open a dataset and check its element type and exact shape. */
 static tsr_status_t open_dataset(struct tsr_ckpt_reader *r, const char *name, enum elem elem, int ndim,
                                  const int64_t dims[], hid_t *out)
@@ -291,8 +281,8 @@ static tsr_status_t open_dataset(struct tsr_ckpt_reader *r, const char *name, en
     TSR_CHECK(d.elem == elem, TSR_ERR_FORMAT, "%s: dataset %s is %s (expected %s)", r->path, name, d.type,
               elem == ELEM_F32 ? "float32" : "int64");
     TSR_CHECK(d.ndim == ndim && d.dims[0] == dims[0] && (ndim == 1 || d.dims[1] == dims[1]), TSR_ERR_MISMATCH,
-              "%s: dataset %s has shape %s, expected %s", r->path, name, shape_text(d.ndim, d.dims, got, sizeof got),
-              shape_text(ndim, dims, want, sizeof want));
+              "%s: dataset %s has shape %s, expected %s", r->path, name, tsr_ckpt_format_shape(d.ndim, d.dims, got, sizeof got),
+              tsr_ckpt_format_shape(ndim, dims, want, sizeof want));
     *out = dset;
     dset = -1;
 cleanup:

@@ -65,16 +65,6 @@ static int by_name(const void *a, const void *b)
     return strcmp(((const global_tensor_t *)a)->name, ((const global_tensor_t *)b)->name);
 }
 
-/* "64" or "1 x 64" */
-static const char *shape_text(int ndim, const int64_t dims[2], char *buf, size_t len)
-{
-    if (ndim == 2)
-        snprintf(buf, len, "%lld x %lld", (long long)dims[0], (long long)dims[1]);
-    else
-        snprintf(buf, len, "%lld", (long long)dims[0]);
-    return buf;
-}
-
 /* How many kinds of state this optimizer keeps (params always; m; v), or -1 if it cannot
  * say (not committed). tsr_zero_piece() refuses a state the optimizer does not keep. */
 static int count_kinds(tsr_zero_t opt)
@@ -339,11 +329,11 @@ static tsr_status_t check_datasets(const tensor_list_t *list, const tsr_ckpt_dat
                       name, list->t[i].name);
             char got[48], want[48];
             TSR_CHECK(d->is_float, TSR_ERR_MISMATCH, "checkpoint dataset %s is %s %s, this model has float32 %s",
-                      name, d->type, shape_text(d->ndim, d->dims, got, sizeof got),
-                      shape_text(ndim, dims, want, sizeof want));
+                      name, d->type, tsr_ckpt_format_shape(d->ndim, d->dims, got, sizeof got),
+                      tsr_ckpt_format_shape(ndim, dims, want, sizeof want));
             TSR_CHECK(d->ndim == ndim && d->dims[0] == dims[0] && d->dims[1] == dims[1], TSR_ERR_MISMATCH,
                       "checkpoint dataset %s is %s, this model has %s", name,
-                      shape_text(d->ndim, d->dims, got, sizeof got), shape_text(ndim, dims, want, sizeof want));
+                      tsr_ckpt_format_shape(d->ndim, d->dims, got, sizeof got), tsr_ckpt_format_shape(ndim, dims, want, sizeof want));
         }
     /* Parameters first: a tensor the model lacks is named by its parameter, not its moments. */
     static const char *const groups[] = {"/params/", "/optim/"};
@@ -593,8 +583,8 @@ static tsr_status_t check_state_datasets(const char *path, const char *optim, co
                       info[i].name);
             TSR_CHECK(d->ndim == info[i].ndim && d->dims[0] == info[i].dims[0] && d->dims[1] == info[i].dims[1],
                       TSR_ERR_FORMAT, "%s: dataset %s is %s, but its parameter %s is %s", path, name,
-                      shape_text(d->ndim, d->dims, got, sizeof got), info[i].name,
-                      shape_text(info[i].ndim, info[i].dims, want, sizeof want));
+                      tsr_ckpt_format_shape(d->ndim, d->dims, got, sizeof got), info[i].name,
+                      tsr_ckpt_format_shape(info[i].ndim, info[i].dims, want, sizeof want));
         }
     }
 cleanup:

@@ -86,16 +86,6 @@ cleanup:
     return rc;
 }
 
-/* "64" or "1 x 64" */
-static const char *shape_text(int ndim, const int64_t dims[2], char *buf, size_t len)
-{
-    if (ndim == 2)
-        snprintf(buf, len, "%lld x %lld", (long long)dims[0], (long long)dims[1]);
-    else
-        snprintf(buf, len, "%lld", (long long)dims[0]);
-    return buf;
-}
-
 static int by_name(const void *a, const void *b)
 {
     return strcmp(((const tsr_ckpt_dataset_info_t *)a)->name, ((const tsr_ckpt_dataset_info_t *)b)->name);
@@ -127,8 +117,8 @@ tsr_status_t tsr_gpt_ckpt_verify(tsr_ckpt_reader_t r, tsr_gpt_config_t *cfg_out)
         char got_text[48], want_text[48];
         TSR_CHECK(d->is_float && d->ndim == ndim && d->dims[0] == d0 && d->dims[1] == d1, TSR_ERR_FORMAT,
                   "checkpoint dataset %s is %s %s, its model needs float32 %s", key.name, d->type,
-                  shape_text(d->ndim, d->dims, got_text, sizeof got_text),
-                  shape_text(ndim, want, want_text, sizeof want_text));
+                  tsr_ckpt_format_shape(d->ndim, d->dims, got_text, sizeof got_text),
+                  tsr_ckpt_format_shape(ndim, want, want_text, sizeof want_text));
     }
     TSR_CHECK(params == tsr_gpt_tensor_count(&cfg), TSR_ERR_FORMAT,
               "the checkpoint has %d datasets under /params, its model has %d tensors", params,

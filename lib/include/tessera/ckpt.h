@@ -205,6 +205,9 @@ typedef struct tsr_ckpt_dataset_info {
     uint64_t checksum;   /**< the stored checksum */
 } tsr_ckpt_dataset_info_t;
 
+/** A dataset's shape as text, "1024" (1-D) or "85 x 1024" (2-D), into @p buf. @return buf. */
+TSR_API char *tsr_ckpt_format_shape(int ndim, const int64_t dims[2], char *buf, size_t len);
+
 /** Every dataset of the file, in name order, in a malloc'ed array (*out, *n; free() it). */
 TSR_API tsr_status_t tsr_ckpt_list(tsr_ckpt_reader_t r, tsr_ckpt_dataset_info_t **out, size_t *n);
 
