@@ -1,9 +1,13 @@
 #!/bin/sh
-# test_ckpt_enospc.sh: a disk that fills during a checkpoint write (issue 16). On a tmpfs
-# sized so that the first checkpoint fits and the second does not, tsr-train on 1, 2 and 4
-# ranks must stop with one line naming ENOSPC ("No space left on device") and the directory,
-# exit 1 (no hang, no signal), remove its temporary files, and leave the first checkpoint
-# verifying and `latest` naming it.
+# test_ckpt_enospc.sh: a disk that fills during a checkpoint write (issue 16). A run writes
+# the checkpoint of step 1 on a small tmpfs; a filler file then leaves less room than the
+# checkpoint of step 2 needs, and the run resumed there on 1, 2 or 4 ranks must stop with
+# one line naming ENOSPC ("No space left on device") and the directory, exit 1 (no hang, no
+# signal), remove its temporary files, and leave the checkpoint of step 1 verifying and
+# `latest` naming it. Two fillings: room for half a checkpoint (the writer's metadata
+# reserve cannot be made; 3efd635 hung there on 2 and 4 ranks and crashed on 1), and, on 1
+# and 2 ranks, room for the reserve and half a checkpoint (a dataset's values cannot be
+# reserved).
 #
 # The tmpfs is mounted directly when this runs as root, else in a user namespace (unshare
 # -rm); where neither is allowed the test is skipped. Prints TAP.
@@ -14,8 +18,7 @@ model="--model layers=2,dim=32,heads=4,vocab=256,seq=16 --batch 4"
 
 if [ "$1" != "--inside" ]; then
     trap 'umount "$mnt" 2>/dev/null; rm -rf "$tmp"' EXIT
-    # The size of one checkpoint, and the metadata reserve the writer keeps while it writes
-    # (1 MiB and 4 KiB per dataset): a tmpfs of one checkpoint, the reserve and a half.
+    # The size of one checkpoint and its number of datasets size the tmpfs and the fillings.
     # shellcheck disable=SC2086
     ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n 1 "$bin/tsr-train" $model --steps 1 --ckpt-dir "$tmp/probe" >/dev/null 2>&1
     kib=$(du -k "$tmp/probe/step_1.h5" 2>/dev/null | cut -f1)
@@ -25,12 +28,13 @@ if [ "$1" != "--inside" ]; then
         echo "not ok 1 - a one-step run writes the checkpoint whose size sizes the tmpfs"
         exit 0
     fi
-    size=$((kib + 1024 + 4 * (datasets + 8) + kib / 2))
+    size=$((3 * kib + 2048 + 4 * datasets))
+    export TSR_ENOSPC_TMP=$tmp TSR_ENOSPC_KIB=$kib TSR_ENOSPC_DATASETS=$datasets
     mkdir -p "$mnt"
     if [ "$(id -u)" -eq 0 ] && mount -t tmpfs -o "size=${size}k" tmpfs "$mnt" 2>/dev/null; then
-        TSR_ENOSPC_TMP=$tmp sh "$0" --inside
+        sh "$0" --inside
     elif unshare -rm true 2>/dev/null; then
-        TSR_ENOSPC_TMP=$tmp TSR_ENOSPC_SIZE=$size unshare -rm sh "$0" --inside
+        TSR_ENOSPC_SIZE=$size unshare -rm sh "$0" --inside
     else
         echo "1..0 # SKIP cannot mount a tmpfs here (not root, no user namespaces)"
     fi
@@ -45,22 +49,37 @@ if [ -n "$TSR_ENOSPC_SIZE" ] && ! mount -t tmpfs -o "size=${TSR_ENOSPC_SIZE}k" t
     exit 0
 fi
 . "$(dirname "$0")/tap-sh.sh"
-for ranks in 1 2 4; do
-    rm -rf "$mnt/ck"
+# One checkpoint (KiB), and the reserve its writer keeps: 1 MiB and 4 KiB per dataset.
+kib=$TSR_ENOSPC_KIB
+reserve=$((1024 + 4 * (TSR_ENOSPC_DATASETS + 8)))
+for run in 1:reserve 2:reserve 4:reserve 1:data 2:data; do
+    ranks=${run%%:*}
+    case ${run#*:} in
+    data) room=$((reserve + kib / 2)) what="a dataset's bytes cannot be reserved" ;;
+    *) room=$((kib / 2)) what="the metadata reserve cannot be made" ;;
+    esac
+    rm -rf "$mnt/ck" "$mnt/filler"
+    # shellcheck disable=SC2086
+    ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n "$ranks" "$bin/tsr-train" $model --steps 1 --ckpt-dir "$mnt/ck" \
+        >/dev/null 2>"$tmp/err"
+    avail=$(df -k "$mnt" | awk 'NR == 2 { print $4 }')
+    if [ ! -f "$mnt/ck/step_1.h5" ] || [ "$avail" -le "$room" ] || ! fallocate -l "$((avail - room))K" "$mnt/filler"; then
+        check "$ranks ranks, $what: the checkpoint of step 1 and the filler are written" false
+        continue
+    fi
     # shellcheck disable=SC2086
     timeout 300 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n "$ranks" "$bin/tsr-train" $model --steps 3 --ckpt-every 1 \
-        --ckpt-dir "$mnt/ck" >"$tmp/out" 2>"$tmp/err"
+        --ckpt-dir "$mnt/ck" --resume latest >"$tmp/out" 2>"$tmp/err"
     status=$?
     err=$(cat "$tmp/err")
-    check "$ranks ranks: the checkpoint of step 2 fills the disk: exit 1, not a hang (124) or a signal" \
-        test "$status" -eq 1
-    check "$ranks ranks: one line naming ENOSPC and the directory" \
+    check "$ranks ranks, $what: exit 1, not a hang (124) or a signal" test "$status" -eq 1
+    check "$ranks ranks, $what: one line naming ENOSPC and the directory" \
         eval 'has "$err" "No space left on device" && has "$err" "$mnt/ck/" && test "$(wc -l <"$tmp/err")" -eq 1'
-    check "$ranks ranks: no temporary file is left behind" \
+    check "$ranks ranks, $what: no temporary file is left behind" \
         eval '! ls "$mnt/ck" | grep -q "\.tmp$\|\.reserve$"'
     "$bin/tsr-ckpt" verify "$mnt/ck/step_1.h5" >/dev/null 2>>"$tmp/err"
     verified=$?
-    check "$ranks ranks: the checkpoint of step 1 still verifies, and latest names it" \
+    check "$ranks ranks, $what: the checkpoint of step 1 still verifies, and latest names it" \
         eval 'test $verified -eq 0 && test "$(cat "$mnt/ck/latest")" = step_1.h5 && test ! -e "$mnt/ck/step_2.h5"'
 done
 echo "1..$n"

@@ -118,8 +118,8 @@ check "verify checks the configuration itself: 32 dims on 5 heads" \
 # --- messages ---
 craft vec reshape /params/ln_f.w 1 32
 train 1 --steps 6 --resume "$tmp/vec.h5"
-check "a 1 x 32 dataset where 32 is expected: the shapes as they are" \
-    eval 'one_error "checkpoint dataset /params/ln_f.w is 1 x 32, this model has 32"'
+check "a 1 x 32 dataset where 32 is expected: the shapes as they are (no stray 0)" \
+    eval 'one_error "checkpoint dataset /params/ln_f.w is 1 x 32, this model has 32" && test "${err%has 32}" != "$err"'
 craft int32 retype /params/ln_f.b
 train 1 --steps 6 --resume "$tmp/int32.h5"
 check "an int32 dataset is called int32" eval 'one_error "checkpoint dataset /params/ln_f.b is int32 32, this model has float32 32"'
