@@ -54,8 +54,8 @@ static const char usage[] =
     "  --log-json FILE             one JSON object per step (loss, grad_norm, lr, ms, tokens_per_s, mfu,\n"
     "                              peak bytes per memory category)\n"
     "  --trace FILE                Chrome trace JSON of the last step's pipeline (when pp > 1)\n"
-    "A step whose loss or gradient norm is not finite stops the run with an error (exit 1).\n"
     "  --help, --version\n"
+    "A step whose loss or gradient norm is not finite stops the run with an error (exit 1).\n"
     "Rank 0 prints one line per step; MFU = 6 * params * tokens/s against a nominal peak of\n"
     "100 GFLOP/s per cpu rank, or per GPU rank 989.4 TFLOP/s (bf16) or 66.9 TFLOP/s (fp32).\n";
 

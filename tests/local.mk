@@ -3,9 +3,12 @@
 LOG_DRIVER = env AM_TAP_AWK='$(AWK)' $(SHELL) $(top_srcdir)/build-aux/tap-driver.sh
 LOG_COMPILER = $(SHELL) $(top_srcdir)/tests/tap-mpi.sh
 # Open MPI refuses to start as root (CI runs as root) unless told; MPICH ignores these.
+# Undefined behaviour found under -fsanitize=undefined ends the program (UBSan's default is to
+# print a line and go on), so that the test fails instead of passing.
 AM_TESTS_ENVIRONMENT = MPIEXEC='$(MPIEXEC)'; MPIEXEC_FLAGS='$(MPIEXEC_FLAGS)'; \
 	TSR_BUILDDIR='$(abs_top_builddir)'; OMPI_ALLOW_RUN_AS_ROOT=1; OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; \
-	export MPIEXEC MPIEXEC_FLAGS TSR_BUILDDIR OMPI_ALLOW_RUN_AS_ROOT OMPI_ALLOW_RUN_AS_ROOT_CONFIRM;
+	UBSAN_OPTIONS=$${UBSAN_OPTIONS-halt_on_error=1:print_stacktrace=1}; \
+	export MPIEXEC MPIEXEC_FLAGS TSR_BUILDDIR OMPI_ALLOW_RUN_AS_ROOT OMPI_ALLOW_RUN_AS_ROOT_CONFIRM UBSAN_OPTIONS;
 # Shell tests print TAP themselves and run their programs under mpiexec where needed.
 TEST_EXTENSIONS = .sh
 SH_LOG_DRIVER = $(LOG_DRIVER)

@@ -33,6 +33,8 @@ check ckpt --tensors abc "expected an integer in [1, 100000]"
 check ckpt --reps 1000 "expected an integer in [1, 100]"
 check tp --panel -8 "expected an integer in [1, 1048576]"
 check tp --reps 3.5 "expected an integer in [1, 1048576]"
+check tp --shapes "64,64,99999999999" "expected M,N,K[;M,N,K...] of integers in [1, 1048576]"
+check tp --shapes "64,64,64;" "expected M,N,K[;M,N,K...] of integers in [1, 1048576]"
 check train --batch 0 "expected an integer in [1, 2147483647]"
 check train --peak-tflops nan "expected a finite number >= 0"
 # shellcheck disable=SC2086

@@ -301,6 +301,30 @@ int main(int argc, char **argv)
         ok(!exists("step_3.h5") && w == NULL, "and nothing is committed");
     }
 
+    /* A checkpoint of attributes only: no dataset to list, sort or verify. */
+    {
+        tsr_ckpt_writer_t w = NULL;
+        tsr_ckpt_dataset_info_t *list = NULL;
+        size_t count = 99;
+        rc = tsr_ckpt_writer_create(comm, dir, 7, &w);
+        if (rc == TSR_OK)
+            rc = tsr_ckpt_set_i64(w, "/config", "n_layer", 6);
+        rc = rc == TSR_OK ? tsr_ckpt_commit(&w, 0) : rc;
+        snprintf(path, sizeof path, "%s/step_7.h5", dir);
+        if (rc == TSR_OK)
+            rc = tsr_ckpt_reader_open(comm, path, &r);
+        if (rc == TSR_OK)
+            rc = tsr_ckpt_list(r, &list, &count);
+        if (rc == TSR_OK)
+            rc = tsr_ckpt_verify(r);
+        tsr_ckpt_reader_close(&r);
+        free(list);
+        ok(rc == TSR_OK && count == 0, "a checkpoint without datasets lists none and verifies");
+        if (rank == 0)
+            unlink(path);
+        MPI_Barrier(MPI_COMM_WORLD);
+    }
+
     /* tsr_ckpt_latest: a buffer too small is an error, not a truncated path. */
     {
         char small[8];

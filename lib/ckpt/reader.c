@@ -549,7 +549,8 @@ tsr_status_t tsr_ckpt_list(tsr_ckpt_reader_t r, tsr_ckpt_dataset_info_t **out, s
         goto cleanup;
     }
     /* H5Ovisit goes group by group ("/a/m" before "/a.b/m"); callers get plain name order. */
-    qsort(list.items, list.n, sizeof *list.items, by_name);
+    if (list.n > 1) /* qsort's array may not be NULL, even for 0 elements */
+        qsort(list.items, list.n, sizeof *list.items, by_name);
 cleanup:
     if (rc != TSR_OK) {
         free(list.items);

@@ -290,7 +290,7 @@ static const tsr_ckpt_dataset_info_t *find_dataset(const tsr_ckpt_dataset_info_t
 {
     tsr_ckpt_dataset_info_t key;
     snprintf(key.name, sizeof key.name, "%s", name);
-    return bsearch(&key, info, n, sizeof *info, by_dataset_name);
+    return n > 0 ? bsearch(&key, info, n, sizeof *info, by_dataset_name) : NULL; /* info may be NULL then */
 }
 
 /* Whether a /params or /optim dataset of the file belongs to a tensor and kind of the list. */
@@ -504,7 +504,8 @@ tsr_status_t tsr_ckpt_load_zero(tsr_ckpt_reader_t r, tsr_grid_t grid, tsr_zero_t
     TSR_TRY(tsr_ckpt_verify_metadata(r)); /* every attribute read below is covered */
     TSR_TRY(tsr_ckpt_expect_str(r, "/config", "optimizer", optim_name(cfg->optim)));
     TSR_TRY(tsr_ckpt_list(r, &info, &ninfo));
-    qsort(info, ninfo, sizeof *info, by_dataset_name);
+    if (ninfo > 1)
+        qsort(info, ninfo, sizeof *info, by_dataset_name);
     TSR_TRY(check_datasets(&list, info, ninfo));
     TSR_TRY(load_scalars(r, cfg, &state));
     TSR_TRY(read_all(r, comm, opt, &list, info, ninfo));

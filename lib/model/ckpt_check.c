@@ -107,7 +107,7 @@ tsr_status_t tsr_gpt_ckpt_verify(tsr_ckpt_reader_t r, tsr_gpt_config_t *cfg_out)
     for (int i = 0; i < tsr_gpt_tensor_count(&cfg); i++) {
         TSR_TRY(tsr_gpt_tensor_info(&cfg, i, name, sizeof name, &rows, &cols));
         snprintf(key.name, sizeof key.name, "/params/%s", name);
-        const tsr_ckpt_dataset_info_t *d = bsearch(&key, info, n, sizeof *info, by_name);
+        const tsr_ckpt_dataset_info_t *d = n > 0 ? bsearch(&key, info, n, sizeof *info, by_name) : NULL;
         /* A vector (1 x n) is a 1-D dataset of n (tsr_ckpt_save_zero). */
         int ndim = rows == 1 ? 1 : 2;
         int64_t d0 = rows == 1 ? cols : rows, d1 = rows == 1 ? 0 : cols;
