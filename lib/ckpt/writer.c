@@ -202,8 +202,9 @@ static void release_reserve(struct tsr_ckpt_writer *w)
 /*
  * Rank 0: reserve the bytes of an open dataset in the file before its values are written,
  * so that a full disk shows here, with its errno, and not in HDF5's collective writes.
- * File systems without fallocate (some NFS) go unreserved; the metadata reserve still
- * keeps the failure that comes collective.
+ * File systems without fallocate (some NFS) go unreserved: a full disk then fails the
+ * write itself, on some ranks, which the ranks agree on as on any failure, and the metadata
+ * reserve still lets the file close.
  */
 static void reserve_dataset(struct tsr_ckpt_writer *w, hid_t dset, const char *name, int64_t bytes,
                             const char *doing)
