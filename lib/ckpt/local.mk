@@ -33,9 +33,14 @@ EXTRA_DIST += tests/test_ckpt_hostile.sh
 check_PROGRAMS += tests/test_ckpt_lock
 TESTS += tests/test_ckpt_lock
 
-# A disk that fills during a checkpoint write, on a small tmpfs.
+# A disk that fills during a checkpoint write, on a small tmpfs; also as on a file system
+# without fallocate (tests/nofalloc.c, preloaded).
 TESTS += tests/test_ckpt_enospc.sh
 EXTRA_DIST += tests/test_ckpt_enospc.sh
+check_LTLIBRARIES = tests/nofalloc.la
+tests_nofalloc_la_SOURCES = tests/nofalloc.c
+tests_nofalloc_la_LDFLAGS = -module -avoid-version -shared -rpath /nowhere
+tests_nofalloc_la_LIBADD =
 
 # Saving and restoring a ZeRO optimizer through the writer and reader.
 libtessera_la_SOURCES += lib/ckpt/state.c

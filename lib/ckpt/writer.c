@@ -328,6 +328,16 @@ cleanup:
     return rc;
 }
 
+/* A failed H5Dwrite: where the file system said why (errno survives HDF5 and MPI-IO, e.g.
+ * "No space left on device" where fallocate could not reserve the bytes first), say it. */
+static tsr_status_t write_error(const struct tsr_ckpt_writer *w, const char *name)
+{
+    int err = errno;
+    if (err == ENOSPC || err == EDQUOT || err == EIO || err == EFBIG || err == EROFS)
+        return CKPT_H5_ERROR(TSR_ERR_IO, "cannot write dataset %s to %s: %s", name, w->tmp_path, strerror(err));
+    return CKPT_H5_ERROR(TSR_ERR_IO, "cannot write dataset %s to %s", name, w->tmp_path);
+}
+
 /* This rank's part of a dataset must be finite: a checkpoint never holds NaN or Inf. */
 static tsr_status_t check_finite(const char *name, const tsr_ckpt_piece_t *piece, const float *data)
 {
@@ -380,8 +390,8 @@ tsr_status_t tsr_ckpt_write_f32(tsr_ckpt_writer_t w, const char *name, int ndim,
     } else if ((rc = tsr__ckpt_select_piece(fspace, ndim, dims, piece)) != TSR_OK ||
                (piece->count == 0 && H5Sselect_none(mspace) < 0)) {
         fail_local(w, rc ? rc : CKPT_H5_ERROR(TSR_ERR_HDF5, "selection"), doing);
-    } else if (H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, data) < 0) {
-        fail_local(w, CKPT_H5_ERROR(TSR_ERR_IO, "cannot write dataset %s to %s", name, w->tmp_path), doing);
+    } else if ((errno = 0, H5Dwrite(dset, H5T_NATIVE_FLOAT, mspace, fspace, dxpl, data)) < 0) {
+        fail_local(w, write_error(w, name), doing);
     }
     rc = TSR_OK;
     TSR_TRY(agree(w));
@@ -424,8 +434,8 @@ tsr_status_t tsr_ckpt_write_i64(tsr_ckpt_writer_t w, const char *name, int64_t n
     if ((space = H5Dget_space(dset)) < 0 || (dxpl = H5Pcreate(H5P_DATASET_XFER)) < 0 ||
         H5Pset_dxpl_mpio(dxpl, H5FD_MPIO_COLLECTIVE) < 0 ||
         (tsr_comm_rank(w->comm) != 0 && H5Sselect_none(space) < 0) ||
-        H5Dwrite(dset, H5T_NATIVE_INT64, space, space, dxpl, values) < 0)
-        fail_local(w, CKPT_H5_ERROR(TSR_ERR_IO, "cannot write dataset %s to %s", name, w->tmp_path), doing);
+        (errno = 0, H5Dwrite(dset, H5T_NATIVE_INT64, space, space, dxpl, values)) < 0)
+        fail_local(w, write_error(w, name), doing);
     TSR_TRY(agree(w));
     /* Rank 0's values are the ones written: its checksum is the one every rank stores. */
     if (tsr_comm_rank(w->comm) == 0)
