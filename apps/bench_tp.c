@@ -49,20 +49,28 @@ static void usage(FILE *out)
             TSR_TP_DEFAULT_PANEL);
 }
 
+/* "M,N,K[;M,N,K...]": each size parsed whole (tsr_parse_i64), at most 2^20. */
 static int parse_shapes(const char *text, opts_t *o)
 {
     o->nshapes = 0;
     while (*text) {
-        int m, n, k, used = 0;
-        if (o->nshapes == MAX_SHAPES || sscanf(text, "%d,%d,%d%n", &m, &n, &k, &used) != 3 || m < 1 || n < 1 || k < 1)
+        if (o->nshapes == MAX_SHAPES)
             return -1;
-        o->shape[o->nshapes][0] = m, o->shape[o->nshapes][1] = n, o->shape[o->nshapes][2] = k;
+        for (int d = 0; d < 3; d++) {
+            char num[16];
+            int64_t v;
+            size_t len = strcspn(text, d < 2 ? "," : ";");
+            if (len == 0 || len >= sizeof num || text[len] != (d < 2 ? ',' : text[len]))
+                return -1;
+            snprintf(num, sizeof num, "%.*s", (int)len, text);
+            if (tsr_parse_i64(num, 1, 1 << 20, &v) != TSR_OK)
+                return -1;
+            o->shape[o->nshapes][d] = (int)v;
+            text += len + (d < 2);
+        }
         o->nshapes++;
-        text += used;
-        if (*text == ';')
-            text++;
-        else if (*text)
-            return -1;
+        if (*text == ';' && !*++text)
+            return -1; /* a trailing ';' */
     }
     return o->nshapes > 0 ? 0 : -1;
 }
@@ -79,23 +87,20 @@ static int parse(int argc, char **argv, opts_t *o)
     opterr = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
-        char *end = NULL;
         switch (c) {
         case 'j': o->json = 1; break;
         case 's':
             if (parse_shapes(optarg, o) != 0)
-                return bench_fail("tp", "--shapes \"%s\": expected M,N,K[;M,N,K...] of positive integers", optarg),
+                return bench_fail("tp", "--shapes %s: expected M,N,K[;M,N,K...] of integers in [1, 1048576]", optarg),
                        -1;
             break;
         case 'p':
-            o->panel = (int)strtol(optarg, &end, 10);
-            if (*end || o->panel < 1)
-                return bench_fail("tp", "--panel \"%s\": expected a positive integer", optarg), -1;
+            if (bench_int("tp", "--panel", optarg, 1, 1 << 20, &o->panel))
+                return -1;
             break;
         case 'r':
-            o->reps = (int)strtol(optarg, &end, 10);
-            if (*end || o->reps < 1)
-                return bench_fail("tp", "--reps \"%s\": expected a positive integer", optarg), -1;
+            if (bench_int("tp", "--reps", optarg, 1, 1 << 20, &o->reps))
+                return -1;
             break;
         case 'h':
             if (bench_rank() == 0)

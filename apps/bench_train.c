@@ -74,13 +74,7 @@ static void usage(void)
 
 static int parse_int(const char *opt, const char *text, long lo, long hi, int *out)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || *end || end == text || v < lo || v > hi)
-        return bench_fail("train", "%s %s: expected an integer in [%ld, %ld]", opt, text, lo, hi);
-    *out = (int)v;
-    return 0;
+    return bench_int("train", opt, text, lo, hi, out);
 }
 
 /* 0: run; 1: bad input (message printed); -1: --help printed. */
@@ -108,7 +102,6 @@ static int parse(int argc, char **argv, int world, opts_t *o)
     opterr = 0;
     optind = 1;
     for (int c; (c = getopt_long(argc, argv, ":", longopts, NULL)) != -1;) {
-        char *end;
         switch (c) {
         case O_DEVICE:
             if (tsr_device_kind_parse(optarg, &o->device) != TSR_OK)
@@ -150,10 +143,8 @@ static int parse(int argc, char **argv, int world, opts_t *o)
                 return 1;
             break;
         case O_PEAK:
-            errno = 0;
-            o->peak_tflops = strtod(optarg, &end);
-            if (errno || *end || end == optarg || !(o->peak_tflops >= 0) || !isfinite(o->peak_tflops))
-                return bench_fail("train", "--peak-tflops %s: expected a number >= 0 (0: unknown)", optarg);
+            if (tsr_parse_f64(optarg, &o->peak_tflops) != TSR_OK || !(o->peak_tflops >= 0))
+                return bench_fail("train", "--peak-tflops %s: expected a finite number >= 0 (0: unknown)", optarg);
             have_peak = 1;
             break;
         case O_RECOMPUTE:
@@ -185,9 +176,12 @@ static int parse(int argc, char **argv, int world, opts_t *o)
     if (tsr_layout_ranks(&o->layout) != world)
         return bench_fail("train", "--layout %s needs %d ranks, but mpiexec started %d",
                           tsr_layout_format(&o->layout, text, sizeof text), tsr_layout_ranks(&o->layout), world);
-    if (o->gpt.batch % (o->layout.dp * o->gpt.micro_batches))
+    if (o->gpt.batch % ((int64_t)o->layout.dp * o->gpt.micro_batches))
         return bench_fail("train", "--batch %d is not divisible by dp=%d x %d micro-batches", o->gpt.batch,
                           o->layout.dp, o->gpt.micro_batches);
+    if ((int64_t)o->gpt.batch * o->model.seq > INT_MAX / 4)
+        return bench_fail("train", "--batch %d: %d sequences of %d tokens exceed %d tokens per step", o->gpt.batch,
+                          o->gpt.batch, o->model.seq, INT_MAX / 4);
     if (o->device == TSR_DEVICE_CUDA && !tsr_device_kind_built(TSR_DEVICE_CUDA))
         return bench_fail("train", "--device cuda: this build has no CUDA backend");
     if (!o->have_precision)

@@ -26,3 +26,6 @@ EXTRA_DIST += doc/model.md
 apps_tsr_bench_SOURCES += apps/bench_train.c
 TESTS += tests/test_bench_train.sh
 EXTRA_DIST += tests/test_bench_train.sh
+
+# What a checkpoint of the model must hold, from its /config (tsr-ckpt verify).
+libtessera_la_SOURCES += lib/model/ckpt_check.c

@@ -115,6 +115,31 @@ TSR_API tsr_status_t tsr_gpt_config_save(tsr_ckpt_writer_t w, const tsr_gpt_conf
  */
 TSR_API tsr_status_t tsr_gpt_config_expect(tsr_ckpt_reader_t r, const tsr_gpt_config_t *cfg);
 
+/** Number of parameter tensors of a model of @p cfg (tsr_gpt_tensor_info() lists them). */
+TSR_API int tsr_gpt_tensor_count(const tsr_gpt_config_t *cfg);
+
+/**
+ * Name ("wte", "h0.attn.q.w", ...) and global shape (a vector is 1 x n) of the model's
+ * tensor @p i, 0 <= i < tsr_gpt_tensor_count(), in the order tsr_gpt_create() registers them.
+ */
+TSR_API tsr_status_t tsr_gpt_tensor_info(const tsr_gpt_config_t *cfg, int i, char *name, size_t len,
+                                         int64_t *rows, int64_t *cols);
+
+/**
+ * Read a checkpoint's /config model attributes into @p cfg and check them: each in range, a
+ * valid model (tsr_gpt_config_check()), and the text attribute model agreeing with them.
+ * TSR_ERR_FORMAT naming what is wrong.
+ */
+TSR_API tsr_status_t tsr_gpt_config_load(tsr_ckpt_reader_t r, tsr_gpt_config_t *cfg);
+
+/**
+ * Whether a checkpoint is complete for the model of its own /config (tsr_gpt_config_load()):
+ * every tensor of the model as an fp32 dataset /params/<name> of its global shape, and no
+ * other /params dataset. The moments are tsr_ckpt_verify_state()'s part. Writes the model
+ * into @p cfg (may be NULL). TSR_ERR_FORMAT naming the first dataset missing or amiss.
+ */
+TSR_API tsr_status_t tsr_gpt_ckpt_verify(tsr_ckpt_reader_t r, tsr_gpt_config_t *cfg);
+
 /** What a block's backward recomputes instead of keeping it from the forward. */
 typedef enum tsr_gpt_recompute {
     TSR_GPT_RECOMPUTE_NONE = 0,  /**< keep every activation the backward reads */
