@@ -268,6 +268,12 @@ static tsr_status_t check_fit(tsr_gpt_t gpt, const tsr_zero_config_t *zcfg)
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "%d model chunks per stage need the interleaved schedule", o->chunks);
     if ((unsigned)o->recompute > TSR_GPT_RECOMPUTE_BLOCK)
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "recomputation %d, expected none, attention or block", (int)o->recompute);
+    int hd = c->dim / c->heads;
+    if (kind == TSR_DEVICE_CUDA && hd != 16 && hd != 32 && hd != 64 && hd != 128)
+        return TSR_ERROR(TSR_ERR_NOT_SUPPORTED,
+                         "head size %d (dim %d / %d heads) is not one the GPU's attention runs: expected 16, 32, "
+                         "64 or 128",
+                         hd, c->dim, c->heads);
     if (zcfg->precision == TSR_PRECISION_FP16)
         return TSR_ERROR(TSR_ERR_NOT_SUPPORTED, "fp16 training is not built; use bf16 (on a GPU) or fp32");
     if (zcfg->precision == TSR_PRECISION_BF16 && kind != TSR_DEVICE_CUDA)

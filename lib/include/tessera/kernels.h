@@ -226,8 +226,8 @@ TSR_API tsr_status_t tsr_kernel_cross_entropy_finish(tsr_device_t dev, tsr_dtype
  * o = softmax(q kᵀ / sqrt(hd) + causal mask) v for every sequence and head. q, k, v: rows
  * of (seqs T) tokens with leading dimension ld_in, head h in columns [h hd, (h+1) hd);
  * o likewise with ld_o. lse[(s heads + h) T + t] (fp32) receives the log-sum-exp of each
- * row of scaled scores, for the backward. hd must be a multiple of 8, at most 128
- * (on CUDA one of 16, 32, 64, 128).
+ * row of scaled scores, for the backward. hd is any size on the CPU, one of 16, 32, 64 and
+ * 128 on CUDA.
  */
 TSR_API tsr_status_t tsr_kernel_attention_forward(tsr_device_t dev, tsr_dtype_t dt, int seqs, int T, int heads,
                                                   int hd, const void *q, const void *k, const void *v, int ld_in,
