@@ -17,6 +17,13 @@ int bench_train(int argc, char **argv);
 /* Print "tsr-bench SUB: message" on rank 0 and return 1 (for one-line errors on bad input). */
 int bench_fail(const char *sub, const char *fmt, ...) TSR_PRINTF(2, 3);
 
+/* Parse option opt's value text as an integer in [lo, hi] (tsr_parse_i64) into *out; on a bad
+ * value print "tsr-bench SUB: OPT TEXT: expected an integer in [lo, hi]" and return 1. */
+int bench_int(const char *sub, const char *opt, const char *text, long lo, long hi, int *out);
+
+/* The same for a finite number in [lo, hi] (tsr_parse_f64). */
+int bench_number(const char *sub, const char *opt, const char *text, double lo, double hi, double *out);
+
 /* The rank of this process in MPI_COMM_WORLD. */
 int bench_rank(void);
 

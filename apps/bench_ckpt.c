@@ -38,18 +38,24 @@ static double median(double *v, int n)
     return n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
 }
 
+/* "64M", "1.5G", "4096": a positive number of bytes up to 1 TiB, or -1. */
 static long long parse_bytes(const char *s)
 {
-    char *end;
-    double v = strtod(s, &end);
-    switch (*end) {
-    case 'k': case 'K': v *= 1024; break;
-    case 'm': case 'M': v *= 1024 * 1024; break;
-    case 'g': case 'G': v *= 1024.0 * 1024 * 1024; break;
-    case '\0': break;
-    default: return -1;
+    char num[64];
+    size_t len = strlen(s);
+    double v, unit = 1;
+    if (len == 0 || len >= sizeof num)
+        return -1;
+    switch (s[len - 1]) {
+    case 'k': case 'K': unit = 1024; break;
+    case 'm': case 'M': unit = 1024 * 1024; break;
+    case 'g': case 'G': unit = 1024.0 * 1024 * 1024; break;
+    default: break;
     }
-    return v > 0 ? (long long)v : -1;
+    snprintf(num, sizeof num, "%.*s", (int)(unit > 1 ? len - 1 : len), s);
+    if (tsr_parse_f64(num, &v) != TSR_OK || !(v * unit >= 1) || v * unit > 1099511627776.0)
+        return -1;
+    return (long long)(v * unit);
 }
 
 /* This rank's run of tensor t (rows x COLS) and its values. */
@@ -138,8 +144,14 @@ int bench_ckpt(int argc, char **argv)
         switch (c) {
         case 'j': json = 1; break;
         case 'b': bytes = parse_bytes(optarg); break;
-        case 't': tensors = atoi(optarg); break;
-        case 'r': reps = atoi(optarg); break;
+        case 't':
+            if (bench_int("ckpt", "--tensors", optarg, 1, 100000, &tensors))
+                return 1;
+            break;
+        case 'r':
+            if (bench_int("ckpt", "--reps", optarg, 1, 100, &reps))
+                return 1;
+            break;
         case 'd': snprintf(dir, sizeof dir, "%s", optarg); break;
         case 'k': keep = 1; break;
         case 'h':
@@ -149,8 +161,8 @@ int bench_ckpt(int argc, char **argv)
         default: return bench_fail("ckpt", "bad option (see tsr-bench ckpt --help)");
         }
     }
-    if (bytes <= 0 || tensors < 1 || reps < 1 || reps > 100)
-        return bench_fail("ckpt", "--bytes, --tensors and --reps must be positive (reps at most 100)");
+    if (bytes <= 0)
+        return bench_fail("ckpt", "--bytes: expected a positive size such as 4096, 64M or 1G (at most 1T)");
 
     tsr_comm_t comm = NULL;
     if (tsr_comm_create(MPI_COMM_WORLD, &comm) != TSR_OK)

@@ -111,7 +111,7 @@ static int parse(int argc, char **argv, options_t *o, int *done)
     const options_t defaults = {0, 0, 8, 2, 3, 50, 10.0, 20.0, -1.0, {0, 1, 2, 3}, 4, NULL, NULL};
     *o = defaults;
     *done = 0;
-    int c;
+    int c, bad = 0;
     optind = 1;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
@@ -121,16 +121,16 @@ static int parse(int argc, char **argv, options_t *o, int *done)
             if (parse_kinds(optarg, o))
                 return 1;
             break;
-        case 'm': o->micro_batches = atoi(optarg); break;
-        case 'v': o->chunks = atoi(optarg); break;
-        case 'p': o->stages = atoi(optarg); break;
-        case 'F': o->forward_ms = atof(optarg); break;
-        case 'B': o->backward_ms = atof(optarg); break;
-        case 'W': o->weight_ms = atof(optarg); break;
-        case 'r': o->repeat = atoi(optarg); break;
+        case 'm': bad = bench_int("pipe", "--micro-batches", optarg, 1, 1 << 20, &o->micro_batches); break;
+        case 'v': bad = bench_int("pipe", "--chunks", optarg, 1, 1024, &o->chunks); break;
+        case 'p': bad = bench_int("pipe", "--stages", optarg, 1, 1 << 16, &o->stages); break;
+        case 'F': bad = bench_number("pipe", "--forward-ms", optarg, 0, 1e6, &o->forward_ms); break;
+        case 'B': bad = bench_number("pipe", "--backward-ms", optarg, 0, 1e6, &o->backward_ms); break;
+        case 'W': bad = bench_number("pipe", "--weight-ms", optarg, 0, 1e6, &o->weight_ms); break;
+        case 'r': bad = bench_int("pipe", "--repeat", optarg, 1, 1 << 20, &o->repeat); break;
         case 'g': o->svg = optarg; break;
         case 't': o->trace = optarg; break;
-        case 'u': o->poll_us = atoi(optarg); break;
+        case 'u': bad = bench_int("pipe", "--poll-us", optarg, 0, 1000000, &o->poll_us); break;
         case 'h':
             if (bench_rank() == 0)
                 usage();
@@ -138,6 +138,8 @@ static int parse(int argc, char **argv, options_t *o, int *done)
             return 0;
         default: return bench_fail("pipe", "bad option or missing value: %s; try --help", argv[optind - 1]);
         }
+        if (bad)
+            return 1;
     }
     if (o->weight_ms < 0)
         o->weight_ms = o->backward_ms / 2;

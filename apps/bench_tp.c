@@ -38,30 +38,39 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "Usage: mpiexec -n P tsr-bench tp [--json] [--shapes M,N,K[;M,N,K...]] [--panel W] [--reps R]\n"
-            "  Runs SUMMA, a linear layer and a linear pair, forward and backward, on the most square\n"
-            "  2D grid of P ranks and on the 1D grid 1xP.\n"
+            "  Runs SUMMA (2D only), a linear layer and a linear pair, forward and backward, on the\n"
+            "  most square 2D grid of P ranks and on the 1D grid 1xP (column- then row-parallel),\n"
+            "  and prints the bytes each sends beside the formula of doc/tp.md.\n"
             "  --json           one JSON object per measurement\n"
-            "  --shapes LIST    shapes (default 256,256,256;512,512,512;250,300,170)\n"
+            "  --shapes LIST    X MxK, W KxN (default 256,256,256;512,512,512;250,300,170)\n"
             "  --panel W        SUMMA panel width (default %d)\n"
             "  --reps R         timed calls per measurement (default 3)\n"
             "  --help           this text\n",
             TSR_TP_DEFAULT_PANEL);
 }
 
+/* "M,N,K[;M,N,K...]": each size parsed whole (tsr_parse_i64), at most 2^20. */
 static int parse_shapes(const char *text, opts_t *o)
 {
     o->nshapes = 0;
     while (*text) {
-        int m, n, k, used = 0;
-        if (o->nshapes == MAX_SHAPES || sscanf(text, "%d,%d,%d%n", &m, &n, &k, &used) != 3 || m < 1 || n < 1 || k < 1)
+        if (o->nshapes == MAX_SHAPES)
             return -1;
-        o->shape[o->nshapes][0] = m, o->shape[o->nshapes][1] = n, o->shape[o->nshapes][2] = k;
+        for (int d = 0; d < 3; d++) {
+            char num[16];
+            int64_t v;
+            size_t len = strcspn(text, d < 2 ? "," : ";");
+            if (len == 0 || len >= sizeof num || text[len] != (d < 2 ? ',' : text[len]))
+                return -1;
+            snprintf(num, sizeof num, "%.*s", (int)len, text);
+            if (tsr_parse_i64(num, 1, 1 << 20, &v) != TSR_OK)
+                return -1;
+            o->shape[o->nshapes][d] = (int)v;
+            text += len + (d < 2);
+        }
         o->nshapes++;
-        text += used;
-        if (*text == ';')
-            text++;
-        else if (*text)
-            return -1;
+        if (*text == ';' && !*++text)
+            return -1; /* a trailing ';' */
     }
     return o->nshapes > 0 ? 0 : -1;
 }
@@ -78,23 +87,20 @@ static int parse(int argc, char **argv, opts_t *o)
     opterr = 0;
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longs, NULL)) != -1) {
-        char *end = NULL;
         switch (c) {
         case 'j': o->json = 1; break;
         case 's':
             if (parse_shapes(optarg, o) != 0)
-                return bench_fail("tp", "--shapes \"%s\": expected M,N,K[;M,N,K...] of positive integers", optarg),
+                return bench_fail("tp", "--shapes %s: expected M,N,K[;M,N,K...] of integers in [1, 1048576]", optarg),
                        -1;
             break;
         case 'p':
-            o->panel = (int)strtol(optarg, &end, 10);
-            if (*end || o->panel < 1)
-                return bench_fail("tp", "--panel \"%s\": expected a positive integer", optarg), -1;
+            if (bench_int("tp", "--panel", optarg, 1, 1 << 20, &o->panel))
+                return -1;
             break;
         case 'r':
-            o->reps = (int)strtol(optarg, &end, 10);
-            if (*end || o->reps < 1)
-                return bench_fail("tp", "--reps \"%s\": expected a positive integer", optarg), -1;
+            if (bench_int("tp", "--reps", optarg, 1, 1 << 20, &o->reps))
+                return -1;
             break;
         case 'h':
             if (bench_rank() == 0)
@@ -126,7 +132,7 @@ static tsr_status_t make(tsr_tp_t tp, tsr_dmat_desc_t d, uint32_t id, tsr_dmat_t
     tsr_dmat_local(*out, &v);
     for (int i = 0; i < v.rows; i++)
         tsr_rng_fill_uniform(1234, tsr_rng_stream(id, 0), (uint64_t)(v.row0 + i) * d.cols + v.col0, (size_t)v.cols,
-                             -1.0f, 1.0f, v.data + (size_t)i * v.ld);
+                             -1.0f, 1.0f, (float *)v.data + (size_t)i * v.ld);
     return TSR_OK;
 }
 
@@ -159,19 +165,27 @@ static tsr_status_t ctx_make(bench_ctx_t *c, int oned, int m, int n, int k)
     return TSR_OK;
 }
 
+/* The backward of Y = X W + b: dX = dY Wᵀ, then dW += Xᵀ dY and db. */
+static tsr_status_t linear_backward(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t w, tsr_dmat_t dy, tsr_dmat_t dx,
+                                    tsr_dmat_t dw, tsr_dmat_t db)
+{
+    tsr_status_t rc = tsr_tp_linear_backward_input(tp, 1, &w, &dy, dx);
+    return rc != TSR_OK ? rc : tsr_tp_linear_backward_weight(tp, x, dy, dw, db);
+}
+
 static tsr_status_t run_op(bench_ctx_t *c, bench_op_t op)
 {
     tsr_status_t rc;
     switch (op) {
     case OP_SUMMA: return tsr_tp_summa(c->tp, TSR_NO_TRANS, TSR_NO_TRANS, 1.0f, c->x, c->w, 0.0f, c->y);
-    case OP_LINEAR_FWD: return tsr_tp_linear_forward(c->tp, c->x, c->w, c->b, c->y);
-    case OP_LINEAR_BWD: return tsr_tp_linear_backward(c->tp, c->x, c->w, c->dy, c->dx, c->dw, c->db);
+    case OP_LINEAR_FWD: return tsr_tp_linear_forward(c->tp, c->x, c->w, c->b, NULL, c->y);
+    case OP_LINEAR_BWD: return linear_backward(c->tp, c->x, c->w, c->dy, c->dx, c->dw, c->db);
     case OP_PAIR_FWD:
-        rc = tsr_tp_linear_forward(c->tp, c->x, c->w, c->b, c->y);
-        return rc != TSR_OK ? rc : tsr_tp_linear_forward(c->tp, c->y, c->w2, c->b2, c->z);
+        rc = tsr_tp_linear_forward(c->tp, c->x, c->w, c->b, NULL, c->y);
+        return rc != TSR_OK ? rc : tsr_tp_linear_forward(c->tp, c->y, c->w2, c->b2, NULL, c->z);
     case OP_PAIR_BWD:
-        rc = tsr_tp_linear_backward(c->tp, c->y, c->w2, c->dz, c->dy, c->dw2, c->db2);
-        return rc != TSR_OK ? rc : tsr_tp_linear_backward(c->tp, c->x, c->w, c->dy, c->dx, c->dw, c->db);
+        rc = linear_backward(c->tp, c->y, c->w2, c->dz, c->dy, c->dw2, c->db2);
+        return rc != TSR_OK ? rc : linear_backward(c->tp, c->x, c->w, c->dy, c->dx, c->dw, c->db);
     default: return TSR_ERR_INVALID_ARG;
     }
 }

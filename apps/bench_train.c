@@ -1,7 +1,8 @@
 /*
  * bench_train.c: tsr-bench train. Training throughput of the GPT model on the grid of ranks
  * it is started on: tokens per second, milliseconds per step, model FLOP/s and MFU, the loss
- * of the last step, and the tracked allocator's peak bytes per category.
+ * of the last step, the pipeline bubble measured from the executor's trace, and the tracked
+ * allocator's peak bytes per category.
  *
  * The data are synthetic: each sequence of the global batch is a window of T + 1 token ids
  * drawn uniformly from [0, vocab) by the counter-based RNG, inputs its first T and targets
@@ -44,8 +45,9 @@ static void usage(void)
 {
     printf("usage: mpiexec -n N tsr-bench train [--json] [OPTIONS]\n"
            "Training throughput of the GPT model with synthetic tokens: tokens/s (global), ms per step,\n"
-           "model TFLOP/s, MFU, the last step's loss and the peak bytes per memory category (the\n"
-           "largest over the ranks, over warmup and timed steps).\n"
+           "model TFLOP/s, MFU, the last step's loss, the pipeline bubble measured from the executor's\n"
+           "trace and the peak bytes per memory category (the largest over the ranks, over warmup and\n"
+           "timed steps).\n"
            "  --device cpu|cuda        device (default cpu; on cuda each rank takes GPU local rank mod count)\n"
            "  --model SPEC             tiny, gpt2-124m or layers=L,dim=H,heads=A,vocab=V,seq=T (default tiny)\n"
            "  --layout LAYOUT          process grid dp=D,pp=P,tp=RxC (default dp=N)\n"
@@ -53,8 +55,10 @@ static void usage(void)
            "  --micro-batches M        micro-batches per step on each dp rank (default 1)\n"
            "  --precision fp32|bf16    working precision (default fp32 on cpu, bf16 on cuda)\n"
            "  --zero-stage S           ZeRO stage 0..3 (default 0)\n"
-           "  --compute auto|tp|kernels  tp operations (cpu) or device kernels (tp=1x1; default auto: kernels\n"
-           "                           on cuda, tp on cpu)\n"
+           "  --schedule KIND          gpipe, 1f1b, interleaved:V or zb-h1 (default 1f1b)\n"
+           "  --poll-us N              pipeline waits test every N microseconds and sleep between (default 0:\n"
+           "                           wait inside MPI); helps nodes running more ranks than cores\n"
+           "  --recompute none|attention|block  activation recomputation in the backward (default none)\n"
            "  --steps S                timed steps (default 10)\n"
            "  --warmup W               untimed steps before them (default 2)\n"
            "  --peak-tflops X          peak TFLOP/s of one device for MFU (default %.1f on cuda, the\n"
@@ -63,33 +67,29 @@ static void usage(void)
            "  --help                   this text\n"
            "FLOPs per token = 6*P + 12*L*H*T (P parameters, L layers, H dim, T seq; attention is not\n"
            "halved for the causal mask). MFU = FLOPs per token * tokens/s / (devices * peak), devices\n"
-           "being the distinct (host, GPU) pairs on cuda and the ranks on cpu.\n",
+           "being the distinct (host, GPU) pairs on cuda and the ranks on cpu. bubble = 1 - compute seconds\n"
+           "of all ranks / (ranks * the timed steps' pipeline spans).\n",
            H100_SXM_BF16_TFLOPS);
 }
 
 static int parse_int(const char *opt, const char *text, long lo, long hi, int *out)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || *end || end == text || v < lo || v > hi)
-        return bench_fail("train", "%s %s: expected an integer in [%ld, %ld]", opt, text, lo, hi);
-    *out = (int)v;
-    return 0;
+    return bench_int("train", opt, text, lo, hi, out);
 }
 
 /* 0: run; 1: bad input (message printed); -1: --help printed. */
 static int parse(int argc, char **argv, int world, opts_t *o)
 {
     enum { O_DEVICE = 256, O_MODEL, O_LAYOUT, O_BATCH, O_MICRO, O_PRECISION, O_ZERO, O_STEPS, O_WARMUP, O_PEAK,
-           O_COMPUTE, O_JSON, O_HELP };
+           O_RECOMPUTE, O_SCHEDULE, O_POLL, O_JSON, O_HELP };
     static const struct option longopts[] = {
         {"device", required_argument, 0, O_DEVICE}, {"model", required_argument, 0, O_MODEL},
         {"layout", required_argument, 0, O_LAYOUT}, {"batch", required_argument, 0, O_BATCH},
         {"micro-batches", required_argument, 0, O_MICRO}, {"precision", required_argument, 0, O_PRECISION},
         {"zero-stage", required_argument, 0, O_ZERO}, {"steps", required_argument, 0, O_STEPS},
         {"warmup", required_argument, 0, O_WARMUP}, {"peak-tflops", required_argument, 0, O_PEAK},
-        {"compute", required_argument, 0, O_COMPUTE},
+        {"recompute", required_argument, 0, O_RECOMPUTE}, {"schedule", required_argument, 0, O_SCHEDULE},
+        {"poll-us", required_argument, 0, O_POLL},
         {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
     const tsr_layout_t lay = TSR_LAYOUT_INIT;
     const tsr_gpt_config_t model = TSR_GPT_CONFIG_INIT;
@@ -102,7 +102,6 @@ static int parse(int argc, char **argv, int world, opts_t *o)
     opterr = 0;
     optind = 1;
     for (int c; (c = getopt_long(argc, argv, ":", longopts, NULL)) != -1;) {
-        char *end;
         switch (c) {
         case O_DEVICE:
             if (tsr_device_kind_parse(optarg, &o->device) != TSR_OK)
@@ -144,15 +143,21 @@ static int parse(int argc, char **argv, int world, opts_t *o)
                 return 1;
             break;
         case O_PEAK:
-            errno = 0;
-            o->peak_tflops = strtod(optarg, &end);
-            if (errno || *end || end == optarg || !(o->peak_tflops >= 0) || !isfinite(o->peak_tflops))
-                return bench_fail("train", "--peak-tflops %s: expected a number >= 0 (0: unknown)", optarg);
+            if (tsr_parse_f64(optarg, &o->peak_tflops) != TSR_OK || !(o->peak_tflops >= 0))
+                return bench_fail("train", "--peak-tflops %s: expected a finite number >= 0 (0: unknown)", optarg);
             have_peak = 1;
             break;
-        case O_COMPUTE:
-            if (tsr_gpt_compute_parse(optarg, &o->gpt.compute) != TSR_OK)
-                return bench_fail("train", "--compute %s: expected auto, tp or kernels", optarg);
+        case O_RECOMPUTE:
+            if (tsr_gpt_recompute_parse(optarg, &o->gpt.recompute) != TSR_OK)
+                return bench_fail("train", "--recompute %s: expected none, attention or block", optarg);
+            break;
+        case O_SCHEDULE:
+            if (tsr_pipe_spec_parse(optarg, &o->gpt.schedule, &o->gpt.chunks) != TSR_OK)
+                return bench_fail("train", "--schedule %s: %s", optarg, tsr_last_error());
+            break;
+        case O_POLL:
+            if (parse_int("--poll-us", optarg, 0, 1000000, &o->gpt.poll_us))
+                return 1;
             break;
         case O_JSON: o->json = 1; break;
         case O_HELP:
@@ -171,9 +176,12 @@ static int parse(int argc, char **argv, int world, opts_t *o)
     if (tsr_layout_ranks(&o->layout) != world)
         return bench_fail("train", "--layout %s needs %d ranks, but mpiexec started %d",
                           tsr_layout_format(&o->layout, text, sizeof text), tsr_layout_ranks(&o->layout), world);
-    if (o->gpt.batch % (o->layout.dp * o->gpt.micro_batches))
+    if (o->gpt.batch % ((int64_t)o->layout.dp * o->gpt.micro_batches))
         return bench_fail("train", "--batch %d is not divisible by dp=%d x %d micro-batches", o->gpt.batch,
                           o->layout.dp, o->gpt.micro_batches);
+    if ((int64_t)o->gpt.batch * o->model.seq > INT_MAX / 4)
+        return bench_fail("train", "--batch %d: %d sequences of %d tokens exceed %d tokens per step", o->gpt.batch,
+                          o->gpt.batch, o->model.seq, INT_MAX / 4);
     if (o->device == TSR_DEVICE_CUDA && !tsr_device_kind_built(TSR_DEVICE_CUDA))
         return bench_fail("train", "--device cuda: this build has no CUDA backend");
     if (!o->have_precision)
@@ -266,8 +274,8 @@ static void make_batch(int b, int first, int count, int seq, int vocab, int32_t 
 /* What one run measured, reduced over the ranks. */
 typedef struct result {
     double seconds, loss;
+    double bubble; /* idle fraction of the pipeline's compute, from the executor's trace */
     int devices;
-    tsr_gpt_compute_t compute; /* as tsr_gpt_create resolved AUTO */
     tsr_mem_stats_t mem; /* peaks: the largest over the ranks */
 } result_t;
 
@@ -281,7 +289,7 @@ static void report(const opts_t *o, const result_t *r)
     double tflops = flops_per_token * tokens_per_s / 1e12, ms = 1e3 * r->seconds / o->steps;
     double mfu = o->peak_tflops > 0 ? tflops / (r->devices * o->peak_tflops) : NAN;
     const char *prec = o->zero.precision == TSR_PRECISION_BF16 ? "bf16" : "fp32";
-    const char *compute = tsr_gpt_compute_name(r->compute);
+    const char *recompute = tsr_gpt_recompute_name(o->gpt.recompute);
     char mfu_text[32], loss_text[32];
     tsr_layout_format(&o->layout, lay, sizeof lay);
     tsr_gpt_config_format(m, model, sizeof model);
@@ -290,25 +298,26 @@ static void report(const opts_t *o, const result_t *r)
         snprintf(mfu_text, sizeof mfu_text, isfinite(mfu) ? "%.6f" : "null", mfu);
         snprintf(loss_text, sizeof loss_text, isfinite(r->loss) ? "%.6f" : "null", r->loss);
         printf("{\"bench\":\"train\",\"device\":\"%s\",\"devices\":%d,\"layout\":\"%s\",\"model\":\"%s\","
-               "\"params\":%lld,\"precision\":\"%s\",\"compute\":\"%s\",\"zero_stage\":%d,\"batch\":%d,\"micro_batches\":%d,"
+               "\"params\":%lld,\"precision\":\"%s\",\"recompute\":\"%s\",\"zero_stage\":%d,\"batch\":%d,\"micro_batches\":%d,"
                "\"seq\":%d,\"warmup\":%d,\"steps\":%d,\"seconds\":%.6f,\"ms_per_step\":%.3f,\"tokens_per_s\":%.1f,"
-               "\"flops_per_token\":%.0f,\"tflops\":%.6f,\"peak_tflops\":%g,\"mfu\":%s,\"loss\":%s,\"peak_bytes\":{",
-               tsr_device_kind_name(o->device), r->devices, lay, model, (long long)params, prec, compute, o->zero.stage,
+               "\"flops_per_token\":%.0f,\"tflops\":%.6f,\"peak_tflops\":%g,\"mfu\":%s,\"loss\":%s,\"bubble\":%.4f,"
+               "\"peak_bytes\":{",
+               tsr_device_kind_name(o->device), r->devices, lay, model, (long long)params, prec, recompute, o->zero.stage,
                o->gpt.batch, o->gpt.micro_batches, m->seq, o->warmup, o->steps, r->seconds, ms, tokens_per_s,
-               flops_per_token, tflops, o->peak_tflops, mfu_text, loss_text);
+               flops_per_token, tflops, o->peak_tflops, mfu_text, loss_text, r->bubble);
         for (int c = 0; c < TSR_MEM_CATEGORY_COUNT; c++)
             printf("\"%s\":%llu,", tsr_mem_category_name((tsr_mem_category_t)c), (unsigned long long)r->mem.peak[c]);
         printf("\"total\":%llu}}\n", (unsigned long long)r->mem.total_peak);
     } else {
         const char *unit = o->device == TSR_DEVICE_CUDA ? "GPU" : "rank";
         snprintf(mfu_text, sizeof mfu_text, isfinite(mfu) ? "%.2f%%" : "-", 100 * mfu);
-        printf("model %s (%lld parameters), layout %s, %s %s on %d %s%s, %s compute, ZeRO %d\n", model,
+        printf("model %s (%lld parameters), layout %s, %s %s on %d %s%s, recompute %s, ZeRO %d\n", model,
                (long long)params, lay, tsr_device_kind_name(o->device), prec, r->devices, unit,
-               r->devices == 1 ? "" : "s", compute, o->zero.stage);
+               r->devices == 1 ? "" : "s", recompute, o->zero.stage);
         printf("batch %d x %d tokens in %d micro-batch%s, %d warmup + %d timed steps\n\n", o->gpt.batch, m->seq,
                o->gpt.micro_batches, o->gpt.micro_batches == 1 ? "" : "es", o->warmup, o->steps);
-        printf("%14s %10s %10s %8s %10s\n%14.1f %10.3f %10.4f %8s %10.4f\n\n", "tokens/s", "ms/step", "TFLOP/s", "MFU",
-               "loss", tokens_per_s, ms, tflops, mfu_text, r->loss);
+        printf("%14s %10s %10s %8s %10s %8s\n%14.1f %10.3f %10.4f %8s %10.4f %7.1f%%\n\n", "tokens/s", "ms/step",
+               "TFLOP/s", "MFU", "loss", "bubble", tokens_per_s, ms, tflops, mfu_text, r->loss, 100 * r->bubble);
         printf("peak MiB per rank (largest over ranks):");
         for (int c = 0; c < TSR_MEM_CATEGORY_COUNT; c++)
             printf(" %s %.2f", tsr_mem_category_name((tsr_mem_category_t)c), r->mem.peak[c] / 1048576.0);
@@ -317,12 +326,48 @@ static void report(const opts_t *o, const result_t *r)
     fflush(stdout);
 }
 
+/* This rank's compute in the trace of one step: seconds in F, B and W actions, and the span
+ * from its first action's start to its last action's end. */
+static void step_compute(tsr_pipe_trace_t trace, double *busy, double *first, double *last)
+{
+    size_t n = 0;
+    const tsr_pipe_event_t *ev = tsr_pipe_trace_events(trace, &n);
+    *busy = 0, *first = INFINITY, *last = -INFINITY;
+    for (size_t i = 0; i < n; i++) {
+        if (ev[i].op == TSR_PIPE_FORWARD || ev[i].op == TSR_PIPE_BACKWARD || ev[i].op == TSR_PIPE_WEIGHT)
+            *busy += ev[i].end - ev[i].start;
+        *first = ev[i].start < *first ? ev[i].start : *first;
+        *last = ev[i].end > *last ? ev[i].end : *last;
+    }
+    tsr_pipe_trace_clear(trace);
+}
+
+/* The measured bubble of the timed steps: 1 - (compute of every rank) / (ranks x the sum of the
+ * steps' pipeline spans), a step's span running from the first action anywhere to the last. */
+static double measured_bubble(const double *busy, double *first, double *last, int steps)
+{
+    int world = 1;
+    double compute = 0, span = 0;
+    MPI_Comm_size(MPI_COMM_WORLD, &world);
+    MPI_Allreduce(MPI_IN_PLACE, first, steps, MPI_DOUBLE, MPI_MIN, MPI_COMM_WORLD);
+    MPI_Allreduce(MPI_IN_PLACE, last, steps, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    for (int s = 0; s < steps; s++)
+        compute += busy[s], span += last[s] - first[s];
+    MPI_Allreduce(MPI_IN_PLACE, &compute, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    return span > 0 ? 1.0 - compute / (world * span) : 0.0;
+}
+
 /* Warm up, then time o->steps steps; fills r on every rank. */
 static tsr_status_t run_steps(const opts_t *o, tsr_device_t dev, tsr_gpt_t gpt, const int32_t *in,
                               const int32_t *tg, size_t batch_len, result_t *r)
 {
     tsr_gpt_step_info_t info = {0};
     tsr_status_t st = TSR_OK;
+    tsr_pipe_trace_t trace = NULL;
+    int good = 0;
+    double *busy = calloc((size_t)o->steps * 3, sizeof *busy), *first = busy + o->steps, *last = first + o->steps;
+    if (failed(busy ? tsr_pipe_trace_create(&trace) : TSR_ERR_OUT_OF_MEMORY, NULL, "no memory for the trace"))
+        goto done;
     /* the first steps allocate what a step keeps; the peak must see them */
     tsr_mem_reset_peaks(o->device);
     for (int s = 0; s < o->warmup && st == TSR_OK; s++)
@@ -330,23 +375,33 @@ static tsr_status_t run_steps(const opts_t *o, tsr_device_t dev, tsr_gpt_t gpt, 
     if (st == TSR_OK)
         st = tsr_device_sync(dev);
     if (failed(st, "warmup", NULL))
-        return st != TSR_OK ? st : TSR_ERR_INTERNAL;
+        goto done;
+    tsr_gpt_set_trace(gpt, trace);
     MPI_Barrier(MPI_COMM_WORLD);
     double t0 = tsr_time_now();
-    for (int s = o->warmup; s < o->warmup + o->steps && st == TSR_OK; s++)
-        st = tsr_gpt_train_step(gpt, in + (s % DATA_BATCHES) * batch_len, tg + (s % DATA_BATCHES) * batch_len, &info);
+    for (int s = 0; s < o->steps && st == TSR_OK; s++) {
+        int b = (o->warmup + s) % DATA_BATCHES;
+        st = tsr_gpt_train_step(gpt, in + b * batch_len, tg + b * batch_len, &info);
+        step_compute(trace, &busy[s], &first[s], &last[s]);
+    }
     if (st == TSR_OK)
         st = tsr_device_sync(dev);
     if (failed(st, "step", NULL))
-        return st != TSR_OK ? st : TSR_ERR_INTERNAL;
+        goto done;
     MPI_Barrier(MPI_COMM_WORLD);
     r->seconds = tsr_time_now() - t0;
     r->loss = info.loss;
+    r->bubble = measured_bubble(busy, first, last, o->steps);
     MPI_Allreduce(MPI_IN_PLACE, &r->seconds, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     tsr_mem_stats(o->device, &r->mem);
     MPI_Allreduce(MPI_IN_PLACE, r->mem.peak, TSR_MEM_CATEGORY_COUNT, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
     MPI_Allreduce(MPI_IN_PLACE, &r->mem.total_peak, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
-    return TSR_OK;
+    good = 1;
+done:
+    tsr_gpt_set_trace(gpt, NULL);
+    tsr_pipe_trace_destroy(&trace);
+    free(busy);
+    return good ? TSR_OK : st != TSR_OK ? st : TSR_ERR_INTERNAL;
 }
 
 int bench_train(int argc, char **argv)
@@ -377,7 +432,6 @@ int bench_train(int argc, char **argv)
     if (failed(tsr_gpt_create(grid, dev, &o.model, &o.gpt, &o.zero, &gpt), "model", NULL))
         goto done;
     r.devices = o.device == TSR_DEVICE_CUDA ? distinct_devices(index) : world;
-    r.compute = tsr_gpt_compute_used(gpt);
     tsr_gpt_batch_slice(gpt, &first, &count);
     size_t batch_len = (size_t)count * o.model.seq;
     in = malloc(DATA_BATCHES * batch_len * sizeof *in);

@@ -48,9 +48,18 @@ static int parse(int argc, char **argv, opts_t *o)
     optind = 1;
     while ((c = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         switch (c) {
-        case 'l': o->layers = atoi(optarg); break;
-        case 'w': o->width = atoi(optarg); break;
-        case 's': o->stage = atoi(optarg); break;
+        case 'l':
+            if (bench_int("zero", "--layers", optarg, 1, 4096, &o->layers))
+                return 1;
+            break;
+        case 'w':
+            if (bench_int("zero", "--width", optarg, 1, 1 << 16, &o->width))
+                return 1;
+            break;
+        case 's':
+            if (bench_int("zero", "--stage", optarg, 0, 3, &o->stage))
+                return 1;
+            break;
         case 'j': o->json = 1; break;
         case 'o':
             if (strcmp(optarg, "adamw") && strcmp(optarg, "sgd"))

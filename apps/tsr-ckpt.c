@@ -3,12 +3,14 @@
  *
  *   tsr-ckpt info FILE|DIR        the metadata: root, /config and /layout attributes
  *   tsr-ckpt list FILE|DIR        every dataset with its global shape
- *   tsr-ckpt verify FILE|DIR      recompute every checksum; exit 1 naming each that fails
+ *   tsr-ckpt verify FILE|DIR      every checksum, every value finite, the file complete for
+ *                                 its own /config; exit 1 naming each thing that fails
  *   tsr-ckpt diff FILE1 FILE2     per dataset, the largest absolute and relative difference
  *
  * A directory stands for the checkpoint its `latest` file names.
  */
 #include <getopt.h>
+#include <limits.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,16 +29,20 @@ static const char usage[] =
 /* Open FILE, or the checkpoint DIR/latest names; prints the one-line reason on failure. */
 static tsr_ckpt_reader_t open_checkpoint(tsr_comm_t comm, const char *arg)
 {
-    char path[4200];
+    size_t len = strlen(arg) + NAME_MAX + 2; /* room for DIR/<the name latest holds> */
+    char *path = malloc(len);
     struct stat st;
     tsr_ckpt_reader_t r = NULL;
-    snprintf(path, sizeof path, "%s", arg);
-    if (stat(arg, &st) == 0 && S_ISDIR(st.st_mode) && tsr_ckpt_latest(arg, path, sizeof path) != TSR_OK) {
-        fprintf(stderr, "tsr-ckpt: %s\n", tsr_last_error());
+    if (!path) {
+        fprintf(stderr, "tsr-ckpt: no memory for a path\n");
         return NULL;
     }
-    if (tsr_ckpt_reader_open(comm, path, &r) != TSR_OK)
+    snprintf(path, len, "%s", arg);
+    if (stat(arg, &st) == 0 && S_ISDIR(st.st_mode) && tsr_ckpt_latest(arg, path, len) != TSR_OK)
         fprintf(stderr, "tsr-ckpt: %s\n", tsr_last_error());
+    else if (tsr_ckpt_reader_open(comm, path, &r) != TSR_OK)
+        fprintf(stderr, "tsr-ckpt: %s\n", tsr_last_error());
+    free(path);
     return r;
 }
 
@@ -57,14 +63,6 @@ static int cmd_info(tsr_ckpt_reader_t r)
     return 0;
 }
 
-static void format_shape(const tsr_ckpt_dataset_info_t *d, char *buf, size_t len)
-{
-    if (d->ndim == 2)
-        snprintf(buf, len, "%lld x %lld", (long long)d->dims[0], (long long)d->dims[1]);
-    else
-        snprintf(buf, len, "%lld", (long long)d->dims[0]);
-}
-
 static int cmd_list(tsr_ckpt_reader_t r)
 {
     tsr_ckpt_dataset_info_t *list;
@@ -75,34 +73,52 @@ static int cmd_list(tsr_ckpt_reader_t r)
     }
     for (size_t i = 0; i < n; i++) {
         char shape[64];
-        format_shape(&list[i], shape, sizeof shape);
-        printf("%-40s %-7s %s\n", list[i].name, list[i].is_float ? "float32" : "int64", shape);
+        printf("%-40s %-7s %s\n", list[i].name, list[i].type,
+               tsr_ckpt_format_shape(list[i].ndim, list[i].dims, shape, sizeof shape));
     }
     free(list);
     return 0;
 }
 
+/* Print a failure and count it. */
+static void failure(size_t *failed)
+{
+    fprintf(stderr, "tsr-ckpt: %s\n", tsr_last_error());
+    (*failed)++;
+}
+
+/* Whether the file says which model it holds (tsr-train's checkpoints do; tsr-bench's not). */
+static int has_model(tsr_ckpt_reader_t r)
+{
+    int64_t layers;
+    int has = tsr_ckpt_get_i64(r, "/config", "n_layer", &layers) == TSR_OK;
+    tsr_clear_error();
+    return has;
+}
+
+/* Everything tsr-train's --resume relies on: checksums, finite values, a consistent state, a
+ * complete model. Every dataset is checked; each failure is one line. */
 static int cmd_verify(tsr_ckpt_reader_t r)
 {
     tsr_ckpt_dataset_info_t *list;
-    size_t n, checked = 0, failed = 0;
+    size_t n, failed = 0;
+    if (tsr_ckpt_verify_metadata(r) != TSR_OK)
+        failure(&failed);
     if (tsr_ckpt_list(r, &list, &n) != TSR_OK) {
-        fprintf(stderr, "tsr-ckpt: %s\n", tsr_last_error());
+        failure(&failed);
         return 1;
     }
-    for (size_t i = 0; i < n; i++) {
-        if (!list[i].is_float)
-            continue;
-        checked++;
-        if (tsr_ckpt_verify_dataset(r, list[i].name) != TSR_OK) {
-            fprintf(stderr, "tsr-ckpt: %s\n", tsr_last_error());
-            failed++;
-        }
-    }
+    for (size_t i = 0; i < n; i++)
+        if (tsr_ckpt_verify_dataset(r, list[i].name) != TSR_OK)
+            failure(&failed);
     free(list);
+    if (tsr_ckpt_verify_state(r) != TSR_OK)
+        failure(&failed);
+    if (has_model(r) && tsr_gpt_ckpt_verify(r, NULL) != TSR_OK)
+        failure(&failed);
     if (failed)
         return 1;
-    printf("%zu datasets verified\n", checked);
+    printf("%zu datasets verified\n", n);
     return 0;
 }
 

@@ -5,20 +5,81 @@
  *   tsr-tokenize --synthetic BYTES OUT.bin      the deterministic demo corpus (see --seed)
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <tessera.h>
 
 static const char usage[] =
     "Usage: tsr-tokenize [OPTIONS] IN.txt OUT.bin\n"
     "       tsr-tokenize --synthetic BYTES [--seed N] OUT.bin\n"
     "Write a byte-level token shard (llm.c format: 256 int32 header words, then uint16 tokens;\n"
-    "vocabulary 256) from a text file, or from Tessera's deterministic synthetic corpus.\n"
-    "  --synthetic BYTES  generate BYTES bytes of synthetic English-like text instead of reading IN\n"
-    "  --seed N           seed of the synthetic text (default 1)\n"
+    "vocabulary 256) from a text file (a regular file of at most 2147483647 bytes), or from\n"
+    "Tessera's deterministic synthetic corpus.\n"
+    "  --synthetic BYTES  generate BYTES (1 to 2147483647) bytes of synthetic English-like text\n"
+    "                     instead of reading IN\n"
+    "  --seed N           seed of the synthetic text, 0 to 2^64-1 (default 1)\n"
     "  --help, --version\n";
+
+/* Read all of a regular file of at most TSR_DATA_MAX_TOKENS bytes; prints the error. */
+static char *read_text(const char *path, size_t *n)
+{
+    struct stat st;
+    char *text = NULL;
+    /* O_NONBLOCK: a FIFO without a writer must not block; it is refused below. */
+    int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        fprintf(stderr, "tsr-tokenize: %s: %s\n", path, strerror(errno));
+        goto fail;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        fprintf(stderr, "tsr-tokenize: %s is %s, not a regular file (expected a text file)\n", path,
+                S_ISDIR(st.st_mode) ? "a directory" : S_ISFIFO(st.st_mode) ? "a FIFO" : "a special file");
+        goto fail;
+    }
+    if (st.st_size > TSR_DATA_MAX_TOKENS) {
+        fprintf(stderr, "tsr-tokenize: %s has %lld bytes; a shard holds at most %d tokens\n", path,
+                (long long)st.st_size, TSR_DATA_MAX_TOKENS);
+        goto fail;
+    }
+    /* One byte more than its size: a file that grows while it is read is noticed. */
+    size_t cap = (size_t)st.st_size + 1;
+    text = malloc(cap);
+    if (!text) {
+        fprintf(stderr, "tsr-tokenize: no memory for the %lld bytes of %s\n", (long long)st.st_size, path);
+        goto fail;
+    }
+    *n = 0;
+    for (ssize_t got; *n < cap; *n += (size_t)got) {
+        got = read(fd, text + *n, cap - *n);
+        if (got < 0 && errno == EINTR) {
+            got = 0;
+            continue;
+        }
+        if (got < 0) {
+            fprintf(stderr, "tsr-tokenize: cannot read %s: %s\n", path, strerror(errno));
+            goto fail;
+        }
+        if (got == 0)
+            break;
+    }
+    if (*n != (size_t)st.st_size) {
+        fprintf(stderr, "tsr-tokenize: %s changed while it was read (%lld bytes, then %zu)\n", path,
+                (long long)st.st_size, *n);
+        goto fail;
+    }
+    close(fd);
+    return text;
+fail:
+    if (fd >= 0)
+        close(fd);
+    free(text);
+    return NULL;
+}
 
 int main(int argc, char **argv)
 {
@@ -27,22 +88,21 @@ int main(int argc, char **argv)
         {"help", no_argument, 0, 'h'},            {"version", no_argument, 0, 'V'},
         {0},
     };
-    long long synthetic = -1;
-    unsigned long long seed = 1;
+    int64_t synthetic = -1;
+    uint64_t seed = 1;
     for (int c; (c = getopt_long(argc, argv, "", options, NULL)) != -1;) {
-        char *end;
         switch (c) {
         case 's':
-            synthetic = strtoll(optarg, &end, 10);
-            if (*end || synthetic < 1) {
-                fprintf(stderr, "tsr-tokenize: --synthetic %s: expected a positive number of bytes\n", optarg);
+            /* The limit is checked here, before gigabytes are generated for nothing. */
+            if (tsr_parse_i64(optarg, 1, TSR_DATA_MAX_TOKENS, &synthetic) != TSR_OK) {
+                fprintf(stderr, "tsr-tokenize: --synthetic %s: %s (a shard holds at most %d tokens)\n", optarg,
+                        tsr_last_error(), TSR_DATA_MAX_TOKENS);
                 return 2;
             }
             break;
         case 'S':
-            seed = strtoull(optarg, &end, 10);
-            if (*end) {
-                fprintf(stderr, "tsr-tokenize: --seed %s: expected a non-negative integer\n", optarg);
+            if (tsr_parse_u64(optarg, &seed) != TSR_OK) {
+                fprintf(stderr, "tsr-tokenize: --seed %s: %s\n", optarg, tsr_last_error());
                 return 2;
             }
             break;
@@ -63,6 +123,10 @@ int main(int argc, char **argv)
         return 2;
     }
     const char *out = argv[argc - 1];
+    if (!*out) {
+        fprintf(stderr, "tsr-tokenize: the output path is empty (expected OUT.bin)\n");
+        return 2;
+    }
     char *text = NULL;
     size_t n = 0;
     if (synthetic > 0) {
@@ -70,30 +134,16 @@ int main(int argc, char **argv)
         text = malloc(n);
         if (text)
             tsr_data_synthetic_text(seed, n, text);
+        else
+            fprintf(stderr, "tsr-tokenize: no memory for %zu bytes of text\n", n);
     } else {
-        FILE *f = fopen(argv[optind], "rb");
-        if (!f) {
-            fprintf(stderr, "tsr-tokenize: %s: %s\n", argv[optind], strerror(errno));
-            return 1;
-        }
-        size_t cap = 1 << 20;
-        text = malloc(cap);
-        for (size_t got; text && (got = fread(text + n, 1, cap - n, f)) > 0;) {
-            n += got;
-            if (n == cap) {
-                char *grown = realloc(text, cap *= 2);
-                if (!grown) {
-                    free(text);
-                    text = NULL;
-                }
-                text = grown;
-            }
-        }
-        fclose(f);
+        text = read_text(argv[optind], &n);
     }
-    uint16_t *tokens = text ? malloc((n ? n : 1) * sizeof *tokens) : NULL;
+    if (!text)
+        return 1;
+    uint16_t *tokens = malloc((n ? n : 1) * sizeof *tokens);
     if (!tokens) {
-        fprintf(stderr, "tsr-tokenize: out of memory for %zu tokens\n", n);
+        fprintf(stderr, "tsr-tokenize: no memory for %zu tokens\n", n);
         free(text);
         return 1;
     }

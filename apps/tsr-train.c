@@ -8,12 +8,16 @@
  * (from the lowest rank that saw it) and a non-zero exit on every rank.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
+#include <float.h>
 #include <limits.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <tessera.h>
 
@@ -36,20 +40,22 @@ static const char usage[] =
     "  --data FILE.bin|synthetic   llm.c token shard, or synthetic byte-level text (default synthetic)\n"
     "  --batch B                   global batch in sequences (default 8)\n"
     "  --micro-batches M           micro-batches per step on each dp rank (default 1)\n"
-    "  --steps S                   train until step S (default 10)\n"
-    "  --lr X                      learning rate (default 1e-3)\n"
+    "  --steps S                   train until step S (default 10); resuming at or past it trains nothing\n"
+    "  --lr X                      learning rate, finite and positive (default 1e-3)\n"
     "  --seed N                    seed of the initial weights (default 1234)\n"
     "  --device cpu|cuda           device (default cpu); cuda: rank r uses GPU (local rank mod GPUs)\n"
     "  --precision fp32|bf16       precision (default fp32); bf16 (cuda only): bf16 compute, fp32 master\n"
-    "  --compute auto|tp|kernels   tp operations (any tp grid, cpu) or device kernels (tp=1x1, cpu or\n"
-    "                              cuda); default auto: kernels on cuda, tp on cpu\n"
-    "  --ckpt-dir DIR              write checkpoints into DIR (every --ckpt-every steps and at the end)\n"
+    "  --recompute none|attention|block  replay each block's attention sublayer, or the whole block,\n"
+    "                              in its backward instead of keeping its activations (default none)\n"
+    "  --ckpt-dir DIR              write checkpoints into DIR (every --ckpt-every steps and at the end);\n"
+    "                              checked and locked before step 1: one job per directory\n"
     "  --ckpt-every K              checkpoint interval in steps (default 0: only at the end)\n"
     "  --resume [latest|FILE]      continue from DIR/latest (needs --ckpt-dir) or from FILE\n"
     "  --log-json FILE             one JSON object per step (loss, grad_norm, lr, ms, tokens_per_s, mfu,\n"
     "                              peak bytes per memory category)\n"
     "  --trace FILE                Chrome trace JSON of the last step's pipeline (when pp > 1)\n"
     "  --help, --version\n"
+    "A step whose loss or gradient norm is not finite stops the run with an error (exit 1).\n"
     "Rank 0 prints one line per step; MFU = 6 * params * tokens/s against a nominal peak of\n"
     "100 GFLOP/s per cpu rank, or per GPU rank 989.4 TFLOP/s (bf16) or 66.9 TFLOP/s (fp32).\n";
 
@@ -112,29 +118,26 @@ static int failed(tsr_status_t rc, const char *what)
 
 static int parse_long(const char *opt, const char *text, long lo, long hi, long *out)
 {
-    char *end;
-    errno = 0;
-    long v = strtol(text, &end, 10);
-    if (errno || *end || end == text || v < lo || v > hi)
-        return usage_error("%s %s: expected an integer in [%ld, %ld]", opt, text, lo, hi);
-    *out = v;
+    int64_t v;
+    if (tsr_parse_i64(text, lo, hi, &v) != TSR_OK)
+        return usage_error("%s %s: %s", opt, text, tsr_last_error());
+    *out = (long)v;
+    return 0;
+}
+
+/* An option naming a file or directory: not empty. */
+static int parse_path(const char *opt, const char *text, const char **out)
+{
+    if (!*text)
+        return usage_error("%s is empty (expected a path)", opt);
+    *out = text;
     return 0;
 }
 
 static int parse_schedule(const char *text, options_t *o)
 {
-    char kind[32];
-    const char *colon = strchr(text, ':');
-    long chunks = 1;
-    snprintf(kind, sizeof kind, "%.*s", colon ? (int)(colon - text) : (int)strlen(text), text);
-    if (tsr_pipe_kind_parse(kind, &o->gpt.schedule) != TSR_OK)
-        return usage_error("--schedule %s: expected gpipe, 1f1b, interleaved:V or zb-h1", text);
-    if ((o->gpt.schedule == TSR_PIPE_INTERLEAVED) != (colon != NULL))
-        return usage_error("--schedule %s: interleaved takes its chunks per stage as interleaved:V, the others none",
-                           text);
-    if (colon && parse_long("--schedule interleaved:", colon + 1, 1, 64, &chunks))
-        return 2;
-    o->gpt.chunks = (int)chunks;
+    if (tsr_pipe_spec_parse(text, &o->gpt.schedule, &o->gpt.chunks) != TSR_OK)
+        return usage_error("--schedule %s: %s", text, tsr_last_error());
     snprintf(o->schedule_text, sizeof o->schedule_text, "%s", text);
     return 0;
 }
@@ -143,7 +146,7 @@ static int parse_schedule(const char *text, options_t *o)
 static int parse_options(int argc, char **argv, options_t *o)
 {
     enum { O_LAYOUT = 256, O_ZERO, O_SCHEDULE, O_MODEL, O_DATA, O_BATCH, O_MICRO, O_STEPS, O_LR, O_SEED,
-           O_DEVICE, O_PRECISION, O_COMPUTE, O_CKPT_DIR, O_CKPT_EVERY, O_RESUME, O_LOG_JSON, O_TRACE, O_HELP, O_VERSION };
+           O_DEVICE, O_PRECISION, O_RECOMPUTE, O_COMPUTE, O_CKPT_DIR, O_CKPT_EVERY, O_RESUME, O_LOG_JSON, O_TRACE, O_HELP, O_VERSION };
     static const struct option longopts[] = {
         {"layout", required_argument, 0, O_LAYOUT}, {"zero", required_argument, 0, O_ZERO},
         {"schedule", required_argument, 0, O_SCHEDULE}, {"model", required_argument, 0, O_MODEL},
@@ -151,13 +154,13 @@ static int parse_options(int argc, char **argv, options_t *o)
         {"micro-batches", required_argument, 0, O_MICRO}, {"steps", required_argument, 0, O_STEPS},
         {"lr", required_argument, 0, O_LR}, {"seed", required_argument, 0, O_SEED},
         {"device", required_argument, 0, O_DEVICE}, {"precision", required_argument, 0, O_PRECISION},
-        {"compute", required_argument, 0, O_COMPUTE},
+        {"recompute", required_argument, 0, O_RECOMPUTE}, {"compute", required_argument, 0, O_COMPUTE},
         {"ckpt-dir", required_argument, 0, O_CKPT_DIR}, {"ckpt-every", required_argument, 0, O_CKPT_EVERY},
         {"resume", optional_argument, 0, O_RESUME}, {"log-json", required_argument, 0, O_LOG_JSON},
         {"trace", required_argument, 0, O_TRACE}, {"help", no_argument, 0, O_HELP},
         {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0}};
     long v;
-    char *end;
+    double x;
     opterr = 0;
     for (int c; (c = getopt_long(argc, argv, ":", longopts, NULL)) != -1;) {
         switch (c) {
@@ -180,7 +183,10 @@ static int parse_options(int argc, char **argv, options_t *o)
                 return usage_error("--model %s: %s", optarg, tsr_last_error());
             snprintf(o->model_text, sizeof o->model_text, "%s", optarg);
             break;
-        case O_DATA: o->data = optarg; break;
+        case O_DATA:
+            if (parse_path("--data", optarg, &o->data))
+                return 2;
+            break;
         case O_BATCH:
             if (parse_long("--batch", optarg, 1, INT_MAX, &v))
                 return 2;
@@ -196,16 +202,13 @@ static int parse_options(int argc, char **argv, options_t *o)
                 return 2;
             break;
         case O_LR:
-            errno = 0;
-            o->zero.lr = strtof(optarg, &end);
-            if (errno || *end || end == optarg || !(o->zero.lr > 0))
-                return usage_error("--lr %s: expected a positive number", optarg);
+            if (tsr_parse_f64(optarg, &x) != TSR_OK || !(x > 0) || x > FLT_MAX || (float)x == 0)
+                return usage_error("--lr %s: expected a finite positive number", optarg);
+            o->zero.lr = (float)x;
             break;
         case O_SEED:
-            errno = 0;
-            o->gpt.seed = strtoull(optarg, &end, 10);
-            if (errno || *end || end == optarg || optarg[0] == '-')
-                return usage_error("--seed %s: expected a non-negative integer", optarg);
+            if (tsr_parse_u64(optarg, &o->gpt.seed) != TSR_OK)
+                return usage_error("--seed %s: %s", optarg, tsr_last_error());
             break;
         case O_DEVICE: {
             tsr_device_kind_t kind;
@@ -225,11 +228,17 @@ static int parse_options(int argc, char **argv, options_t *o)
             else
                 return usage_error("--precision %s: expected fp32 or bf16", optarg);
             break;
-        case O_COMPUTE:
-            if (tsr_gpt_compute_parse(optarg, &o->gpt.compute) != TSR_OK)
-                return usage_error("--compute %s: expected auto, tp or kernels", optarg);
+        case O_RECOMPUTE:
+            if (tsr_gpt_recompute_parse(optarg, &o->gpt.recompute) != TSR_OK)
+                return usage_error("--recompute %s: expected none, attention or block", optarg);
             break;
-        case O_CKPT_DIR: o->ckpt_dir = optarg; break;
+        case O_COMPUTE:
+            return usage_error("--compute is gone: the model has one engine, the tp operations on the device "
+                               "kernels, for every layout and device");
+        case O_CKPT_DIR:
+            if (parse_path("--ckpt-dir", optarg, &o->ckpt_dir))
+                return 2;
+            break;
         case O_CKPT_EVERY:
             if (parse_long("--ckpt-every", optarg, 0, LONG_MAX, &o->ckpt_every))
                 return 2;
@@ -238,10 +247,18 @@ static int parse_options(int argc, char **argv, options_t *o)
             /* "--resume FILE" as well as "--resume=FILE"; a bare --resume means latest */
             if (!optarg && optind < argc && argv[optind][0] != '-')
                 optarg = argv[optind++];
+            if (optarg && parse_path("--resume", optarg, &o->resume))
+                return 2;
             o->resume = optarg ? optarg : "latest";
             break;
-        case O_LOG_JSON: o->log_json = optarg; break;
-        case O_TRACE: o->trace = optarg; break;
+        case O_LOG_JSON:
+            if (parse_path("--log-json", optarg, &o->log_json))
+                return 2;
+            break;
+        case O_TRACE:
+            if (parse_path("--trace", optarg, &o->trace))
+                return 2;
+            break;
         case O_HELP:
             if (world_rank == 0)
                 fputs(usage, stdout);
@@ -272,6 +289,13 @@ static int parse_options(int argc, char **argv, options_t *o)
     if (o->device != TSR_DEVICE_CPU && o->layout.tp_rows * o->layout.tp_cols != 1)
         return usage_error("--device %s trains with dp and pp only: the layout's tp grid must be 1x1, got tp=%dx%d",
                            tsr_device_kind_name(o->device), o->layout.tp_rows, o->layout.tp_cols);
+    /* Sizes the model and the checkpoint compute from the options stay far inside int and int64. */
+    if ((int64_t)o->gpt.batch * o->model.seq > INT_MAX / 4)
+        return usage_error("--batch %d: %d sequences of %d tokens exceed %d tokens per step", o->gpt.batch,
+                           o->gpt.batch, o->model.seq, INT_MAX / 4);
+    if (o->steps > INT64_MAX / ((int64_t)o->gpt.batch * o->model.seq))
+        return usage_error("--steps %ld: that many steps of %d x %d tokens overflow the count of tokens seen", o->steps,
+                           o->gpt.batch, o->model.seq);
     if (o->ckpt_every > 0 && !o->ckpt_dir)
         return usage_error("--ckpt-every needs --ckpt-dir");
     if (o->resume && strcmp(o->resume, "latest") == 0 && !o->ckpt_dir)
@@ -281,19 +305,23 @@ static int parse_options(int argc, char **argv, options_t *o)
 
 /* ---------- data ---------- */
 
-/* Write the synthetic corpus as a byte-level shard in a temporary file and open it on every rank. */
-static tsr_status_t open_synthetic(int vocab, tsr_dataset_t *ds)
+/* Write the synthetic corpus as a byte-level shard in a temporary file and open it on every
+ * rank. Returns non-zero after failed() has reported the error (once). */
+static int open_synthetic(int vocab, tsr_dataset_t *ds)
 {
-    char path[256] = "";
+    char *path = NULL;
+    int len = 0, status = 1;
     tsr_status_t rc = TSR_OK;
     if (world_rank == 0) {
-        const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+        const char *dir = getenv("TMPDIR") && *getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
         char *text = malloc(SYNTHETIC_BYTES);
         uint16_t *tok = malloc(SYNTHETIC_BYTES * sizeof *tok);
-        snprintf(path, sizeof path, "%s/tsr-train-synthetic-%ld.bin", dir, (long)getpid());
-        if (!text || !tok) {
+        len = snprintf(NULL, 0, "%s/tsr-train-synthetic-%ld.bin", dir, (long)getpid()) + 1;
+        path = malloc((size_t)len);
+        if (!text || !tok || !path) {
             rc = set_app_error(TSR_ERR_OUT_OF_MEMORY, "no memory for the synthetic text");
         } else {
+            snprintf(path, (size_t)len, "%s/tsr-train-synthetic-%ld.bin", dir, (long)getpid());
             tsr_data_synthetic_text(1, SYNTHETIC_BYTES, text);
             for (size_t i = 0; i < SYNTHETIC_BYTES; i++)
                 tok[i] = (unsigned char)text[i];
@@ -302,14 +330,22 @@ static tsr_status_t open_synthetic(int vocab, tsr_dataset_t *ds)
         free(text);
         free(tok);
     }
-    if (failed(rc, "synthetic data"))
-        return TSR_ERR_IO;
-    MPI_Bcast(path, sizeof path, MPI_CHAR, 0, MPI_COMM_WORLD);
+    if (failed(rc, "--data synthetic"))
+        goto done;
+    MPI_Bcast(&len, 1, MPI_INT, 0, MPI_COMM_WORLD);
+    if (world_rank != 0 && !(path = malloc((size_t)len)))
+        rc = set_app_error(TSR_ERR_OUT_OF_MEMORY, "no memory for a path");
+    if (failed(rc, "--data synthetic"))
+        goto done;
+    MPI_Bcast(path, len, MPI_CHAR, 0, MPI_COMM_WORLD);
     rc = tsr_dataset_open(path, vocab, ds);
     MPI_Barrier(MPI_COMM_WORLD); /* the mapping outlives the name */
     if (world_rank == 0)
         unlink(path);
-    return rc;
+    status = failed(rc, "--data synthetic");
+done:
+    free(path);
+    return status;
 }
 
 /* ---------- checkpoints ---------- */
@@ -347,19 +383,33 @@ static tsr_status_t save(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, lon
     return tsr_ckpt_commit(&w, 0);
 }
 
-/* Restore the optimizer from the checkpoint --resume names; *step gets its data position. */
-static tsr_status_t resume(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, long *step, char *path,
-                           size_t len)
+/* The checkpoint --resume names, malloc'ed (DIR/latest's file, or FILE). */
+static tsr_status_t resume_path(const options_t *o, char **path)
+{
+    size_t len = strlen(o->resume) + (o->ckpt_dir ? strlen(o->ckpt_dir) : 0) + NAME_MAX + 2;
+    tsr_status_t rc = TSR_OK;
+    if (!(*path = malloc(len)))
+        return set_app_error(TSR_ERR_OUT_OF_MEMORY, "no memory for a path");
+    if (strcmp(o->resume, "latest") == 0)
+        rc = tsr_ckpt_latest(o->ckpt_dir, *path, len);
+    else
+        snprintf(*path, len, "%s", o->resume);
+    return rc;
+}
+
+/*
+ * Restore the optimizer from the checkpoint at path; *step gets its data position. Every value
+ * read is covered by a checksum, and they must agree: the loader's position /data/step is the
+ * checkpoint's step, and the optimizer has taken no more steps than that.
+ */
+static tsr_status_t resume(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, const char *path, long *step)
 {
     tsr_ckpt_reader_t r = NULL;
-    int64_t pos = 0;
-    tsr_status_t rc = TSR_OK;
-    if (strcmp(o->resume, "latest") == 0)
-        rc = tsr_ckpt_latest(o->ckpt_dir, path, len);
-    else
-        snprintf(path, len, "%s", o->resume);
+    int64_t pos = 0, at = 0;
+    tsr_zero_state_t state;
+    tsr_status_t rc = tsr_ckpt_reader_open(tsr_grid_comm(grid, TSR_AXIS_WORLD), path, &r);
     if (rc == TSR_OK)
-        rc = tsr_ckpt_reader_open(tsr_grid_comm(grid, TSR_AXIS_WORLD), path, &r);
+        rc = tsr_ckpt_verify_metadata(r);
     if (rc == TSR_OK)
         rc = tsr_gpt_config_expect(r, &o->model);
     if (rc == TSR_OK)
@@ -368,12 +418,60 @@ static tsr_status_t resume(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, l
         rc = tsr_ckpt_load_zero(r, grid, tsr_gpt_optimizer(gpt), &o->zero);
     if (rc == TSR_OK)
         rc = tsr_ckpt_read_i64(r, "/data/step", 1, &pos);
+    if (rc == TSR_OK)
+        rc = tsr_ckpt_get_i64(r, "/", "step", &at);
+    tsr_zero_get_state(tsr_gpt_optimizer(gpt), &state);
+    if (rc == TSR_OK && (pos != at || pos < 0 || pos > LONG_MAX))
+        rc = set_app_error(TSR_ERR_FORMAT, "%s: the loader's position /data/step is %lld, but the checkpoint is of "
+                           "step %lld", path, (long long)pos, (long long)at);
+    if (rc == TSR_OK && state.step > pos)
+        rc = set_app_error(TSR_ERR_FORMAT, "%s: /optim step is %ld, past the checkpoint's step %lld", path,
+                           state.step, (long long)pos);
     *step = (long)pos;
     tsr_ckpt_reader_close(&r);
     return rc;
 }
 
+/* Rank 0: a file the run writes at its end can be written now: create it (and remove it
+ * again), or open an existing one for appending, which changes nothing. */
+static tsr_status_t probe_output(const char *path)
+{
+    struct stat st;
+    int existed = stat(path, &st) == 0;
+    if (existed && !S_ISREG(st.st_mode))
+        return set_app_error(TSR_ERR_IO, "%s is %s (expected a file to write)", path,
+                             S_ISDIR(st.st_mode) ? "a directory" : "not a regular file");
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0666);
+    if (fd < 0)
+        return set_app_error(TSR_ERR_IO, "cannot write %s: %s", path, strerror(errno));
+    int wrote = existed || write(fd, "{}", 2) == 2;
+    int err = errno;
+    close(fd);
+    if (!existed)
+        unlink(path);
+    return wrote ? TSR_OK : set_app_error(TSR_ERR_IO, "cannot write %s: %s", path, strerror(err));
+}
+
+/* Before step 1: every output path of the run is usable, and the checkpoint directory is this job's. */
+static int check_outputs(const options_t *o, tsr_comm_t world, tsr_ckpt_lock_t *lock)
+{
+    if (o->ckpt_dir && failed(tsr_ckpt_lock(world, o->ckpt_dir, lock), "--ckpt-dir"))
+        return 1;
+    return o->trace && failed(world_rank == 0 ? probe_output(o->trace) : TSR_OK, "--trace");
+}
+
 /* ---------- the run ---------- */
+
+/* A JSON number, or null for what JSON cannot hold (a NaN or an infinity). */
+static void json_number(FILE *f, const char *key, const char *fmt, double x)
+{
+    fprintf(f, "\"%s\":", key);
+    if (isfinite(x))
+        fprintf(f, fmt, x);
+    else
+        fputs("null", f);
+    fputc(',', f);
+}
 
 static void log_step(const options_t *o, FILE *json, long step, long steps, const tsr_gpt_step_info_t *info,
                      double ms, double tokens, int64_t params)
@@ -389,14 +487,27 @@ static void log_step(const options_t *o, FILE *json, long step, long steps, cons
     fflush(stdout);
     if (!json)
         return;
-    fprintf(json,
-            "{\"step\":%ld,\"loss\":%.17g,\"grad_norm\":%.17g,\"lr\":%.9g,\"ms\":%.3f,\"tokens_per_s\":%.1f,"
-            "\"mfu\":%.6f,\"peak_bytes\":{",
-            step, info->loss, info->grad_norm, info->lr, ms, tps, mfu);
+    fprintf(json, "{\"step\":%ld,", step);
+    json_number(json, "loss", "%.17g", info->loss);
+    json_number(json, "grad_norm", "%.17g", info->grad_norm);
+    json_number(json, "lr", "%.9g", info->lr);
+    json_number(json, "ms", "%.3f", ms);
+    json_number(json, "tokens_per_s", "%.1f", tps);
+    json_number(json, "mfu", "%.6f", mfu);
+    fputs("\"peak_bytes\":{", json);
     for (int c = 0; c < TSR_MEM_CATEGORY_COUNT; c++)
         fprintf(json, "\"%s\":%llu,", tsr_mem_category_name((tsr_mem_category_t)c), (unsigned long long)mem.peak[c]);
     fprintf(json, "\"total\":%llu}}\n", (unsigned long long)mem.total_peak);
     fflush(json);
+}
+
+/* Rank 0: the one line of a step whose loss or gradient norm is not finite. */
+static void report_not_finite(long step, const tsr_gpt_step_info_t *info)
+{
+    double bad = isfinite(info->loss) ? info->grad_norm : info->loss;
+    if (world_rank == 0)
+        fprintf(stderr, "tsr-train: step %ld: the %s is %s (expected a finite number; try a lower --lr)\n", step,
+                isfinite(info->loss) ? "gradient norm" : "loss", isnan(bad) ? "NaN" : bad > 0 ? "+Inf" : "-Inf");
 }
 
 /* Rank r on a node uses GPU (r mod the node's GPUs); the CPU device otherwise. */
@@ -424,20 +535,21 @@ static int train(const options_t *o)
     tsr_pipe_trace_t trace = NULL;
     FILE *json = NULL;
     int32_t *in = NULL, *tg = NULL;
+    tsr_ckpt_lock_t lock = NULL;
     int status = 1, first = 0, count = 0;
     long step = 0;
-    char path[1024];
+    char *path = NULL;
     tsr_status_t rc = open_device(o->device, &dev);
     if (failed(rc, "--device"))
         goto done;
     if (failed(tsr_grid_create(MPI_COMM_WORLD, &o->layout, &grid), NULL))
         goto done;
-    if (o->data && strcmp(o->data, "synthetic") != 0)
-        rc = tsr_dataset_open(o->data, o->model.vocab, &ds);
-    else
-        rc = open_synthetic(o->model.vocab, &ds);
-    if (failed(rc, "--data"))
+    if (o->data && strcmp(o->data, "synthetic") != 0) {
+        if (failed(tsr_dataset_open(o->data, o->model.vocab, &ds), "--data"))
+            goto done;
+    } else if (open_synthetic(o->model.vocab, &ds)) {
         goto done;
+    }
     if (failed(tsr_gpt_create(grid, dev, &o->model, &o->gpt, &o->zero, &gpt), NULL))
         goto done;
     int64_t params = tsr_gpt_param_count(&o->model);
@@ -450,11 +562,21 @@ static int train(const options_t *o)
                o->model.seq, o->gpt.micro_batches, o->data ? o->data : "synthetic", tsr_device_kind_name(o->device),
                o->zero.precision == TSR_PRECISION_BF16 ? "bf16" : "fp32");
     }
+    /* Before anything is read from or written to them: the directory is this job's alone. */
+    if (check_outputs(o, tsr_grid_comm(grid, TSR_AXIS_WORLD), &lock))
+        goto done;
     if (o->resume) {
-        if (failed(resume(o, grid, gpt, &step, path, sizeof path), "--resume"))
+        if (failed(resume_path(o, &path), "--resume") || failed(resume(o, grid, gpt, path, &step), "--resume"))
             goto done;
         if (world_rank == 0)
             printf("tsr-train: resumed from %s at step %ld\n", path, step);
+        if (step >= o->steps) {
+            if (world_rank == 0)
+                printf("tsr-train: nothing to train: the checkpoint is at step %ld, not before --steps %ld\n", step,
+                       o->steps);
+            status = 0;
+            goto done;
+        }
     }
     if (o->trace && o->layout.pp > 1) {
         if (failed(tsr_pipe_trace_create(&trace), "--trace"))
@@ -480,6 +602,10 @@ static int train(const options_t *o)
         double t0 = MPI_Wtime();
         if (failed(tsr_gpt_train_step(gpt, in, tg, &info), NULL))
             goto done;
+        if (!isfinite(info.loss) || !isfinite(info.grad_norm)) { /* the same on every rank */
+            report_not_finite(step + 1, &info);
+            goto done;
+        }
         double ms = (MPI_Wtime() - t0) * 1e3;
         if (world_rank == 0)
             log_step(o, json, step + 1, o->steps, &info, ms, (double)o->gpt.batch * o->model.seq, params);
@@ -495,6 +621,8 @@ static int train(const options_t *o)
 done:
     if (json)
         fclose(json);
+    free(path);
+    tsr_ckpt_unlock(&lock);
     free(in);
     free(tg);
     tsr_pipe_trace_destroy(&trace);

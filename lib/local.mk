@@ -12,6 +12,8 @@ libtessera_la_SOURCES = \
 	lib/core/rng.c \
 	lib/core/dtype.c \
 	lib/core/version.c \
+	lib/core/options.c \
+	lib/core/file.c \
 	lib/device/device_impl.h \
 	lib/device/device.c \
 	lib/device/cpu.c \
@@ -68,6 +70,7 @@ tsr_include_HEADERS = \
 	lib/include/tessera/timer.h \
 	lib/include/tessera/memory.h \
 	lib/include/tessera/rng.h \
+	lib/include/tessera/options.h \
 	lib/include/tessera/device.h \
 	lib/include/tessera/kernels.h \
 	lib/include/tessera/comm.h \

@@ -3,9 +3,12 @@
 LOG_DRIVER = env AM_TAP_AWK='$(AWK)' $(SHELL) $(top_srcdir)/build-aux/tap-driver.sh
 LOG_COMPILER = $(SHELL) $(top_srcdir)/tests/tap-mpi.sh
 # Open MPI refuses to start as root (CI runs as root) unless told; MPICH ignores these.
+# Undefined behaviour found under -fsanitize=undefined ends the program (UBSan's default is to
+# print a line and go on), so that the test fails instead of passing.
 AM_TESTS_ENVIRONMENT = MPIEXEC='$(MPIEXEC)'; MPIEXEC_FLAGS='$(MPIEXEC_FLAGS)'; \
 	TSR_BUILDDIR='$(abs_top_builddir)'; OMPI_ALLOW_RUN_AS_ROOT=1; OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; \
-	export MPIEXEC MPIEXEC_FLAGS TSR_BUILDDIR OMPI_ALLOW_RUN_AS_ROOT OMPI_ALLOW_RUN_AS_ROOT_CONFIRM;
+	UBSAN_OPTIONS=$${UBSAN_OPTIONS-halt_on_error=1:print_stacktrace=1}; \
+	export MPIEXEC MPIEXEC_FLAGS TSR_BUILDDIR OMPI_ALLOW_RUN_AS_ROOT OMPI_ALLOW_RUN_AS_ROOT_CONFIRM UBSAN_OPTIONS;
 # Shell tests print TAP themselves and run their programs under mpiexec where needed.
 TEST_EXTENSIONS = .sh
 SH_LOG_DRIVER = $(LOG_DRIVER)
@@ -17,6 +20,7 @@ tsr_tests = \
 	tests/test_core_rng \
 	tests/test_core_memory \
 	tests/test_core_misc \
+	tests/test_core_options \
 	tests/test_device_cpu \
 	tests/test_device_cuda \
 	tests/test_kernels_layer \
@@ -31,7 +35,41 @@ tsr_tests += tests/test_kernels_optim
 
 check_PROGRAMS += $(tsr_tests)
 TESTS += $(tsr_tests)
-EXTRA_DIST += tests/tap.h tests/tap-mpi.sh tests/test_device_copy2d.h
+EXTRA_DIST += tests/tap.h tests/tap-mpi.sh tests/tap-sh.sh tests/test_device_copy2d.h
+# test_core_memory tells AddressSanitizer to let an allocation of SIZE_MAX/2 fail (its
+# __asan_default_options), which the sanitizer sees only if the program exports it.
+tests_test_core_memory_LDFLAGS = $(AM_LDFLAGS) -Wl,--export-dynamic
 
 check_PROGRAMS += tests/test_kernels_attention
 TESTS += tests/test_kernels_attention
+
+# tsr-train refuses what would lose a job or a result (issue 16), before step 1 where it can.
+TESTS += tests/test_train_guard.sh
+EXTRA_DIST += tests/test_train_guard.sh
+
+# tsr-bench's numeric options, parsed whole and checked.
+TESTS += tests/test_bench_options.sh
+EXTRA_DIST += tests/test_bench_options.sh
+
+# Fuzz targets of the checkpoint and token-shard readers (tests/fuzz, see HACKING): replayed
+# over their seeds by make check with any compiler; built for libFuzzer by `make fuzz`.
+fuzz_ckpt_common = tests/fuzz/ckpt_common.c tests/fuzz/fuzz.h
+check_PROGRAMS += tests/fuzz/replay_ckpt tests/fuzz/replay_ckpt_bytes tests/fuzz/replay_shard
+tests_fuzz_replay_ckpt_SOURCES = tests/fuzz/replay.c tests/fuzz/fuzz_ckpt.c $(fuzz_ckpt_common)
+tests_fuzz_replay_ckpt_LDADD = libtessera.la $(HDF5_LIBS)
+tests_fuzz_replay_ckpt_bytes_SOURCES = tests/fuzz/replay.c tests/fuzz/fuzz_ckpt_bytes.c $(fuzz_ckpt_common)
+tests_fuzz_replay_shard_SOURCES = tests/fuzz/replay.c tests/fuzz/fuzz_shard.c tests/fuzz/fuzz.h
+TESTS += tests/test_fuzz_replay.sh
+EXTRA_DIST += tests/test_fuzz_replay.sh tests/fuzz/make-seeds.sh
+EXTRA_PROGRAMS = tests/fuzz/fuzz_ckpt tests/fuzz/fuzz_ckpt_bytes tests/fuzz/fuzz_shard
+tests_fuzz_fuzz_ckpt_SOURCES = tests/fuzz/fuzz_ckpt.c $(fuzz_ckpt_common)
+tests_fuzz_fuzz_ckpt_LDADD = libtessera.la $(HDF5_LIBS)
+tests_fuzz_fuzz_ckpt_bytes_SOURCES = tests/fuzz/fuzz_ckpt_bytes.c $(fuzz_ckpt_common)
+tests_fuzz_fuzz_shard_SOURCES = tests/fuzz/fuzz_shard.c tests/fuzz/fuzz.h
+LIBFUZZER_FLAGS = -fsanitize=fuzzer
+tests_fuzz_fuzz_ckpt_LDFLAGS = $(AM_LDFLAGS) $(LIBFUZZER_FLAGS)
+tests_fuzz_fuzz_ckpt_bytes_LDFLAGS = $(AM_LDFLAGS) $(LIBFUZZER_FLAGS)
+tests_fuzz_fuzz_shard_LDFLAGS = $(AM_LDFLAGS) $(LIBFUZZER_FLAGS)
+CLEANFILES += $(EXTRA_PROGRAMS)
+fuzz: $(EXTRA_PROGRAMS)
+.PHONY: fuzz

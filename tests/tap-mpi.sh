@@ -2,7 +2,8 @@
 # tap-mpi.sh: the LOG_COMPILER of `make check`. Runs one test program under mpiexec at each
 # rank count it declares ("PROG --tap-ranks" prints them) and merges the TAP streams into one,
 # each point's description prefixed with "[np=N]". A run that crashes, hangs past
-# TSR_TEST_TIMEOUT seconds or exits non-zero becomes a failed point of its own.
+# TSR_TEST_TIMEOUT seconds, exits non-zero or writes a sanitizer report (AddressSanitizer,
+# LeakSanitizer, UBSan's "runtime error:") becomes a failed point of its own, never a skip.
 #
 # Environment: MPIEXEC (default mpiexec), MPIEXEC_FLAGS (e.g. --oversubscribe for Open MPI),
 # TSR_TEST_MAX_RANKS (skip larger runs), TSR_TEST_TIMEOUT (seconds per run, default 300).
@@ -26,8 +27,9 @@ for np in $ranks; do
         continue
     fi
     # shellcheck disable=SC2086
-    timeout "$limit" $mpiexec $MPIEXEC_FLAGS -n "$np" "$prog" "$@" >"$tmp/out"
+    timeout "$limit" $mpiexec $MPIEXEC_FLAGS -n "$np" "$prog" "$@" >"$tmp/out" 2>"$tmp/err"
     status=$?
+    cat "$tmp/err" >&2
     awk -v np="$np" -v k="$k" -v countfile="$tmp/k" '
         /^1\.\.0/ {
             reason = $0; sub(/^1\.\.0[ \t]*(#[ \t]*[Ss][Kk][Ii][Pp][ \t]*)?/, "", reason)
@@ -43,6 +45,10 @@ for np in $ranks; do
         { print }
         END { print k, fails + 0 > countfile }' "$tmp/out"
     read -r k fails <"$tmp/k"
+    if grep -q 'ERROR: AddressSanitizer\|ERROR: LeakSanitizer\|runtime error: ' "$tmp/err"; then
+        k=$((k + 1))
+        echo "not ok $k - [np=$np] $prog wrote a sanitizer report (see the log)"
+    fi
     # A run whose failures are already in its TAP exits 1; any other non-zero exit is a point.
     if [ "$status" -ne 0 ] && ! { [ "$status" -eq 1 ] && [ "$fails" -gt 0 ]; }; then
         case $status in

@@ -6,8 +6,10 @@
  * is a function of its global index. Then the failure paths: a fault injected on one rank
  * mid-write, pieces that do not cover a dataset, a flipped byte, a truncated file, an HDF5
  * file that is not a checkpoint, a text file, a missing file, a wrong shape, a config
- * mismatch. Earlier checkpoints must survive every failure.
+ * mismatch, a NaN in one rank's piece, a buffer too small for tsr_ckpt_latest. Earlier
+ * checkpoints must survive every failure.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -217,7 +219,7 @@ int main(int argc, char **argv)
     float buf[80];
     tsr_ckpt_piece_t whole = tsr_ckpt_block(0, 10, 0, 8);
     rc = tsr_ckpt_read_f32(r, "/params/w", 2, (const int64_t[]){10, 8}, &whole, buf);
-    ok(error_is(rc, TSR_ERR_MISMATCH, "shape 10x7, expected 10x8"), "a wrong shape is named");
+    ok(error_is(rc, TSR_ERR_MISMATCH, "shape 10 x 7, expected 10 x 8"), "a wrong shape is named");
     tsr_ckpt_piece_t three = tsr_ckpt_block(0, 1, 0, 3);
     rc = tsr_ckpt_read_f32(r, "/params/nope", 1, (const int64_t[]){3}, &three, buf);
     ok(error_is(rc, TSR_ERR_MISMATCH, "/params/nope"), "a missing dataset is named");
@@ -276,6 +278,58 @@ int main(int argc, char **argv)
         rc = rc == TSR_OK ? tsr_ckpt_commit(&w, 2) : rc;
         ok(error_is(rc, TSR_ERR_OUT_OF_MEMORY, "rank 0 failed") && !exists("step_3.h5"),
            "tsr_ckpt_writer_fail on rank 0: commit publishes nothing and says so on every rank");
+    }
+
+    /* A value a checkpoint may not hold: the last rank's piece of /params/bias has a NaN. */
+    {
+        tsr_ckpt_writer_t w = NULL;
+        tsr_ckpt_piece_t p = piece_of(T_BIAS, 0);
+        float *v = piece_values(T_BIAS, 11, &p);
+        if (rank == size - 1 && p.count > 0)
+            v[p.count - 1] = NAN;
+        rc = tsr_ckpt_writer_create(comm, dir, 3, &w);
+        if (rc == TSR_OK)
+            rc = tsr_ckpt_write_f32(w, "/params/bias", 1, (const int64_t[]){11}, &p, v);
+        free(v);
+        char want[128];
+        snprintf(want, sizeof want, "rank %d failed writing /params/bias: dataset /params/bias: element %lld of this "
+                 "rank's piece is nan", size - 1, (long long)(rank == size - 1 ? p.count - 1 : 0));
+        int named = rank != size - 1 || error_is(rc, TSR_ERR_INVALID_ARG, want);
+        ok(rc == TSR_ERR_INVALID_ARG && named && strstr(tsr_last_error(), "a checkpoint holds finite values only"),
+           "a NaN in one rank's piece is refused on every rank, naming the dataset");
+        tsr_ckpt_abort(&w);
+        ok(!exists("step_3.h5") && w == NULL, "and nothing is committed");
+    }
+
+    /* A checkpoint of attributes only: no dataset to list, sort or verify. */
+    {
+        tsr_ckpt_writer_t w = NULL;
+        tsr_ckpt_dataset_info_t *list = NULL;
+        size_t count = 99;
+        rc = tsr_ckpt_writer_create(comm, dir, 7, &w);
+        if (rc == TSR_OK)
+            rc = tsr_ckpt_set_i64(w, "/config", "n_layer", 6);
+        rc = rc == TSR_OK ? tsr_ckpt_commit(&w, 0) : rc;
+        snprintf(path, sizeof path, "%s/step_7.h5", dir);
+        if (rc == TSR_OK)
+            rc = tsr_ckpt_reader_open(comm, path, &r);
+        if (rc == TSR_OK)
+            rc = tsr_ckpt_list(r, &list, &count);
+        if (rc == TSR_OK)
+            rc = tsr_ckpt_verify(r);
+        tsr_ckpt_reader_close(&r);
+        free(list);
+        ok(rc == TSR_OK && count == 0, "a checkpoint without datasets lists none and verifies");
+        if (rank == 0)
+            unlink(path);
+        MPI_Barrier(MPI_COMM_WORLD);
+    }
+
+    /* tsr_ckpt_latest: a buffer too small is an error, not a truncated path. */
+    {
+        char small[8];
+        rc = tsr_ckpt_latest(dir, small, sizeof small);
+        ok(error_is(rc, TSR_ERR_INVALID_ARG, "the buffer has 8"), "tsr_ckpt_latest refuses a buffer too small");
     }
 
     /* Retention: with keep = 2 only the two newest remain. */

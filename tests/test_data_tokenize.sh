@@ -1,6 +1,8 @@
 #!/bin/sh
 # test_data_tokenize.sh: tsr-tokenize makes byte-level shards in llm.c's format from a text
-# file and from the synthetic corpus (deterministically), and refuses bad usage. Prints TAP.
+# file and from the synthetic corpus (deterministically), and refuses bad usage: a directory
+# or a FIFO as input (no empty shard, no hang), a negative --seed, and a --synthetic size
+# beyond a shard's 2^31 - 1 tokens at once (before generating anything). Prints TAP.
 bin=${TSR_BUILDDIR:-.}/apps
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-tokenize.XXXXXX") || exit 99
 trap 'rm -rf "$tmp"' EXIT
@@ -35,4 +37,23 @@ check "a missing output argument prints usage, exit 2" eval 'test $status -eq 2 
 "$bin/tsr-tokenize" --synthetic -5 "$tmp/x.bin" 2>"$tmp/err"
 status=$?
 check "a bad --synthetic size is refused, exit 2" eval 'test $status -eq 2 && grep -q synthetic "$tmp/err"'
+"$bin/tsr-tokenize" "$tmp" "$tmp/dir.bin" 2>"$tmp/err"
+status=$?
+check "a directory as input is refused, no empty shard written" \
+    eval 'test $status -eq 1 && grep -q "is a directory, not a regular file" "$tmp/err" && test ! -e "$tmp/dir.bin"'
+mkfifo "$tmp/fifo"
+timeout 10 "$bin/tsr-tokenize" "$tmp/fifo" "$tmp/fifo.bin" 2>"$tmp/err"
+status=$?
+check "a FIFO as input is refused at once (no hang)" \
+    eval 'test $status -eq 1 && grep -q "is a FIFO, not a regular file" "$tmp/err" && test ! -e "$tmp/fifo.bin"'
+"$bin/tsr-tokenize" --seed -1 --synthetic 100 "$tmp/x.bin" 2>"$tmp/err"
+status=$?
+check "--seed -1 is refused (not 2^64 - 1)" eval 'test $status -eq 2 && grep -q "seed -1: expected an integer" "$tmp/err"'
+timeout 10 "$bin/tsr-tokenize" --synthetic 3000000000 "$tmp/x.bin" 2>"$tmp/err"
+status=$?
+check "--synthetic 3000000000 is refused at once, before the text is made" \
+    eval 'test $status -eq 2 && grep -q "at most 2147483647 tokens" "$tmp/err" && test ! -e "$tmp/x.bin"'
+"$bin/tsr-tokenize" --synthetic 12abc "$tmp/x.bin" 2>"$tmp/err"
+status=$?
+check "--synthetic 12abc is refused" eval 'test $status -eq 2 && grep -q "synthetic 12abc" "$tmp/err"'
 echo "1..$n"

@@ -125,6 +125,12 @@ int main(int argc, char **argv)
         {"dp=4pp=2", "dp|4pp"},         /* separator missing */
         {"dp=1.5", "dp|1.5"},
         {"dp=99999999999999999999", "dp|99999999999999999999"}, /* out of range of int */
+        {"dp=2,dp=3", "dp twice"},      /* a key twice */
+        {"dp=2,", "ends with a comma"}, /* a trailing comma */
+        {",dp=2", "empty item"},
+        {"dp=1048576,pp=1048576", "more than the 2147483647"},      /* 2^40 ranks: no wrap to 0 */
+        {"dp=18,pp=67,tp=683x20857", "more than the 2147483647"},   /* 2^34 + 2: no wrap to 2 */
+        {"dp=1048577", "dp=1048577"},   /* above 2^20 */
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         tsr_layout_t l = TSR_LAYOUT_INIT;
@@ -204,6 +210,13 @@ int main(int argc, char **argv)
         is_int(tsr_layout_ranks(&l), 210, "ranks of dp=2,pp=7,tp=3x5 is 210");
         tsr_layout_parse("tp=6", &l);
         is_int(tsr_layout_ranks(&l), 6, "ranks of tp=6 is 6");
+        /* A layout made by hand whose product wraps to 4 in 32 bits (4 * (2^30 + 1)). */
+        l.dp = 1300, l.pp = 2501, l.tp_rows = 1321, l.tp_cols = 1;
+        is_int(tsr_layout_ranks(&l), -1, "ranks of dp=1300,pp=2501,tp=1321x1 (2^32 + 4) is -1, not 4");
+        tsr_grid_t g = NULL;
+        ok(tsr_grid_create(MPI_COMM_WORLD, &l, &g) == TSR_ERR_LAYOUT && !g &&
+               strstr(tsr_last_error(), "needs more ranks than an MPI communicator holds"),
+           "tsr_grid_create refuses that layout on %d ranks", n);
     }
 
     /* --- tsr_grid_create with a layout that does not fit the communicator --- */

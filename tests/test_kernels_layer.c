@@ -1,13 +1,15 @@
 /*
  * test_kernels_layer: the layer operations of tessera/kernels.h (layernorm forward and
- * backward, GELU forward and backward, add, bias gradient, embedding forward and backward,
- * cross-entropy).
+ * backward, whole or split into column blocks, GELU forward and backward, add, strided
+ * axpby, bias gradient, embedding forward and backward of a vocabulary block, cross-entropy
+ * stats and finish over vocabulary blocks).
  *   - CPU, fp32: each kernel against a serial double-precision reference written here
  *     (1e-5 relative to the largest reference value), on shapes that are multiples of nothing
  *     (7 rows of 13, V = 37 with ld = 40), with accumulated outputs pre-filled to check "+=",
- *     padding columns checked untouched, and the references' derivatives checked by
- *     finite differences. Then the argument errors, and the kernels against the tp ops on
- *     one rank (lib/tp), which the GPT model uses today (1e-6).
+ *     padding columns checked untouched, optional outputs left out, and the references'
+ *     derivatives checked by finite differences. The split kernels run on 1, 2 and 3 blocks
+ *     as ranks would, their statistics summed (layernorm) or gathered (cross-entropy) here,
+ *     against the reference of the whole row. Then the argument errors.
  *   - CUDA, when a GPU is visible: each kernel in fp32 against the CPU kernel (1e-5) and in
  *     bf16 against the CPU kernel on the same bf16-rounded inputs (1e-2), on vectorized
  *     shapes, on shapes and offsets that force the scalar paths, and on GPT-2-sized rows;
@@ -230,6 +232,34 @@ static tsr_status_t finish(tsr_device_t d, tsr_status_t rc)
     return rc == TSR_OK ? tsr_device_sync(d) : rc;
 }
 
+/* As up(), but a NULL h gives a NULL pointer: an optional argument left out. */
+static void *up_opt(tsr_device_t d, tsr_dtype_t dt, const float *h, size_t n, int off)
+{
+    return h ? up(d, dt, h, n, off) : NULL;
+}
+
+/* The first error of a sequence of calls. */
+static void keep(tsr_status_t *rc, tsr_status_t r)
+{
+    if (*rc == TSR_OK)
+        *rc = r;
+}
+
+/* Columns [c0, c0 + w) of rows × width a, as a fresh rows × w array, and back. */
+static float *col_block(const float *a, int rows, int width, int c0, int w)
+{
+    float *b = xmalloc((size_t)rows * w * sizeof *b);
+    for (int r = 0; r < rows; r++)
+        memcpy(b + (size_t)r * w, a + (size_t)r * width + c0, (size_t)w * sizeof *b);
+    return b;
+}
+
+static void put_col_block(float *a, int rows, int width, int c0, int w, const float *b)
+{
+    for (int r = 0; r < rows; r++)
+        memcpy(a + (size_t)r * width + c0, b + (size_t)r * w, (size_t)w * sizeof *b);
+}
+
 /* ---------------------------------------------------------------------------------------- */
 /* One call of each kernel on device d with element type dt: host inputs in, host outputs
  * out (accumulated outputs hold their initial values on entry), buffers freed after. */
@@ -249,6 +279,7 @@ static tsr_status_t run_ln_forward(tsr_device_t d, tsr_dtype_t dt, int off, int 
     return rc;
 }
 
+/* dx, or dg and db, may be NULL: the kernel gets NULL for them. */
 static tsr_status_t run_ln_backward(tsr_device_t d, tsr_dtype_t dt, int off, int rows, int cols, const float *dy,
                                     const float *x, const float *g, const float *mean, const float *rstd, float *dx,
                                     float *dg, float *db)
@@ -256,14 +287,104 @@ static tsr_status_t run_ln_backward(tsr_device_t d, tsr_dtype_t dt, int off, int
     size_t n = (size_t)rows * cols;
     void *d_dy = up(d, dt, dy, n, off), *d_x = up(d, dt, x, n, off), *d_g = up(d, dt, g, (size_t)cols, off);
     float *d_m = up(d, TSR_DTYPE_F32, mean, (size_t)rows, 0), *d_r = up(d, TSR_DTYPE_F32, rstd, (size_t)rows, 0);
-    void *d_dx = up(d, dt, dx, n, off);
-    float *d_dg = up(d, TSR_DTYPE_F32, dg, (size_t)cols, 0), *d_db = up(d, TSR_DTYPE_F32, db, (size_t)cols, 0);
+    void *d_dx = up_opt(d, dt, dx, n, off);
+    float *d_dg = up_opt(d, TSR_DTYPE_F32, dg, (size_t)cols, 0), *d_db = up_opt(d, TSR_DTYPE_F32, db, (size_t)cols, 0);
     tsr_status_t rc =
         finish(d, tsr_kernel_layernorm_backward(d, dt, rows, cols, d_dy, d_x, d_g, d_m, d_r, d_dx, d_dg, d_db));
-    down(d, dt, d_dx, dx, n);
-    down(d, TSR_DTYPE_F32, d_dg, dg, (size_t)cols);
-    down(d, TSR_DTYPE_F32, d_db, db, (size_t)cols);
+    if (dx)
+        down(d, dt, d_dx, dx, n);
+    if (dg)
+        down(d, TSR_DTYPE_F32, d_dg, dg, (size_t)cols);
+    if (db)
+        down(d, TSR_DTYPE_F32, d_db, db, (size_t)cols);
     release();
+    return rc;
+}
+
+/* The layernorm of rows of `width` values split into nb column blocks of widths[k], run on d
+ * as nb ranks would run it, one block at a time: the forward stats of every block summed on
+ * the host in fp32 in block order (the all-reduce), then apply on every block; the backward
+ * from this run's mean and rstd likewise (backward stats, summed, backward apply), and each
+ * block's dgamma and dbeta from the one-kernel backward with dx NULL. x, g, b, dy, y, dx
+ * (+=), dg (+=), db (+=) are whole rows; mean and rstd are block 0's, and *same says
+ * whether every block wrote the same bits of them. */
+static tsr_status_t run_ln_split(tsr_device_t d, tsr_dtype_t dt, int off, int rows, int width, int nb,
+                                 const int *widths, const float *x, const float *g, const float *b, float eps,
+                                 const float *dy, float *y, float *mean, float *rstd, int *same, float *dx, float *dg,
+                                 float *db)
+{
+    tsr_status_t rc = TSR_OK;
+    size_t r3 = 3 * (size_t)rows, r2 = 2 * (size_t)rows;
+    float *stats = calloc(r3, sizeof *stats), *bstats = calloc(r2, sizeof *bstats), *part = xmalloc(r3 * sizeof *part);
+    float *m = xmalloc(rows * sizeof *m), *rs = xmalloc(rows * sizeof *rs);
+    *same = 1;
+    for (int k = 0, c0 = 0; k < nb; c0 += widths[k++]) {
+        size_t nk = (size_t)rows * widths[k];
+        float *xb = col_block(x, rows, width, c0, widths[k]);
+        void *d_x = up(d, dt, xb, nk, off);
+        float *d_s = up(d, TSR_DTYPE_F32, NULL, r3, 0);
+        keep(&rc, finish(d, tsr_kernel_layernorm_stats(d, dt, rows, widths[k], d_x, d_s)));
+        down(d, TSR_DTYPE_F32, d_s, part, r3);
+        for (size_t i = 0; i < r3; i++)
+            stats[i] += part[i];
+        release();
+        free(xb);
+    }
+    for (int k = 0, c0 = 0; k < nb; c0 += widths[k++]) {
+        size_t nk = (size_t)rows * widths[k];
+        float *xb = col_block(x, rows, width, c0, widths[k]), *yb = xmalloc(nk * sizeof *yb);
+        void *d_x = up(d, dt, xb, nk, off), *d_g = up(d, dt, g + c0, (size_t)widths[k], off);
+        void *d_b = up(d, dt, b + c0, (size_t)widths[k], off), *d_y = up(d, dt, NULL, nk, off);
+        float *d_s = up(d, TSR_DTYPE_F32, stats, r3, 0), *d_m = up(d, TSR_DTYPE_F32, NULL, (size_t)rows, 0);
+        float *d_r = up(d, TSR_DTYPE_F32, NULL, (size_t)rows, 0);
+        keep(&rc, finish(d, tsr_kernel_layernorm_apply(d, dt, rows, widths[k], width, d_x, d_g, d_b, eps, d_s, d_y,
+                                                       d_m, d_r)));
+        down(d, dt, d_y, yb, nk);
+        put_col_block(y, rows, width, c0, widths[k], yb);
+        down(d, TSR_DTYPE_F32, d_m, k ? m : mean, (size_t)rows);
+        down(d, TSR_DTYPE_F32, d_r, k ? rs : rstd, (size_t)rows);
+        if (k)
+            *same &= memcmp(m, mean, rows * sizeof *m) == 0 && memcmp(rs, rstd, rows * sizeof *rs) == 0;
+        release();
+        free(xb), free(yb);
+    }
+    for (int k = 0, c0 = 0; k < nb; c0 += widths[k++]) {
+        size_t nk = (size_t)rows * widths[k];
+        float *xb = col_block(x, rows, width, c0, widths[k]), *dyb = col_block(dy, rows, width, c0, widths[k]);
+        void *d_x = up(d, dt, xb, nk, off), *d_dy = up(d, dt, dyb, nk, off);
+        void *d_g = up(d, dt, g + c0, (size_t)widths[k], off);
+        float *d_m = up(d, TSR_DTYPE_F32, mean, (size_t)rows, 0), *d_r = up(d, TSR_DTYPE_F32, rstd, (size_t)rows, 0);
+        float *d_s = up(d, TSR_DTYPE_F32, NULL, r2, 0);
+        keep(&rc, finish(d, tsr_kernel_layernorm_backward_stats(d, dt, rows, widths[k], d_dy, d_x, d_g, d_m, d_r,
+                                                                d_s)));
+        down(d, TSR_DTYPE_F32, d_s, part, r2);
+        for (size_t i = 0; i < r2; i++)
+            bstats[i] += part[i];
+        release();
+        free(xb), free(dyb);
+    }
+    for (int k = 0, c0 = 0; k < nb; c0 += widths[k++]) {
+        size_t nk = (size_t)rows * widths[k];
+        float *xb = col_block(x, rows, width, c0, widths[k]), *dyb = col_block(dy, rows, width, c0, widths[k]);
+        float *dxb = col_block(dx, rows, width, c0, widths[k]);
+        void *d_x = up(d, dt, xb, nk, off), *d_dy = up(d, dt, dyb, nk, off), *d_dx = up(d, dt, dxb, nk, off);
+        void *d_g = up(d, dt, g + c0, (size_t)widths[k], off);
+        float *d_m = up(d, TSR_DTYPE_F32, mean, (size_t)rows, 0), *d_r = up(d, TSR_DTYPE_F32, rstd, (size_t)rows, 0);
+        float *d_s = up(d, TSR_DTYPE_F32, bstats, r2, 0);
+        float *d_dg = up(d, TSR_DTYPE_F32, dg + c0, (size_t)widths[k], 0);
+        float *d_db = up(d, TSR_DTYPE_F32, db + c0, (size_t)widths[k], 0);
+        keep(&rc, finish(d, tsr_kernel_layernorm_backward_apply(d, dt, rows, widths[k], width, d_dy, d_x, d_g, d_m,
+                                                                d_r, d_s, d_dx)));
+        keep(&rc, finish(d, tsr_kernel_layernorm_backward(d, dt, rows, widths[k], d_dy, d_x, d_g, d_m, d_r, NULL,
+                                                          d_dg, d_db)));
+        down(d, dt, d_dx, dxb, nk);
+        put_col_block(dx, rows, width, c0, widths[k], dxb);
+        down(d, TSR_DTYPE_F32, d_dg, dg + c0, (size_t)widths[k]);
+        down(d, TSR_DTYPE_F32, d_db, db + c0, (size_t)widths[k]);
+        release();
+        free(xb), free(dyb), free(dxb);
+    }
+    free(stats), free(bstats), free(part), free(m), free(rs);
     return rc;
 }
 
@@ -293,6 +414,20 @@ static tsr_status_t run_elementwise(tsr_device_t d, tsr_dtype_t dt, int off, elt
     return rc;
 }
 
+/* dst = alpha src + beta dst on d: src rows × lds of type st, dst rows × ldd of type dt (in
+ * and out); soff, doff offset the two pointers. in_place: dst is src (ldd = lds, st = dt). */
+static tsr_status_t run_axpby(tsr_device_t d, tsr_dtype_t st, tsr_dtype_t dt, int soff, int doff, int rows,
+                              int cols, float alpha, const float *src, int lds, float beta, float *dst, int ldd,
+                              int in_place)
+{
+    size_t ns = (size_t)rows * lds, nd = (size_t)rows * ldd;
+    void *d_src = up(d, st, in_place ? dst : src, ns, soff), *d_dst = in_place ? d_src : up(d, dt, dst, nd, doff);
+    tsr_status_t rc = finish(d, tsr_kernel_axpby_2d(d, rows, cols, alpha, st, d_src, lds, beta, dt, d_dst, ldd));
+    down(d, dt, d_dst, dst, nd);
+    release();
+    return rc;
+}
+
 static tsr_status_t run_bias_grad(tsr_device_t d, tsr_dtype_t dt, int off, int rows, int cols, const float *dy,
                                   int ld, float *db)
 {
@@ -304,44 +439,93 @@ static tsr_status_t run_bias_grad(tsr_device_t d, tsr_dtype_t dt, int off, int r
     return rc;
 }
 
+/* The embedding of the vocabulary block [v0, v0 + nv): wte holds its nv rows; wte or wpe may be NULL. */
 static tsr_status_t run_embed_forward(tsr_device_t d, tsr_dtype_t dt, int off, const int32_t *tok, int seqs, int T,
-                                      int C, const float *wte, int vocab, const float *wpe, float *out)
+                                      int C, int v0, int nv, const float *wte, const float *wpe, float *out)
 {
     size_t n = (size_t)seqs * T * C;
     int32_t *d_tok = up_tokens(d, tok, (size_t)seqs * T, off);
-    void *d_wte = up(d, dt, wte, (size_t)vocab * C, off), *d_wpe = up(d, dt, wpe, (size_t)T * C, off);
+    void *d_wte = up_opt(d, dt, wte, (size_t)nv * C, off), *d_wpe = up_opt(d, dt, wpe, (size_t)T * C, off);
     void *d_out = up(d, dt, NULL, n, off);
-    tsr_status_t rc = finish(d, tsr_kernel_embedding_forward(d, dt, d_tok, seqs, T, C, d_wte, d_wpe, d_out));
+    tsr_status_t rc =
+        finish(d, tsr_kernel_embedding_forward(d, dt, d_tok, seqs, T, C, v0, nv, d_wte, d_wpe, d_out));
     down(d, dt, d_out, out, n);
     release();
     return rc;
 }
 
+/* dwte (nv × C) or dwpe may be NULL. */
 static tsr_status_t run_embed_backward(tsr_device_t d, tsr_dtype_t dt, int off, const int32_t *tok, int seqs, int T,
-                                       int C, const float *dout, int vocab, float *dwte, float *dwpe)
+                                       int C, int v0, int nv, const float *dout, float *dwte, float *dwpe)
 {
     int32_t *d_tok = up_tokens(d, tok, (size_t)seqs * T, off);
     void *d_dout = up(d, dt, dout, (size_t)seqs * T * C, off);
-    float *d_wte = up(d, TSR_DTYPE_F32, dwte, (size_t)vocab * C, 0);
-    float *d_wpe = up(d, TSR_DTYPE_F32, dwpe, (size_t)T * C, 0);
-    tsr_status_t rc = finish(d, tsr_kernel_embedding_backward(d, dt, d_tok, seqs, T, C, d_dout, d_wte, d_wpe));
-    down(d, TSR_DTYPE_F32, d_wte, dwte, (size_t)vocab * C);
-    down(d, TSR_DTYPE_F32, d_wpe, dwpe, (size_t)T * C);
+    float *d_wte = up_opt(d, TSR_DTYPE_F32, dwte, (size_t)nv * C, 0);
+    float *d_wpe = up_opt(d, TSR_DTYPE_F32, dwpe, (size_t)T * C, 0);
+    tsr_status_t rc =
+        finish(d, tsr_kernel_embedding_backward(d, dt, d_tok, seqs, T, C, v0, nv, d_dout, d_wte, d_wpe));
+    if (dwte)
+        down(d, TSR_DTYPE_F32, d_wte, dwte, (size_t)nv * C);
+    if (dwpe)
+        down(d, TSR_DTYPE_F32, d_wpe, dwpe, (size_t)T * C);
     release();
     return rc;
 }
 
-/* logits: rows × ld, overwritten by the gradient (padding columns included in the copy back). */
-static tsr_status_t run_cross_entropy(tsr_device_t d, tsr_dtype_t dt, int off, int rows, int V, int ld,
-                                      float *logits, const int32_t *targets, float *losses, float dscale)
+#define PAD_VALUE 4096.0f /* what padding columns hold; a bf16 value, so any type keeps it */
+#define MAX_PARTS 3
+
+/* Cross-entropy over nb vocabulary blocks of widths[k] on d, each block in a buffer of its
+ * own with leading dimension widths[k] + pad (padding PAD_VALUE), as nb ranks hold them: the
+ * stats of every block into one buffer in block order (the all-gather), then finish on every
+ * block. logits: rows × V, V the sum of the widths (no padding), overwritten by the
+ * gradient; stats: the gathered nb × rows × 3; losses: block 0's. *same: every block wrote
+ * the same loss bits; *pad_ok: the padding is untouched. */
+static tsr_status_t run_ce_split(tsr_device_t d, tsr_dtype_t dt, int off, int rows, int nb, const int *widths,
+                                 int pad, float *logits, const int32_t *targets, float dscale, float *stats,
+                                 float *losses, int *same, int *pad_ok)
 {
-    size_t n = (size_t)rows * ld;
-    void *d_l = up(d, dt, logits, n, off);
+    int V = 0;
+    for (int k = 0; k < nb; k++)
+        V += widths[k];
+    void *d_l[MAX_PARTS];
+    float *d_loss[MAX_PARTS];
     int32_t *d_t = up_tokens(d, targets, (size_t)rows, 0);
-    float *d_loss = up(d, TSR_DTYPE_F32, NULL, (size_t)rows, 0);
-    tsr_status_t rc = finish(d, tsr_kernel_cross_entropy(d, dt, rows, V, d_l, ld, d_t, d_loss, dscale));
-    down(d, dt, d_l, logits, n);
-    down(d, TSR_DTYPE_F32, d_loss, losses, (size_t)rows);
+    float *d_st = up(d, TSR_DTYPE_F32, NULL, 3 * (size_t)nb * rows, 0);
+    tsr_status_t rc = TSR_OK;
+    for (int k = 0, c0 = 0; k < nb; c0 += widths[k++]) {
+        int ld = widths[k] + pad;
+        float *lb = xmalloc((size_t)rows * ld * sizeof *lb);
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < ld; c++)
+                lb[(size_t)r * ld + c] = c < widths[k] ? logits[(size_t)r * V + c0 + c] : PAD_VALUE;
+        d_l[k] = up(d, dt, lb, (size_t)rows * ld, off);
+        d_loss[k] = up(d, TSR_DTYPE_F32, NULL, (size_t)rows, 0);
+        keep(&rc, finish(d, tsr_kernel_cross_entropy_stats(d, dt, rows, widths[k], c0, d_l[k], ld, d_t,
+                                                           d_st + 3 * (size_t)k * rows)));
+        free(lb);
+    }
+    *same = *pad_ok = 1;
+    float *other = xmalloc(rows * sizeof *other);
+    for (int k = 0, c0 = 0; k < nb; c0 += widths[k++]) {
+        int ld = widths[k] + pad;
+        float *lb = xmalloc((size_t)rows * ld * sizeof *lb);
+        keep(&rc, finish(d, tsr_kernel_cross_entropy_finish(d, dt, rows, widths[k], c0, d_l[k], ld, d_t, nb, d_st,
+                                                            d_loss[k], dscale)));
+        down(d, dt, d_l[k], lb, (size_t)rows * ld);
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < ld; c++)
+                if (c < widths[k])
+                    logits[(size_t)r * V + c0 + c] = lb[(size_t)r * ld + c];
+                else
+                    *pad_ok &= lb[(size_t)r * ld + c] == PAD_VALUE;
+        down(d, TSR_DTYPE_F32, d_loss[k], k ? other : losses, (size_t)rows);
+        if (k)
+            *same &= memcmp(other, losses, rows * sizeof *other) == 0;
+        free(lb);
+    }
+    down(d, TSR_DTYPE_F32, d_st, stats, 3 * (size_t)nb * rows);
+    free(other);
     release();
     return rc;
 }
@@ -413,7 +597,8 @@ static void ref_ln_backward(int rows, int cols, const float *dy, const float *x,
     }
 }
 
-/* loss of one row, and (when grad is not NULL) dscale (softmax - onehot). */
+/* loss of one row, and (when grad is not NULL) dscale (softmax - onehot); a target outside
+ * [0, V) adds no target term and no one-hot (a target in another rank's block). */
 static double ref_ce_row(int V, const float *row, int target, double dscale, double *grad)
 {
     double mx = -INFINITY, sum = 0;
@@ -424,7 +609,7 @@ static double ref_ce_row(int V, const float *row, int target, double dscale, dou
     if (grad)
         for (int j = 0; j < V; j++)
             grad[j] = dscale * (exp(row[j] - mx) / sum - (j == target));
-    return mx + log(sum) - row[target];
+    return mx + log(sum) - (target >= 0 && target < V ? row[target] : 0.0);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -504,6 +689,7 @@ static void check_references(void)
     free(x), free(g), free(b), free(w), free(v), free(row), free(dir);
 }
 
+
 /* ---------------------------------------------------------------------------------------- */
 /* CPU kernels against the references. */
 
@@ -534,8 +720,63 @@ static void cpu_layernorm(int rows, int cols, float shift)
     ok(rc == TSR_OK && edx <= 1e-5 && edg <= 1e-5 && edb <= 1e-5,
        "cpu layernorm backward %dx%d: dx +=, dgamma +=, dbeta += within 1e-5 (%.2g %.2g %.2g)", rows, cols, edx, edg,
        edb);
+
+    /* The halves of a split backward: dx alone, then dgamma and dbeta alone. */
+    memcpy(dx, dx0, n * sizeof *dx);
+    rc = run_ln_backward(cpu, TSR_DTYPE_F32, 0, rows, cols, dy, x, g, mean, rstd, dx, NULL, NULL);
+    edx = err_d(dx, rdx, n);
+    ok(rc == TSR_OK && edx <= 1e-5, "cpu layernorm backward %dx%d, dgamma and dbeta NULL: dx += within 1e-5 (%.2g)",
+       rows, cols, edx);
+    memcpy(dg, dg0, cols * sizeof *dg);
+    memcpy(db, db0, cols * sizeof *db);
+    rc = run_ln_backward(cpu, TSR_DTYPE_F32, 0, rows, cols, dy, x, g, mean, rstd, NULL, dg, db);
+    edg = err_d(dg, rdg, (size_t)cols), edb = err_d(db, rdb, (size_t)cols);
+    ok(rc == TSR_OK && edg <= 1e-5 && edb <= 1e-5,
+       "cpu layernorm backward %dx%d, dx NULL: dgamma +=, dbeta += within 1e-5 (%.2g %.2g)", rows, cols, edg, edb);
     free(x), free(g), free(b), free(y), free(mean), free(rstd), free(ry), free(rm), free(rr), free(dy), free(dx0);
     free(dg0), free(db0), free(dx), free(dg), free(db), free(rdx), free(rdg), free(rdb);
+}
+
+/* Rows of `width` values around `shift` (deviation 1/sqrt(3)) split into nb column blocks,
+ * against the whole-row references. With the rows' means far from zero against their
+ * spread (|shift| > 2), the fp32 sums of the stats lose digits: rstd and y are then held to
+ * the bound of tessera/kernels.h, 2^-23 mean^2/variance a block in the variance (half that
+ * in rstd), on top of 1e-5. */
+static void cpu_layernorm_split(int rows, int nb, const int *widths, float shift)
+{
+    int width = 0;
+    for (int k = 0; k < nb; k++)
+        width += widths[k];
+    size_t n = (size_t)rows * width;
+    double ratio = 3.0 * (fabs(shift) + 0.1) * (fabs(shift) + 0.1); /* mean^2/variance, at most about */
+    double tol = 1e-5 + (fabs(shift) > 2 ? nb * ldexp(1, -24) * ratio : 0);
+    float *x = rnd(n, shift - 1, shift + 1), *g = rnd((size_t)width, 0.5f, 1.5f), *b = rnd((size_t)width, -1, 1);
+    float *dy = rnd(n, -1, 1), *dx0 = rnd(n, -1, 1), *dg0 = rnd((size_t)width, -1, 1), *db0 = rnd((size_t)width, -1, 1);
+    float *y = xmalloc(n * sizeof *y), *mean = xmalloc(rows * sizeof *mean), *rstd = xmalloc(rows * sizeof *rstd);
+    float *dx = dup(dx0, n), *dg = dup(dg0, (size_t)width), *db = dup(db0, (size_t)width);
+    double *ry = xmalloc(n * sizeof *ry), *rm = xmalloc(rows * sizeof *rm), *rr = xmalloc(rows * sizeof *rr);
+    double *rdx = xmalloc(n * sizeof *rdx), *rdg = xmalloc(width * sizeof *rdg), *rdb = xmalloc(width * sizeof *rdb);
+    int same;
+    tsr_status_t rc = run_ln_split(cpu, TSR_DTYPE_F32, 0, rows, width, nb, widths, x, g, b, 1e-5f, dy, y, mean, rstd,
+                                   &same, dx, dg, db);
+    ref_ln_forward(rows, width, x, g, b, 1e-5f, ry, rm, rr);
+    double ey = err_d(y, ry, n), em = err_d(mean, rm, (size_t)rows), er = err_d(rstd, rr, (size_t)rows);
+    ok(rc == TSR_OK && ey <= tol && em <= 1e-5 && er <= tol && same,
+       "cpu split layernorm %d rows of %d in %d blocks (x around %g): y, mean, rstd within %.2g (%.2g %.2g %.2g), "
+       "the same mean and rstd in every block",
+       rows, width, nb, (double)shift, tol, ey, em, er);
+    for (int r = 0; r < rows; r++) { /* the backward ran from the forward's statistics */
+        rm[r] = mean[r];
+        rr[r] = rstd[r];
+    }
+    ref_ln_backward(rows, width, dy, x, g, rm, rr, dx0, dg0, db0, rdx, rdg, rdb);
+    double edx = err_d(dx, rdx, n), edg = err_d(dg, rdg, (size_t)width), edb = err_d(db, rdb, (size_t)width);
+    ok(rc == TSR_OK && edx <= 1e-5 && edg <= 1e-5 && edb <= 1e-5,
+       "cpu split layernorm backward %d rows of %d in %d blocks: dx += (backward stats, apply), dgamma +=, dbeta += "
+       "(backward with dx NULL) within 1e-5 (%.2g %.2g %.2g)",
+       rows, width, nb, edx, edg, edb);
+    free(x), free(g), free(b), free(dy), free(dx0), free(dg0), free(db0), free(y), free(mean), free(rstd), free(dx);
+    free(dg), free(db), free(ry), free(rm), free(rr), free(rdx), free(rdg), free(rdb);
 }
 
 static void cpu_elementwise(size_t n)
@@ -573,70 +814,145 @@ static void cpu_bias_grad(int rows, int cols, int ld)
     free(dy), free(db0), free(db), free(ref);
 }
 
-static void cpu_embedding(int seqs, int T, int C, int vocab)
-{
-    size_t ntok = (size_t)seqs * T, n = ntok * C;
-    int32_t *tok = rnd_tokens(ntok, vocab);
-    float *wte = rnd((size_t)vocab * C, -1, 1), *wpe = rnd((size_t)T * C, -1, 1), *out = xmalloc(n * sizeof *out);
-    double *ref = xmalloc(n * sizeof *ref);
-    for (size_t i = 0; i < ntok; i++)
-        for (int c = 0; c < C; c++)
-            ref[i * C + c] = (double)wte[(size_t)tok[i] * C + c] + wpe[(i % T) * C + c];
-    tsr_status_t rc = run_embed_forward(cpu, TSR_DTYPE_F32, 0, tok, seqs, T, C, wte, vocab, wpe, out);
-    double e = err_d(out, ref, n);
-    ok(rc == TSR_OK && e <= 1e-5, "cpu embedding forward %d x %d tokens, C %d, vocabulary %d: within 1e-5 (%.2g)",
-       seqs, T, C, vocab, e);
 
-    float *dout = rnd(n, -1, 1), *wte0 = rnd((size_t)vocab * C, -1, 1), *wpe0 = rnd((size_t)T * C, -1, 1);
-    float *dwte = dup(wte0, (size_t)vocab * C), *dwpe = dup(wpe0, (size_t)T * C);
-    double *rte = xmalloc((size_t)vocab * C * sizeof *rte), *rpe = xmalloc((size_t)T * C * sizeof *rpe);
-    for (size_t i = 0; i < (size_t)vocab * C; i++)
-        rte[i] = wte0[i];
-    for (size_t i = 0; i < (size_t)T * C; i++)
-        rpe[i] = wpe0[i];
+/* dst = alpha src + beta dst on rows × cols (leading dimensions lds, ldd; padding NaN in
+ * src, PAD_VALUE in dst, which must stay); beta 0 starts dst as NaN, which must not be read.
+ * in_place: dst is src. */
+static void cpu_axpby(int rows, int cols, int lds, int ldd, float alpha, float beta, int in_place)
+{
+    size_t ns = (size_t)rows * lds, nd = (size_t)rows * ldd;
+    float *src = rnd(ns, -2, 2), *dst = in_place ? dup(src, ns) : rnd(nd, -2, 2);
+    double *ref = xmalloc(nd * sizeof *ref);
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < ldd; c++) {
+            size_t i = (size_t)r * ldd + c;
+            if (in_place) {
+                ref[i] = c >= cols ? dst[i] : alpha * (double)dst[i] + (beta == 0.0f ? 0.0 : beta * (double)dst[i]);
+                continue;
+            }
+            if (c >= cols)
+                dst[i] = PAD_VALUE;
+            else if (beta == 0.0f)
+                dst[i] = NAN;
+            ref[i] = c >= cols ? PAD_VALUE
+                               : alpha * (double)src[(size_t)r * lds + c] +
+                                     (beta == 0.0f ? 0.0 : beta * (double)dst[i]);
+        }
+    for (int r = 0; r < rows && !in_place; r++)
+        for (int c = cols; c < lds; c++)
+            src[(size_t)r * lds + c] = NAN;
+    tsr_status_t rc = run_axpby(cpu, TSR_DTYPE_F32, TSR_DTYPE_F32, 0, 0, rows, cols, alpha, src, lds, beta, dst, ldd,
+                                in_place);
+    int pad = 1;
+    for (int r = 0; r < rows; r++)
+        for (int c = cols; c < ldd; c++)
+            pad &= dst[(size_t)r * ldd + c] == ref[(size_t)r * ldd + c];
+    pack_rows_f(dst, rows, cols, ldd);
+    pack_rows_d(ref, rows, cols, ldd);
+    double e = err_d(dst, ref, (size_t)rows * cols);
+    ok(rc == TSR_OK && e <= 1e-5 && pad, "cpu axpby_2d %dx%d lds %d ldd %d, alpha %g beta %g%s: within 1e-5 (%.2g)%s",
+       rows, cols, lds, ldd, (double)alpha, (double)beta, in_place ? ", in place" : "", e,
+       ldd > cols ? ", padding untouched" : "");
+    free(src), free(dst), free(ref);
+}
+
+/* use: 3 both tables, 1 wte alone (wpe and dwpe NULL), 2 wpe alone. The block [v0, v0 + nv)
+ * of a vocabulary of `vocab`; tokens lie in the whole vocabulary. */
+static void cpu_embedding(int seqs, int T, int C, int vocab, int v0, int nv, int use)
+{
+    size_t ntok = (size_t)seqs * T, n = ntok * C, nte = (size_t)nv * C, npe = (size_t)T * C;
+    int32_t *tok = rnd_tokens(ntok, vocab);
+    float *wte = use & 1 ? rnd(nte, -1, 1) : NULL, *wpe = use & 2 ? rnd(npe, -1, 1) : NULL;
+    float *out = xmalloc(n * sizeof *out);
+    double *ref = xmalloc(n * sizeof *ref);
+    for (size_t i = 0; i < ntok; i++) {
+        int in = tok[i] >= v0 && tok[i] < v0 + nv;
+        for (int c = 0; c < C; c++)
+            ref[i * C + c] = (wte && in ? (double)wte[(size_t)(tok[i] - v0) * C + c] : 0.0) +
+                             (wpe ? wpe[(i % T) * C + c] : 0.0);
+    }
+    tsr_status_t rc = run_embed_forward(cpu, TSR_DTYPE_F32, 0, tok, seqs, T, C, v0, nv, wte, wpe, out);
+    double e = err_d(out, ref, n);
+    const char *which = use == 1 ? ", wte alone" : use == 2 ? ", wpe alone" : "";
+    ok(rc == TSR_OK && e <= 1e-5,
+       "cpu embedding forward %d x %d tokens, C %d, block [%d, %d) of %d%s: within 1e-5 (%.2g)", seqs, T, C, v0,
+       v0 + nv, vocab, which, e);
+
+    float *dout = rnd(n, -1, 1), *gte0 = rnd(nte, -1, 1), *gpe0 = rnd(npe, -1, 1);
+    float *dwte = use & 1 ? dup(gte0, nte) : NULL, *dwpe = use & 2 ? dup(gpe0, npe) : NULL;
+    double *rte = xmalloc(nte * sizeof *rte), *rpe = xmalloc(npe * sizeof *rpe);
+    for (size_t i = 0; i < nte; i++)
+        rte[i] = gte0[i];
+    for (size_t i = 0; i < npe; i++)
+        rpe[i] = gpe0[i];
     for (size_t i = 0; i < ntok; i++)
         for (int c = 0; c < C; c++) {
-            rte[(size_t)tok[i] * C + c] += dout[i * C + c];
+            if (tok[i] >= v0 && tok[i] < v0 + nv)
+                rte[(size_t)(tok[i] - v0) * C + c] += dout[i * C + c];
             rpe[(i % T) * C + c] += dout[i * C + c];
         }
-    rc = run_embed_backward(cpu, TSR_DTYPE_F32, 0, tok, seqs, T, C, dout, vocab, dwte, dwpe);
-    double et = err_d(dwte, rte, (size_t)vocab * C), ep = err_d(dwpe, rpe, (size_t)T * C);
+    rc = run_embed_backward(cpu, TSR_DTYPE_F32, 0, tok, seqs, T, C, v0, nv, dout, dwte, dwpe);
+    double et = dwte ? err_d(dwte, rte, nte) : 0, ep = dwpe ? err_d(dwpe, rpe, npe) : 0;
     ok(rc == TSR_OK && et <= 1e-5 && ep <= 1e-5,
-       "cpu embedding backward %d x %d tokens (repeated), C %d: dwte +=, dwpe += within 1e-5 (%.2g %.2g)", seqs, T, C,
-       et, ep);
-    free(tok), free(wte), free(wpe), free(out), free(ref), free(dout), free(wte0), free(wpe0), free(dwte);
+       "cpu embedding backward %d x %d tokens (repeated), C %d, block [%d, %d)%s: dwte +=, dwpe += within 1e-5 "
+       "(%.2g %.2g)",
+       seqs, T, C, v0, v0 + nv, which, et, ep);
+    free(tok), free(wte), free(wpe), free(out), free(ref), free(dout), free(gte0), free(gpe0), free(dwte);
     free(dwpe), free(rte), free(rpe);
 }
 
-#define PAD_VALUE 4096.0f /* what padding columns hold; a bf16 value, so any type keeps it */
-
-static void cpu_cross_entropy(int rows, int V, int ld, float shift, float dscale)
+/* Row r's target in block r mod nb: every block holds some rows' targets. */
+static int32_t *block_targets(int rows, int nb, const int *widths)
 {
-    size_t n = (size_t)rows * ld;
-    float *logits = rnd(n, shift - 4, shift + 4), *loss = xmalloc(rows * sizeof *loss);
-    int32_t *tgt = rnd_tokens((size_t)rows, V);
-    for (int r = 0; r < rows; r++)
-        for (int c = V; c < ld; c++)
-            logits[(size_t)r * ld + c] = PAD_VALUE;
-    double *rl = xmalloc(rows * sizeof *rl), *rg = xmalloc(n * sizeof *rg);
+    int32_t *t = rnd_tokens((size_t)rows, 1 << 30);
     for (int r = 0; r < rows; r++) {
-        rl[r] = ref_ce_row(V, logits + (size_t)r * ld, tgt[r], dscale, rg + (size_t)r * ld);
-        for (int c = V; c < ld; c++)
-            rg[(size_t)r * ld + c] = PAD_VALUE;
+        int c0 = 0, b = r % nb;
+        for (int k = 0; k < b; k++)
+            c0 += widths[k];
+        t[r] = c0 + t[r] % widths[b];
     }
-    tsr_status_t rc = run_cross_entropy(cpu, TSR_DTYPE_F32, 0, rows, V, ld, logits, tgt, loss, dscale);
-    int pad = 1;
+    return t;
+}
+
+/* Cross-entropy over nb vocabulary blocks (padding `pad` columns each), stats and finish,
+ * against the whole-vocabulary reference; the stats of each block against theirs too.
+ * no_target: row 0's target is V, in no block (no target term, no one-hot). */
+static void cpu_cross_entropy(int rows, int nb, const int *widths, int pad, float shift, float dscale, int no_target)
+{
+    int V = 0;
+    for (int k = 0; k < nb; k++)
+        V += widths[k];
+    size_t n = (size_t)rows * V;
+    float *logits = rnd(n, shift - 4, shift + 4), *l0 = dup(logits, n), *loss = xmalloc(rows * sizeof *loss);
+    float *stats = xmalloc(3 * (size_t)nb * rows * sizeof *stats);
+    int32_t *tgt = block_targets(rows, nb, widths);
+    if (no_target)
+        tgt[0] = V;
+    double *rl = xmalloc(rows * sizeof *rl), *rg = xmalloc(n * sizeof *rg);
+    double *rs = xmalloc(3 * (size_t)nb * rows * sizeof *rs);
     for (int r = 0; r < rows; r++)
-        for (int c = V; c < ld; c++)
-            pad &= logits[(size_t)r * ld + c] == PAD_VALUE;
-    pack_rows_f(logits, rows, V, ld);
-    pack_rows_d(rg, rows, V, ld);
-    double el = err_d(loss, rl, (size_t)rows), eg = err_d(logits, rg, (size_t)rows * V);
-    ok(rc == TSR_OK && el <= 1e-5 && eg <= 1e-5 && pad,
-       "cpu cross-entropy %d rows, V %d, ld %d, logits around %g, dscale %g: losses and gradient within 1e-5 "
-       "(%.2g %.2g), padding untouched",
-       rows, V, ld, (double)shift, (double)dscale, el, eg);
-    free(logits), free(loss), free(tgt), free(rl), free(rg);
+        rl[r] = ref_ce_row(V, l0 + (size_t)r * V, tgt[r], dscale, rg + (size_t)r * V);
+    for (int k = 0, c0 = 0; k < nb; c0 += widths[k++])
+        for (int r = 0; r < rows; r++) {
+            const float *row = l0 + (size_t)r * V + c0;
+            double *st = rs + 3 * ((size_t)k * rows + r), mx = -INFINITY, sum = 0;
+            for (int c = 0; c < widths[k]; c++)
+                mx = row[c] > mx ? row[c] : mx;
+            for (int c = 0; c < widths[k]; c++)
+                sum += exp(row[c] - mx);
+            st[0] = mx;
+            st[1] = sum;
+            st[2] = tgt[r] >= c0 && tgt[r] < c0 + widths[k] ? row[tgt[r] - c0] : 0.0;
+        }
+    int same, pad_ok;
+    tsr_status_t rc = run_ce_split(cpu, TSR_DTYPE_F32, 0, rows, nb, widths, pad, logits, tgt, dscale, stats, loss,
+                                   &same, &pad_ok);
+    double el = err_d(loss, rl, (size_t)rows), eg = err_d(logits, rg, n), es = err_d(stats, rs, 3 * (size_t)nb * rows);
+    ok(rc == TSR_OK && el <= 1e-5 && eg <= 1e-5 && es <= 1e-5 && same && pad_ok,
+       "cpu cross-entropy %d rows, V %d in %d blocks, ld width+%d, logits around %g, dscale %g%s: stats, losses and "
+       "gradient within 1e-5 (%.2g %.2g %.2g), the same losses from every block, padding untouched",
+       rows, V, nb, pad, (double)shift, (double)dscale, no_target ? ", a target in no block" : "", es, el, eg);
+    free(logits), free(l0), free(loss), free(stats), free(tgt), free(rl), free(rg), free(rs);
 }
 
 /* Whether the last error names `what` (a one-line message saying which call failed). */
@@ -645,199 +961,190 @@ static int says(const char *what)
     return strstr(tsr_last_error(), what) != NULL;
 }
 
+/* The call must fail with `want` and an error naming `what`. */
+static void refuses(tsr_status_t got, tsr_status_t want, const char *what, const char *why)
+{
+    ok(got == want && says(what), "%s: %s is refused, %s (\"%s\")", what, why, tsr_strerror(want), tsr_last_error());
+}
+
 static void cpu_errors(void)
 {
-    float buf[64] = {0}, stat[8] = {0};
+    float buf[64] = {0}, stat[16] = {0};
     int32_t tok[8] = {0, 1, 2, 3, 0, 1, 2, 3};
-    const tsr_dtype_t bf = TSR_DTYPE_BF16;
-    tsr_status_t r[9];
+    const tsr_dtype_t bf = TSR_DTYPE_BF16, f32 = TSR_DTYPE_F32;
+    enum { KERNELS = 15 };
+    tsr_status_t r[KERNELS];
     r[0] = tsr_kernel_layernorm_forward(cpu, bf, 2, 4, buf, buf, buf, 1e-5f, buf, stat, stat);
     r[1] = tsr_kernel_layernorm_backward(cpu, bf, 2, 4, buf, buf, buf, stat, stat, buf, stat, stat);
-    r[2] = tsr_kernel_gelu_forward(cpu, bf, 8, buf, buf);
-    r[3] = tsr_kernel_gelu_backward(cpu, bf, 8, buf, buf, buf);
-    r[4] = tsr_kernel_add(cpu, bf, 8, buf, buf, buf);
-    r[5] = tsr_kernel_bias_grad(cpu, bf, 2, 4, buf, 4, stat);
-    r[6] = tsr_kernel_embedding_forward(cpu, bf, tok, 2, 4, 2, buf, buf, buf);
-    r[7] = tsr_kernel_embedding_backward(cpu, bf, tok, 2, 4, 2, buf, buf, buf);
-    r[8] = tsr_kernel_cross_entropy(cpu, bf, 2, 4, buf, 4, tok, stat, 1.0f);
+    r[2] = tsr_kernel_layernorm_stats(cpu, bf, 2, 4, buf, stat);
+    r[3] = tsr_kernel_layernorm_apply(cpu, bf, 2, 4, 8, buf, buf, buf, 1e-5f, stat, buf, stat, stat);
+    r[4] = tsr_kernel_layernorm_backward_stats(cpu, bf, 2, 4, buf, buf, buf, stat, stat, stat);
+    r[5] = tsr_kernel_layernorm_backward_apply(cpu, bf, 2, 4, 8, buf, buf, buf, stat, stat, stat, buf);
+    r[6] = tsr_kernel_gelu_forward(cpu, bf, 8, buf, buf);
+    r[7] = tsr_kernel_gelu_backward(cpu, bf, 8, buf, buf, buf);
+    r[8] = tsr_kernel_add(cpu, bf, 8, buf, buf, buf);
+    r[9] = tsr_kernel_axpby_2d(cpu, 2, 4, 1.0f, bf, buf, 4, 0.0f, f32, buf, 4);
+    r[10] = tsr_kernel_bias_grad(cpu, bf, 2, 4, buf, 4, stat);
+    r[11] = tsr_kernel_embedding_forward(cpu, bf, tok, 2, 4, 2, 0, 4, buf, buf, buf);
+    r[12] = tsr_kernel_embedding_backward(cpu, bf, tok, 2, 4, 2, 0, 4, buf, buf, buf);
+    r[13] = tsr_kernel_cross_entropy_stats(cpu, bf, 2, 4, 0, buf, 4, tok, stat);
+    r[14] = tsr_kernel_cross_entropy_finish(cpu, bf, 2, 4, 0, buf, 4, tok, 1, stat, stat, 1.0f);
     int all = 1;
-    for (int i = 0; i < 9; i++)
+    for (int i = 0; i < KERNELS; i++)
         all &= r[i] == TSR_ERR_NOT_SUPPORTED;
     ok(all, "every layer kernel answers TSR_ERR_NOT_SUPPORTED for bf16 on the CPU");
-    ok(says("cross-entropy") && says("bf16"), "the error names the kernel and the type (\"%s\")", tsr_last_error());
+    ok(says("cross-entropy finish") && says("bf16"), "the error names the kernel and the type (\"%s\")",
+       tsr_last_error());
+    refuses(tsr_kernel_axpby_2d(cpu, 2, 4, 1.0f, f32, buf, 4, 0.0f, bf, buf, 4), TSR_ERR_NOT_SUPPORTED, "axpby 2d",
+            "a bf16 destination on the CPU");
 
     is_int(tsr_kernel_layernorm_forward(cpu, TSR_DTYPE_I32, 2, 4, buf, buf, buf, 1e-5f, buf, stat, stat),
            TSR_ERR_INVALID_ARG, "layernorm forward: element type i32 is TSR_ERR_INVALID_ARG");
     ok(says("layernorm forward") && says("i32"), "the error names the call and the type (\"%s\")", tsr_last_error());
     is_int(tsr_kernel_add(cpu, TSR_DTYPE_F64, 8, buf, buf, buf), TSR_ERR_INVALID_ARG,
            "add: element type f64 is TSR_ERR_INVALID_ARG");
-    is_int(tsr_kernel_add(NULL, TSR_DTYPE_F32, 8, buf, buf, buf), TSR_ERR_INVALID_ARG,
+    is_int(tsr_kernel_add(NULL, f32, 8, buf, buf, buf), TSR_ERR_INVALID_ARG,
            "add: a NULL device is TSR_ERR_INVALID_ARG");
-    is_int(tsr_kernel_layernorm_forward(cpu, TSR_DTYPE_F32, 0, 4, buf, buf, buf, 1e-5f, buf, stat, stat),
-           TSR_ERR_INVALID_ARG, "layernorm forward: 0 rows is TSR_ERR_INVALID_ARG");
-    is_int(tsr_kernel_layernorm_forward(cpu, TSR_DTYPE_F32, 2, 4, buf, buf, buf, -1.0f, buf, stat, stat),
-           TSR_ERR_INVALID_ARG, "layernorm forward: a negative eps is TSR_ERR_INVALID_ARG");
-    is_int(tsr_kernel_layernorm_backward(cpu, TSR_DTYPE_F32, 2, 4, buf, buf, buf, stat, stat, buf, NULL, stat),
-           TSR_ERR_INVALID_ARG, "layernorm backward: a NULL dgamma is TSR_ERR_INVALID_ARG");
-    is_int(tsr_kernel_gelu_forward(cpu, TSR_DTYPE_F32, 0, NULL, NULL), TSR_OK, "gelu forward of 0 values is a no-op");
-    is_int(tsr_kernel_gelu_backward(cpu, TSR_DTYPE_F32, 8, buf, NULL, buf), TSR_ERR_INVALID_ARG,
+    is_int(tsr_kernel_layernorm_forward(cpu, f32, 0, 4, buf, buf, buf, 1e-5f, buf, stat, stat), TSR_ERR_INVALID_ARG,
+           "layernorm forward: 0 rows is TSR_ERR_INVALID_ARG");
+    is_int(tsr_kernel_layernorm_forward(cpu, f32, 2, 4, buf, buf, buf, -1.0f, buf, stat, stat), TSR_ERR_INVALID_ARG,
+           "layernorm forward: a negative eps is TSR_ERR_INVALID_ARG");
+
+    /* The layernorm backward's optional outputs: dx, or dgamma and dbeta together. */
+    refuses(tsr_kernel_layernorm_backward(cpu, f32, 2, 4, buf, buf, buf, stat, stat, buf, NULL, stat),
+            TSR_ERR_INVALID_ARG, "layernorm backward", "dbeta without dgamma");
+    refuses(tsr_kernel_layernorm_backward(cpu, f32, 2, 4, buf, buf, buf, stat, stat, buf, stat, NULL),
+            TSR_ERR_INVALID_ARG, "layernorm backward", "dgamma without dbeta");
+    refuses(tsr_kernel_layernorm_backward(cpu, f32, 2, 4, buf, buf, buf, stat, stat, NULL, NULL, NULL),
+            TSR_ERR_INVALID_ARG, "layernorm backward", "no output at all");
+    refuses(tsr_kernel_layernorm_backward(cpu, f32, 2, 4, buf, NULL, buf, stat, stat, buf, stat, stat),
+            TSR_ERR_INVALID_ARG, "layernorm backward", "a NULL x");
+    refuses(tsr_kernel_layernorm_backward(cpu, f32, 2, 0, buf, buf, buf, stat, stat, buf, stat, stat),
+            TSR_ERR_INVALID_ARG, "layernorm backward", "0 columns");
+    is_int(tsr_kernel_layernorm_backward(cpu, f32, 2, 4, buf, buf, buf, stat, stat, NULL, stat + 8, stat + 12),
+           TSR_OK, "layernorm backward: dx NULL (parameter gradients only) is accepted");
+    is_int(tsr_kernel_layernorm_backward(cpu, f32, 2, 4, buf, buf, buf, stat, stat, buf + 8, NULL, NULL), TSR_OK,
+           "layernorm backward: dgamma and dbeta NULL (dx only) is accepted");
+
+    /* The split layernorm. */
+    refuses(tsr_kernel_layernorm_stats(cpu, f32, 0, 4, buf, stat), TSR_ERR_INVALID_ARG, "layernorm stats", "0 rows");
+    refuses(tsr_kernel_layernorm_stats(cpu, f32, 2, 4, NULL, stat), TSR_ERR_INVALID_ARG, "layernorm stats",
+            "a NULL x");
+    refuses(tsr_kernel_layernorm_stats(cpu, f32, 2, 4, buf, NULL), TSR_ERR_INVALID_ARG, "layernorm stats",
+            "NULL stats");
+    refuses(tsr_kernel_layernorm_apply(cpu, f32, 2, 4, 3, buf, buf, buf, 1e-5f, stat, buf, stat, stat),
+            TSR_ERR_INVALID_ARG, "layernorm apply", "a width 3 below the block's 4 columns");
+    ok(says("width"), "the error names the width (\"%s\")", tsr_last_error());
+    refuses(tsr_kernel_layernorm_apply(cpu, f32, 2, -4, 8, buf, buf, buf, 1e-5f, stat, buf, stat, stat),
+            TSR_ERR_INVALID_ARG, "layernorm apply", "-4 columns");
+    refuses(tsr_kernel_layernorm_apply(cpu, f32, 2, 4, 8, buf, buf, buf, 1e-5f, NULL, buf, stat, stat),
+            TSR_ERR_INVALID_ARG, "layernorm apply", "NULL stats");
+    refuses(tsr_kernel_layernorm_apply(cpu, f32, 2, 4, 8, buf, buf, buf, 1e-5f, stat, buf, NULL, stat),
+            TSR_ERR_INVALID_ARG, "layernorm apply", "a NULL mean");
+    refuses(tsr_kernel_layernorm_apply(cpu, f32, 2, 4, 8, buf, buf, buf, -1.0f, stat, buf, stat, stat),
+            TSR_ERR_INVALID_ARG, "layernorm apply", "a negative eps");
+    refuses(tsr_kernel_layernorm_backward_stats(cpu, f32, 2, 4, buf, buf, NULL, stat, stat, stat),
+            TSR_ERR_INVALID_ARG, "layernorm backward stats", "a NULL gamma");
+    refuses(tsr_kernel_layernorm_backward_stats(cpu, f32, 2, 4, buf, buf, buf, stat, stat, NULL),
+            TSR_ERR_INVALID_ARG, "layernorm backward stats", "NULL stats");
+    refuses(tsr_kernel_layernorm_backward_stats(cpu, f32, -1, 4, buf, buf, buf, stat, stat, stat),
+            TSR_ERR_INVALID_ARG, "layernorm backward stats", "-1 rows");
+    refuses(tsr_kernel_layernorm_backward_apply(cpu, f32, 2, 4, 2, buf, buf, buf, stat, stat, stat, buf),
+            TSR_ERR_INVALID_ARG, "layernorm backward apply", "a width 2 below the block's 4 columns");
+    refuses(tsr_kernel_layernorm_backward_apply(cpu, f32, 2, 4, 8, buf, buf, buf, stat, stat, stat, NULL),
+            TSR_ERR_INVALID_ARG, "layernorm backward apply", "a NULL dx");
+    refuses(tsr_kernel_layernorm_backward_apply(cpu, f32, 2, 4, 8, buf, buf, buf, stat, NULL, stat, buf),
+            TSR_ERR_INVALID_ARG, "layernorm backward apply", "a NULL rstd");
+
+    is_int(tsr_kernel_gelu_forward(cpu, f32, 0, NULL, NULL), TSR_OK, "gelu forward of 0 values is a no-op");
+    is_int(tsr_kernel_gelu_backward(cpu, f32, 8, buf, NULL, buf), TSR_ERR_INVALID_ARG,
            "gelu backward: a NULL dy is TSR_ERR_INVALID_ARG");
-    is_int(tsr_kernel_bias_grad(cpu, TSR_DTYPE_F32, 2, 4, buf, 3, stat), TSR_ERR_INVALID_ARG,
+
+    /* axpby_2d. */
+    refuses(tsr_kernel_axpby_2d(cpu, -1, 4, 1.0f, f32, buf, 4, 0.0f, f32, buf, 4), TSR_ERR_INVALID_ARG, "axpby 2d",
+            "-1 rows");
+    refuses(tsr_kernel_axpby_2d(cpu, 2, 4, 1.0f, f32, buf, 3, 0.0f, f32, buf + 16, 4), TSR_ERR_INVALID_ARG,
+            "axpby 2d", "lds 3 below 4 columns");
+    ok(says("leading dimension"), "the error names the leading dimensions (\"%s\")", tsr_last_error());
+    refuses(tsr_kernel_axpby_2d(cpu, 2, 4, 1.0f, f32, buf, 4, 0.0f, f32, buf + 16, 2), TSR_ERR_INVALID_ARG,
+            "axpby 2d", "ldd 2 below 4 columns");
+    refuses(tsr_kernel_axpby_2d(cpu, 2, 4, 1.0f, f32, NULL, 4, 0.0f, f32, buf, 4), TSR_ERR_INVALID_ARG, "axpby 2d",
+            "a NULL src");
+    refuses(tsr_kernel_axpby_2d(cpu, 2, 4, 1.0f, f32, buf, 4, 0.0f, f32, NULL, 4), TSR_ERR_INVALID_ARG, "axpby 2d",
+            "a NULL dst");
+    refuses(tsr_kernel_axpby_2d(cpu, 2, 4, 1.0f, TSR_DTYPE_I32, buf, 4, 0.0f, f32, buf, 4), TSR_ERR_INVALID_ARG,
+            "axpby 2d", "a source of type i32");
+    is_int(tsr_kernel_axpby_2d(cpu, 0, 4, 1.0f, f32, NULL, 0, 0.0f, f32, NULL, 0), TSR_OK,
+           "axpby 2d: 0 rows is a no-op (NULL pointers, any leading dimensions)");
+    is_int(tsr_kernel_axpby_2d(cpu, 3, 0, 1.0f, f32, NULL, 0, 0.0f, f32, NULL, 0), TSR_OK,
+           "axpby 2d: 0 columns is a no-op");
+
+    is_int(tsr_kernel_bias_grad(cpu, f32, 2, 4, buf, 3, stat), TSR_ERR_INVALID_ARG,
            "bias gradient: ld 3 < 4 columns is TSR_ERR_INVALID_ARG");
     ok(says("leading dimension"), "the error names the leading dimension (\"%s\")", tsr_last_error());
-    is_int(tsr_kernel_bias_grad(cpu, TSR_DTYPE_F32, 2, -1, buf, 4, stat), TSR_ERR_INVALID_ARG,
+    is_int(tsr_kernel_bias_grad(cpu, f32, 2, -1, buf, 4, stat), TSR_ERR_INVALID_ARG,
            "bias gradient: -1 columns is TSR_ERR_INVALID_ARG");
-    is_int(tsr_kernel_embedding_forward(cpu, TSR_DTYPE_F32, tok, 2, 0, 2, buf, buf, buf), TSR_ERR_INVALID_ARG,
+
+    /* Embeddings of a vocabulary block. */
+    is_int(tsr_kernel_embedding_forward(cpu, f32, tok, 2, 0, 2, 0, 4, buf, buf, buf), TSR_ERR_INVALID_ARG,
            "embedding forward: T = 0 is TSR_ERR_INVALID_ARG");
-    is_int(tsr_kernel_embedding_backward(cpu, TSR_DTYPE_F32, NULL, 2, 4, 2, buf, buf, buf), TSR_ERR_INVALID_ARG,
+    is_int(tsr_kernel_embedding_backward(cpu, f32, NULL, 2, 4, 2, 0, 4, buf, buf, buf), TSR_ERR_INVALID_ARG,
            "embedding backward: NULL tokens is TSR_ERR_INVALID_ARG");
     int32_t neg[8] = {0, 1, -3, 3, 0, 1, 2, 3};
-    is_int(tsr_kernel_embedding_forward(cpu, TSR_DTYPE_F32, neg, 2, 4, 2, buf, buf, buf), TSR_ERR_INVALID_ARG,
+    is_int(tsr_kernel_embedding_forward(cpu, f32, neg, 2, 4, 2, 0, 4, buf, buf, buf), TSR_ERR_INVALID_ARG,
            "embedding forward: a negative token is TSR_ERR_INVALID_ARG on the CPU");
-    is_int(tsr_kernel_cross_entropy(cpu, TSR_DTYPE_F32, 2, 5, buf, 4, tok, stat, 1.0f), TSR_ERR_INVALID_ARG,
-           "cross-entropy: ld 4 < V 5 is TSR_ERR_INVALID_ARG");
-    float logits[8] = {1, 2, 3, 4, 5, 6, 7, 8}, before[8];
+    refuses(tsr_kernel_embedding_forward(cpu, f32, tok, 2, 4, 2, 0, 4, NULL, NULL, buf), TSR_ERR_INVALID_ARG,
+            "embedding forward", "wte and wpe both NULL");
+    refuses(tsr_kernel_embedding_forward(cpu, f32, tok, 2, 4, 2, 0, 4, buf, buf, NULL), TSR_ERR_INVALID_ARG,
+            "embedding forward", "a NULL out");
+    refuses(tsr_kernel_embedding_forward(cpu, f32, tok, 2, 4, 2, -1, 4, buf, buf, buf), TSR_ERR_INVALID_ARG,
+            "embedding forward", "a block from v0 = -1");
+    ok(says("vocabulary block"), "the error names the vocabulary block (\"%s\")", tsr_last_error());
+    refuses(tsr_kernel_embedding_forward(cpu, f32, tok, 2, 4, 2, 0, 0, buf, buf, buf), TSR_ERR_INVALID_ARG,
+            "embedding forward", "a block of 0 rows");
+    is_int(tsr_kernel_embedding_forward(cpu, f32, tok, 2, 4, 2, -1, 0, NULL, buf, buf + 32), TSR_OK,
+           "embedding forward: without wte the block is not looked at");
+    refuses(tsr_kernel_embedding_backward(cpu, f32, tok, 2, 4, 2, 0, 4, buf, NULL, NULL), TSR_ERR_INVALID_ARG,
+            "embedding backward", "dwte and dwpe both NULL");
+    refuses(tsr_kernel_embedding_backward(cpu, f32, tok, 2, 4, 2, 0, 4, NULL, buf, buf), TSR_ERR_INVALID_ARG,
+            "embedding backward", "a NULL dout");
+    refuses(tsr_kernel_embedding_backward(cpu, f32, tok, 2, 4, 2, 0, -2, buf, buf, buf), TSR_ERR_INVALID_ARG,
+            "embedding backward", "a block of -2 rows");
+    is_int(tsr_kernel_embedding_backward(cpu, f32, tok, 2, 4, 2, -5, 0, buf, NULL, buf + 32), TSR_OK,
+           "embedding backward: without dwte the block is not looked at");
+
+    /* Cross-entropy stats and finish. */
+    refuses(tsr_kernel_cross_entropy_stats(cpu, f32, 2, 5, 0, buf, 4, tok, stat), TSR_ERR_INVALID_ARG,
+            "cross-entropy stats", "ld 4 < V 5");
+    ok(says("leading dimension"), "the error names the leading dimension (\"%s\")", tsr_last_error());
+    refuses(tsr_kernel_cross_entropy_stats(cpu, f32, 0, 4, 0, buf, 4, tok, stat), TSR_ERR_INVALID_ARG,
+            "cross-entropy stats", "0 rows");
+    refuses(tsr_kernel_cross_entropy_stats(cpu, f32, 2, 4, -1, buf, 4, tok, stat), TSR_ERR_INVALID_ARG,
+            "cross-entropy stats", "v0 = -1");
+    refuses(tsr_kernel_cross_entropy_stats(cpu, f32, 2, 4, 0, buf, 4, tok, NULL), TSR_ERR_INVALID_ARG,
+            "cross-entropy stats", "NULL stats");
+    refuses(tsr_kernel_cross_entropy_stats(cpu, f32, 2, 4, 0, buf, 4, NULL, stat), TSR_ERR_INVALID_ARG,
+            "cross-entropy stats", "NULL targets");
+    refuses(tsr_kernel_cross_entropy_stats(cpu, f32, 2, 4, 0, NULL, 4, tok, stat), TSR_ERR_INVALID_ARG,
+            "cross-entropy stats", "NULL logits");
+    refuses(tsr_kernel_cross_entropy_finish(cpu, f32, 2, 4, 0, buf, 4, tok, 0, stat, stat, 1.0f),
+            TSR_ERR_INVALID_ARG, "cross-entropy finish", "0 parts");
+    refuses(tsr_kernel_cross_entropy_finish(cpu, f32, 2, 4, 0, buf, 4, tok, 1, NULL, stat, 1.0f),
+            TSR_ERR_INVALID_ARG, "cross-entropy finish", "NULL stats");
+    refuses(tsr_kernel_cross_entropy_finish(cpu, f32, 2, 4, 0, buf, 4, tok, 1, stat, NULL, 1.0f),
+            TSR_ERR_INVALID_ARG, "cross-entropy finish", "NULL losses");
+    refuses(tsr_kernel_cross_entropy_finish(cpu, f32, 2, 4, 0, buf, 3, tok, 1, stat, stat, 1.0f),
+            TSR_ERR_INVALID_ARG, "cross-entropy finish", "ld 3 < V 4");
+    float logits[8] = {1, 2, 3, 4, 5, 6, 7, 8}, before[8], st[6] = {8, 1, 4, 8, 1, 8}, loss[2] = {0, 0};
     memcpy(before, logits, sizeof logits);
-    int32_t bad[2] = {1, 4};
-    is_int(tsr_kernel_cross_entropy(cpu, TSR_DTYPE_F32, 2, 4, logits, 4, bad, stat, 1.0f), TSR_ERR_INVALID_ARG,
-           "cross-entropy: target 4 outside [0, 4) is TSR_ERR_INVALID_ARG on the CPU");
-    ok(memcmp(logits, before, sizeof logits) == 0, "cross-entropy: a rejected call leaves the logits as they were");
+    int32_t bad[2] = {1, -1};
+    refuses(tsr_kernel_cross_entropy_stats(cpu, f32, 2, 4, 0, logits, 4, bad, st), TSR_ERR_INVALID_ARG,
+            "cross-entropy stats", "a negative target on the CPU");
+    refuses(tsr_kernel_cross_entropy_finish(cpu, f32, 2, 4, 0, logits, 4, bad, 1, st, loss, 1.0f),
+            TSR_ERR_INVALID_ARG, "cross-entropy finish", "a negative target on the CPU");
+    ok(memcmp(logits, before, sizeof logits) == 0,
+       "cross-entropy finish: a rejected call leaves the logits as they were");
     tsr_clear_error();
-}
-
-/* ---------------------------------------------------------------------------------------- */
-/* The CPU kernels against the tp ops on one rank (lib/tp/norm.c, embed.c), which the GPT
- * model is built on today: a model moved onto the kernels must see the same numbers. */
-
-/* A whole rows × cols matrix of the 1×1 tp grid holding data (zeros when NULL). */
-static tsr_dmat_t tp_mat(tsr_tp_t tp, int rows, int cols, const float *data)
-{
-    tsr_dmat_desc_t d = TSR_DMAT_DESC_INIT;
-    tsr_dmat_t m = NULL;
-    tsr_dmat_view_t v;
-    d.rows = rows;
-    d.cols = cols;
-    if (tsr_dmat_create(tp, &d, &m) != TSR_OK) {
-        fprintf(stderr, "# tsr_dmat_create failed: %s\n", tsr_last_error());
-        MPI_Abort(MPI_COMM_WORLD, 2);
-    }
-    tsr_dmat_local(m, &v);
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < cols; c++)
-            v.data[(size_t)r * v.ld + c] = data ? data[(size_t)r * cols + c] : 0.0f;
-    return m;
-}
-
-static float *tp_read(tsr_dmat_t m)
-{
-    tsr_dmat_view_t v;
-    tsr_dmat_local(m, &v);
-    float *out = xmalloc((size_t)v.rows * v.cols * sizeof *out);
-    for (int r = 0; r < v.rows; r++)
-        memcpy(out + (size_t)r * v.cols, v.data + (size_t)r * v.ld, (size_t)v.cols * sizeof *out);
-    return out;
-}
-
-static void against_tp(void)
-{
-    enum { SEQS = 3, T = 4, ROWS = SEQS * T, COLS = 13, VOCAB = 37 };
-    tsr_layout_t layout = TSR_LAYOUT_INIT;
-    tsr_grid_t grid = NULL;
-    tsr_tp_t tp = NULL;
-    if (tsr_grid_create(MPI_COMM_WORLD, &layout, &grid) != TSR_OK || tsr_tp_create(grid, cpu, &tp) != TSR_OK) {
-        ok(0, "a 1x1 tp group on the CPU: %s", tsr_last_error());
-        tsr_grid_destroy(&grid);
-        return;
-    }
-    const size_t n = (size_t)ROWS * COLS;
-    tsr_tp_saved_t saved = NULL;
-    float *x = rnd(n, -1, 3), *g = rnd(COLS, 0.5f, 1.5f), *b = rnd(COLS, -1, 1), *dy = rnd(n, -1, 1);
-    float *dg0 = rnd(COLS, -1, 1), *db0 = rnd(COLS, -1, 1);
-
-    /* Layernorm forward and backward (tp overwrites dx: the kernel adds onto zeros). */
-    tsr_dmat_t X = tp_mat(tp, ROWS, COLS, x), G = tp_mat(tp, 1, COLS, g), Bt = tp_mat(tp, 1, COLS, b);
-    tsr_dmat_t Y = tp_mat(tp, ROWS, COLS, NULL), DY = tp_mat(tp, ROWS, COLS, dy), DX = tp_mat(tp, ROWS, COLS, NULL);
-    tsr_dmat_t DG = tp_mat(tp, 1, COLS, dg0), DB = tp_mat(tp, 1, COLS, db0);
-    tsr_status_t rc = tsr_tp_layernorm_forward(tp, X, G, Bt, 1e-5f, Y, &saved);
-    if (rc == TSR_OK)
-        rc = tsr_tp_layernorm_backward(tp, X, G, saved, DY, DX, DG, DB);
-    float *ty = tp_read(Y), *tdx = tp_read(DX), *tdg = tp_read(DG), *tdb = tp_read(DB);
-    float *y = xmalloc(n * sizeof *y), *mean = xmalloc(ROWS * sizeof *mean), *rstd = xmalloc(ROWS * sizeof *rstd);
-    float *dx = calloc(n, sizeof *dx), *dg = dup(dg0, COLS), *db = dup(db0, COLS);
-    tsr_status_t rk = tsr_kernel_layernorm_forward(cpu, TSR_DTYPE_F32, ROWS, COLS, x, g, b, 1e-5f, y, mean, rstd);
-    if (rk == TSR_OK)
-        rk = tsr_kernel_layernorm_backward(cpu, TSR_DTYPE_F32, ROWS, COLS, dy, x, g, mean, rstd, dx, dg, db);
-    double e1 = err_f(y, ty, n), e2 = err_f(dx, tdx, n), e3 = err_f(dg, tdg, COLS), e4 = err_f(db, tdb, COLS);
-    ok(rc == TSR_OK && rk == TSR_OK && e1 <= 1e-6 && e2 <= 1e-6 && e3 <= 1e-6 && e4 <= 1e-6,
-       "layernorm kernels as tsr_tp_layernorm_*: y, dx, dgamma, dbeta within 1e-6 (%.2g %.2g %.2g %.2g)", e1, e2,
-       e3, e4);
-    tsr_tp_saved_destroy(&saved);
-
-    /* GELU. */
-    rc = tsr_tp_gelu_forward(tp, X, Y);
-    if (rc == TSR_OK)
-        rc = tsr_tp_gelu_backward(tp, X, DY, DX);
-    free(ty), free(tdx);
-    ty = tp_read(Y);
-    tdx = tp_read(DX);
-    rk = tsr_kernel_gelu_forward(cpu, TSR_DTYPE_F32, n, x, y);
-    if (rk == TSR_OK)
-        rk = tsr_kernel_gelu_backward(cpu, TSR_DTYPE_F32, n, x, dy, dx);
-    e1 = err_f(y, ty, n);
-    e2 = err_f(dx, tdx, n);
-    ok(rc == TSR_OK && rk == TSR_OK && e1 <= 1e-6 && e2 <= 1e-6,
-       "gelu kernels as tsr_tp_gelu_*: within 1e-6 (%.2g %.2g)", e1, e2);
-
-    /* Embedding forward and backward, tokens repeated, gradients onto random values. */
-    int32_t *tok = rnd_tokens(ROWS, 5);
-    float *wte = rnd((size_t)VOCAB * COLS, -1, 1), *wpe = rnd((size_t)T * COLS, -1, 1);
-    float *gte0 = rnd((size_t)VOCAB * COLS, -1, 1), *gpe0 = rnd((size_t)T * COLS, -1, 1);
-    tsr_dmat_t WTE = tp_mat(tp, VOCAB, COLS, wte), WPE = tp_mat(tp, T, COLS, wpe);
-    tsr_dmat_t GTE = tp_mat(tp, VOCAB, COLS, gte0), GPE = tp_mat(tp, T, COLS, gpe0);
-    rc = tsr_tp_embedding_forward(tp, tok, T, WTE, WPE, Y);
-    if (rc == TSR_OK)
-        rc = tsr_tp_embedding_backward(tp, tok, T, DY, GTE, GPE);
-    free(ty);
-    ty = tp_read(Y);
-    float *tte = tp_read(GTE), *tpe = tp_read(GPE);
-    float *gte = dup(gte0, (size_t)VOCAB * COLS), *gpe = dup(gpe0, (size_t)T * COLS);
-    rk = tsr_kernel_embedding_forward(cpu, TSR_DTYPE_F32, tok, SEQS, T, COLS, wte, wpe, y);
-    if (rk == TSR_OK)
-        rk = tsr_kernel_embedding_backward(cpu, TSR_DTYPE_F32, tok, SEQS, T, COLS, dy, gte, gpe);
-    e1 = err_f(y, ty, n);
-    e2 = err_f(gte, tte, (size_t)VOCAB * COLS);
-    e3 = err_f(gpe, tpe, (size_t)T * COLS);
-    ok(rc == TSR_OK && rk == TSR_OK && e1 <= 1e-6 && e2 <= 1e-6 && e3 <= 1e-6,
-       "embedding kernels as tsr_tp_embedding_*: out, dwte, dwpe within 1e-6 (%.2g %.2g %.2g)", e1, e2, e3);
-
-    /* Cross-entropy: tp's mean loss and its gradient with dloss 1 = the kernel with dscale 1/rows. */
-    size_t nl = (size_t)ROWS * VOCAB;
-    float *logits = rnd(nl, -4, 4), tloss = NAN, *loss = xmalloc(ROWS * sizeof *loss);
-    int32_t *tgt = rnd_tokens(ROWS, VOCAB);
-    tsr_dmat_t L = tp_mat(tp, ROWS, VOCAB, logits), DL = tp_mat(tp, ROWS, VOCAB, NULL);
-    rc = tsr_tp_cross_entropy_forward(tp, L, tgt, &tloss, &saved);
-    if (rc == TSR_OK)
-        rc = tsr_tp_cross_entropy_backward(tp, L, tgt, saved, 1.0f, DL);
-    float *tdl = tp_read(DL);
-    rk = tsr_kernel_cross_entropy(cpu, TSR_DTYPE_F32, ROWS, VOCAB, logits, VOCAB, tgt, loss, 1.0f / ROWS);
-    double mean_loss = 0;
-    for (int r = 0; r < ROWS; r++)
-        mean_loss += loss[r] / (double)ROWS;
-    e1 = fabs(mean_loss - tloss) / fabs((double)tloss);
-    e2 = err_f(logits, tdl, nl);
-    ok(rc == TSR_OK && rk == TSR_OK && e1 <= 1e-6 && e2 <= 1e-6,
-       "cross-entropy kernel as tsr_tp_cross_entropy_*: mean loss (%.7g vs %.7g) and gradient within 1e-6 (%.2g %.2g)",
-       mean_loss, (double)tloss, e1, e2);
-    tsr_tp_saved_destroy(&saved);
-
-    tsr_dmat_t all[] = {X, G, Bt, Y, DY, DX, DG, DB, WTE, WPE, GTE, GPE, L, DL};
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
-        tsr_dmat_destroy(&all[i]);
-    free(x), free(g), free(b), free(dy), free(dg0), free(db0), free(ty), free(tdx), free(tdg), free(tdb), free(y);
-    free(mean), free(rstd), free(dx), free(dg), free(db), free(tok), free(wte), free(wpe), free(gte0), free(gpe0);
-    free(tte), free(tpe), free(gte), free(gpe), free(logits), free(loss), free(tgt), free(tdl);
-    tsr_tp_destroy(&tp);
-    tsr_grid_destroy(&grid);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -859,6 +1166,7 @@ static float *input(const float *a, size_t n, tsr_dtype_t dt)
         round_bf16(b, n);
     return b;
 }
+
 
 static void gpu_layernorm(int rows, int cols, int off)
 {
@@ -898,12 +1206,25 @@ static void gpu_layernorm(int rows, int cols, int off)
         ok(rc[0] == TSR_OK && rc[1] == TSR_OK && edx <= tol_of(dt) && edg <= tol_of(dt) && edb <= tol_of(dt),
            "cuda %s layernorm backward %dx%d offset %d: dx, dgamma, dbeta as the CPU (%.2g %.2g %.2g <= %g)", tn, rows,
            cols, off, edx, edg, edb, tol_of(dt));
+        /* The GPU again with dx alone, then dgamma and dbeta alone: the CPU's full results. */
+        memcpy(dx[1], dx0, n * sizeof(float));
+        rc[1] = run_ln_backward(gpu, dt, off, rows, cols, dy, x, g, m[0], rs[0], dx[1], NULL, NULL);
+        edx = err_f(dx[1], dx[0], n);
+        memcpy(dg[1], dg0, cols * sizeof(float));
+        memcpy(db[1], db0, cols * sizeof(float));
+        tsr_status_t rw = run_ln_backward(gpu, dt, off, rows, cols, dy, x, g, m[0], rs[0], NULL, dg[1], db[1]);
+        edg = err_f(dg[1], dg[0], (size_t)cols), edb = err_f(db[1], db[0], (size_t)cols);
+        ok(rc[1] == TSR_OK && rw == TSR_OK && edx <= tol_of(dt) && edg <= tol_of(dt) && edb <= tol_of(dt),
+           "cuda %s layernorm backward %dx%d offset %d, dx alone and dgamma, dbeta alone: as the CPU (%.2g %.2g %.2g "
+           "<= %g)",
+           tn, rows, cols, off, edx, edg, edb, tol_of(dt));
         for (int k = 0; k < 2; k++)
             free(y[k]), free(m[k]), free(rs[k]), free(dx[k]), free(dg[k]), free(db[k]);
         free(x), free(g), free(b), free(dy), free(dx0);
     }
     free(x0), free(g0), free(b0), free(dy0), free(dx00), free(dg0), free(db0);
 }
+
 
 static void gpu_elementwise(size_t n, int off)
 {
@@ -946,23 +1267,107 @@ static void gpu_bias_grad(int rows, int cols, int ld, int off)
     free(dy0), free(db0);
 }
 
-static void gpu_embedding(int seqs, int T, int C, int vocab, int off)
+
+/* The split layernorm (forward and backward, as run_ln_split runs it) on the GPU against the
+ * CPU on the same blocks. */
+static void gpu_layernorm_split(int rows, int nb, const int *widths, int off)
 {
-    size_t ntok = (size_t)seqs * T, n = ntok * C, nte = (size_t)vocab * C, npe = (size_t)T * C;
+    int width = 0;
+    for (int k = 0; k < nb; k++)
+        width += widths[k];
+    size_t n = (size_t)rows * width;
+    float *x0 = rnd(n, 1, 3), *g0 = rnd((size_t)width, 0.5f, 1.5f), *b0 = rnd((size_t)width, -1, 1);
+    float *dy0 = rnd(n, -1, 1), *dx00 = rnd(n, -1, 1), *dg0 = rnd((size_t)width, -1, 1);
+    float *db0 = rnd((size_t)width, -1, 1);
+    for (int t = 0; t < 2; t++) {
+        tsr_dtype_t dt = gpu_types[t];
+        float *x = input(x0, n, dt), *g = input(g0, (size_t)width, dt), *b = input(b0, (size_t)width, dt);
+        float *dy = input(dy0, n, dt), *dx0 = input(dx00, n, dt);
+        float *y[2], *m[2], *rs[2], *dx[2], *dg[2], *db[2];
+        int same[2];
+        tsr_status_t rc[2];
+        for (int k = 0; k < 2; k++) {
+            y[k] = xmalloc(n * sizeof(float));
+            m[k] = xmalloc(rows * sizeof(float));
+            rs[k] = xmalloc(rows * sizeof(float));
+            dx[k] = dup(dx0, n);
+            dg[k] = dup(dg0, (size_t)width);
+            db[k] = dup(db0, (size_t)width);
+            rc[k] = run_ln_split(k ? gpu : cpu, k ? dt : TSR_DTYPE_F32, k ? off : 0, rows, width, nb, widths, x, g, b,
+                                 1e-5f, dy, y[k], m[k], rs[k], &same[k], dx[k], dg[k], db[k]);
+        }
+        double ey = err_f(y[1], y[0], n), em = err_f(m[1], m[0], (size_t)rows), er = err_f(rs[1], rs[0], (size_t)rows);
+        double edx = err_f(dx[1], dx[0], n), edg = err_f(dg[1], dg[0], (size_t)width),
+               edb = err_f(db[1], db[0], (size_t)width);
+        ok(rc[0] == TSR_OK && rc[1] == TSR_OK && ey <= tol_of(dt) && em <= tol_of(dt) && er <= tol_of(dt) && same[1],
+           "cuda %s split layernorm %d rows of %d in %d blocks, offset %d: y, mean, rstd as the CPU (%.2g %.2g %.2g <= "
+           "%g), the same mean and rstd in every block",
+           tsr_dtype_name(dt), rows, width, nb, off, ey, em, er, tol_of(dt));
+        ok(rc[0] == TSR_OK && rc[1] == TSR_OK && edx <= tol_of(dt) && edg <= tol_of(dt) && edb <= tol_of(dt),
+           "cuda %s split layernorm backward %d rows of %d in %d blocks, offset %d: dx, dgamma, dbeta as the CPU "
+           "(%.2g %.2g %.2g <= %g)",
+           tsr_dtype_name(dt), rows, width, nb, off, edx, edg, edb, tol_of(dt));
+        for (int k = 0; k < 2; k++)
+            free(y[k]), free(m[k]), free(rs[k]), free(dx[k]), free(dg[k]), free(db[k]);
+        free(x), free(g), free(b), free(dy), free(dx0);
+    }
+    free(x0), free(g0), free(b0), free(dy0), free(dx00), free(dg0), free(db0);
+}
+
+/* axpby_2d for every pair of f32 and bf16, on the GPU against the CPU in f32 on the values
+ * the GPU sees (a bf16 destination is compared after rounding the CPU's result, its padding
+ * exactly). soff, doff: offsets of src and dst. */
+static void gpu_axpby(int rows, int cols, int lds, int ldd, float beta, int soff, int doff)
+{
+    size_t ns = (size_t)rows * lds, nd = (size_t)rows * ldd;
+    float *s0 = rnd(ns, -2, 2), *d0 = rnd(nd, -2, 2);
+    for (int r = 0; r < rows; r++)
+        for (int c = cols; c < ldd; c++)
+            d0[(size_t)r * ldd + c] = PAD_VALUE;
+    for (int ts = 0; ts < 2; ts++)
+        for (int td = 0; td < 2; td++) {
+            tsr_dtype_t st = gpu_types[ts], dt = gpu_types[td];
+            float *src = input(s0, ns, st), *dst[2] = {input(d0, nd, dt), input(d0, nd, dt)};
+            tsr_status_t rc0 = run_axpby(cpu, TSR_DTYPE_F32, TSR_DTYPE_F32, 0, 0, rows, cols, -1.25f, src, lds, beta,
+                                         dst[0], ldd, 0);
+            tsr_status_t rc1 = run_axpby(gpu, st, dt, soff, doff, rows, cols, -1.25f, src, lds, beta, dst[1], ldd, 0);
+            int pad = 1;
+            for (int r = 0; r < rows; r++)
+                for (int c = cols; c < ldd; c++)
+                    pad &= dst[1][(size_t)r * ldd + c] == PAD_VALUE;
+            pack_rows_f(dst[0], rows, cols, ldd);
+            pack_rows_f(dst[1], rows, cols, ldd);
+            double e = err_f(dst[1], dst[0], (size_t)rows * cols);
+            ok(rc0 == TSR_OK && rc1 == TSR_OK && e <= tol_of(dt) && pad,
+               "cuda axpby_2d %s to %s %dx%d lds %d ldd %d beta %g, offsets %d %d: as the CPU (%.2g <= %g), padding "
+               "untouched",
+               tsr_dtype_name(st), tsr_dtype_name(dt), rows, cols, lds, ldd, (double)beta, soff, doff, e, tol_of(dt));
+            free(src), free(dst[0]), free(dst[1]);
+        }
+    free(s0), free(d0);
+}
+
+/* The block [v0, v0 + nv) of a vocabulary of `vocab`; use: 3 both tables, 1 wte alone, 2 wpe alone. */
+static void gpu_embedding(int seqs, int T, int C, int vocab, int v0, int nv, int use, int off)
+{
+    size_t ntok = (size_t)seqs * T, n = ntok * C, nte = (size_t)nv * C, npe = (size_t)T * C;
     int32_t *tok = rnd_tokens(ntok, vocab);
     float *wte0 = rnd(nte, -1, 1), *wpe0 = rnd(npe, -1, 1), *dout0 = rnd(n, -1, 1);
     float *gte0 = rnd(nte, -1, 1), *gpe0 = rnd(npe, -1, 1);
+    const int te = use & 1, pe = use & 2;
+    const char *which = use == 1 ? ", wte alone" : use == 2 ? ", wpe alone" : "";
     for (int t = 0; t < 2; t++) {
         tsr_dtype_t dt = gpu_types[t];
         const char *tn = tsr_dtype_name(dt);
-        float *wte = input(wte0, nte, dt), *wpe = input(wpe0, npe, dt), *dout = input(dout0, n, dt);
+        float *wte = te ? input(wte0, nte, dt) : NULL, *wpe = pe ? input(wpe0, npe, dt) : NULL;
+        float *dout = input(dout0, n, dt);
         float *out[2] = {xmalloc(n * sizeof(float)), xmalloc(n * sizeof(float))};
-        tsr_status_t rc0 = run_embed_forward(cpu, TSR_DTYPE_F32, 0, tok, seqs, T, C, wte, vocab, wpe, out[0]);
-        tsr_status_t rc1 = run_embed_forward(gpu, dt, off, tok, seqs, T, C, wte, vocab, wpe, out[1]);
+        tsr_status_t rc0 = run_embed_forward(cpu, TSR_DTYPE_F32, 0, tok, seqs, T, C, v0, nv, wte, wpe, out[0]);
+        tsr_status_t rc1 = run_embed_forward(gpu, dt, off, tok, seqs, T, C, v0, nv, wte, wpe, out[1]);
         double e = err_f(out[1], out[0], n);
         ok(rc0 == TSR_OK && rc1 == TSR_OK && e <= tol_of(dt),
-           "cuda %s embedding forward %d x %d tokens, C %d, offset %d: as the CPU (%.2g <= %g)", tn, seqs, T, C, off, e,
-           tol_of(dt));
+           "cuda %s embedding forward %d x %d tokens, C %d, block [%d, %d) of %d%s, offset %d: as the CPU (%.2g <= %g)",
+           tn, seqs, T, C, v0, v0 + nv, vocab, which, off, e, tol_of(dt));
 
         /* Backward: the CPU, the GPU, and the GPU again (it must give the same bits). */
         float *gte[3], *gpe[3];
@@ -970,20 +1375,22 @@ static void gpu_embedding(int seqs, int T, int C, int vocab, int off)
         for (int k = 0; k < 3; k++) {
             gte[k] = dup(gte0, nte);
             gpe[k] = dup(gpe0, npe);
-            rc[k] = run_embed_backward(k ? gpu : cpu, k ? dt : TSR_DTYPE_F32, k ? off : 0, tok, seqs, T, C, dout, vocab,
-                                       gte[k], gpe[k]);
+            rc[k] = run_embed_backward(k ? gpu : cpu, k ? dt : TSR_DTYPE_F32, k ? off : 0, tok, seqs, T, C, v0, nv,
+                                       dout, te ? gte[k] : NULL, pe ? gpe[k] : NULL);
         }
         double et = err_f(gte[1], gte[0], nte), ep = err_f(gpe[1], gpe[0], npe);
         ok(rc[0] == TSR_OK && rc[1] == TSR_OK && et <= tol_of(dt) && ep <= tol_of(dt),
-           "cuda %s embedding backward %d x %d tokens (vocabulary %d), C %d, offset %d: dwte, dwpe += as the CPU "
-           "(%.2g %.2g <= %g)",
-           tn, seqs, T, vocab, C, off, et, ep, tol_of(dt));
+           "cuda %s embedding backward %d x %d tokens, C %d, block [%d, %d) of %d%s, offset %d: dwte, dwpe += as the "
+           "CPU (%.2g %.2g <= %g)",
+           tn, seqs, T, C, v0, v0 + nv, vocab, which, off, et, ep, tol_of(dt));
         ok(rc[2] == TSR_OK && memcmp(gte[1], gte[2], nte * sizeof(float)) == 0 &&
                memcmp(gpe[1], gpe[2], npe * sizeof(float)) == 0,
-           "cuda %s embedding backward is deterministic: a second run gives the same bits", tn);
+           "cuda %s embedding backward (block [%d, %d)%s) is deterministic: a second run gives the same bits", tn, v0,
+           v0 + nv, which);
         if (dt == TSR_DTYPE_F32)
             ok(memcmp(gte[1], gte[0], nte * sizeof(float)) == 0 && memcmp(gpe[1], gpe[0], npe * sizeof(float)) == 0,
-               "cuda f32 embedding backward sums in the CPU's order: the same bits as the CPU");
+               "cuda f32 embedding backward (block [%d, %d)%s) sums in the CPU's order: the same bits as the CPU", v0,
+               v0 + nv, which);
         for (int k = 0; k < 3; k++)
             free(gte[k]), free(gpe[k]);
         free(wte), free(wpe), free(dout), free(out[0]), free(out[1]);
@@ -991,34 +1398,37 @@ static void gpu_embedding(int seqs, int T, int C, int vocab, int off)
     free(tok), free(wte0), free(wpe0), free(dout0), free(gte0), free(gpe0);
 }
 
-static void gpu_cross_entropy(int rows, int V, int ld, int off, float shift)
+/* Cross-entropy over nb vocabulary blocks (leading dimension width + pad each), stats and
+ * finish, on the GPU against the CPU; logits around `shift`. */
+static void gpu_cross_entropy(int rows, int nb, const int *widths, int pad, int off, float shift)
 {
-    size_t n = (size_t)rows * ld;
+    int V = 0;
+    for (int k = 0; k < nb; k++)
+        V += widths[k];
+    size_t n = (size_t)rows * V, ns = 3 * (size_t)nb * rows;
     float *l0 = rnd(n, shift - 4, shift + 4);
-    int32_t *tgt = rnd_tokens((size_t)rows, V);
+    int32_t *tgt = block_targets(rows, nb, widths);
     tgt[rows - 1] = V - 1; /* the last column, where a scalar tail lives */
-    for (int r = 0; r < rows; r++)
-        for (int c = V; c < ld; c++)
-            l0[(size_t)r * ld + c] = PAD_VALUE;
+    if (rows > 1)
+        tgt[0] = V; /* in no block: no target term, no one-hot */
     float dscale = 1.0f / rows;
     for (int t = 0; t < 2; t++) {
         tsr_dtype_t dt = gpu_types[t];
         float *l[2] = {input(l0, n, dt), input(l0, n, dt)};
         float *loss[2] = {xmalloc(rows * sizeof(float)), xmalloc(rows * sizeof(float))};
-        tsr_status_t rc0 = run_cross_entropy(cpu, TSR_DTYPE_F32, 0, rows, V, ld, l[0], tgt, loss[0], dscale);
-        tsr_status_t rc1 = run_cross_entropy(gpu, dt, off, rows, V, ld, l[1], tgt, loss[1], dscale);
-        int pad = 1;
-        for (int r = 0; r < rows; r++)
-            for (int c = V; c < ld; c++)
-                pad &= l[1][(size_t)r * ld + c] == PAD_VALUE;
-        pack_rows_f(l[0], rows, V, ld);
-        pack_rows_f(l[1], rows, V, ld);
-        double el = err_f(loss[1], loss[0], (size_t)rows), eg = err_f(l[1], l[0], (size_t)rows * V);
-        ok(rc0 == TSR_OK && rc1 == TSR_OK && el <= tol_of(dt) && eg <= tol_of(dt) && pad,
-           "cuda %s cross-entropy %d rows, V %d, ld %d, offset %d: losses and gradient as the CPU (%.2g %.2g <= %g), "
-           "padding untouched",
-           tsr_dtype_name(dt), rows, V, ld, off, el, eg, tol_of(dt));
-        free(l[0]), free(l[1]), free(loss[0]), free(loss[1]);
+        float *st[2] = {xmalloc(ns * sizeof(float)), xmalloc(ns * sizeof(float))};
+        int same[2], pad_ok[2];
+        tsr_status_t rc0 = run_ce_split(cpu, TSR_DTYPE_F32, 0, rows, nb, widths, pad, l[0], tgt, dscale, st[0], loss[0],
+                                        &same[0], &pad_ok[0]);
+        tsr_status_t rc1 = run_ce_split(gpu, dt, off, rows, nb, widths, pad, l[1], tgt, dscale, st[1], loss[1],
+                                        &same[1], &pad_ok[1]);
+        double es = err_f(st[1], st[0], ns), el = err_f(loss[1], loss[0], (size_t)rows), eg = err_f(l[1], l[0], n);
+        ok(rc0 == TSR_OK && rc1 == TSR_OK && es <= 1e-5 && el <= 1e-5 && eg <= tol_of(dt) && same[1] && pad_ok[1],
+           "cuda %s cross-entropy %d rows, V %d in %d blocks, ld width+%d, offset %d, logits around %g: stats, losses "
+           "and gradient as the CPU (%.2g %.2g <= 1e-5, %.2g <= %g), the same losses from every block, padding "
+           "untouched",
+           tsr_dtype_name(dt), rows, V, nb, pad, off, (double)shift, es, el, eg, tol_of(dt));
+        free(l[0]), free(l[1]), free(loss[0]), free(loss[1]), free(st[0]), free(st[1]);
     }
     free(l0), free(tgt);
 }
@@ -1036,21 +1446,43 @@ static void with_gpu(void)
     gpu_layernorm(4500, 64, 0);
     gpu_layernorm(64, 768, 0);
     gpu_layernorm(4, 20000, 0); /* too wide for the backward's shared-memory sums */
+    gpu_layernorm_split(7, 1, (const int[]){13}, 0);
+    gpu_layernorm_split(33, 2, (const int[]){64, 64}, 0);
+    gpu_layernorm_split(33, 2, (const int[]){64, 64}, 1);
+    gpu_layernorm_split(4500, 3, (const int[]){256, 256, 256}, 0);
+    gpu_layernorm_split(5, 3, (const int[]){100, 37, 163}, 0); /* blocks that are not whole packs */
     gpu_elementwise(13, 0);
     gpu_elementwise(100003, 0);
     gpu_elementwise(100003, 1);
+    gpu_axpby(7, 13, 13, 13, 0.5f, 0, 0);
+    gpu_axpby(100, 768, 776, 784, 1.0f, 0, 0);
+    gpu_axpby(100, 768, 776, 784, 0.0f, 0, 0);
+    gpu_axpby(33, 64, 64, 64, 0.5f, 1, 0);
+    gpu_axpby(33, 64, 64, 64, 0.0f, 0, 1);
+    gpu_axpby(33, 64, 66, 64, 0.5f, 0, 0); /* rows misaligned by lds, then by ldd: scalar */
+    gpu_axpby(33, 64, 64, 66, 0.5f, 0, 0);
+    gpu_axpby(1000, 3000, 3000, 3008, -0.5f, 0, 0); /* more packs than the grid's threads */
     gpu_bias_grad(7, 13, 13, 0);
     gpu_bias_grad(1000, 768, 776, 0);
     gpu_bias_grad(1000, 96, 100, 0);
     gpu_bias_grad(100, 64, 64, 1);
-    gpu_embedding(3, 5, 13, 4, 0);
-    gpu_embedding(4, 64, 768, 50, 0);
-    gpu_embedding(3, 31, 64, 20, 1);
-    gpu_embedding(2, 300, 40, 3000, 0);
-    gpu_cross_entropy(7, 37, 40, 0, 0.0f);
-    gpu_cross_entropy(5, 64, 64, 0, 30.0f);
-    gpu_cross_entropy(3, 37, 40, 1, 0.0f);
-    gpu_cross_entropy(4, 50257, 50304, 0, 0.0f);
+    gpu_embedding(3, 5, 13, 4, 0, 4, 3, 0);
+    gpu_embedding(4, 64, 768, 50, 0, 50, 3, 0);
+    gpu_embedding(3, 31, 64, 20, 0, 20, 3, 1);
+    gpu_embedding(2, 300, 40, 3000, 0, 3000, 3, 0);
+    gpu_embedding(4, 64, 768, 50, 10, 20, 3, 0); /* a vocabulary block: tokens outside it */
+    gpu_embedding(2, 300, 40, 3000, 1000, 1000, 3, 0);
+    gpu_embedding(3, 31, 64, 20, 5, 5, 1, 1);
+    gpu_embedding(3, 31, 64, 20, 0, 20, 2, 0);
+    gpu_cross_entropy(7, 1, (const int[]){37}, 3, 0, 0.0f);
+    gpu_cross_entropy(5, 1, (const int[]){64}, 0, 0, 30.0f);
+    gpu_cross_entropy(3, 1, (const int[]){37}, 3, 1, 0.0f);
+    gpu_cross_entropy(4, 1, (const int[]){50257}, 47, 0, 0.0f);
+    gpu_cross_entropy(4, 2, (const int[]){25000, 25257}, 47, 0, 0.0f);
+    gpu_cross_entropy(4, 3, (const int[]){16384, 17000, 16873}, 47, 0, 0.0f);
+    gpu_cross_entropy(3, 3, (const int[]){37, 41, 22}, 1, 1, 0.0f);
+    gpu_cross_entropy(5, 3, (const int[]){1000, 1200, 800}, 0, 0, 90.0f);
+    gpu_cross_entropy(65600, 2, (const int[]){3, 5}, 0, 0, 0.0f); /* rows past the 65535 blocks of a grid */
     tsr_device_destroy(&gpu);
 }
 
@@ -1066,23 +1498,37 @@ int main(int argc, char **argv)
     cpu_layernorm(7, 13, 0.0f);
     cpu_layernorm(64, 96, 5.0f);
     cpu_layernorm(1, 300, -2.0f);
+    cpu_layernorm_split(7, 1, (const int[]){13}, 0.5f);
+    cpu_layernorm_split(7, 2, (const int[]){6, 7}, 0.5f);
+    cpu_layernorm_split(9, 3, (const int[]){10, 13, 7}, -0.5f);
+    cpu_layernorm_split(64, 3, (const int[]){32, 32, 32}, 1.0f);
+    cpu_layernorm_split(16, 3, (const int[]){32, 32, 32}, 10.0f); /* means far from zero: the stated bound */
     cpu_elementwise(1);
     cpu_elementwise(1000);
+    cpu_axpby(7, 13, 13, 13, 0.5f, 2.0f, 0);
+    cpu_axpby(7, 13, 16, 20, -1.5f, 0.25f, 0);
+    cpu_axpby(7, 13, 16, 20, -1.5f, 0.0f, 0); /* dst NaN: not read */
+    cpu_axpby(5, 9, 11, 11, 0.75f, -1.0f, 1);
     cpu_bias_grad(7, 13, 13);
     cpu_bias_grad(7, 13, 16);
     cpu_bias_grad(64, 300, 301);
-    cpu_embedding(1, 7, 13, 3);
-    cpu_embedding(4, 16, 64, 37);
-    cpu_cross_entropy(7, 37, 40, 0.0f, 1.0f);
-    cpu_cross_entropy(5, 256, 256, 40.0f, 0.2f);
-    cpu_cross_entropy(1, 1, 3, 0.0f, 1.0f);
+    cpu_embedding(1, 7, 13, 3, 0, 3, 3);
+    cpu_embedding(4, 16, 64, 37, 0, 37, 3);
+    cpu_embedding(4, 16, 64, 37, 10, 12, 3); /* a vocabulary block: tokens outside it */
+    cpu_embedding(3, 8, 5, 20, 15, 5, 1);
+    cpu_embedding(3, 8, 5, 20, 0, 20, 2);
+    cpu_cross_entropy(7, 1, (const int[]){37}, 3, 0.0f, 1.0f, 0);
+    cpu_cross_entropy(5, 1, (const int[]){256}, 0, 40.0f, 0.2f, 0);
+    cpu_cross_entropy(1, 1, (const int[]){1}, 2, 0.0f, 1.0f, 0);
+    cpu_cross_entropy(7, 2, (const int[]){20, 17}, 3, 0.0f, 1.0f, 1);
+    cpu_cross_entropy(5, 3, (const int[]){100, 56, 100}, 0, 40.0f, 0.2f, 0);
+    cpu_cross_entropy(3, 3, (const int[]){1, 1, 1}, 1, 0.0f, 1.0f, 0);
     cpu_errors();
-    against_tp();
 
     if (tsr_device_count(TSR_DEVICE_CUDA) > 0)
         with_gpu();
     else
-        skip(9, "no CUDA device: the CUDA layer kernels are not checked");
+        skip(15, "no CUDA device: the CUDA layer kernels are not checked");
     tsr_device_destroy(&cpu);
     return tap_done();
 }

@@ -1,8 +1,10 @@
 /*
  * test_model_config: the model's configuration: presets, "key=value" parsing and its
- * errors, the text form, the parameter count (GPT-2 small has 124,439,808 with the tied
- * embedding counted once), what tsr_gpt_create() refuses, and the whole backward checked
- * against the forward: an SGD step lowers the loss of its batch by lr |g|^2.
+ * errors (an empty model, a key twice, a trailing comma), the text form, the parameter
+ * count (GPT-2 small has 124,439,808 with the tied embedding counted once), what
+ * tsr_gpt_create() refuses, the tensors checkpoints hold (tsr_gpt_tensor_info) against what
+ * the model registers, and the whole backward checked against the forward: an SGD step
+ * lowers the loss of its batch by lr |g|^2.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -40,18 +42,22 @@ int main(int argc, char **argv)
     ok(parse_fails("depth=3", "unknown key 'depth'"), "unknown key");
     ok(parse_fails("huge", "expected tiny, gpt2-124m"), "unknown preset");
     ok(parse_fails("vocab=70000", "exceeds the 65536"), "vocabulary beyond 16-bit tokens");
+    ok(parse_fails("", "model is empty (expected tiny, gpt2-124m"), "an empty model is refused, not tiny");
+    ok(parse_fails("layers=2,layers=3", "gives layers twice"), "a key given twice (the layout's rule)");
+    ok(parse_fails("layers=2,", "ends with a comma"), "a trailing comma (the layout's rule)");
+    ok(parse_fails("layers=2,,dim=32", "empty item"), "an empty item");
 
-    /* compute names round-trip; an unknown one names the choices */
+    /* recomputation names round-trip; an unknown one names the choices */
     int round_trip = 1;
-    for (int k = TSR_GPT_COMPUTE_AUTO; k <= TSR_GPT_COMPUTE_KERNELS; k++) {
-        tsr_gpt_compute_t back = (tsr_gpt_compute_t)-1;
-        round_trip &= tsr_gpt_compute_parse(tsr_gpt_compute_name((tsr_gpt_compute_t)k), &back) == TSR_OK &&
-                       back == (tsr_gpt_compute_t)k;
+    for (int k = TSR_GPT_RECOMPUTE_NONE; k <= TSR_GPT_RECOMPUTE_BLOCK; k++) {
+        tsr_gpt_recompute_t back = (tsr_gpt_recompute_t)-1;
+        round_trip &= tsr_gpt_recompute_parse(tsr_gpt_recompute_name((tsr_gpt_recompute_t)k), &back) == TSR_OK &&
+                       back == (tsr_gpt_recompute_t)k;
     }
-    tsr_gpt_compute_t cc;
-    ok(round_trip && tsr_gpt_compute_parse("gpu", &cc) == TSR_ERR_INVALID_ARG &&
-           strstr(tsr_last_error(), "expected auto, tp or kernels"),
-       "compute names auto, tp, kernels round-trip; \"gpu\" is refused naming them");
+    tsr_gpt_recompute_t rr;
+    ok(round_trip && tsr_gpt_recompute_parse("full", &rr) == TSR_ERR_INVALID_ARG &&
+           strstr(tsr_last_error(), "expected none, attention or block"),
+       "recomputation names none, attention, block round-trip; \"full\" is refused naming them");
     tsr_clear_error();
 
     /* what the model refuses on one rank */
@@ -73,12 +79,39 @@ int main(int argc, char **argv)
            strstr(tsr_last_error(), "need the interleaved schedule"),
        "chunks without the interleaved schedule are refused");
     o.chunks = 1;
+    z.precision = TSR_PRECISION_BF16;
+    ok(tsr_gpt_create(grid, dev, &c, &o, &z, &gpt) == TSR_ERR_NOT_SUPPORTED && !gpt &&
+           strstr(tsr_last_error(), "bf16 compute needs a CUDA device"),
+       "bf16 on the CPU is refused");
+    z.precision = TSR_PRECISION_FP32;
+    o.recompute = (tsr_gpt_recompute_t)7;
+    ok(tsr_gpt_create(grid, dev, &c, &o, &z, &gpt) == TSR_ERR_INVALID_ARG && !gpt &&
+           strstr(tsr_last_error(), "expected none, attention or block"),
+       "an unknown recomputation is refused");
+    o.recompute = TSR_GPT_RECOMPUTE_NONE;
     ok(tsr_gpt_create(grid, dev, &c, &o, &z, &gpt) == TSR_OK && gpt, "tiny builds on one rank");
     int first = -1, count = -1;
     tsr_gpt_batch_slice(gpt, &first, &count);
     ok(first == 0 && count == 8, "one rank trains on the whole batch");
     is_int(tsr_zero_local_elements(tsr_gpt_optimizer(gpt)), tsr_gpt_param_count(&c),
            "one rank registers every parameter once");
+    /* tsr_gpt_tensor_info, from which tsr-ckpt verify knows what a checkpoint needs, lists
+     * exactly the tensors the model registers, in order, with their shapes. */
+    tsr_zero_t zopt = tsr_gpt_optimizer(gpt);
+    int same = tsr_zero_tensor_count(zopt) == tsr_gpt_tensor_count(&c);
+    for (int i = 0; same && i < tsr_gpt_tensor_count(&c); i++) {
+        tsr_zero_tensor_t d;
+        char name[64];
+        int64_t rows, cols;
+        same = tsr_zero_tensor_desc(zopt, i, &d) == TSR_OK &&
+               tsr_gpt_tensor_info(&c, i, name, sizeof name, &rows, &cols) == TSR_OK && strcmp(d.name, name) == 0 &&
+               d.rows == rows && d.cols == cols;
+        if (!same)
+            diag("tensor %d: the model registers %s %ld x %ld, tsr_gpt_tensor_info says %s %lld x %lld", i, d.name,
+                 d.rows, d.cols, name, (long long)rows, (long long)cols);
+    }
+    ok(same, "tsr_gpt_tensor_info lists the %d tensors the model registers, names and shapes",
+       tsr_gpt_tensor_count(&c));
     tsr_gpt_destroy(&gpt);
     ok(gpt == NULL, "destroy NULLs the handle");
 

@@ -1,11 +1,17 @@
 /*
- * test_tp_block: one whole pre-LayerNorm transformer block (layernorm, attention, residual,
- * layernorm, GELU MLP, residual), forward and backward, distributed in the 2D layout on
- * 2×2 and in the 1D Megatron layout on 1×4, against the same block computed serially in
- * double with the tsr_ref_* functions: the output, the input gradient and all sixteen
- * parameter gradients within 1e-5. The shapes do not divide by the grids (3 sequences,
- * 3 heads), so the 1×4 run also has a rank without a head. At 1 rank both layouts run on 1×1.
- * The 1D run also checks the communication pattern: two all-reduces forward, two backward.
+ * test_tp_block: one whole pre-LayerNorm transformer block (layernorm, Q/K/V, attention,
+ * projection plus residual, layernorm, GELU MLP plus residual), forward and backward,
+ * distributed in the 2D layout on 2×2 and in the 1D Megatron layout on 1×4, against the
+ * same block computed serially in double with the tsr_ref_* functions: the output, the input
+ * gradient and all sixteen parameter gradients within 1e-5. It is written as the model
+ * writes it (lib/model/layers.c): Q, K and V are three column ranges of one buffer (and dQ,
+ * dK, dV of another), the residuals are the linear layers' R, the MLP's first layer is
+ * linear_gelu_forward, and the backward is split into input gradients (backward_input,
+ * QKV's three at once) and weight gradients (backward_weight) afterwards. The shapes do
+ * not divide by the grids (3 sequences, 3 heads), so the 1×4 run has a rank without a
+ * head. At 1 rank both layouts run on 1×1. The 1D run also checks the communication: two
+ * all-reduces forward, two for the input gradients, none for the weight gradients, and
+ * their bytes.
  */
 #include "test_tp_common.h"
 
@@ -14,7 +20,7 @@
 #define T 4           /* tokens per sequence */
 #define M (NB * T)
 #define NH 3          /* heads */
-#define HD 4          /* head size */
+#define HD 8          /* head size */
 #define H (NH * HD)
 #define F (4 * H)     /* MLP width */
 #define EPS 1e-5
@@ -102,6 +108,32 @@ static void check_rc(tsr_status_t rc, const char *what)
         tp_die(what);
 }
 
+/* Three matrices laid out by d over one buffer of this rank's rows, side by side (ld = 3 columns). */
+static void *three_in_one(tsr_tp_t tp, tsr_dmat_desc_t d, tsr_dmat_t m[3])
+{
+    tsr_dmat_view_t b;
+    void *buf = NULL;
+    check_rc(tsr_tp_block(tp, &d, &b), "block");
+    check_rc(tsr_device_alloc(tp_dev, TSR_MEM_ACTIVATIONS, (size_t)b.rows * 3 * b.cols * sizeof(float), &buf),
+             "alloc");
+    for (int j = 0; j < 3; j++) {
+        check_rc(tsr_dmat_wrap(tp, &d, buf ? (float *)buf + (size_t)j * b.cols : NULL, 3 * b.cols, &m[j]), "wrap");
+        check_rc(tsr_dmat_zero(m[j]), "zero");
+    }
+    return buf;
+}
+
+/* dst = src, blocks laid out alike (the model's copy of a residual gradient before a += op). */
+static tsr_status_t copy(tsr_dmat_t src, tsr_dmat_t dst)
+{
+    tsr_dmat_view_t s, d;
+    tsr_dmat_local(src, &s);
+    tsr_dmat_local(dst, &d);
+    if (s.rows == 0 || s.cols == 0)
+        return TSR_OK;
+    return tsr_kernel_axpby_2d(tp_dev, s.rows, s.cols, 1.0f, s.dtype, s.data, s.ld, 0.0f, d.dtype, d.data, d.ld);
+}
+
 static void distributed_block(int r, int c, int oned, const double *x, const double *dy, const double *y_ref,
                               const double *dx_ref)
 {
@@ -120,52 +152,66 @@ static void distributed_block(int r, int c, int oned, const double *x, const dou
     tsr_dmat_t X = tp_dmat(tp, act, x), dY = tp_dmat(tp, act, dy);
     tsr_dmat_t A = tp_dmat(tp, act, NULL), X1 = tp_dmat(tp, act, NULL), Bm = tp_dmat(tp, act, NULL);
     tsr_dmat_t Y = tp_dmat(tp, act, NULL), dA = tp_dmat(tp, act, NULL), dX1 = tp_dmat(tp, act, NULL);
-    tsr_dmat_t dB = tp_dmat(tp, act, NULL), dX = tp_dmat(tp, act, NULL), Pm = tp_dmat(tp, act, NULL);
-    tsr_dmat_t Q = tp_dmat(tp, heads, NULL), K = tp_dmat(tp, heads, NULL), V = tp_dmat(tp, heads, NULL);
-    tsr_dmat_t O = tp_dmat(tp, heads, NULL), dQ = tp_dmat(tp, heads, NULL), dK = tp_dmat(tp, heads, NULL);
-    tsr_dmat_t dV = tp_dmat(tp, heads, NULL), dO = tp_dmat(tp, heads, NULL);
+    tsr_dmat_t dB = tp_dmat(tp, act, NULL), dX = tp_dmat(tp, act, NULL);
+    tsr_dmat_t QKV[3], dQKV[3];
+    void *qkv_buf = three_in_one(tp, heads, QKV), *dqkv_buf = three_in_one(tp, heads, dQKV);
+    tsr_dmat_t O = tp_dmat(tp, heads, NULL), dO = tp_dmat(tp, heads, NULL);
     tsr_dmat_t Hm = tp_dmat(tp, wide, NULL), Gm = tp_dmat(tp, wide, NULL), dH = tp_dmat(tp, wide, NULL);
-    tsr_dmat_t dG = tp_dmat(tp, wide, NULL);
-    tsr_tp_saved_t ln1 = NULL, ln2 = NULL, att = NULL;
-    tsr_comm_counters_t cnt;
+    tsr_dmat_view_t va, vh;
+    tsr_dmat_local(X, &va);
+    tsr_dmat_local(O, &vh);
+    float *mean1 = tp_device_floats((size_t)va.rows), *rstd1 = tp_device_floats((size_t)va.rows);
+    float *mean2 = tp_device_floats((size_t)va.rows), *rstd2 = tp_device_floats((size_t)va.rows);
+    float *lse = tp_device_floats((size_t)vh.rows * (vh.cols / HD));
+    tsr_dmat_t wqkv[3] = {P[WQ], P[WK], P[WV]};
+    uint64_t pair = tp_ar(c, 4ull * M * H); /* one all-reduce of an M x H activation along the row */
 
     tsr_tp_reset_counters(tp);
-    check_rc(tsr_tp_layernorm_forward(tp, X, P[LN1G], P[LN1B], (float)EPS, A, &ln1), "ln1");
-    check_rc(tsr_tp_linear_forward(tp, A, P[WQ], P[BQ], Q), "q");
-    check_rc(tsr_tp_linear_forward(tp, A, P[WK], P[BK], K), "k");
-    check_rc(tsr_tp_linear_forward(tp, A, P[WV], P[BV], V), "v");
-    check_rc(tsr_tp_attention_forward(tp, Q, K, V, T, HD, O, &att), "attention");
-    check_rc(tsr_tp_linear_forward(tp, O, P[WO], P[BO], Pm), "proj");
-    check_rc(tsr_tp_add(tp, X, Pm, X1), "residual 1");
-    check_rc(tsr_tp_layernorm_forward(tp, X1, P[LN2G], P[LN2B], (float)EPS, Bm, &ln2), "ln2");
-    check_rc(tsr_tp_linear_forward(tp, Bm, P[W1], P[B1], Hm), "fc");
-    check_rc(tsr_tp_gelu_forward(tp, Hm, Gm), "gelu");
-    check_rc(tsr_tp_linear_forward(tp, Gm, P[W2], P[B2], Y), "fc proj");
-    check_rc(tsr_tp_add(tp, X1, Y, Y), "residual 2");
+    check_rc(tsr_tp_layernorm_forward(tp, X, P[LN1G], P[LN1B], (float)EPS, A, mean1, rstd1), "ln1");
+    for (int j = 0; j < 3; j++)
+        check_rc(tsr_tp_linear_forward(tp, A, wqkv[j], P[BQ + 2 * j], NULL, QKV[j]), "qkv");
+    check_rc(tsr_tp_attention_forward(tp, QKV[0], QKV[1], QKV[2], T, HD, O, lse), "attention");
+    check_rc(tsr_tp_linear_forward(tp, O, P[WO], P[BO], X, X1), "proj + residual");
+    check_rc(tsr_tp_layernorm_forward(tp, X1, P[LN2G], P[LN2B], (float)EPS, Bm, mean2, rstd2), "ln2");
+    check_rc(tsr_tp_linear_gelu_forward(tp, Bm, P[W1], P[B1], Hm, Gm), "fc + gelu");
+    check_rc(tsr_tp_linear_forward(tp, Gm, P[W2], P[B2], X1, Y), "fc proj + residual");
     if (oned) {
-        tsr_comm_counters(tsr_grid_comm(grid, TSR_AXIS_TP_ROW), &cnt);
-        is_int(cnt.calls[TSR_COMM_ALLREDUCE], c > 1 ? 2 : 0, "1x%d 1D block forward: one all-reduce per pair", c);
+        is_int(tp_calls(tp, TSR_COMM_ALLREDUCE), c > 1 ? 2 : 0, "1x%d 1D block forward: one all-reduce per pair", c);
+        is_int(tsr_tp_bytes_sent(tp), 2 * pair, "1x%d 1D block forward: bytes = 2 all-reduces of M x H", c);
     }
     tp_check(Y, y_ref, TOL, oned ? "1D block output" : "2D block output", r, c);
 
+    /* Input gradients, as lib/model/layers.c orders them. */
+    tsr_dmat_t w1 = P[W1], wo = P[WO];
     tsr_tp_reset_counters(tp);
-    check_rc(tsr_tp_linear_backward(tp, Gm, P[W2], dY, dG, G[W2], G[B2]), "fc proj backward");
-    check_rc(tsr_tp_gelu_backward(tp, Hm, dG, dH), "gelu backward");
-    check_rc(tsr_tp_linear_backward(tp, Bm, P[W1], dH, dB, G[W1], G[B1]), "fc backward");
-    check_rc(tsr_tp_layernorm_backward(tp, X1, P[LN2G], ln2, dB, dX1, G[LN2G], G[LN2B]), "ln2 backward");
-    check_rc(tsr_tp_add(tp, dX1, dY, dX1), "residual 2 backward");
-    check_rc(tsr_tp_linear_backward(tp, O, P[WO], dX1, dO, G[WO], G[BO]), "proj backward");
-    check_rc(tsr_tp_attention_backward(tp, Q, K, V, att, dO, dQ, dK, dV), "attention backward");
-    tsr_dmat_t w3[3] = {P[WQ], P[WK], P[WV]}, dy3[3] = {dQ, dK, dV}, dw3[3] = {G[WQ], G[WK], G[WV]};
-    tsr_dmat_t db3[3] = {G[BQ], G[BK], G[BV]};
-    check_rc(tsr_tp_linear_backward_shared(tp, 3, A, w3, dy3, dA, dw3, db3), "qkv backward");
-    check_rc(tsr_tp_layernorm_backward(tp, X, P[LN1G], ln1, dA, dX, G[LN1G], G[LN1B]), "ln1 backward");
-    check_rc(tsr_tp_add(tp, dX, dX1, dX), "residual 1 backward");
+    check_rc(tsr_tp_linear_gelu_backward_input(tp, P[W2], dY, Hm, dH), "fc proj + gelu backward");
+    check_rc(tsr_tp_linear_backward_input(tp, 1, &w1, &dH, dB), "fc backward");
+    check_rc(copy(dY, dX1), "residual 2 backward");
+    check_rc(tsr_tp_layernorm_backward_input(tp, X1, P[LN2G], mean2, rstd2, dB, dX1), "ln2 backward");
+    check_rc(tsr_tp_linear_backward_input(tp, 1, &wo, &dX1, dO), "proj backward");
+    check_rc(tsr_tp_attention_backward(tp, QKV[0], QKV[1], QKV[2], O, lse, T, HD, dO, dQKV[0], dQKV[1], dQKV[2]),
+             "attention backward");
+    check_rc(tsr_tp_linear_backward_input(tp, 3, wqkv, dQKV, dA), "qkv backward");
+    check_rc(copy(dX1, dX), "residual 1 backward");
+    check_rc(tsr_tp_layernorm_backward_input(tp, X, P[LN1G], mean1, rstd1, dA, dX), "ln1 backward");
     if (oned) {
-        tsr_comm_counters(tsr_grid_comm(grid, TSR_AXIS_TP_ROW), &cnt);
-        is_int(cnt.calls[TSR_COMM_ALLREDUCE], c > 1 ? 2 : 0, "1x%d 1D block backward: one all-reduce per pair", c);
+        is_int(tp_calls(tp, TSR_COMM_ALLREDUCE), c > 1 ? 2 : 0,
+               "1x%d 1D block input gradients: one all-reduce per pair (QKV's three at once)", c);
+        is_int(tsr_tp_bytes_sent(tp), 2 * pair, "1x%d 1D block input gradients: bytes = 2 all-reduces of M x H", c);
     }
     tp_check(dX, dx_ref, TOL, oned ? "1D block dX" : "2D block dX", r, c);
+
+    /* Weight gradients, afterwards. */
+    tsr_tp_reset_counters(tp);
+    check_rc(tsr_tp_linear_backward_weight(tp, Gm, dY, G[W2], G[B2]), "dW2");
+    check_rc(tsr_tp_linear_backward_weight(tp, Bm, dH, G[W1], G[B1]), "dW1");
+    check_rc(tsr_tp_layernorm_backward_weight(tp, X1, mean2, rstd2, dB, G[LN2G], G[LN2B]), "ln2 weights");
+    check_rc(tsr_tp_linear_backward_weight(tp, O, dX1, G[WO], G[BO]), "dWo");
+    for (int j = 0; j < 3; j++)
+        check_rc(tsr_tp_linear_backward_weight(tp, A, dQKV[j], G[WQ + 2 * j], G[BQ + 2 * j]), "dWqkv");
+    check_rc(tsr_tp_layernorm_backward_weight(tp, X, mean1, rstd1, dA, G[LN1G], G[LN1B]), "ln1 weights");
+    if (oned)
+        is_int(tp_all_calls(tp), 0, "1x%d 1D block weight gradients: no communication", c);
     for (int p = 0; p < NPARAM; p++) {
         char what[64];
         snprintf(what, sizeof what, "%s block d%s", mode, pname[p]);
@@ -173,23 +219,29 @@ static void distributed_block(int r, int c, int oned, const double *x, const dou
             tp_check(G[p], grad[p], TOL, what, r, c);
     }
     /* A bias on the keys shifts every score of a query alike: softmax ignores it, dbk is 0. */
-    double *gk = tp_global(G[BK]), big = 0, ref = 0;
-    for (int j = 0; j < H; j++) {
+    double *gk = tp_local(G[BK]), big = 0, ref = 0;
+    tsr_dmat_view_t vb;
+    tsr_dmat_local(G[BK], &vb);
+    for (int j = 0; j < vb.cols; j++)
         big = fabs(gk[j]) > big ? fabs(gk[j]) : big;
+    for (int j = 0; j < H; j++)
         ref = fabs(grad[BQ][j]) > ref ? fabs(grad[BQ][j]) : ref;
-    }
     ok(big <= TOL * ref, "%dx%d %s block dbk is zero: max %.2g <= 1e-5 max|dbq|", r, c, mode, big);
     free(gk);
-    tsr_tp_saved_destroy(&ln1);
-    tsr_tp_saved_destroy(&ln2);
-    tsr_tp_saved_destroy(&att);
     for (int p = 0; p < NPARAM; p++) {
         tsr_dmat_destroy(&P[p]);
         tsr_dmat_destroy(&G[p]);
     }
-    tsr_dmat_t all[] = {X, dY, A, X1, Bm, Y, dA, dX1, dB, dX, Pm, Q, K, V, O, dQ, dK, dV, dO, Hm, Gm, dH, dG};
-    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
-        tsr_dmat_destroy(&all[i]);
+    for (int j = 0; j < 3; j++) {
+        tsr_dmat_destroy(&QKV[j]);
+        tsr_dmat_destroy(&dQKV[j]);
+    }
+    tsr_device_free(tp_dev, &qkv_buf);
+    tsr_device_free(tp_dev, &dqkv_buf);
+    TP_DESTROY(X, dY, A, X1, Bm, Y, dA, dX1, dB, dX, O, dO, Hm, Gm, dH);
+    float *stats[] = {mean1, rstd1, mean2, rstd2, lse};
+    for (size_t i = 0; i < sizeof stats / sizeof *stats; i++)
+        tp_device_free(stats[i]);
     tp_close(&tp, &grid);
 }
 
@@ -217,6 +269,6 @@ int main(int argc, char **argv)
     for (int p = 0; p < NPARAM; p++)
         free(param[p]), free(grad[p]);
     free(x), free(dy);
-    tsr_device_destroy(&tp_dev);
+    tp_test_end();
     return tap_done();
 }

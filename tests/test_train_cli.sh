@@ -5,8 +5,8 @@
 # wrong magic, a token id not below the vocabulary, --device cuda without a GPU, bf16 on the
 # CPU, and resuming from a
 # checkpoint of another model; --log-json and --trace; a checkpoint at step 5 and a resume
-# that reproduces steps 6-10 bitwise on the same layout and within 1e-4 on another, also when
-# the kernels path (--compute kernels) reads or writes the checkpoint. Prints TAP.
+# that reproduces steps 6-10 bitwise on the same layout and within 1e-4 on another, also with
+# activation recomputation; --recompute's and the retired --compute's errors. Prints TAP.
 bin=${TSR_BUILDDIR:-.}/apps
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-train-cli.XXXXXX") || exit 99
 trap 'rm -rf "$tmp"' EXIT
@@ -84,19 +84,19 @@ run 2 $model --layout tp=1x2 --zero 3 --steps 10 --lr 3e-3 --resume "$tmp/ck/ste
 losses "$tmp/c.json" 1 5 >"$tmp/c.loss"
 check "resuming at step 5 on tp=1x2 gives steps 6-10 within 1e-4" \
     eval 'test $status -eq 0 && test "$(wc -l <"$tmp/c.loss")" -eq 5 && within "$tmp/a.loss" "$tmp/c.loss" 1e-4'
-# The kernels path (what a GPU runs) reads and writes the same checkpoints as the tp path.
-run 2 $model --layout dp=2 --zero 2 --compute kernels --steps 10 --lr 3e-3 --resume "$tmp/ck/step_5.h5" \
-    --log-json "$tmp/d.json"
-losses "$tmp/d.json" 1 5 >"$tmp/d.loss"
-check "the kernels path resumes a tp-path checkpoint: steps 6-10 within 1e-4" \
-    eval 'test $status -eq 0 && test "$(wc -l <"$tmp/d.loss")" -eq 5 && within "$tmp/a.loss" "$tmp/d.loss" 1e-4'
-run 2 $model --layout pp=2 --micro-batches 2 --compute kernels --steps 10 --lr 3e-3 --ckpt-dir "$tmp/kk" \
+# Recomputation changes nothing a checkpoint holds: a run with it resumes on another layout.
+run 2 $model --layout pp=2 --micro-batches 2 --recompute block --steps 10 --lr 3e-3 --ckpt-dir "$tmp/kk" \
     --ckpt-every 5 --log-json "$tmp/e.json"
-run 2 $model --layout tp=1x2 --steps 10 --lr 3e-3 --resume "$tmp/kk/step_5.h5" --log-json "$tmp/f.json"
+run 2 $model --layout dp=2 --zero 2 --recompute attention --steps 10 --lr 3e-3 --resume "$tmp/kk/step_5.h5" \
+    --log-json "$tmp/f.json"
 losses "$tmp/e.json" 6 10 >"$tmp/e.loss"
 losses "$tmp/f.json" 1 5 >"$tmp/f.loss"
-check "a kernels-path checkpoint resumes on the tp path: steps 6-10 within 1e-4" \
+check "a pp=2 checkpoint with --recompute block resumes on dp=2 with attention recomputation: steps 6-10 within 1e-4" \
     eval 'test $status -eq 0 && test "$(wc -l <"$tmp/f.loss")" -eq 5 && within "$tmp/e.loss" "$tmp/f.loss" 1e-4'
+run 1 $model --recompute some
+check "--recompute some is a one-line error naming the choices" eval 'one_error "expected none, attention or block"'
+run 1 $model --compute tp
+check "--compute, retired, is a one-line error saying why" eval 'one_error "--compute is gone: the model has one engine"'
 run 2 --model layers=3,dim=32,heads=4,vocab=256,seq=16 --batch 4 --resume "$tmp/ck/step_5.h5"
 check "resuming from a checkpoint of another model is a one-line mismatch" \
     eval 'one_error "checkpoint was written for a different model: layers=2"'

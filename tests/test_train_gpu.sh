@@ -2,8 +2,9 @@
 # test_train_gpu.sh: tsr-train on a GPU (skipped where none is visible). The tiny model for 20
 # steps with --device cuda matches the CPU's losses (fp32 within 1e-4, bf16 within 3e-2
 # relative); a checkpoint written on the GPU at step 10 resumes on the CPU and one written on
-# the CPU resumes on the GPU, each within bf16 tolerance of the uninterrupted run; two ranks
-# sharing the GPU (dp=2, pp=2: host-staged MPI) give the one-rank losses within 1e-4. Prints TAP.
+# the CPU resumes on the GPU, each within bf16 tolerance of the uninterrupted run; ranks
+# sharing the GPU (host-staged MPI) give the one-rank losses within 1e-4 in data and pipeline
+# parallelism (dp=2, pp=2) and the CPU's in tensor parallelism (tp=1x2, tp=2x2). Prints TAP.
 bin=${TSR_BUILDDIR:-.}/apps
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-train-gpu.XXXXXX") || exit 99
 trap 'rm -rf "$tmp"' EXIT
@@ -41,7 +42,7 @@ if ! run 1 probe --device cuda --steps 1; then
         exit 0
     fi
 fi
-echo "1..7"
+echo "1..9"
 run 1 cpu --device cpu
 run 1 gpu32 --device cuda --precision fp32
 check "cuda fp32: 20 losses within 1e-4 of the CPU" within "$tmp/gpu32.json" "$tmp/cpu.json" 1e-4
@@ -62,3 +63,7 @@ run 2 dp2 --device cuda --precision fp32 --layout dp=2
 check "dp=2 on one GPU: losses within 1e-4 of one rank" within "$tmp/dp2.json" "$tmp/gpu32.json" 1e-4
 run 2 pp2 --device cuda --precision fp32 --layout pp=2 --micro-batches 2
 check "pp=2 on one GPU: losses within 1e-4 of one rank" within "$tmp/pp2.json" "$tmp/gpu32.json" 1e-4
+run 2 tp12 --device cuda --precision fp32 --layout tp=1x2
+check "tp=1x2 on one GPU: losses within 1e-4 of the CPU" within "$tmp/tp12.json" "$tmp/cpu.json" 1e-4
+run 4 tp22 --device cuda --precision fp32 --layout tp=2x2
+check "tp=2x2 on one GPU: losses within 1e-4 of the CPU" within "$tmp/tp22.json" "$tmp/cpu.json" 1e-4

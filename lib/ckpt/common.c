@@ -1,39 +1,39 @@
 /* common.c: HDF5 error handling, piece selection and checksums for the checkpoint module. */
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "ckpt/ckpt_impl.h"
 
-void tsr__ckpt_quiet_begin(ckpt_quiet_t *q)
+void tsr__ckpt_quiet(void)
 {
-    H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
 
-void tsr__ckpt_quiet_end(const ckpt_quiet_t *q)
-{
-    H5Eset_auto2(H5E_DEFAULT, q->func, q->data);
-}
-
-/* H5Ewalk2 callback: keep the innermost (first) description. */
+/* H5Ewalk2 callback: keep the innermost (first) description, at most 160 characters. */
 static herr_t innermost(unsigned n, const H5E_error2_t *e, void *data)
 {
     if (n == 0)
-        snprintf(data, 256, "%s", e->desc ? e->desc : "");
+        snprintf(data, 161, "%s", e->desc ? e->desc : "");
     return 0;
 }
 
 tsr_status_t tsr__ckpt_h5_error(tsr_status_t status, const char *file, int line, const char *fmt, ...)
 {
-    char what[512], why[256] = "";
+    char what[512], why[161] = "";
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(what, sizeof what, fmt, ap);
     va_end(ap);
     H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, innermost, why);
     H5Eclear2(H5E_DEFAULT);
-    return tsr__error(status, file, line, "%s%s%s", what, why[0] ? " (HDF5: " : "", why[0] ? why : "");
+    for (char *p = why; *p; p++) /* one line */
+        if (*p == '\n')
+            *p = ' ';
+    if (!why[0])
+        return tsr__error(status, file, line, "%s", what);
+    return tsr__error(status, file, line, "%s (HDF5: %s)", what, why);
 }
 
 void tsr__ckpt_close(size_t n, const hid_t *ids)
@@ -58,17 +58,109 @@ hid_t tsr__ckpt_fapl(tsr_comm_t comm)
     return fapl;
 }
 
+tsr_status_t tsr__ckpt_shape(hid_t space, const char *path, const char *name, int *ndim, int64_t dims[2])
+{
+    hsize_t d[H5S_MAX_RANK];
+    int rank = H5Sget_simple_extent_ndims(space);
+    *ndim = 0;
+    dims[0] = dims[1] = 0;
+    if (H5Sget_simple_extent_type(space) != H5S_SIMPLE || rank < 1 || rank > 2)
+        return TSR_ERROR(TSR_ERR_FORMAT, "%s: dataset %s has %d dimensions (expected 1 or 2)", path, name,
+                         rank > 0 ? rank : 0);
+    if (H5Sget_simple_extent_dims(space, d, NULL) != rank) /* rank <= 2 here: d has room */
+        return TSR_ERROR(TSR_ERR_FORMAT, "%s: dataset %s: its shape cannot be read", path, name);
+    int64_t n = 1;
+    for (int i = 0; i < rank; i++) {
+        if (d[i] > (hsize_t)CKPT_MAX_ELEMENTS || (d[i] > 0 && n > CKPT_MAX_ELEMENTS / (int64_t)d[i]))
+            return TSR_ERROR(TSR_ERR_FORMAT, "%s: dataset %s has more than 2^56 elements (expected a tensor)", path,
+                             name);
+        n *= (int64_t)d[i];
+        dims[i] = (int64_t)d[i];
+    }
+    *ndim = rank;
+    return TSR_OK;
+}
+
+const char *tsr__ckpt_type_name(hid_t type, char *buf, size_t len)
+{
+    size_t bits = 8 * H5Tget_size(type);
+    switch (H5Tget_class(type)) {
+    case H5T_FLOAT: snprintf(buf, len, "float%zu", bits); break;
+    case H5T_INTEGER: snprintf(buf, len, "%sint%zu", H5Tget_sign(type) == H5T_SGN_NONE ? "u" : "", bits); break;
+    case H5T_STRING: snprintf(buf, len, "string"); break;
+    case H5T_COMPOUND: snprintf(buf, len, "compound"); break;
+    case H5T_ARRAY: snprintf(buf, len, "array"); break;
+    case H5T_ENUM: snprintf(buf, len, "enum"); break;
+    default: snprintf(buf, len, "other"); break;
+    }
+    return buf;
+}
+
+char *tsr_ckpt_format_shape(int ndim, const int64_t dims[2], char *buf, size_t len)
+{
+    if (ndim == 2)
+        snprintf(buf, len, "%lld x %lld", (long long)dims[0], (long long)dims[1]);
+    else
+        snprintf(buf, len, "%lld", (long long)dims[0]);
+    return buf;
+}
+
+int64_t tsr__ckpt_bad_value(const float *v, int64_t n, int nonneg)
+{
+    for (int64_t i = 0; i < n; i++)
+        if (!isfinite(v[i]) || (nonneg && v[i] < 0))
+            return i;
+    return -1;
+}
+
+int tsr__ckpt_is_second_moment(const char *name)
+{
+    size_t len = strlen(name);
+    return strncmp(name, "/optim/", 7) == 0 && len > 9 && strcmp(name + len - 2, "/v") == 0;
+}
+
+/* FNV-1a over bytes, continuing from h. */
+static uint64_t fnv(uint64_t h, const void *bytes, size_t n)
+{
+    const unsigned char *b = bytes;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ b[i]) * 0x100000001b3ULL;
+    return h;
+}
+
+static inline uint64_t finalize(uint64_t h)
+{
+    h ^= h >> 33;
+    h *= 0xff51afd7ed558ccdULL;
+    h ^= h >> 33;
+    h *= 0xc4ceb9fe1a85ec53ULL;
+    h ^= h >> 33;
+    return h;
+}
+
+uint64_t tsr__ckpt_attr_checksum(const char *group, const char *name, char kind, const void *value, size_t len)
+{
+    uint64_t h = 0xcbf29ce484222325ULL;
+    h = fnv(h, group, strlen(group) + 1);
+    h = fnv(h, name, strlen(name) + 1);
+    h = fnv(h, &kind, 1);
+    return finalize(fnv(h, value, len));
+}
+
 tsr_status_t tsr__ckpt_check_piece(const char *name, int ndim, const int64_t dims[], const tsr_ckpt_piece_t *p)
 {
     int64_t rows = ndim == 2 ? dims[0] : 1, cols = ndim == 2 ? dims[1] : dims[0];
     if (ndim != 1 && ndim != 2)
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "dataset %s: %d dimensions (expected 1 or 2)", name, ndim);
-    if (rows < 0 || cols < 0)
-        return TSR_ERROR(TSR_ERR_INVALID_ARG, "dataset %s: negative shape", name);
+    if (rows < 0 || cols < 0 || (rows > 0 && cols > CKPT_MAX_ELEMENTS / rows))
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "dataset %s: shape %lld x %lld (expected at most 2^56 elements)", name,
+                         (long long)rows, (long long)cols);
     if (p->count == 0)
         return TSR_OK;
-    if (p->row0 < 0 || p->rows < 0 || p->row0 + p->rows > rows || p->col0 < 0 || p->cols < 0 ||
-        p->col0 + p->cols > cols || p->offset < 0 || p->count < 0 || p->offset + p->count > p->rows * p->cols)
+    /* Each bound is checked before it is added to, so nothing here can overflow. */
+    if (p->row0 < 0 || p->rows < 0 || p->row0 > rows || p->rows > rows - p->row0 || p->col0 < 0 || p->cols < 0 ||
+        p->col0 > cols || p->cols > cols - p->col0 || p->offset < 0 || p->count < 0 ||
+        p->offset > p->rows * p->cols || p->count > p->rows * p->cols - p->offset)
         return TSR_ERROR(TSR_ERR_INVALID_ARG,
                          "dataset %s of %lld x %lld: piece rows %lld+%lld, columns %lld+%lld, elements %lld+%lld "
                          "does not fit in it", name, (long long)rows, (long long)cols, (long long)p->row0,
@@ -125,13 +217,7 @@ static inline uint64_t mix(uint64_t index, float value)
 {
     uint32_t bits;
     memcpy(&bits, &value, sizeof bits);
-    uint64_t h = index * 0x9E3779B97F4A7C15ULL + bits;
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdULL;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ULL;
-    h ^= h >> 33;
-    return h;
+    return finalize(index * 0x9E3779B97F4A7C15ULL + bits);
 }
 
 uint64_t tsr_ckpt_checksum(uint64_t first, size_t n, const float *values)
@@ -139,6 +225,15 @@ uint64_t tsr_ckpt_checksum(uint64_t first, size_t n, const float *values)
     uint64_t sum = 0;
     for (size_t i = 0; i < n; i++)
         sum += mix(first + i, values[i]);
+    return sum;
+}
+
+uint64_t tsr_ckpt_checksum_i64(uint64_t first, size_t n, const int64_t *values)
+{
+    /* The index and the value each pass through the mix: 64-bit values have no spare bits. */
+    uint64_t sum = 0;
+    for (size_t i = 0; i < n; i++)
+        sum += finalize(finalize((first + i) * 0x9E3779B97F4A7C15ULL) + (uint64_t)values[i]);
     return sum;
 }
 

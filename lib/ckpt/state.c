@@ -8,6 +8,9 @@
  * deduplicated. A rank then passes, for each global tensor, its ownership range (writing) or
  * everything it stores (reading), or an empty piece when it holds none of that tensor.
  */
+#include <float.h>
+#include <limits.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -287,7 +290,7 @@ static const tsr_ckpt_dataset_info_t *find_dataset(const tsr_ckpt_dataset_info_t
 {
     tsr_ckpt_dataset_info_t key;
     snprintf(key.name, sizeof key.name, "%s", name);
-    return bsearch(&key, info, n, sizeof *info, by_dataset_name);
+    return n > 0 ? bsearch(&key, info, n, sizeof *info, by_dataset_name) : NULL; /* info may be NULL then */
 }
 
 /* Whether a /params or /optim dataset of the file belongs to a tensor and kind of the list. */
@@ -324,11 +327,13 @@ static tsr_status_t check_datasets(const tensor_list_t *list, const tsr_ckpt_dat
             const tsr_ckpt_dataset_info_t *d = find_dataset(info, n, name);
             TSR_CHECK(d, TSR_ERR_MISMATCH, "the checkpoint has no dataset %s, which this model's tensor %s needs",
                       name, list->t[i].name);
-            TSR_CHECK(d->is_float && d->ndim == ndim && d->dims[0] == dims[0] && d->dims[1] == dims[1],
-                      TSR_ERR_MISMATCH, "checkpoint dataset %s is %s%lld%s%lld, this model has %lld%s%lld",
-                      name, d->is_float ? "" : "int64 ", (long long)d->dims[0], d->ndim == 2 ? " x " : "",
-                      d->ndim == 2 ? (long long)d->dims[1] : 0LL, (long long)dims[0], ndim == 2 ? " x " : "",
-                      ndim == 2 ? (long long)dims[1] : 0LL);
+            char got[48], want[48];
+            TSR_CHECK(d->is_float, TSR_ERR_MISMATCH, "checkpoint dataset %s is %s %s, this model has float32 %s",
+                      name, d->type, tsr_ckpt_format_shape(d->ndim, d->dims, got, sizeof got),
+                      tsr_ckpt_format_shape(ndim, dims, want, sizeof want));
+            TSR_CHECK(d->ndim == ndim && d->dims[0] == dims[0] && d->dims[1] == dims[1], TSR_ERR_MISMATCH,
+                      "checkpoint dataset %s is %s, this model has %s", name,
+                      tsr_ckpt_format_shape(d->ndim, d->dims, got, sizeof got), tsr_ckpt_format_shape(ndim, dims, want, sizeof want));
         }
     /* Parameters first: a tensor the model lacks is named by its parameter, not its moments. */
     static const char *const groups[] = {"/params/", "/optim/"};
@@ -342,22 +347,44 @@ cleanup:
     return rc;
 }
 
-static tsr_status_t load_scalars(tsr_ckpt_reader_t r, tsr_zero_state_t *state)
+/* The scalar state, which must agree with how this optimizer runs: an fp32 run that does
+ * not scale its loss resumes with loss_scale 1, never with a scale that divides its gradients. */
+static tsr_status_t load_scalars(tsr_ckpt_reader_t r, const tsr_zero_config_t *cfg, tsr_zero_state_t *state)
 {
     tsr_status_t rc = TSR_OK;
     int64_t step = 0, good = 0;
     double scale = 0;
+    const char *path = tsr__ckpt_reader_path(r);
     TSR_TRY(tsr_ckpt_get_i64(r, "/optim", "step", &step));
     TSR_TRY(tsr_ckpt_get_f64(r, "/optim", "loss_scale", &scale));
     TSR_TRY(tsr_ckpt_get_i64(r, "/optim", "good_steps", &good));
+    TSR_CHECK(step >= 0 && step <= LONG_MAX && good >= 0 && good <= LONG_MAX && isfinite(scale) && scale > 0 &&
+                  scale <= FLT_MAX, TSR_ERR_FORMAT,
+              "%s: its optimizer state is invalid: step %lld, loss_scale %g, good_steps %lld (expected step and "
+              "good_steps >= 0, a finite positive loss_scale)", path, (long long)step, scale, (long long)good);
+    if (!cfg->dynamic_loss_scale)
+        TSR_CHECK(scale == 1 && good == 0, TSR_ERR_MISMATCH,
+                  "%s: /optim loss_scale is %g and good_steps %lld, but this run does not scale its loss (expected "
+                  "1 and 0)", path, scale, (long long)good);
+    else
+        TSR_CHECK(good < cfg->loss_scale_window, TSR_ERR_MISMATCH,
+                  "%s: /optim good_steps is %lld, not below this run's loss-scale window of %d", path, (long long)good,
+                  cfg->loss_scale_window);
     state->step = (long)step;
     state->loss_scale = (float)scale;
     state->good_steps = (long)good;
-    TSR_CHECK(step >= 0 && good >= 0 && scale > 0, TSR_ERR_FORMAT,
-              "checkpoint optimizer state is invalid: step %lld, loss_scale %g, good_steps %lld", (long long)step,
-              scale, (long long)good);
 cleanup:
     return rc;
+}
+
+/* A value a checkpoint may not hold in this rank's piece: its global index, or -1. */
+static int64_t bad_element(int ndim, const int64_t dims[], const tsr_ckpt_piece_t *p, const float *v, int nonneg)
+{
+    int64_t k = tsr__ckpt_bad_value(v, p->count, nonneg);
+    if (k < 0)
+        return -1;
+    int64_t cols = ndim == 2 ? dims[1] : dims[0], e = p->offset + k;
+    return (p->row0 + e / p->cols) * cols + p->col0 + e % p->cols;
 }
 
 /* Everything this rank stores of one tensor, and the checksum of its ownership range. */
@@ -391,6 +418,10 @@ static tsr_status_t read_piece(tsr_ckpt_reader_t r, tsr_zero_t opt, const global
         data = host;
     }
     TSR_TRY(tsr_ckpt_read_f32(r, name, ndim, dims, &piece, data));
+    int64_t bad = bad_element(ndim, dims, &piece, data, kind == TSR_ZERO_V);
+    TSR_CHECK(bad < 0, TSR_ERR_CORRUPT, "%s: dataset %s holds %s at element %lld (expected %s)",
+              tsr__ckpt_reader_path(r), name, kind == TSR_ZERO_V ? "a negative or non-finite value" : "a non-finite value",
+              (long long)bad, kind == TSR_ZERO_V ? "finite second moments, none below 0" : "finite values");
     if (pc.write_end > pc.write_begin) {
         /* The ownership ranges tile the tensor once, so their checksums add up to the file's. */
         tsr_ckpt_piece_t own = piece;
@@ -470,16 +501,127 @@ tsr_status_t tsr_ckpt_load_zero(tsr_ckpt_reader_t r, tsr_grid_t grid, tsr_zero_t
     tsr_zero_state_t state;
     tsr_comm_t comm = tsr_grid_comm(grid, TSR_AXIS_WORLD);
     TSR_TRY(agree_tensors(comm, opt, cfg, &list));
+    TSR_TRY(tsr_ckpt_verify_metadata(r)); /* every attribute read below is covered */
     TSR_TRY(tsr_ckpt_expect_str(r, "/config", "optimizer", optim_name(cfg->optim)));
     TSR_TRY(tsr_ckpt_list(r, &info, &ninfo));
-    qsort(info, ninfo, sizeof *info, by_dataset_name);
+    if (ninfo > 1)
+        qsort(info, ninfo, sizeof *info, by_dataset_name);
     TSR_TRY(check_datasets(&list, info, ninfo));
-    TSR_TRY(load_scalars(r, &state));
+    TSR_TRY(load_scalars(r, cfg, &state));
     TSR_TRY(read_all(r, comm, opt, &list, info, ninfo));
     TSR_TRY(tsr_zero_set_state(opt, &state));
     TSR_TRY(tsr_zero_sync_params(opt));
 cleanup:
     free(info);
     free(list.t);
+    return rc;
+}
+
+/* ---- checking the state a file holds (tsr-ckpt verify) ---- */
+
+/* The tensor of /params/<t> or /optim/<t>/m|v into t (and 'p', 'm' or 'v'), or 0. */
+static int dataset_tensor(const char *name, char t[TSR_ZERO_NAME_MAX], char *kind)
+{
+    size_t len = strlen(name);
+    if (strncmp(name, "/params/", 8) == 0 && len - 8 < TSR_ZERO_NAME_MAX && !strchr(name + 8, '/')) {
+        snprintf(t, TSR_ZERO_NAME_MAX, "%s", name + 8);
+        *kind = 'p';
+        return 1;
+    }
+    if (strncmp(name, "/optim/", 7) == 0 && len > 9 && name[len - 2] == '/' && (name[len - 1] == 'm' || name[len - 1] == 'v') &&
+        len - 9 < TSR_ZERO_NAME_MAX && !memchr(name + 7, '/', len - 9)) {
+        snprintf(t, TSR_ZERO_NAME_MAX, "%.*s", (int)(len - 9), name + 7);
+        *kind = name[len - 1];
+        return 1;
+    }
+    return 0;
+}
+
+/* Whether group/name exists, telling a missing attribute from one that cannot be read. */
+static int has_i64(tsr_ckpt_reader_t r, const char *group, const char *name)
+{
+    int64_t v;
+    int has = tsr_ckpt_get_i64(r, group, name, &v) == TSR_OK;
+    tsr_clear_error();
+    return has;
+}
+
+/* The moments of every parameter, by the optimizer's kind, of its shape; none astray. */
+static tsr_status_t check_state_datasets(const char *path, const char *optim, const tsr_ckpt_dataset_info_t *info,
+                                         size_t n)
+{
+    tsr_status_t rc = TSR_OK;
+    int adamw = strcmp(optim, "adamw") == 0, with_m = -1;
+    char t[TSR_ZERO_NAME_MAX], kind, name[DATASET_MAX], got[48], want[48];
+    for (size_t i = 0; i < n; i++) {
+        if (!dataset_tensor(info[i].name, t, &kind)) {
+            TSR_CHECK(strncmp(info[i].name, "/params/", 8) && strncmp(info[i].name, "/optim/", 7), TSR_ERR_FORMAT,
+                      "%s: dataset %s is neither /params/<tensor> nor /optim/<tensor>/m or v", path, info[i].name);
+            continue;
+        }
+        TSR_CHECK(info[i].is_float, TSR_ERR_FORMAT, "%s: dataset %s is %s (expected float32)", path, info[i].name,
+                  info[i].type);
+        if (kind != 'p') {
+            snprintf(name, sizeof name, "/params/%s", t);
+            TSR_CHECK(find_dataset(info, n, name), TSR_ERR_FORMAT, "%s: dataset %s has no parameter %s", path,
+                      info[i].name, name);
+            TSR_CHECK(adamw || kind == 'm', TSR_ERR_FORMAT, "%s: dataset %s: the %s optimizer keeps no v", path,
+                      info[i].name, optim);
+            continue;
+        }
+        for (int k = 0; k < 2; k++) {
+            snprintf(name, sizeof name, "/optim/%s/%c", t, "mv"[k]);
+            const tsr_ckpt_dataset_info_t *d = find_dataset(info, n, name);
+            if (!adamw && k == 0) { /* SGD: momentum for every tensor or for none */
+                TSR_CHECK(with_m < 0 || with_m == (d != NULL), TSR_ERR_FORMAT,
+                          "%s: %s %s, but other tensors' momentum is %s (expected all or none)", path, name,
+                          d ? "exists" : "is missing", d ? "missing" : "there");
+                with_m = d != NULL;
+            }
+            if (!adamw && !d)
+                continue;
+            TSR_CHECK(d, TSR_ERR_FORMAT, "%s has no dataset %s, which the %s state of %s needs", path, name, optim,
+                      info[i].name);
+            TSR_CHECK(d->ndim == info[i].ndim && d->dims[0] == info[i].dims[0] && d->dims[1] == info[i].dims[1],
+                      TSR_ERR_FORMAT, "%s: dataset %s is %s, but its parameter %s is %s", path, name,
+                      tsr_ckpt_format_shape(d->ndim, d->dims, got, sizeof got), info[i].name,
+                      tsr_ckpt_format_shape(info[i].ndim, info[i].dims, want, sizeof want));
+        }
+    }
+cleanup:
+    return rc;
+}
+
+tsr_status_t tsr_ckpt_verify_state(tsr_ckpt_reader_t r)
+{
+    tsr_status_t rc = TSR_OK;
+    tsr_ckpt_dataset_info_t *info = NULL;
+    size_t n = 0;
+    const char *path = tsr__ckpt_reader_path(r);
+    char optim[16];
+    TSR_TRY(tsr_ckpt_list(r, &info, &n));
+    const tsr_ckpt_dataset_info_t *pos = find_dataset(info, n, "/data/step");
+    if (pos) {
+        int64_t data_step = -1, step = -1;
+        TSR_CHECK(strcmp(pos->type, "int64") == 0 && pos->ndim == 1 && pos->dims[0] == 1, TSR_ERR_FORMAT,
+                  "%s: dataset /data/step is not one int64 (the loader's position)", path);
+        TSR_TRY(tsr_ckpt_read_i64(r, "/data/step", 1, &data_step));
+        TSR_TRY(tsr_ckpt_get_i64(r, "/", "step", &step));
+        TSR_CHECK(data_step == step && step >= 0, TSR_ERR_FORMAT,
+                  "%s: the loader's position /data/step is %lld, but the checkpoint is of step %lld", path,
+                  (long long)data_step, (long long)step);
+    }
+    if (!has_i64(r, "/optim", "step"))
+        goto cleanup; /* no optimizer state: datasets of another writer */
+    tsr_zero_state_t state;
+    tsr_zero_config_t any = TSR_ZERO_CONFIG_INIT;
+    any.dynamic_loss_scale = 1, any.loss_scale_window = INT_MAX; /* the file alone cannot tell */
+    TSR_TRY(load_scalars(r, &any, &state));
+    TSR_TRY(tsr_ckpt_get_str(r, "/config", "optimizer", optim, sizeof optim));
+    TSR_CHECK(strcmp(optim, "adamw") == 0 || strcmp(optim, "sgd") == 0, TSR_ERR_FORMAT,
+              "%s: /config optimizer is \"%s\" (expected adamw or sgd)", path, optim);
+    TSR_TRY(check_state_datasets(path, optim, info, n));
+cleanup:
+    free(info);
     return rc;
 }

@@ -20,6 +20,7 @@
 
 #include <mpi.h>
 #include <stddef.h>
+#include <sys/stat.h>
 #include <tessera.h>
 
 /* Record an error's detail for tsr_last_error() and return status. */
@@ -77,6 +78,32 @@ float tsr__f32_from_bf16(uint16_t h);
 
 /* Checked host allocation for the library's own small structures (not tracked). */
 void *tsr__calloc(size_t count, size_t size);
+
+/* One value of a key=value list: where it starts in the text and its length; value is NULL
+ * for a key the list does not give. */
+typedef struct tsr__kv {
+    const char *value;
+    size_t len;
+} tsr__kv_t;
+
+/* Split a comma-separated key=value list by the rules of tessera/options.h: values[k] is the
+ * value of keys[k]. TSR_ERR_INVALID_ARG naming `what`, the text and the bad item otherwise,
+ * ending with "(expected <expected>)". An empty text gives no values. */
+tsr_status_t tsr__kv_split(const char *what, const char *text, const char *const keys[], int nkeys,
+                           tsr__kv_t values[], const char *expected);
+
+/* A malloc'ed, formatted string (NULL when out of memory): paths of any length. */
+char *tsr__strdupf(const char *fmt, ...) TSR_PRINTF(1, 2);
+
+/* "a directory", "a FIFO", ... of a stat mode (lib/core/file.c). */
+const char *tsr__file_kind(mode_t mode);
+
+/* TSR_OK if st is a regular file, else TSR_ERR_IO "PATH is a FIFO, not a regular file
+ * (expected EXPECTED)": inputs that a read would block on or misread are refused first. */
+tsr_status_t tsr__check_regular(const char *path, const struct stat *st, const char *expected);
+
+/* stat(path) and tsr__check_regular(); TSR_ERR_IO with the errno text if stat fails. */
+tsr_status_t tsr__stat_regular(const char *path, const char *expected);
 
 /* Wrap an MPI communicator the library created itself (e.g. by MPI_Comm_split): the handle
  * takes ownership and frees it on destroy, with no further duplicate (lib/comm/comm.c). */

@@ -22,7 +22,7 @@ static _Thread_local struct {
     tsr_status_t status;
     const char *file;
     int line;
-    char detail[512];
+    char detail[1024];
 } last_error;
 
 const char *tsr_strerror(tsr_status_t status)

@@ -27,9 +27,12 @@ tsr_status_t tsr_dataset_open(const char *path, int vocab_size, tsr_dataset_t *o
     TSR_CHECK(ds, TSR_ERR_OUT_OF_MEMORY, "no memory for a dataset");
     TSR_CHECK(vocab_size >= 1 && vocab_size <= 65536, TSR_ERR_INVALID_ARG,
               "vocabulary size %d: token shards hold uint16 tokens (1 to 65536)", vocab_size);
-    fd = open(path, O_RDONLY);
+    TSR_CHECK(path && *path, TSR_ERR_INVALID_ARG, "the token shard's path is empty (expected a file)");
+    /* O_NONBLOCK: a FIFO without a writer must not block the open; it is refused just below. */
+    fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     TSR_CHECK(fd >= 0, TSR_ERR_IO, "%s: %s", path, strerror(errno));
     TSR_CHECK(fstat(fd, &st) == 0, TSR_ERR_IO, "%s: %s", path, strerror(errno));
+    TSR_TRY(tsr__check_regular(path, &st, "a token shard"));
     size_t header = TSR_DATA_HEADER_WORDS * sizeof(int32_t);
     TSR_CHECK((size_t)st.st_size >= header, TSR_ERR_FORMAT,
               "%s: %lld bytes, shorter than the %zu-byte header of a token shard", path, (long long)st.st_size,
@@ -82,12 +85,13 @@ const uint16_t *tsr_dataset_data(tsr_dataset_t ds)
 tsr_status_t tsr_dataset_write(const char *path, const uint16_t *tokens, int64_t n)
 {
     tsr_status_t rc = TSR_OK;
-    char tmp[4200];
+    char *tmp = NULL;
     int32_t header[TSR_DATA_HEADER_WORDS] = {TSR_DATA_MAGIC, 1, (int32_t)n};
     FILE *f = NULL;
-    TSR_CHECK(n >= 0 && n <= INT32_MAX, TSR_ERR_INVALID_ARG, "%lld tokens: a shard holds at most %d", (long long)n,
-              INT32_MAX);
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    TSR_CHECK(n >= 0 && n <= TSR_DATA_MAX_TOKENS, TSR_ERR_INVALID_ARG, "%lld tokens: a shard holds at most %d",
+              (long long)n, TSR_DATA_MAX_TOKENS);
+    TSR_CHECK(path && *path, TSR_ERR_INVALID_ARG, "the token shard's path is empty (expected a file)");
+    TSR_CHECK(tmp = tsr__strdupf("%s.tmp", path), TSR_ERR_OUT_OF_MEMORY, "no memory for a path");
     f = fopen(tmp, "wb");
     TSR_CHECK(f, TSR_ERR_IO, "%s: %s", tmp, strerror(errno));
     TSR_CHECK(fwrite(header, sizeof header, 1, f) == 1 &&
@@ -102,6 +106,7 @@ cleanup:
         fclose(f);
         unlink(tmp);
     }
+    free(tmp);
     return rc;
 }
 

@@ -1,15 +1,19 @@
-// cuda_layer.cu: CUDA kernels of the layer operations of tessera/kernels.h (layernorm, GELU,
-// add, bias gradient, embeddings, cross-entropy). Each is templated on the element type
-// (float, __nv_bfloat16) with fp32 math inside, and on VEC, the elements one thread moves
-// at once: 16 bytes when every pointer is 16-byte aligned and every row a whole number of
-// 16-byte packs, else 1 (the scalar path; no size is assumed to divide anything). Loops are
-// grid-stride, so grids are capped. tests/test_kernels_layer.c checks each against its CPU
-// twin in cpu_layer.c.
+// cuda_layer.cu: CUDA kernels of the layer operations of tessera/kernels.h (layernorm, whole
+// or split into column blocks, GELU, add, strided axpby, bias gradient, embeddings,
+// cross-entropy over vocabulary blocks). Each is templated on the element type (float,
+// __nv_bfloat16) with fp32 math inside, and on VEC, the elements one thread moves at once:
+// 16 bytes when every pointer is 16-byte aligned and every row a whole number of 16-byte
+// packs, else 1 (the scalar path; no size is assumed to divide anything). Loops are
+// grid-stride, so grids are capped. tests/emu/test_emu_layer_optim.cc checks each against
+// references in double on the CPU emulation, tests/test_kernels_layer.c against its CPU
+// twin in cpu_layer.c on a GPU.
 //
 // Determinism: the embedding backward is deterministic (each dwte row is summed by one warp
-// in position order, each dwpe value by one thread). The layernorm backward and the bias
-// gradient are not: their per-block column sums meet in fp32 atomicAdd, so the last bits of
-// dgamma, dbeta and db can vary from run to run (dx cannot).
+// in position order, each dwpe value by one thread), as are the row statistics of the
+// split layernorm and of the cross-entropy (one warp or one block a row, fixed shuffle
+// trees). The layernorm backward's dgamma and dbeta and the bias gradient are not: their
+// per-block column sums meet in fp32 atomicAdd, so their last bits can vary from run to run
+// (dx cannot).
 #include <math.h>
 #include <stdint.h>
 
@@ -81,8 +85,104 @@ __device__ inline int warp_or(int v)
 // LayerNorm. One warp per row (warp-uniform row loop, so full-mask shuffles are safe); the
 // row is read three times (mean, variance about the mean, output), the last two mostly
 // from L1/L2. The variance is two-pass in fp32: no cancellation for rows far from zero.
+// The split kernels (a row's columns in blocks on several ranks) are the same row loops
+// with the row sums going out to, or coming in from, the caller's all-reduce.
 
 static constexpr int LN_WARPS = 8; // rows per block
+
+// The grid-stride row loop of the layernorm kernels: warp w of block b takes row
+// b LN_WARPS + w, then every gridDim.x LN_WARPS-th row after it.
+#define LN_ROWS(row, rows)                                                                                     \
+    for (long long row = (long long)blockIdx.x * LN_WARPS + threadIdx.x / WARP; row < (rows);                \
+         row += (long long)gridDim.x * LN_WARPS)
+
+// Sum of a row's x and, about their mean, of (x - mean)^2; every lane gets both.
+template <int VEC, typename T>
+__device__ inline void ln_row_moments(int lane, int cols, const T *xr, float &sum, float &sq)
+{
+    float s = 0.0f;
+    for (int c = lane * VEC; c < cols; c += WARP * VEC) {
+        float v[VEC];
+        load<VEC>(xr + c, v);
+        for (int e = 0; e < VEC; e++)
+            s += v[e];
+    }
+    sum = warp_sum(s);
+    const float m = sum / (float)cols;
+    float q = 0.0f;
+    for (int c = lane * VEC; c < cols; c += WARP * VEC) {
+        float v[VEC];
+        load<VEC>(xr + c, v);
+        for (int e = 0; e < VEC; e++)
+            q += (v[e] - m) * (v[e] - m);
+    }
+    sq = warp_sum(q);
+}
+
+// y = (x - m) rs gamma + beta over a row.
+template <int VEC, typename T>
+__device__ inline void ln_normalize_row(int lane, int cols, const T *xr, const T *gamma, const T *beta, float m,
+                                        float rs, T *yr)
+{
+    for (int c = lane * VEC; c < cols; c += WARP * VEC) {
+        float v[VEC], g[VEC], b[VEC], out[VEC];
+        load<VEC>(xr + c, v);
+        load<VEC>(gamma + c, g);
+        load<VEC>(beta + c, b);
+        for (int e = 0; e < VEC; e++)
+            out[e] = (v[e] - m) * rs * g[e] + b[e];
+        store<VEC>(yr + c, out);
+    }
+}
+
+// Sums over a row of g = dy gamma and of g xhat; every lane gets both.
+template <int VEC, typename T>
+__device__ inline void ln_grad_sums(int lane, int cols, const T *dyr, const T *xr, const T *gamma, float m, float rs,
+                                    float &sg, float &sgx)
+{
+    float a = 0.0f, b = 0.0f;
+    for (int c = lane * VEC; c < cols; c += WARP * VEC) {
+        float d[VEC], v[VEC], g[VEC];
+        load<VEC>(dyr + c, d);
+        load<VEC>(xr + c, v);
+        load<VEC>(gamma + c, g);
+        for (int e = 0; e < VEC; e++) {
+            const float gg = d[e] * g[e];
+            a += gg;
+            b += gg * ((v[e] - m) * rs);
+        }
+    }
+    sg = warp_sum(a);
+    sgx = warp_sum(b);
+}
+
+// Over a row: dx += rs (g - mg - xhat mgx) (DX), from the row means mg, mgx of g and g xhat;
+// pg += dy xhat and pb += dy (DW; shared or global fp32, by atomicAdd).
+template <int VEC, bool DX, bool DW, typename T>
+__device__ inline void ln_backward_row(int lane, int cols, const T *dyr, const T *xr, const T *gamma, float m,
+                                       float rs, float mg, float mgx, T *dxr, float *pg, float *pb)
+{
+    for (int c = lane * VEC; c < cols; c += WARP * VEC) {
+        float d[VEC], v[VEC], g[VEC], o[VEC];
+        load<VEC>(dyr + c, d);
+        load<VEC>(xr + c, v);
+        if constexpr (DX) {
+            load<VEC>(gamma + c, g);
+            load<VEC>(dxr + c, o);
+        }
+        for (int e = 0; e < VEC; e++) {
+            const float xhat = (v[e] - m) * rs;
+            if constexpr (DX)
+                o[e] += rs * (d[e] * g[e] - mg - xhat * mgx);
+            if constexpr (DW) {
+                atomicAdd(&pg[c + e], d[e] * xhat);
+                atomicAdd(&pb[c + e], d[e]);
+            }
+        }
+        if constexpr (DX)
+            store<VEC>(dxr + c, o);
+    }
+}
 
 // x, y: rows×cols; gamma, beta: cols; mean, rstd: rows (fp32).
 template <typename T, int VEC>
@@ -90,35 +190,13 @@ __global__ static void layernorm_forward_kernel(int rows, int cols, const T *x, 
                                                 float eps, T *y, float *mean, float *rstd)
 {
     const int lane = threadIdx.x % WARP;
-    for (long long row = (long long)blockIdx.x * LN_WARPS + threadIdx.x / WARP; row < rows;
-         row += (long long)gridDim.x * LN_WARPS) {
+    LN_ROWS(row, rows)
+    {
         const T *xr = x + (size_t)row * cols;
-        T *yr = y + (size_t)row * cols;
-        float sum = 0.0f;
-        for (int c = lane * VEC; c < cols; c += WARP * VEC) {
-            float v[VEC];
-            load<VEC>(xr + c, v);
-            for (int e = 0; e < VEC; e++)
-                sum += v[e];
-        }
-        const float m = warp_sum(sum) / (float)cols;
-        float sq = 0.0f;
-        for (int c = lane * VEC; c < cols; c += WARP * VEC) {
-            float v[VEC];
-            load<VEC>(xr + c, v);
-            for (int e = 0; e < VEC; e++)
-                sq += (v[e] - m) * (v[e] - m);
-        }
-        const float rs = 1.0f / sqrtf(warp_sum(sq) / (float)cols + eps);
-        for (int c = lane * VEC; c < cols; c += WARP * VEC) {
-            float v[VEC], g[VEC], b[VEC], out[VEC];
-            load<VEC>(xr + c, v);
-            load<VEC>(gamma + c, g);
-            load<VEC>(beta + c, b);
-            for (int e = 0; e < VEC; e++)
-                out[e] = (v[e] - m) * rs * g[e] + b[e];
-            store<VEC>(yr + c, out);
-        }
+        float sum, sq;
+        ln_row_moments<VEC>(lane, cols, xr, sum, sq);
+        const float m = sum / (float)cols, rs = 1.0f / sqrtf(sq / (float)cols + eps);
+        ln_normalize_row<VEC>(lane, cols, xr, gamma, beta, m, rs, y + (size_t)row * cols);
         if (lane == 0) {
             mean[row] = m;
             rstd[row] = rs;
@@ -126,57 +204,76 @@ __global__ static void layernorm_forward_kernel(int rows, int cols, const T *x, 
     }
 }
 
-// dy, x, dx: rows×cols (dx +=); gamma: cols; mean, rstd: rows; dgamma, dbeta: cols fp32 (+=).
-// With SHARED, a block sums its rows' dgamma and dbeta in dynamic shared memory (2 cols
-// floats) and adds them to the outputs with one atomicAdd per column at the end; without
-// (rows too wide for shared memory) every row's terms go straight to global atomics.
-template <typename T, int VEC, bool SHARED>
+// stats[3 row..3 row+2] = (S, Q, S m) of the block x (rows×cols), S m formed in double from
+// S as stored and the error of its rounding carried in Q's place: see tessera/kernels.h.
+template <typename T, int VEC>
+__global__ static void layernorm_stats_kernel(int rows, int cols, const T *x, float *stats)
+{
+    const int lane = threadIdx.x % WARP;
+    LN_ROWS(row, rows)
+    {
+        float sum, sq;
+        ln_row_moments<VEC>(lane, cols, x + (size_t)row * cols, sum, sq);
+        if (lane == 0) {
+            const double sm = (double)sum * sum / cols;
+            stats[3 * row] = sum;
+            stats[3 * row + 1] = (float)(sq + (sm - (float)sm));
+            stats[3 * row + 2] = (float)sm;
+        }
+    }
+}
+
+// y = (x - mean) rstd gamma + beta on the block, mean and rstd from the stats summed over
+// the row's blocks (width values in all). The variance (Q + S m)/width - mean^2 cancels
+// about mean^2/variance of its digits, so it is formed in double (a few operations a row).
+template <typename T, int VEC>
+__global__ static void layernorm_apply_kernel(int rows, int cols, int width, const T *x, const T *gamma,
+                                              const T *beta, float eps, const float *stats, T *y, float *mean,
+                                              float *rstd)
+{
+    const int lane = threadIdx.x % WARP;
+    LN_ROWS(row, rows)
+    {
+        const float *st = stats + 3 * row;
+        const double md = (double)st[0] / width, var = ((double)st[1] + st[2]) / width - md * md;
+        const float m = (float)md, rs = (float)(1.0 / sqrt((var > 0 ? var : 0.0) + eps));
+        ln_normalize_row<VEC>(lane, cols, x + (size_t)row * cols, gamma, beta, m, rs, y + (size_t)row * cols);
+        if (lane == 0) {
+            mean[row] = m;
+            rstd[row] = rs;
+        }
+    }
+}
+
+// dy, x, dx: rows×cols (dx +=, when DX); gamma: cols; mean, rstd: rows; dgamma, dbeta: cols
+// fp32 (+=, when DW). With SHARED, a block sums its rows' dgamma and dbeta in dynamic shared
+// memory (2 cols floats) and adds them to the outputs with one atomicAdd per column at the
+// end; without (rows too wide for shared memory) every row's terms go straight to global
+// atomics. Without DX the row sums are not needed, and the row is read once.
+template <typename T, int VEC, bool DX, bool DW, bool SHARED>
 __global__ static void layernorm_backward_kernel(int rows, int cols, const T *dy, const T *x, const T *gamma,
                                                  const float *mean, const float *rstd, T *dx, float *dgamma,
                                                  float *dbeta)
 {
     TSR_DYNAMIC_SMEM(float, smem);
     float *pg = SHARED ? smem : dgamma, *pb = SHARED ? smem + cols : dbeta;
-    if (SHARED) {
+    if constexpr (SHARED) {
         for (int c = threadIdx.x; c < 2 * cols; c += blockDim.x)
             smem[c] = 0.0f;
         __syncthreads();
     }
     const int lane = threadIdx.x % WARP;
-    for (long long row = (long long)blockIdx.x * LN_WARPS + threadIdx.x / WARP; row < rows;
-         row += (long long)gridDim.x * LN_WARPS) {
+    LN_ROWS(row, rows)
+    {
         const size_t off = (size_t)row * cols;
         const float m = mean[row], rs = rstd[row];
-        // Row means of g = dy gamma and of g xhat.
         float sg = 0.0f, sgx = 0.0f;
-        for (int c = lane * VEC; c < cols; c += WARP * VEC) {
-            float d[VEC], v[VEC], g[VEC];
-            load<VEC>(dy + off + c, d);
-            load<VEC>(x + off + c, v);
-            load<VEC>(gamma + c, g);
-            for (int e = 0; e < VEC; e++) {
-                const float gg = d[e] * g[e];
-                sg += gg;
-                sgx += gg * ((v[e] - m) * rs);
-            }
-        }
-        const float mg = warp_sum(sg) / (float)cols, mgx = warp_sum(sgx) / (float)cols;
-        for (int c = lane * VEC; c < cols; c += WARP * VEC) {
-            float d[VEC], v[VEC], g[VEC], o[VEC];
-            load<VEC>(dy + off + c, d);
-            load<VEC>(x + off + c, v);
-            load<VEC>(gamma + c, g);
-            load<VEC>(dx + off + c, o);
-            for (int e = 0; e < VEC; e++) {
-                const float xhat = (v[e] - m) * rs;
-                o[e] += rs * (d[e] * g[e] - mg - xhat * mgx);
-                atomicAdd(&pg[c + e], d[e] * xhat);
-                atomicAdd(&pb[c + e], d[e]);
-            }
-            store<VEC>(dx + off + c, o);
-        }
+        if constexpr (DX)
+            ln_grad_sums<VEC>(lane, cols, dy + off, x + off, gamma, m, rs, sg, sgx);
+        ln_backward_row<VEC, DX, DW>(lane, cols, dy + off, x + off, gamma, m, rs, sg / (float)cols,
+                                     sgx / (float)cols, dx + off, pg, pb);
     }
-    if (SHARED) {
+    if constexpr (SHARED) {
         __syncthreads();
         for (int c = threadIdx.x; c < cols; c += blockDim.x) {
             atomicAdd(&dgamma[c], pg[c]);
@@ -185,38 +282,97 @@ __global__ static void layernorm_backward_kernel(int rows, int cols, const T *dy
     }
 }
 
+// stats[2 row], stats[2 row+1] = sums over the block of g and g xhat.
+template <typename T, int VEC>
+__global__ static void layernorm_backward_stats_kernel(int rows, int cols, const T *dy, const T *x, const T *gamma,
+                                                       const float *mean, const float *rstd, float *stats)
+{
+    const int lane = threadIdx.x % WARP;
+    LN_ROWS(row, rows)
+    {
+        const size_t off = (size_t)row * cols;
+        float sg, sgx;
+        ln_grad_sums<VEC>(lane, cols, dy + off, x + off, gamma, mean[row], rstd[row], sg, sgx);
+        if (lane == 0) {
+            stats[2 * row] = sg;
+            stats[2 * row + 1] = sgx;
+        }
+    }
+}
+
+// dx += rstd (g - sum(g)/width - xhat sum(g xhat)/width) on the block, from summed stats.
+template <typename T, int VEC>
+__global__ static void layernorm_backward_apply_kernel(int rows, int cols, int width, const T *dy, const T *x,
+                                                       const T *gamma, const float *mean, const float *rstd,
+                                                       const float *stats, T *dx)
+{
+    const int lane = threadIdx.x % WARP;
+    LN_ROWS(row, rows)
+    {
+        const size_t off = (size_t)row * cols;
+        ln_backward_row<VEC, true, false>(lane, cols, dy + off, x + off, gamma, mean[row], rstd[row],
+                                          stats[2 * row] / (float)width, stats[2 * row + 1] / (float)width,
+                                          dx + off, nullptr, nullptr);
+    }
+}
+
+static unsigned ln_blocks(int rows) { return blocks_for((size_t)rows, LN_WARPS, GRID_MAX); }
+
 template <typename T>
 static cudaError_t layernorm_forward(int rows, int cols, const T *x, const T *gamma, const T *beta, float eps, T *y,
                                      float *mean, float *rstd, cudaStream_t stream)
 {
     constexpr int V = vec16<T>();
-    const unsigned blocks = blocks_for((size_t)rows, LN_WARPS, GRID_MAX);
     if (cols % V == 0 && aligned16(x) && aligned16(gamma) && aligned16(beta) && aligned16(y)) {
         auto kernel = layernorm_forward_kernel<T, V>;
-        TSR_LAUNCH(kernel, blocks, LN_WARPS * WARP, 0, stream, rows, cols, x, gamma, beta, eps, y, mean, rstd);
+        TSR_LAUNCH(kernel, ln_blocks(rows), LN_WARPS * WARP, 0, stream, rows, cols, x, gamma, beta, eps, y, mean,
+                   rstd);
     } else {
         auto kernel = layernorm_forward_kernel<T, 1>;
-        TSR_LAUNCH(kernel, blocks, LN_WARPS * WARP, 0, stream, rows, cols, x, gamma, beta, eps, y, mean, rstd);
+        TSR_LAUNCH(kernel, ln_blocks(rows), LN_WARPS * WARP, 0, stream, rows, cols, x, gamma, beta, eps, y, mean,
+                   rstd);
     }
     return cudaGetLastError();
 }
 
-template <typename T, int VEC>
+template <typename T, int VEC, bool DX, bool DW>
 static void launch_layernorm_backward(int rows, int cols, const T *dy, const T *x, const T *gamma, const float *mean,
                                       const float *rstd, T *dx, float *dgamma, float *dbeta, cudaStream_t stream)
 {
-    // 512 blocks: half an H100's threads resident, and 512 atomics per column at the end.
-    const unsigned blocks = blocks_for((size_t)rows, LN_WARPS, 512);
-    const size_t smem = 2 * (size_t)cols * sizeof(float);
-    if (smem <= 48 * 1024) { // the dynamic shared memory every launch may take without opting in
-        auto kernel = layernorm_backward_kernel<T, VEC, true>;
-        TSR_LAUNCH(kernel, blocks, LN_WARPS * WARP, smem, stream, rows, cols, dy, x, gamma, mean, rstd, dx, dgamma,
-                   dbeta);
+    if constexpr (!DW) {
+        auto kernel = layernorm_backward_kernel<T, VEC, DX, false, false>;
+        TSR_LAUNCH(kernel, ln_blocks(rows), LN_WARPS * WARP, 0, stream, rows, cols, dy, x, gamma, mean, rstd, dx,
+                   dgamma, dbeta);
     } else {
-        auto kernel = layernorm_backward_kernel<T, VEC, false>;
-        TSR_LAUNCH(kernel, blocks, LN_WARPS * WARP, 0, stream, rows, cols, dy, x, gamma, mean, rstd, dx, dgamma,
-                   dbeta);
+        // 512 blocks: half an H100's threads resident, and 512 atomics per column at the end.
+        const unsigned blocks = blocks_for((size_t)rows, LN_WARPS, 512);
+        const size_t smem = 2 * (size_t)cols * sizeof(float);
+        if (smem <= 48 * 1024) { // the dynamic shared memory every launch may take without opting in
+            auto kernel = layernorm_backward_kernel<T, VEC, DX, true, true>;
+            TSR_LAUNCH(kernel, blocks, LN_WARPS * WARP, smem, stream, rows, cols, dy, x, gamma, mean, rstd, dx,
+                       dgamma, dbeta);
+        } else {
+            auto kernel = layernorm_backward_kernel<T, VEC, DX, true, false>;
+            TSR_LAUNCH(kernel, blocks, LN_WARPS * WARP, 0, stream, rows, cols, dy, x, gamma, mean, rstd, dx, dgamma,
+                       dbeta);
+        }
     }
+}
+
+// The outputs present pick the instantiation: dx alone, dgamma and dbeta alone, or all three.
+template <typename T, int VEC>
+static void layernorm_backward_outputs(int rows, int cols, const T *dy, const T *x, const T *gamma, const float *mean,
+                                       const float *rstd, T *dx, float *dgamma, float *dbeta, cudaStream_t stream)
+{
+    if (!dgamma)
+        launch_layernorm_backward<T, VEC, true, false>(rows, cols, dy, x, gamma, mean, rstd, dx, dgamma, dbeta,
+                                                       stream);
+    else if (!dx)
+        launch_layernorm_backward<T, VEC, false, true>(rows, cols, dy, x, gamma, mean, rstd, dx, dgamma, dbeta,
+                                                       stream);
+    else
+        launch_layernorm_backward<T, VEC, true, true>(rows, cols, dy, x, gamma, mean, rstd, dx, dgamma, dbeta,
+                                                      stream);
 }
 
 template <typename T>
@@ -225,9 +381,73 @@ static cudaError_t layernorm_backward(int rows, int cols, const T *dy, const T *
 {
     constexpr int V = vec16<T>();
     if (cols % V == 0 && aligned16(dy) && aligned16(x) && aligned16(gamma) && aligned16(dx))
-        launch_layernorm_backward<T, V>(rows, cols, dy, x, gamma, mean, rstd, dx, dgamma, dbeta, stream);
+        layernorm_backward_outputs<T, V>(rows, cols, dy, x, gamma, mean, rstd, dx, dgamma, dbeta, stream);
     else
-        launch_layernorm_backward<T, 1>(rows, cols, dy, x, gamma, mean, rstd, dx, dgamma, dbeta, stream);
+        layernorm_backward_outputs<T, 1>(rows, cols, dy, x, gamma, mean, rstd, dx, dgamma, dbeta, stream);
+    return cudaGetLastError();
+}
+
+template <typename T>
+static cudaError_t layernorm_stats(int rows, int cols, const T *x, float *stats, cudaStream_t stream)
+{
+    constexpr int V = vec16<T>();
+    if (cols % V == 0 && aligned16(x)) {
+        auto kernel = layernorm_stats_kernel<T, V>;
+        TSR_LAUNCH(kernel, ln_blocks(rows), LN_WARPS * WARP, 0, stream, rows, cols, x, stats);
+    } else {
+        auto kernel = layernorm_stats_kernel<T, 1>;
+        TSR_LAUNCH(kernel, ln_blocks(rows), LN_WARPS * WARP, 0, stream, rows, cols, x, stats);
+    }
+    return cudaGetLastError();
+}
+
+template <typename T>
+static cudaError_t layernorm_apply(int rows, int cols, int width, const T *x, const T *gamma, const T *beta,
+                                   float eps, const float *stats, T *y, float *mean, float *rstd, cudaStream_t stream)
+{
+    constexpr int V = vec16<T>();
+    if (cols % V == 0 && aligned16(x) && aligned16(gamma) && aligned16(beta) && aligned16(y)) {
+        auto kernel = layernorm_apply_kernel<T, V>;
+        TSR_LAUNCH(kernel, ln_blocks(rows), LN_WARPS * WARP, 0, stream, rows, cols, width, x, gamma, beta, eps, stats,
+                   y, mean, rstd);
+    } else {
+        auto kernel = layernorm_apply_kernel<T, 1>;
+        TSR_LAUNCH(kernel, ln_blocks(rows), LN_WARPS * WARP, 0, stream, rows, cols, width, x, gamma, beta, eps, stats,
+                   y, mean, rstd);
+    }
+    return cudaGetLastError();
+}
+
+template <typename T>
+static cudaError_t layernorm_backward_stats(int rows, int cols, const T *dy, const T *x, const T *gamma,
+                                            const float *mean, const float *rstd, float *stats, cudaStream_t stream)
+{
+    constexpr int V = vec16<T>();
+    if (cols % V == 0 && aligned16(dy) && aligned16(x) && aligned16(gamma)) {
+        auto kernel = layernorm_backward_stats_kernel<T, V>;
+        TSR_LAUNCH(kernel, ln_blocks(rows), LN_WARPS * WARP, 0, stream, rows, cols, dy, x, gamma, mean, rstd, stats);
+    } else {
+        auto kernel = layernorm_backward_stats_kernel<T, 1>;
+        TSR_LAUNCH(kernel, ln_blocks(rows), LN_WARPS * WARP, 0, stream, rows, cols, dy, x, gamma, mean, rstd, stats);
+    }
+    return cudaGetLastError();
+}
+
+template <typename T>
+static cudaError_t layernorm_backward_apply(int rows, int cols, int width, const T *dy, const T *x, const T *gamma,
+                                            const float *mean, const float *rstd, const float *stats, T *dx,
+                                            cudaStream_t stream)
+{
+    constexpr int V = vec16<T>();
+    if (cols % V == 0 && aligned16(dy) && aligned16(x) && aligned16(gamma) && aligned16(dx)) {
+        auto kernel = layernorm_backward_apply_kernel<T, V>;
+        TSR_LAUNCH(kernel, ln_blocks(rows), LN_WARPS * WARP, 0, stream, rows, cols, width, dy, x, gamma, mean, rstd,
+                   stats, dx);
+    } else {
+        auto kernel = layernorm_backward_apply_kernel<T, 1>;
+        TSR_LAUNCH(kernel, ln_blocks(rows), LN_WARPS * WARP, 0, stream, rows, cols, width, dy, x, gamma, mean, rstd,
+                   stats, dx);
+    }
     return cudaGetLastError();
 }
 
@@ -386,21 +606,99 @@ static cudaError_t bias_grad(int rows, int cols, const T *dy, int ld, float *db,
 }
 
 // ---------------------------------------------------------------------------------------
+// Strided axpby: dst = alpha src + beta dst over a rows×cols block, converting the element
+// type on the way. One thread per pack of a row (a flattened grid-stride index, so narrow
+// blocks still fill the grid); a pack is 16 bytes of the wider type (8 of a narrower one).
+// READ: beta is nonzero (with beta 0, dst is not read: NaNs there do not spread).
+
+template <typename S, typename D> static constexpr int axpby_vec()
+{
+    return (int)(16 / (sizeof(S) > sizeof(D) ? sizeof(S) : sizeof(D)));
+}
+
+static bool aligned_to(const void *p, size_t bytes) { return (uintptr_t)p % bytes == 0; }
+
+template <typename S, typename D, int VEC, bool READ>
+__global__ static void axpby_2d_kernel(int rows, int cols, float alpha, const S *src, int lds, float beta, D *dst,
+                                       int ldd)
+{
+    const size_t stride = (size_t)gridDim.x * blockDim.x, per_row = (size_t)(cols / VEC),
+                 total = (size_t)rows * per_row;
+    for (size_t p = (size_t)blockIdx.x * blockDim.x + threadIdx.x; p < total; p += stride) {
+        const size_t r = p / per_row, c = (p % per_row) * VEC;
+        float s[VEC], d[VEC];
+        load<VEC>(src + r * lds + c, s);
+        if constexpr (READ) {
+            load<VEC>(dst + r * ldd + c, d);
+            for (int e = 0; e < VEC; e++)
+                d[e] = alpha * s[e] + beta * d[e];
+        } else {
+            for (int e = 0; e < VEC; e++)
+                d[e] = alpha * s[e];
+        }
+        store<VEC>(dst + r * ldd + c, d);
+    }
+}
+
+template <typename S, typename D, int VEC>
+static void launch_axpby_2d(int rows, int cols, float alpha, const S *src, int lds, float beta, D *dst, int ldd,
+                            cudaStream_t stream)
+{
+    const unsigned blocks = blocks_for((size_t)rows * (size_t)(cols / VEC), MAP_THREADS, MAP_GRID_MAX);
+    if (beta != 0.0f) {
+        auto kernel = axpby_2d_kernel<S, D, VEC, true>;
+        TSR_LAUNCH(kernel, blocks, MAP_THREADS, 0, stream, rows, cols, alpha, src, lds, beta, dst, ldd);
+    } else {
+        auto kernel = axpby_2d_kernel<S, D, VEC, false>;
+        TSR_LAUNCH(kernel, blocks, MAP_THREADS, 0, stream, rows, cols, alpha, src, lds, beta, dst, ldd);
+    }
+}
+
+template <typename S, typename D>
+static cudaError_t axpby_2d(int rows, int cols, float alpha, const S *src, int lds, float beta, D *dst, int ldd,
+                            cudaStream_t stream)
+{
+    constexpr int V = axpby_vec<S, D>();
+    if (cols % V == 0 && lds % V == 0 && ldd % V == 0 && aligned_to(src, V * sizeof(S)) &&
+        aligned_to(dst, V * sizeof(D)))
+        launch_axpby_2d<S, D, V>(rows, cols, alpha, src, lds, beta, dst, ldd, stream);
+    else
+        launch_axpby_2d<S, D, 1>(rows, cols, alpha, src, lds, beta, dst, ldd, stream);
+    return cudaGetLastError();
+}
+
+// ---------------------------------------------------------------------------------------
 // Embeddings.
 
-// out[i] = wte[tokens[i]] + wpe[i mod seq] for i < n = seqs seq; one thread per pack.
+// Whether token id `tok` lies in the vocabulary block [v0, v0 + nv), and its row there: in
+// unsigned arithmetic an id below v0 wraps past every row of the block.
+__device__ inline bool in_block(int32_t tok, int v0, int nv, unsigned &row)
+{
+    row = (unsigned)tok - (unsigned)v0;
+    return row < (unsigned)nv;
+}
+
+// out[i] = wte[tokens[i] - v0] + wpe[i mod seq] for i < n = seqs seq; one thread per pack. A
+// token outside the block [v0, v0 + nv) adds nothing, nor does a NULL wte or wpe.
 template <typename T, int VEC>
-__global__ static void embedding_forward_kernel(const int32_t *tokens, int seq, int C, size_t n, const T *wte,
-                                                const T *wpe, T *out)
+__global__ static void embedding_forward_kernel(const int32_t *tokens, int seq, int C, size_t n, int v0, int nv,
+                                                const T *wte, const T *wpe, T *out)
 {
     const size_t stride = (size_t)gridDim.x * blockDim.x, per_row = (size_t)(C / VEC), total = n * per_row;
     for (size_t p = (size_t)blockIdx.x * blockDim.x + threadIdx.x; p < total; p += stride) {
         const size_t i = p / per_row, c = (p % per_row) * VEC;
         float w[VEC], q[VEC];
-        load<VEC>(wte + (size_t)tokens[i] * C + c, w);
-        load<VEC>(wpe + (i % seq) * C + c, q);
-        for (int e = 0; e < VEC; e++)
-            w[e] += q[e];
+        unsigned id;
+        if (wte && in_block(tokens[i], v0, nv, id))
+            load<VEC>(wte + (size_t)id * C + c, w);
+        else
+            for (int e = 0; e < VEC; e++)
+                w[e] = 0.0f;
+        if (wpe) {
+            load<VEC>(wpe + (i % seq) * C + c, q);
+            for (int e = 0; e < VEC; e++)
+                w[e] += q[e];
+        }
         store<VEC>(out + i * C + c, w);
     }
 }
@@ -427,8 +725,9 @@ __global__ static void embedding_dwpe_kernel(int seqs, int seq, int C, const T *
     }
 }
 
-// dwte, deterministic and sort-free: one warp per position i. The warp goes on only if i is
-// the first occurrence of its token (a scan of positions [0, i)); it then owns that token's
+// dwte, deterministic and sort-free: one warp per position i. The warp goes on only if i's
+// token is in the vocabulary block [v0, v0 + nv) and i is the first occurrence of that token
+// (a scan of positions [0, i)); it then owns the token's
 // dwte row, collects the positions of every occurrence in order (a scan of [i, n)), sums
 // their dout rows from zero in position order and adds the sum once, as the CPU does (so
 // fp32 gives the same bits). Lanes hold channels; a pass covers WARP × VEC × DWTE_PACKS
@@ -441,7 +740,8 @@ __global__ static void embedding_dwpe_kernel(int seqs, int seq, int C, const T *
 // tail. Estimated (not measured: written without a GPU) for GPT-2 on an H100, n = 16k,
 // C = 768 bf16: tens of microseconds of scanning, and a tail of about 100 us for a token
 // occurring some 600 times; the scans grow as n², so much larger batches per call would
-// want a sort- or bucket-based variant.
+// want a sort- or bucket-based variant. A rank of a vocabulary-parallel group scans only
+// for the tokens of its block.
 static constexpr int DWTE_WARPS = 8;  // positions per block
 static constexpr int DWTE_CHUNK = 4 * WARP; // positions per warp step: 4 token ids a lane
 static constexpr int DWTE_PACKS = 2;  // packs a lane per pass
@@ -462,12 +762,16 @@ template <bool VT> __device__ inline void load_tokens(const int32_t *tokens, int
 }
 
 template <typename T, int VEC, bool VT>
-__global__ static void embedding_dwte_kernel(const int32_t *tokens, int n, int C, const T *dout, float *dwte)
+__global__ static void embedding_dwte_kernel(const int32_t *tokens, int n, int C, int v0, int nv, const T *dout,
+                                             float *dwte)
 {
     __shared__ int list[DWTE_WARPS][DWTE_CHUNK]; // a warp's matching positions of one step
     const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP;
     for (int i = blockIdx.x * DWTE_WARPS + w; i < n; i += gridDim.x * DWTE_WARPS) {
         const int32_t tok = tokens[i];
+        unsigned id;
+        if (!in_block(tok, v0, nv, id))
+            continue;
         // Seen before i? A warp vote every 4 steps, so repeated tokens stop early.
         int seen = 0;
         for (int j0 = 0; j0 < i && !seen; j0 += 4 * DWTE_CHUNK) {
@@ -481,7 +785,7 @@ __global__ static void embedding_dwte_kernel(const int32_t *tokens, int n, int C
         }
         if (seen)
             continue;
-        float *dst = dwte + (size_t)tok * C;
+        float *dst = dwte + (size_t)id * C;
         for (int c0 = 0; c0 < C; c0 += WARP * VEC * DWTE_PACKS) {
             float acc[DWTE_PACKS][VEC];
             for (int q = 0; q < DWTE_PACKS; q++)
@@ -538,60 +842,75 @@ __global__ static void embedding_dwte_kernel(const int32_t *tokens, int n, int C
 }
 
 template <typename T>
-static cudaError_t embedding_forward(const int32_t *tokens, int seqs, int seq, int C, const T *wte, const T *wpe,
-                                     T *out, cudaStream_t stream)
+static cudaError_t embedding_forward(const int32_t *tokens, int seqs, int seq, int C, int v0, int nv, const T *wte,
+                                     const T *wpe, T *out, cudaStream_t stream)
 {
     constexpr int V = vec16<T>();
     const size_t n = (size_t)seqs * seq;
     if (C % V == 0 && aligned16(wte) && aligned16(wpe) && aligned16(out)) {
         auto kernel = embedding_forward_kernel<T, V>;
         TSR_LAUNCH(kernel, blocks_for(n * (C / V), MAP_THREADS, MAP_GRID_MAX), MAP_THREADS, 0, stream, tokens, seq,
-                   C, n, wte, wpe, out);
+                   C, n, v0, nv, wte, wpe, out);
     } else {
         auto kernel = embedding_forward_kernel<T, 1>;
         TSR_LAUNCH(kernel, blocks_for(n * C, MAP_THREADS, MAP_GRID_MAX), MAP_THREADS, 0, stream, tokens, seq, C, n,
-                   wte, wpe, out);
+                   v0, nv, wte, wpe, out);
     }
     return cudaGetLastError();
 }
 
+// dwte or dwpe NULL: that kernel is not launched.
 template <typename T, int VEC>
-static void launch_embedding_backward(const int32_t *tokens, int seqs, int seq, int C, const T *dout, float *dwte,
-                                      float *dwpe, cudaStream_t stream)
+static void launch_embedding_backward(const int32_t *tokens, int seqs, int seq, int C, int v0, int nv, const T *dout,
+                                      float *dwte, float *dwpe, cudaStream_t stream)
 {
     const int n = seqs * seq; // at most 2^30, checked by the caller
-    if (aligned16(tokens)) {
+    const unsigned blocks = blocks_for((size_t)n, DWTE_WARPS, GRID_MAX);
+    if (dwte && aligned16(tokens)) {
         auto kernel = embedding_dwte_kernel<T, VEC, true>;
-        TSR_LAUNCH(kernel, blocks_for((size_t)n, DWTE_WARPS, GRID_MAX), DWTE_WARPS * WARP, 0, stream, tokens, n, C,
-                   dout, dwte);
-    } else {
+        TSR_LAUNCH(kernel, blocks, DWTE_WARPS * WARP, 0, stream, tokens, n, C, v0, nv, dout, dwte);
+    } else if (dwte) {
         auto kernel = embedding_dwte_kernel<T, VEC, false>;
-        TSR_LAUNCH(kernel, blocks_for((size_t)n, DWTE_WARPS, GRID_MAX), DWTE_WARPS * WARP, 0, stream, tokens, n, C,
-                   dout, dwte);
+        TSR_LAUNCH(kernel, blocks, DWTE_WARPS * WARP, 0, stream, tokens, n, C, v0, nv, dout, dwte);
     }
-    auto kernel = embedding_dwpe_kernel<T, VEC>;
-    TSR_LAUNCH(kernel, blocks_for((size_t)seq * (C / VEC), MAP_THREADS, MAP_GRID_MAX), MAP_THREADS, 0, stream, seqs,
-               seq, C, dout, dwpe);
+    if (dwpe) {
+        auto kernel = embedding_dwpe_kernel<T, VEC>;
+        TSR_LAUNCH(kernel, blocks_for((size_t)seq * (C / VEC), MAP_THREADS, MAP_GRID_MAX), MAP_THREADS, 0, stream,
+                   seqs, seq, C, dout, dwpe);
+    }
 }
 
 template <typename T>
-static cudaError_t embedding_backward(const int32_t *tokens, int seqs, int seq, int C, const T *dout, float *dwte,
-                                      float *dwpe, cudaStream_t stream)
+static cudaError_t embedding_backward(const int32_t *tokens, int seqs, int seq, int C, int v0, int nv, const T *dout,
+                                      float *dwte, float *dwpe, cudaStream_t stream)
 {
     constexpr int V = vec16<T>();
     if (C % V == 0 && aligned16(dout))
-        launch_embedding_backward<T, V>(tokens, seqs, seq, C, dout, dwte, dwpe, stream);
+        launch_embedding_backward<T, V>(tokens, seqs, seq, C, v0, nv, dout, dwte, dwpe, stream);
     else
-        launch_embedding_backward<T, 1>(tokens, seqs, seq, C, dout, dwte, dwpe, stream);
+        launch_embedding_backward<T, 1>(tokens, seqs, seq, C, v0, nv, dout, dwte, dwpe, stream);
     return cudaGetLastError();
 }
 
 // ---------------------------------------------------------------------------------------
-// Cross-entropy: one block per row. Pass 1 keeps a running (max, sum of exp(l - max)) per
-// thread, a rescale per pack; the block combines them; pass 2 overwrites the row with
-// dscale (softmax - onehot). The row is read twice (the second time mostly from L2).
+// Cross-entropy over vocabulary blocks, one block of threads a row in both kernels. The
+// stats kernel reads its block of the row once, keeping a running (max, sum of exp(l - max))
+// per thread with one rescale a pack, and combines them over the block. The finish kernel
+// combines the parts' stats (every warp for itself, so no barrier), writes the loss and
+// streams the row once, overwriting it with dscale (softmax - onehot).
+//
+// For one part the pair reads the row twice and writes it once, as the fused kernel it
+// replaced did, but its second read comes from memory where the fused kernel's came partly
+// from L2 (at worst a third more traffic). It makes up for it in instructions, which the
+// fused kernel was close to bound by: exp(d) is taken as exp2f(d log2(e)), one FMUL or FFMA
+// before MUFU.EX2 where expf adds a range reduction, and the finish kernel needs no
+// rescaling. The PTX of the bf16 loops has 60 (stats) + 84 (finish) instructions a pack of
+// 8, against 147 + 167 in the fused kernel's two loops. (Not timed: written without a GPU.)
+// d = l - max carries at most one rounding, so the error exp2f adds, about |d| 2^-24
+// relative, is below fp32 rounding for the terms that carry the sum.
 
 static constexpr int CE_THREADS = 512;
+static constexpr float LOG2E = 1.44269504088896341f;
 
 // Fold k values into the running (m, s); -inf values add nothing.
 __device__ inline void online_add(float &m, float &s, const float *v, int k)
@@ -602,9 +921,9 @@ __device__ inline void online_add(float &m, float &s, const float *v, int k)
     const float nm = fmaxf(m, pm);
     if (nm == -INFINITY)
         return;
-    s *= expf(m - nm); // 0 while m is -inf, as s is
+    s *= exp2f((m - nm) * LOG2E); // 0 while m is -inf, as s is
     for (int e = 0; e < k; e++)
-        s += expf(v[e] - nm);
+        s += exp2f((v[e] - nm) * LOG2E);
     m = nm;
 }
 
@@ -618,19 +937,26 @@ __device__ inline void combine(float &m, float &s, float m2, float s2)
     m = nm;
 }
 
-template <typename T, int VEC>
-__global__ static void cross_entropy_kernel(int rows, int V, T *logits, int ld, const int32_t *targets, float *losses,
-                                            float dscale)
+// The combination of the warp's (m, s), in every lane.
+__device__ inline void warp_combine(float &m, float &s)
 {
-    __shared__ float red_m[CE_THREADS / WARP], red_s[CE_THREADS / WARP], result[2];
+    for (int off = WARP / 2; off > 0; off /= 2) {
+        const float m2 = __shfl_xor_sync(FULL_MASK, m, off), s2 = __shfl_xor_sync(FULL_MASK, s, off);
+        combine(m, s, m2, s2);
+    }
+}
+
+// stats[3 row..3 row+2] = (max, sum of exp(l - max), the target's logit or 0) of each row's
+// block: V logits (leading dimension ld) of the vocabulary ids v0..v0+V-1.
+template <typename T, int VEC>
+__global__ static void cross_entropy_stats_kernel(int rows, int V, int v0, const T *logits, int ld,
+                                                  const int32_t *targets, float *stats)
+{
+    __shared__ float red_m[CE_THREADS / WARP], red_s[CE_THREADS / WARP];
     const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, warps = blockDim.x / WARP;
-    const int vend = V / VEC * VEC; // whole packs below V; columns V..ld-1 are never touched
+    const int vend = V / VEC * VEC; // whole packs below V; columns V..ld-1 are never read
     for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
-        T *lr = logits + (size_t)row * ld;
-        const int target = targets[row];
-        const bool valid = target >= 0 && target < V;
-        // Read before the barriers below: after them other threads overwrite the row.
-        const float target_logit = threadIdx.x == 0 && valid ? to_float(lr[target]) : 0.0f;
+        const T *lr = logits + (size_t)row * ld;
         float m = -INFINITY, s = 0.0f;
         for (int c = threadIdx.x * VEC; c < vend; c += blockDim.x * VEC) {
             float v[VEC];
@@ -641,10 +967,7 @@ __global__ static void cross_entropy_kernel(int rows, int V, T *logits, int ld, 
             const float v = to_float(lr[c]);
             online_add(m, s, &v, 1);
         }
-        for (int off = WARP / 2; off > 0; off /= 2) {
-            const float m2 = __shfl_xor_sync(FULL_MASK, m, off), s2 = __shfl_xor_sync(FULL_MASK, s, off);
-            combine(m, s, m2, s2);
-        }
+        warp_combine(m, s);
         if (lane == 0) {
             red_m[w] = m;
             red_s[w] = s;
@@ -653,43 +976,86 @@ __global__ static void cross_entropy_kernel(int rows, int V, T *logits, int ld, 
         if (w == 0) {
             m = lane < warps ? red_m[lane] : -INFINITY;
             s = lane < warps ? red_s[lane] : 0.0f;
-            for (int off = WARP / 2; off > 0; off /= 2) {
-                const float m2 = __shfl_xor_sync(FULL_MASK, m, off), s2 = __shfl_xor_sync(FULL_MASK, s, off);
-                combine(m, s, m2, s2);
-            }
+            warp_combine(m, s);
             if (lane == 0) {
-                result[0] = m;
-                result[1] = s;
+                unsigned t;
+                float *st = stats + 3 * row;
+                st[0] = m;
+                st[1] = s;
+                st[2] = in_block(targets[row], v0, V, t) ? to_float(lr[t]) : 0.0f;
             }
         }
-        __syncthreads();
-        const float lse = result[0] + logf(result[1]);
+        __syncthreads(); // red_m and red_s are rewritten for the next row
+    }
+}
+
+// losses[row] = logsumexp - target logit from the parts' stats (part p's at stats + 3 p
+// rows), and the block's logits overwritten by dscale (softmax - onehot).
+template <typename T, int VEC>
+__global__ static void cross_entropy_finish_kernel(int rows, int V, int v0, T *logits, int ld,
+                                                   const int32_t *targets, int parts, const float *stats,
+                                                   float *losses, float dscale)
+{
+    const int lane = threadIdx.x % WARP;
+    const int vend = V / VEC * VEC;
+    for (long long row = blockIdx.x; row < rows; row += gridDim.x) {
+        float m = -INFINITY, s = 0.0f, target_logit = 0.0f;
+        for (int p = lane; p < parts; p += WARP) {
+            const float *st = stats + 3 * ((size_t)p * rows + row);
+            combine(m, s, st[0], st[1]);
+            target_logit += st[2];
+        }
+        warp_combine(m, s);
+        target_logit = warp_sum(target_logit);
         if (threadIdx.x == 0)
-            losses[row] = valid ? lse - target_logit : NAN;
+            losses[row] = m + logf(s) - target_logit;
+        // softmax = exp2((l - m) log2(e) - log2(s)).
+        const float log2s = log2f(s);
+        const unsigned t = (unsigned)targets[row] - (unsigned)v0; // >= V when in another block (see in_block)
+        T *lr = logits + (size_t)row * ld;
         for (int c = threadIdx.x * VEC; c < vend; c += blockDim.x * VEC) {
             float v[VEC];
             load<VEC>(lr + c, v);
             for (int e = 0; e < VEC; e++)
-                v[e] = dscale * (expf(v[e] - lse) - (c + e == target ? 1.0f : 0.0f));
+                v[e] = dscale * (exp2f(fmaf(v[e] - m, LOG2E, -log2s)) - ((unsigned)(c + e) == t ? 1.0f : 0.0f));
             store<VEC>(lr + c, v);
         }
         for (int c = vend + threadIdx.x; c < V; c += blockDim.x)
-            lr[c] = from_float<T>(dscale * (expf(to_float(lr[c]) - lse) - (c == target ? 1.0f : 0.0f)));
+            lr[c] = from_float<T>(dscale *
+                                  (exp2f(fmaf(to_float(lr[c]) - m, LOG2E, -log2s)) - ((unsigned)c == t ? 1.0f : 0.0f)));
     }
 }
 
 template <typename T>
-static cudaError_t cross_entropy(int rows, int V, T *logits, int ld, const int32_t *targets, float *losses,
-                                 float dscale, cudaStream_t stream)
+static cudaError_t cross_entropy_stats(int rows, int V, int v0, const T *logits, int ld, const int32_t *targets,
+                                       float *stats, cudaStream_t stream)
 {
     constexpr int P = vec16<T>();
     const unsigned blocks = blocks_for((size_t)rows, 1, GRID_MAX);
     if (ld % P == 0 && aligned16(logits)) {
-        auto kernel = cross_entropy_kernel<T, P>;
-        TSR_LAUNCH(kernel, blocks, CE_THREADS, 0, stream, rows, V, logits, ld, targets, losses, dscale);
+        auto kernel = cross_entropy_stats_kernel<T, P>;
+        TSR_LAUNCH(kernel, blocks, CE_THREADS, 0, stream, rows, V, v0, logits, ld, targets, stats);
     } else {
-        auto kernel = cross_entropy_kernel<T, 1>;
-        TSR_LAUNCH(kernel, blocks, CE_THREADS, 0, stream, rows, V, logits, ld, targets, losses, dscale);
+        auto kernel = cross_entropy_stats_kernel<T, 1>;
+        TSR_LAUNCH(kernel, blocks, CE_THREADS, 0, stream, rows, V, v0, logits, ld, targets, stats);
+    }
+    return cudaGetLastError();
+}
+
+template <typename T>
+static cudaError_t cross_entropy_finish(int rows, int V, int v0, T *logits, int ld, const int32_t *targets, int parts,
+                                        const float *stats, float *losses, float dscale, cudaStream_t stream)
+{
+    constexpr int P = vec16<T>();
+    const unsigned blocks = blocks_for((size_t)rows, 1, GRID_MAX);
+    if (ld % P == 0 && aligned16(logits)) {
+        auto kernel = cross_entropy_finish_kernel<T, P>;
+        TSR_LAUNCH(kernel, blocks, CE_THREADS, 0, stream, rows, V, v0, logits, ld, targets, parts, stats, losses,
+                   dscale);
+    } else {
+        auto kernel = cross_entropy_finish_kernel<T, 1>;
+        TSR_LAUNCH(kernel, blocks, CE_THREADS, 0, stream, rows, V, v0, logits, ld, targets, parts, stats, losses,
+                   dscale);
     }
     return cudaGetLastError();
 }
@@ -724,6 +1090,49 @@ extern "C" cudaError_t tsr__cuda_layernorm_backward(int bf16, int rows, int cols
                                      AS(const float *, gamma), mean, rstd, AS(float *, dx), dgamma, dbeta, stream);
 }
 
+extern "C" cudaError_t tsr__cuda_layernorm_stats(int bf16, int rows, int cols, const void *x, float *stats,
+                                                 cudaStream_t stream)
+{
+    if (bf16)
+        return layernorm_stats<bf16_t>(rows, cols, AS(const bf16_t *, x), stats, stream);
+    return layernorm_stats<float>(rows, cols, AS(const float *, x), stats, stream);
+}
+
+extern "C" cudaError_t tsr__cuda_layernorm_apply(int bf16, int rows, int cols, int width, const void *x,
+                                                 const void *gamma, const void *beta, float eps, const float *stats,
+                                                 void *y, float *mean, float *rstd, cudaStream_t stream)
+{
+    if (bf16)
+        return layernorm_apply<bf16_t>(rows, cols, width, AS(const bf16_t *, x), AS(const bf16_t *, gamma),
+                                       AS(const bf16_t *, beta), eps, stats, AS(bf16_t *, y), mean, rstd, stream);
+    return layernorm_apply<float>(rows, cols, width, AS(const float *, x), AS(const float *, gamma),
+                                  AS(const float *, beta), eps, stats, AS(float *, y), mean, rstd, stream);
+}
+
+extern "C" cudaError_t tsr__cuda_layernorm_backward_stats(int bf16, int rows, int cols, const void *dy, const void *x,
+                                                          const void *gamma, const float *mean, const float *rstd,
+                                                          float *stats, cudaStream_t stream)
+{
+    if (bf16)
+        return layernorm_backward_stats<bf16_t>(rows, cols, AS(const bf16_t *, dy), AS(const bf16_t *, x),
+                                                AS(const bf16_t *, gamma), mean, rstd, stats, stream);
+    return layernorm_backward_stats<float>(rows, cols, AS(const float *, dy), AS(const float *, x),
+                                           AS(const float *, gamma), mean, rstd, stats, stream);
+}
+
+extern "C" cudaError_t tsr__cuda_layernorm_backward_apply(int bf16, int rows, int cols, int width, const void *dy,
+                                                          const void *x, const void *gamma, const float *mean,
+                                                          const float *rstd, const float *stats, void *dx,
+                                                          cudaStream_t stream)
+{
+    if (bf16)
+        return layernorm_backward_apply<bf16_t>(rows, cols, width, AS(const bf16_t *, dy), AS(const bf16_t *, x),
+                                                AS(const bf16_t *, gamma), mean, rstd, stats, AS(bf16_t *, dx),
+                                                stream);
+    return layernorm_backward_apply<float>(rows, cols, width, AS(const float *, dy), AS(const float *, x),
+                                           AS(const float *, gamma), mean, rstd, stats, AS(float *, dx), stream);
+}
+
 extern "C" cudaError_t tsr__cuda_gelu_forward(int bf16, size_t n, const void *x, void *y, cudaStream_t stream)
 {
     if (bf16)
@@ -747,6 +1156,21 @@ extern "C" cudaError_t tsr__cuda_add(int bf16, size_t n, const void *a, const vo
     return map2<float, Add>(n, AS(const float *, a), AS(const float *, b), AS(float *, y), stream);
 }
 
+extern "C" cudaError_t tsr__cuda_axpby_2d(int rows, int cols, float alpha, int src_bf16, const void *src, int lds,
+                                          float beta, int dst_bf16, void *dst, int ldd, cudaStream_t stream)
+{
+    if (src_bf16 && dst_bf16)
+        return axpby_2d<bf16_t, bf16_t>(rows, cols, alpha, AS(const bf16_t *, src), lds, beta, AS(bf16_t *, dst), ldd,
+                                        stream);
+    if (src_bf16)
+        return axpby_2d<bf16_t, float>(rows, cols, alpha, AS(const bf16_t *, src), lds, beta, AS(float *, dst), ldd,
+                                       stream);
+    if (dst_bf16)
+        return axpby_2d<float, bf16_t>(rows, cols, alpha, AS(const float *, src), lds, beta, AS(bf16_t *, dst), ldd,
+                                       stream);
+    return axpby_2d<float, float>(rows, cols, alpha, AS(const float *, src), lds, beta, AS(float *, dst), ldd, stream);
+}
+
 extern "C" cudaError_t tsr__cuda_bias_grad(int bf16, int rows, int cols, const void *dy, int ld, float *db,
                                            cudaStream_t stream)
 {
@@ -755,29 +1179,41 @@ extern "C" cudaError_t tsr__cuda_bias_grad(int bf16, int rows, int cols, const v
     return bias_grad<float>(rows, cols, AS(const float *, dy), ld, db, stream);
 }
 
-extern "C" cudaError_t tsr__cuda_embedding_forward(int bf16, const int32_t *tokens, int seqs, int T, int C,
-                                                   const void *wte, const void *wpe, void *out, cudaStream_t stream)
+extern "C" cudaError_t tsr__cuda_embedding_forward(int bf16, const int32_t *tokens, int seqs, int T, int C, int v0,
+                                                   int nv, const void *wte, const void *wpe, void *out,
+                                                   cudaStream_t stream)
 {
     if (bf16)
-        return embedding_forward<bf16_t>(tokens, seqs, T, C, AS(const bf16_t *, wte), AS(const bf16_t *, wpe),
-                                         AS(bf16_t *, out), stream);
-    return embedding_forward<float>(tokens, seqs, T, C, AS(const float *, wte), AS(const float *, wpe),
+        return embedding_forward<bf16_t>(tokens, seqs, T, C, v0, nv, AS(const bf16_t *, wte),
+                                         AS(const bf16_t *, wpe), AS(bf16_t *, out), stream);
+    return embedding_forward<float>(tokens, seqs, T, C, v0, nv, AS(const float *, wte), AS(const float *, wpe),
                                     AS(float *, out), stream);
 }
 
-extern "C" cudaError_t tsr__cuda_embedding_backward(int bf16, const int32_t *tokens, int seqs, int T, int C,
-                                                    const void *dout, float *dwte, float *dwpe, cudaStream_t stream)
+extern "C" cudaError_t tsr__cuda_embedding_backward(int bf16, const int32_t *tokens, int seqs, int T, int C, int v0,
+                                                    int nv, const void *dout, float *dwte, float *dwpe,
+                                                    cudaStream_t stream)
 {
     if (bf16)
-        return embedding_backward<bf16_t>(tokens, seqs, T, C, AS(const bf16_t *, dout), dwte, dwpe, stream);
-    return embedding_backward<float>(tokens, seqs, T, C, AS(const float *, dout), dwte, dwpe, stream);
+        return embedding_backward<bf16_t>(tokens, seqs, T, C, v0, nv, AS(const bf16_t *, dout), dwte, dwpe, stream);
+    return embedding_backward<float>(tokens, seqs, T, C, v0, nv, AS(const float *, dout), dwte, dwpe, stream);
 }
 
-extern "C" cudaError_t tsr__cuda_cross_entropy(int bf16, int rows, int V, void *logits, int ld,
-                                               const int32_t *targets, float *losses, float dscale,
-                                               cudaStream_t stream)
+extern "C" cudaError_t tsr__cuda_cross_entropy_stats(int bf16, int rows, int V, int v0, const void *logits, int ld,
+                                                     const int32_t *targets, float *stats, cudaStream_t stream)
 {
     if (bf16)
-        return cross_entropy<bf16_t>(rows, V, AS(bf16_t *, logits), ld, targets, losses, dscale, stream);
-    return cross_entropy<float>(rows, V, AS(float *, logits), ld, targets, losses, dscale, stream);
+        return cross_entropy_stats<bf16_t>(rows, V, v0, AS(const bf16_t *, logits), ld, targets, stats, stream);
+    return cross_entropy_stats<float>(rows, V, v0, AS(const float *, logits), ld, targets, stats, stream);
+}
+
+extern "C" cudaError_t tsr__cuda_cross_entropy_finish(int bf16, int rows, int V, int v0, void *logits, int ld,
+                                                      const int32_t *targets, int parts, const float *stats,
+                                                      float *losses, float dscale, cudaStream_t stream)
+{
+    if (bf16)
+        return cross_entropy_finish<bf16_t>(rows, V, v0, AS(bf16_t *, logits), ld, targets, parts, stats, losses,
+                                            dscale, stream);
+    return cross_entropy_finish<float>(rows, V, v0, AS(float *, logits), ld, targets, parts, stats, losses, dscale,
+                                       stream);
 }

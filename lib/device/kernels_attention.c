@@ -41,8 +41,8 @@ static tsr_status_t check_args(tsr_device_t dev, tsr_dtype_t dt, int seqs, int T
             return TSR_ERROR(TSR_ERR_INVALID_ARG,
                              "%s: seqs %d * heads %d must be at most %d and T %d at most %lld on CUDA", what, seqs,
                              heads, INT_MAX, T, CUDA_MAX_T);
-    } else if (hd < 8 || hd > 128 || hd % 8 != 0) {
-        return TSR_ERROR(TSR_ERR_INVALID_ARG, "%s: head size %d must be a multiple of 8 from 8 to 128", what, hd);
+    } else if (hd < 1) {
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "%s: head size %d, expected at least 1", what, hd);
     }
     long long width = (long long)heads * hd;
     if (ld_in < width || ld_o < width)

@@ -42,9 +42,12 @@ static tsr_status_t check_layout(const tsr_layout_t *l, int size)
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "layout not initialized with TSR_LAYOUT_INIT");
     if (l->dp < 1 || l->pp < 1 || l->tp_rows < 1 || l->tp_cols < 1)
         return TSR_ERROR(TSR_ERR_LAYOUT, "layout %s has a size below 1", tsr_layout_format(l, text, sizeof text));
-    long long need = (long long)l->dp * l->pp * l->tp_rows * l->tp_cols;
+    int need = tsr_layout_ranks(l);
+    if (need < 0)
+        return TSR_ERROR(TSR_ERR_LAYOUT, "layout dp=%d x pp=%d x tp=%dx%d needs more ranks than an MPI communicator "
+                         "holds; the communicator has %d", l->dp, l->pp, l->tp_rows, l->tp_cols, size);
     if (need != size)
-        return TSR_ERROR(TSR_ERR_LAYOUT, "layout dp=%d x pp=%d x tp=%dx%d needs %lld ranks but the communicator has %d",
+        return TSR_ERROR(TSR_ERR_LAYOUT, "layout dp=%d x pp=%d x tp=%dx%d needs %d ranks but the communicator has %d",
                          l->dp, l->pp, l->tp_rows, l->tp_cols, need, size);
     return TSR_OK;
 }

@@ -1,63 +1,70 @@
 /* layout.c: parsing and printing "dp=D,pp=P,tp=RxC". */
-#include <errno.h>
+#include <limits.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 
 #include "core/internal.h"
 
-/* A positive decimal int spanning [s, end), or -1. */
-static int parse_positive(const char *s, const char *end)
+#define LAYOUT_EXPECTED "dp=D,pp=P,tp=RxC or tp=N, each a positive integer"
+/* A grid axis longer than this is surely a typo, and the checks below stay in 64 bits. */
+#define AXIS_MAX (1 << 20)
+
+/* A positive decimal int of at most AXIS_MAX spanning [s, s + len), or -1. */
+static int parse_positive(const char *s, size_t len)
 {
-    char *stop;
-    if (s == end || *s < '0' || *s > '9')
+    char buf[16];
+    int64_t v;
+    if (len == 0 || len >= sizeof buf)
         return -1;
-    errno = 0;
-    long v = strtol(s, &stop, 10);
-    if (stop != end || errno || v < 1 || v > 1 << 20)
-        return -1;
-    return (int)v;
+    memcpy(buf, s, len);
+    buf[len] = '\0';
+    return tsr_parse_i64(buf, 1, AXIS_MAX, &v) == TSR_OK ? (int)v : -1;
+}
+
+/* dp * pp * tp_rows * tp_cols, or -1 if a factor is below 1 or the product exceeds INT_MAX
+ * (no MPI communicator has more ranks). */
+static int64_t checked_ranks(const tsr_layout_t *l)
+{
+    const int f[4] = {l->dp, l->pp, l->tp_rows, l->tp_cols};
+    int64_t n = 1;
+    for (int i = 0; i < 4; i++) {
+        if (f[i] < 1 || n > INT_MAX / f[i])
+            return -1;
+        n *= f[i];
+    }
+    return n;
 }
 
 tsr_status_t tsr_layout_parse(const char *text, tsr_layout_t *out)
 {
+    static const char *const keys[] = {"dp", "pp", "tp"};
+    tsr__kv_t v[3];
     tsr_layout_t layout = TSR_LAYOUT_INIT;
-    int seen_dp = 0, seen_pp = 0, seen_tp = 0;
     if (!text)
-        return TSR_ERROR(TSR_ERR_INVALID_ARG, "layout is NULL (expected dp=D,pp=P,tp=RxC)");
-    for (const char *item = text; *item;) {
-        const char *end = strchr(item, ',');
-        if (!end)
-            end = item + strlen(item);
-        const char *eq = memchr(item, '=', (size_t)(end - item));
-        int keylen = eq ? (int)(eq - item) : (int)(end - item);
-        const char *value = eq ? eq + 1 : end;
-        int ok = eq != NULL;
-        if (ok && keylen == 2 && strncmp(item, "dp", 2) == 0 && !seen_dp++) {
-            ok = (layout.dp = parse_positive(value, end)) > 0;
-        } else if (ok && keylen == 2 && strncmp(item, "pp", 2) == 0 && !seen_pp++) {
-            ok = (layout.pp = parse_positive(value, end)) > 0;
-        } else if (ok && keylen == 2 && strncmp(item, "tp", 2) == 0 && !seen_tp++) {
-            const char *x = memchr(value, 'x', (size_t)(end - value));
-            if (x) {
-                layout.tp_rows = parse_positive(value, x);
-                layout.tp_cols = parse_positive(x + 1, end);
-            } else {
-                layout.tp_rows = 1; /* tp=N is the 1D (Megatron) layout 1xN */
-                layout.tp_cols = parse_positive(value, end);
-            }
-            ok = layout.tp_rows > 0 && layout.tp_cols > 0;
-        } else {
-            ok = 0;
-        }
-        if (!ok)
-            return TSR_ERROR(TSR_ERR_INVALID_ARG,
-                             "bad layout item \"%.*s\" in \"%s\" (expected dp=D,pp=P,tp=RxC or tp=N, each a "
-                             "positive integer, each key at most once)", (int)(end - item), item, text);
-        item = *end ? end + 1 : end;
-        if (*end && !*item)
-            return TSR_ERROR(TSR_ERR_INVALID_ARG, "layout \"%s\" ends with a comma", text);
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "layout is NULL (expected " LAYOUT_EXPECTED ")");
+    tsr_status_t rc = tsr__kv_split("layout", text, keys, 3, v, LAYOUT_EXPECTED);
+    if (rc != TSR_OK)
+        return rc;
+    if (v[0].value)
+        layout.dp = parse_positive(v[0].value, v[0].len);
+    if (v[1].value)
+        layout.pp = parse_positive(v[1].value, v[1].len);
+    if (v[2].value) {
+        const char *x = memchr(v[2].value, 'x', v[2].len);
+        size_t rows = x ? (size_t)(x - v[2].value) : 0;
+        /* tp=N is the 1D (Megatron) layout 1xN */
+        layout.tp_rows = x ? parse_positive(v[2].value, rows) : 1;
+        layout.tp_cols = x ? parse_positive(x + 1, v[2].len - rows - 1) : parse_positive(v[2].value, v[2].len);
     }
+    const int *field[3] = {&layout.dp, &layout.pp, &layout.tp_rows};
+    for (int k = 0; k < 3; k++)
+        if (*field[k] < 1 || (k == 2 && layout.tp_cols < 1))
+            return TSR_ERROR(TSR_ERR_INVALID_ARG, "bad layout item \"%s=%.*s\" in \"%s\" (expected " LAYOUT_EXPECTED
+                             " of at most %d)", keys[k], (int)v[k].len, v[k].value, text, AXIS_MAX);
+    if (checked_ranks(&layout) < 0)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG,
+                         "layout \"%s\" needs %d x %d x %d x %d ranks, more than the %d an MPI communicator holds",
+                         text, layout.dp, layout.pp, layout.tp_rows, layout.tp_cols, INT_MAX);
     *out = layout;
     return TSR_OK;
 }
@@ -70,5 +77,5 @@ char *tsr_layout_format(const tsr_layout_t *layout, char *buf, size_t len)
 
 int tsr_layout_ranks(const tsr_layout_t *layout)
 {
-    return layout->dp * layout->pp * layout->tp_rows * layout->tp_cols;
+    return (int)checked_ranks(layout);
 }

@@ -3,7 +3,8 @@
  * @brief Tessera: training transformers across a cluster. Include this one header.
  *
  * Modules, bottom up (each has its own header under tessera/):
- *   - core:   status.h (errors), log.h, timer.h, memory.h (tracked allocator), rng.h
+ *   - core:   status.h (errors), log.h, timer.h, memory.h (tracked allocator), rng.h,
+ *             options.h (checked parsing of option values)
  *   - device: device.h (CPU via CBLAS, CUDA via cuBLAS)
  *   - comm:   comm.h (collectives and point-to-point, byte counters)
  *   - grid:   grid.h (dp × pp × tp process grid)
@@ -24,6 +25,7 @@
 #include <tessera/timer.h>
 #include <tessera/memory.h>
 #include <tessera/rng.h>
+#include <tessera/options.h>
 #include <tessera/device.h>
 #include <tessera/kernels.h>
 #include <tessera/comm.h>

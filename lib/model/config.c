@@ -8,23 +8,25 @@
 
 #include "model_impl.h"
 
-static const char *const compute_names[] = {
-    [TSR_GPT_COMPUTE_AUTO] = "auto", [TSR_GPT_COMPUTE_TP] = "tp", [TSR_GPT_COMPUTE_KERNELS] = "kernels"};
+static const char *const recompute_names[] = {[TSR_GPT_RECOMPUTE_NONE] = "none",
+                                              [TSR_GPT_RECOMPUTE_ATTENTION] = "attention",
+                                              [TSR_GPT_RECOMPUTE_BLOCK] = "block"};
 
-tsr_status_t tsr_gpt_compute_parse(const char *name, tsr_gpt_compute_t *out)
+tsr_status_t tsr_gpt_recompute_parse(const char *name, tsr_gpt_recompute_t *out)
 {
-    for (int c = 0; c < (int)(sizeof compute_names / sizeof *compute_names); c++)
-        if (name && strcmp(name, compute_names[c]) == 0) {
-            *out = (tsr_gpt_compute_t)c;
+    for (int c = 0; c < (int)(sizeof recompute_names / sizeof *recompute_names); c++)
+        if (name && strcmp(name, recompute_names[c]) == 0) {
+            *out = (tsr_gpt_recompute_t)c;
             return TSR_OK;
         }
-    return TSR_ERROR(TSR_ERR_INVALID_ARG, "unknown compute \"%s\": expected auto, tp or kernels",
+    return TSR_ERROR(TSR_ERR_INVALID_ARG, "unknown recomputation \"%s\": expected none, attention or block",
                      name ? name : "(null)");
 }
 
-const char *tsr_gpt_compute_name(tsr_gpt_compute_t compute)
+const char *tsr_gpt_recompute_name(tsr_gpt_recompute_t recompute)
 {
-    return (unsigned)compute < sizeof compute_names / sizeof *compute_names ? compute_names[compute] : "unknown";
+    return (unsigned)recompute < sizeof recompute_names / sizeof *recompute_names ? recompute_names[recompute]
+                                                                                    : "unknown";
 }
 
 tsr_status_t tsr_gpt_config_check(const tsr_gpt_config_t *cfg)
@@ -60,37 +62,28 @@ static tsr_status_t parse_int(const char *key, const char *val, size_t len, int 
     return TSR_OK;
 }
 
+#define MODEL_EXPECTED "tiny, gpt2-124m or layers=L,dim=H,heads=A,vocab=V,seq=T"
+
 tsr_status_t tsr_gpt_config_parse(const char *text, tsr_gpt_config_t *out)
 {
     tsr_gpt_config_t cfg = TSR_GPT_CONFIG_INIT;
     if (!text || !out)
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "model text is NULL");
+    if (!*text)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "model is empty (expected " MODEL_EXPECTED ")");
     if (strcmp(text, "gpt2-124m") == 0) {
         cfg.layers = 12, cfg.dim = 768, cfg.heads = 12, cfg.vocab = 50257, cfg.seq = 1024;
     } else if (strcmp(text, "tiny") != 0) {
+        /* the list rules of tessera/options.h, shared with tsr_layout_parse() */
         static const char *const keys[] = {"layers", "dim", "heads", "vocab", "seq"};
         int *fields[] = {&cfg.layers, &cfg.dim, &cfg.heads, &cfg.vocab, &cfg.seq};
-        const char *p = text;
-        while (*p) {
-            size_t len = strcspn(p, ","), klen = strcspn(p, "=,");
-            int found = 0;
-            if (klen >= len)
-                return TSR_ERROR(TSR_ERR_INVALID_ARG,
-                                 "model '%s': expected tiny, gpt2-124m or layers=L,dim=H,heads=A,vocab=V,seq=T",
-                                 text);
-            for (size_t k = 0; k < sizeof keys / sizeof *keys; k++)
-                if (strlen(keys[k]) == klen && strncmp(p, keys[k], klen) == 0) {
-                    tsr_status_t rc = parse_int(keys[k], p + klen + 1, len - klen - 1, fields[k]);
-                    if (rc != TSR_OK)
-                        return rc;
-                    found = 1;
-                }
-            if (!found)
-                return TSR_ERROR(TSR_ERR_INVALID_ARG,
-                                 "model '%s': unknown key '%.*s' (expected layers, dim, heads, vocab, seq)", text,
-                                 (int)klen, p);
-            p += len + (p[len] == ',');
-        }
+        tsr__kv_t v[5];
+        tsr_status_t rc = tsr__kv_split("model", text, keys, 5, v, MODEL_EXPECTED);
+        for (int k = 0; k < 5 && rc == TSR_OK; k++)
+            if (v[k].value)
+                rc = parse_int(keys[k], v[k].value, v[k].len, fields[k]);
+        if (rc != TSR_OK)
+            return rc;
     }
     tsr_status_t rc = tsr_gpt_config_check(&cfg);
     if (rc == TSR_OK)

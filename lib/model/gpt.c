@@ -1,14 +1,15 @@
 /*
  * gpt.c: the GPT model's parameters (layouts, registration with the optimizer, initial
- * values), its pipeline stage callbacks and the training step.
+ * values, the matrices the model computes on), its creation and the training step.
  *
- * The model keeps a compute copy of each of its parameter blocks and a gradient block
- * summed over a step's micro-batches (tp operations take distributed matrices, which own
- * their memory). A step copies the optimizer's parameter views into the compute copies
- * (gathering each layer in ZeRO stage 3), runs the pipeline schedule, sums the tied
- * embedding's gradient between the first and the last stage, adds each layer's gradient
- * into the optimizer's gradient view (grad_begin / grad_ready, one layer at a time) and
- * steps the optimizer.
+ * The model computes on the optimizer's memory. Each parameter tensor has a matrix w (the
+ * optimizer's fp32 parameter view, or in bf16 a compute copy rounded from it each step) and
+ * a matrix g (the optimizer's fp32 gradient view) over that memory. In ZeRO stage 3 w exists
+ * between tsr__gpt_use_params() and tsr__gpt_drop_params() of its layer (the gathered
+ * layer); in stages 2-3 g between tsr__gpt_begin_grads() and tsr__gpt_end_grads() (the
+ * layer's gradient for one micro-batch's weight-gradient pass). A step runs the pipeline
+ * schedule (stage.c), sums the tied embedding's gradient between the first and the last
+ * stage, hands it to the optimizer and steps.
  */
 #include <math.h>
 #include <stdio.h>
@@ -58,6 +59,7 @@ static void activation_descs(tsr_gpt_t gpt)
     gpt->heads = desc(m, h, rows, C, t, hd, A);
     gpt->wide = desc(m, 4 * h, rows, C, t, 1, A);
     gpt->logits = desc(m, gpt->cfg.vocab, rows, C, t, 1, A);
+    gpt->act.dtype = gpt->heads.dtype = gpt->wide.dtype = gpt->logits.dtype = gpt->dt;
 }
 
 /* The optimizer's flags for a block laid out as d: which tp ranks hold the same block. */
@@ -118,19 +120,15 @@ cleanup:
     return rc;
 }
 
-/* Create a tensor's blocks and register it with the optimizer. */
+/* Register a tensor's block with the optimizer (the matrices over its memory come after the commit). */
 static tsr_status_t add_tensor(tsr_gpt_t gpt, gpt_tensor_t *t, const char *name, tsr_dmat_desc_t d, int zlayer,
                                unsigned extra_flags)
 {
     tsr_status_t rc = TSR_OK;
-    tsr_dmat_view_t v = {NULL, d.rows, d.cols, d.cols, 0, 0}; /* the kernels path: whole tensors */
+    tsr_dmat_view_t v;
     tsr_zero_tensor_t zt = TSR_ZERO_TENSOR_INIT;
     t->desc = d;
-    if (!gpt->kernels) {
-        TSR_TRY(tsr_dmat_create(gpt->tp, &d, &t->w));
-        TSR_TRY(tsr_dmat_create_like(t->w, TSR_MEM_GRADS, &t->g));
-        tsr_dmat_local(t->w, &v);
-    }
+    TSR_TRY(tsr_tp_block(gpt->tp, &d, &v));
     zt.name = name;
     zt.rows = d.rows, zt.cols = d.cols;
     zt.row_off = v.row0, zt.col_off = v.col0;
@@ -140,10 +138,6 @@ static tsr_status_t add_tensor(tsr_gpt_t gpt, gpt_tensor_t *t, const char *name,
     TSR_TRY(tsr_zero_register(gpt->zero, &zt, &t->zid));
     t->zlayer = zlayer;
     gpt->local[gpt->nlocal++] = t;
-    if (gpt->stage == 3)
-        tsr_dmat_destroy(&t->w);
-    if (gpt->stage >= 2 && zlayer != gpt->wte_layer)
-        tsr_dmat_destroy(&t->g);
 cleanup:
     return rc;
 }
@@ -230,8 +224,6 @@ cleanup:
     return rc;
 }
 
-/* ---------- creation ---------- */
-
 /* Forward FLOPs per token of block l, with the head's output projection on the last one. */
 static void block_costs(tsr_gpt_t gpt, double *cost)
 {
@@ -239,65 +231,6 @@ static void block_costs(tsr_gpt_t gpt, double *cost)
     for (int l = 0; l < gpt->cfg.layers; l++)
         cost[l] = 24.0 * h * h + 4.0 * t * h;
     cost[gpt->cfg.layers - 1] += 2.0 * h * gpt->cfg.vocab;
-}
-
-static tsr_status_t check_fit(tsr_gpt_t gpt)
-{
-    const tsr_gpt_config_t *c = &gpt->cfg;
-    const tsr_gpt_options_t *o = &gpt->opts;
-    int vstages = gpt->stages * gpt->chunks;
-    if (c->heads % gpt->layout.tp_cols)
-        return TSR_ERROR(TSR_ERR_INVALID_ARG, "%d attention heads are not divisible by the %d tp columns", c->heads,
-                         gpt->layout.tp_cols);
-    if (c->layers < vstages)
-        return TSR_ERROR(TSR_ERR_INVALID_ARG, "the model's %d layers cannot fill %d pipeline stages x %d chunks",
-                         c->layers, gpt->stages, gpt->chunks);
-    if (o->batch < 1 || o->micro_batches < 1 || o->batch % (gpt->layout.dp * o->micro_batches))
-        return TSR_ERROR(TSR_ERR_INVALID_ARG,
-                         "the batch of %d sequences must be a multiple of dp=%d x %d micro-batches", o->batch,
-                         gpt->layout.dp, o->micro_batches);
-    if (o->chunks < 1 || (o->chunks > 1 && o->schedule != TSR_PIPE_INTERLEAVED))
-        return TSR_ERROR(TSR_ERR_INVALID_ARG, "%d model chunks per stage need the interleaved schedule", o->chunks);
-    return TSR_OK;
-}
-
-/* The kernels path on a GPU (or when asked for), the tp operations otherwise; see model.h. */
-static tsr_status_t choose_compute(tsr_gpt_t gpt, const tsr_zero_config_t *zcfg)
-{
-    tsr_device_kind_t kind = tsr_device_kind(gpt->dev);
-    tsr_gpt_compute_t c = gpt->opts.struct_size >= sizeof(tsr_gpt_options_t) ? gpt->opts.compute : TSR_GPT_COMPUTE_AUTO;
-    if (c == TSR_GPT_COMPUTE_AUTO)
-        c = kind == TSR_DEVICE_CPU ? TSR_GPT_COMPUTE_TP : TSR_GPT_COMPUTE_KERNELS;
-    if (c == TSR_GPT_COMPUTE_TP && kind != TSR_DEVICE_CPU)
-        return TSR_ERROR(TSR_ERR_NOT_SUPPORTED, "the tp operations compute on the CPU, not on %s; on a GPU the "
-                         "model uses the device kernels", tsr_device_kind_name(kind));
-    if (c != TSR_GPT_COMPUTE_KERNELS)
-        return TSR_OK;
-    if (gpt->layout.tp_rows * gpt->layout.tp_cols != 1)
-        return TSR_ERROR(TSR_ERR_NOT_SUPPORTED, "the device-kernel model (used on %s) needs a 1x1 tp grid, got "
-                         "tp=%dx%d; use dp and pp", tsr_device_kind_name(kind), gpt->layout.tp_rows,
-                         gpt->layout.tp_cols);
-    if (kind != TSR_DEVICE_CPU && zcfg->precision == TSR_PRECISION_FP16)
-        return TSR_ERROR(TSR_ERR_NOT_SUPPORTED, "fp16 training on %s is not built; use bf16 or fp32",
-                         tsr_device_kind_name(kind));
-    gpt->kernels = 1;
-    gpt->dt = kind != TSR_DEVICE_CPU && zcfg->precision == TSR_PRECISION_BF16 ? TSR_DTYPE_BF16 : TSR_DTYPE_F32;
-    gpt->dts = tsr_dtype_size(gpt->dt);
-    return TSR_OK;
-}
-
-static tsr_status_t alloc_scratch(tsr_gpt_t gpt)
-{
-    tsr_status_t rc = TSR_OK;
-    struct { tsr_dmat_t *m; const tsr_dmat_desc_t *d; } s[] = {
-        {&gpt->d_x[0], &gpt->act}, {&gpt->d_x[1], &gpt->act}, {&gpt->d_a, &gpt->act}, {&gpt->d_x1, &gpt->act},
-        {&gpt->d_b, &gpt->act}, {&gpt->d_y, &gpt->act}, {&gpt->proj, &gpt->act}, {&gpt->d_o, &gpt->heads},
-        {&gpt->d_q, &gpt->heads}, {&gpt->d_k, &gpt->heads}, {&gpt->d_v, &gpt->heads}, {&gpt->d_h, &gpt->wide},
-        {&gpt->d_g, &gpt->wide}, {&gpt->d_logits, &gpt->logits}};
-    for (size_t i = 0; i < sizeof s / sizeof *s; i++)
-        TSR_TRY(tsr_dmat_create(gpt->tp, s[i].d, s[i].m));
-cleanup:
-    return rc;
 }
 
 /* Activations, gradients and parameters on a GPU travel on the grid's communicators: put them
@@ -312,6 +245,208 @@ static tsr_status_t grid_on_device(tsr_grid_t grid, tsr_device_t dev)
     return TSR_OK;
 }
 
+static tsr_status_t check_fit(tsr_gpt_t gpt, const tsr_zero_config_t *zcfg)
+{
+    const tsr_gpt_config_t *c = &gpt->cfg;
+    const tsr_gpt_options_t *o = &gpt->opts;
+    int vstages = gpt->stages * gpt->chunks;
+    tsr_device_kind_t kind = tsr_device_kind(gpt->dev);
+    if (c->heads % gpt->layout.tp_cols)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "%d attention heads are not divisible by the %d tp columns", c->heads,
+                         gpt->layout.tp_cols);
+    if (c->vocab < gpt->layout.tp_cols)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "a vocabulary of %d cannot be split over %d tp columns", c->vocab,
+                         gpt->layout.tp_cols);
+    if (c->layers < vstages)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "the model's %d layers cannot fill %d pipeline stages x %d chunks",
+                         c->layers, gpt->stages, gpt->chunks);
+    if (o->batch < 1 || o->micro_batches < 1 || o->batch % (gpt->layout.dp * o->micro_batches))
+        return TSR_ERROR(TSR_ERR_INVALID_ARG,
+                         "the batch of %d sequences must be a multiple of dp=%d x %d micro-batches", o->batch,
+                         gpt->layout.dp, o->micro_batches);
+    if (o->chunks < 1 || (o->chunks > 1 && o->schedule != TSR_PIPE_INTERLEAVED))
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "%d model chunks per stage need the interleaved schedule", o->chunks);
+    if ((unsigned)o->recompute > TSR_GPT_RECOMPUTE_BLOCK)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "recomputation %d, expected none, attention or block", (int)o->recompute);
+    int hd = c->dim / c->heads;
+    if (kind == TSR_DEVICE_CUDA && hd != 16 && hd != 32 && hd != 64 && hd != 128)
+        return TSR_ERROR(TSR_ERR_NOT_SUPPORTED,
+                         "head size %d (dim %d / %d heads) is not one the GPU's attention runs: expected 16, 32, "
+                         "64 or 128",
+                         hd, c->dim, c->heads);
+    if (zcfg->precision == TSR_PRECISION_FP16)
+        return TSR_ERROR(TSR_ERR_NOT_SUPPORTED, "fp16 training is not built; use bf16 (on a GPU) or fp32");
+    if (zcfg->precision == TSR_PRECISION_BF16 && kind != TSR_DEVICE_CUDA)
+        return TSR_ERROR(TSR_ERR_NOT_SUPPORTED, "bf16 compute needs a CUDA device; the %s computes in fp32",
+                         tsr_device_kind_name(kind));
+    return TSR_OK;
+}
+
+/* Whether this rank's stage has W actions: then the weight gradients wait for them. */
+static int schedule_splits_w(tsr_gpt_t gpt)
+{
+    size_t n = tsr_pipe_schedule_length(gpt->sched, gpt->at.pp);
+    const tsr_pipe_action_t *a = tsr_pipe_schedule_actions(gpt->sched, gpt->at.pp);
+    for (size_t i = 0; i < n; i++)
+        if (a[i].op == TSR_PIPE_WEIGHT)
+            return 1;
+    return 0;
+}
+
+/* ---------- the matrices over the optimizer's memory ---------- */
+
+static size_t local_elements(tsr_gpt_t gpt, const gpt_tensor_t *t)
+{
+    tsr_dmat_view_t v = {0};
+    tsr_tp_block(gpt->tp, &t->desc, &v);
+    return (size_t)v.rows * (size_t)v.cols;
+}
+
+/* t->w over p (fp32), or over the bf16 copy at `copy`. */
+static tsr_status_t bind_params(tsr_gpt_t gpt, gpt_tensor_t *t, float *p, void *copy)
+{
+    tsr_dmat_desc_t d = t->desc;
+    tsr_dmat_destroy(&t->w);
+    if (!copy)
+        return tsr_dmat_wrap(gpt->tp, &d, p, 0, &t->w);
+    d.dtype = gpt->dt;
+    return tsr_dmat_wrap(gpt->tp, &d, copy, 0, &t->w);
+}
+
+/* t->g over the optimizer's gradient view. */
+static tsr_status_t bind_grads(tsr_gpt_t gpt, gpt_tensor_t *t)
+{
+    tsr_status_t rc = TSR_OK;
+    tsr_dmat_desc_t d = t->desc;
+    float *g = NULL;
+    d.category = TSR_MEM_GRADS;
+    tsr_dmat_destroy(&t->g);
+    TSR_TRY(tsr_zero_view(gpt->zero, t->zid, NULL, &g));
+    TSR_CHECK(g || local_elements(gpt, t) == 0, TSR_ERR_INTERNAL, "no gradient view for tensor %d", t->zid);
+    TSR_TRY(tsr_dmat_wrap(gpt->tp, &d, g, 0, &t->g));
+cleanup:
+    return rc;
+}
+
+/* Stages 0-2: w over the parameter views (bf16: over one buffer of copies); stages 0-1: g
+ * over the gradient views. The tied embedding's g is the model's own buffer. */
+static tsr_status_t bind_tensors(tsr_gpt_t gpt)
+{
+    tsr_status_t rc = TSR_OK;
+    size_t total = 0, off = 0;
+    if (gpt->dt != TSR_DTYPE_F32 && gpt->stage < 3) {
+        for (int i = 0; i < gpt->nlocal; i++)
+            total += local_elements(gpt, gpt->local[i]);
+        TSR_TRY(tsr_device_alloc(gpt->dev, TSR_MEM_PARAMS, total * gpt->dts, &gpt->wcopy));
+    }
+    for (int i = 0; i < gpt->nlocal; i++) {
+        gpt_tensor_t *t = gpt->local[i];
+        float *p = NULL;
+        if (gpt->stage < 3) {
+            TSR_TRY(tsr_zero_view(gpt->zero, t->zid, &p, NULL));
+            TSR_TRY(bind_params(gpt, t, p, gpt->wcopy ? (char *)gpt->wcopy + off * gpt->dts : NULL));
+            off += local_elements(gpt, t);
+        }
+        if (t == &gpt->wte)
+            t->g = gpt->wte_grad;
+        else if (gpt->stage < 2)
+            TSR_TRY(bind_grads(gpt, t));
+    }
+cleanup:
+    return rc;
+}
+
+/* Stages 0-2 in bf16: the step's compute copies, one cast per ZeRO layer (the tensors of a
+ * layer are contiguous in the optimizer's buffer and in the copies). */
+static tsr_status_t load_params(tsr_gpt_t gpt)
+{
+    tsr_status_t rc = TSR_OK;
+    for (int i = 0; i < gpt->nlocal && gpt->wcopy;) {
+        int layer = gpt->local[i]->zlayer, j = i;
+        size_t n = 0;
+        float *p = NULL;
+        tsr_dmat_view_t v;
+        for (; j < gpt->nlocal && gpt->local[j]->zlayer == layer; j++)
+            n += local_elements(gpt, gpt->local[j]);
+        TSR_TRY(tsr_zero_view(gpt->zero, gpt->local[i]->zid, &p, NULL));
+        tsr_dmat_local(gpt->local[i]->w, &v);
+        TSR_TRY(tsr_kernel_cast(gpt->dev, TSR_DTYPE_F32, p, gpt->dt, v.data, n));
+        i = j;
+    }
+cleanup:
+    return rc;
+}
+
+tsr_status_t tsr__gpt_use_params(tsr_gpt_t gpt, int layer)
+{
+    tsr_status_t rc = TSR_OK;
+    if (gpt->stage < 3)
+        return TSR_OK;
+    TSR_TRY(tsr_zero_gather(gpt->zero, layer));
+    for (int i = 0; i < gpt->nlocal; i++) {
+        gpt_tensor_t *t = gpt->local[i];
+        float *p = NULL;
+        if (t->zlayer != layer)
+            continue;
+        TSR_TRY(tsr_zero_view(gpt->zero, t->zid, &p, NULL));
+        if (gpt->dt != TSR_DTYPE_F32) {
+            size_t n = local_elements(gpt, t);
+            TSR_TRY(tsr_device_alloc(gpt->dev, TSR_MEM_PARAMS, n * gpt->dts, &t->copy));
+            TSR_TRY(tsr_kernel_cast(gpt->dev, TSR_DTYPE_F32, p, gpt->dt, t->copy, n));
+        }
+        TSR_TRY(bind_params(gpt, t, p, t->copy));
+    }
+cleanup:
+    return rc;
+}
+
+void tsr__gpt_drop_params(tsr_gpt_t gpt, int layer)
+{
+    if (gpt->stage < 3)
+        return;
+    /* the gathered layer goes once the device has read it */
+    if (tsr_device_kind(gpt->dev) != TSR_DEVICE_CPU)
+        tsr_device_sync(gpt->dev);
+    for (int i = 0; i < gpt->nlocal; i++)
+        if (gpt->local[i]->zlayer == layer) {
+            tsr_dmat_destroy(&gpt->local[i]->w);
+            tsr_device_free(gpt->dev, &gpt->local[i]->copy);
+        }
+    tsr_zero_release(gpt->zero, layer);
+}
+
+tsr_status_t tsr__gpt_begin_grads(tsr_gpt_t gpt, int layer)
+{
+    tsr_status_t rc = TSR_OK;
+    if (gpt->stage < 2)
+        return TSR_OK;
+    TSR_TRY(tsr_zero_grad_begin(gpt->zero, layer));
+    for (int i = 0; i < gpt->nlocal; i++)
+        if (gpt->local[i]->zlayer == layer && gpt->local[i] != &gpt->wte)
+            TSR_TRY(bind_grads(gpt, gpt->local[i]));
+cleanup:
+    return rc;
+}
+
+tsr_status_t tsr__gpt_end_grads(tsr_gpt_t gpt, int layer)
+{
+    tsr_status_t rc = TSR_OK;
+    /* Stages 0-1 reduce once the step's last micro-batch is through, so the reduction
+     * overlaps the rest of the backward; stages 2-3 hand each micro-batch's over now. */
+    if (gpt->stage < 2 && ++gpt->bwd_count[layer] < gpt->opts.micro_batches)
+        return TSR_OK;
+    if (gpt->stage < 2)
+        TSR_TRY(tsr_zero_grad_begin(gpt->zero, layer));
+    TSR_TRY(tsr_zero_grad_ready(gpt->zero, layer));
+    for (int i = 0; i < gpt->nlocal && gpt->stage >= 2; i++)
+        if (gpt->local[i]->zlayer == layer && gpt->local[i] != &gpt->wte)
+            tsr_dmat_destroy(&gpt->local[i]->g);
+cleanup:
+    return rc;
+}
+
+/* ---------- creation ---------- */
+
 tsr_status_t tsr_gpt_create(tsr_grid_t grid, tsr_device_t dev, const tsr_gpt_config_t *cfg,
                             const tsr_gpt_options_t *opts, const tsr_zero_config_t *zcfg, tsr_gpt_t *out)
 {
@@ -320,6 +455,9 @@ tsr_status_t tsr_gpt_create(tsr_grid_t grid, tsr_device_t dev, const tsr_gpt_con
     double *cost = NULL;
     TSR_CHECK(grid && dev && cfg && opts && zcfg && out, TSR_ERR_INVALID_ARG, "tsr_gpt_create: NULL argument");
     *out = NULL;
+    TSR_CHECK(opts->struct_size == sizeof *opts, TSR_ERR_INVALID_ARG,
+              "tsr_gpt_create: options not from TSR_GPT_OPTIONS_INIT (size %zu, expected %zu)", opts->struct_size,
+              sizeof *opts);
     TSR_TRY(tsr_gpt_config_check(cfg));
     gpt = tsr__calloc(1, sizeof *gpt);
     TSR_CHECK(gpt, TSR_ERR_OUT_OF_MEMORY, "no memory for the model");
@@ -334,43 +472,37 @@ tsr_status_t tsr_gpt_create(tsr_grid_t grid, tsr_device_t dev, const tsr_gpt_con
     gpt->chunks = opts->chunks;
     gpt->stage = zcfg->stage;
     gpt->wte_layer = cfg->layers + 2;
-    TSR_TRY(choose_compute(gpt, zcfg));
-    TSR_TRY(check_fit(gpt));
+    TSR_TRY(check_fit(gpt, zcfg));
+    gpt->dt = zcfg->precision == TSR_PRECISION_BF16 ? TSR_DTYPE_BF16 : TSR_DTYPE_F32;
+    gpt->dts = tsr_dtype_size(gpt->dt);
     gpt->seqs = opts->batch / gpt->layout.dp;
     gpt->mb_seqs = gpt->seqs / opts->micro_batches;
     TSR_TRY(tsr_pipe_schedule_create(opts->schedule, gpt->stages, opts->micro_batches, gpt->chunks, &gpt->sched));
+    gpt->split_w = schedule_splits_w(gpt);
     int vstages = gpt->stages * gpt->chunks, L = cfg->layers;
     gpt->bounds = tsr__calloc((size_t)vstages + 1, sizeof *gpt->bounds);
     cost = tsr__calloc((size_t)L, sizeof *cost);
     gpt->block = tsr__calloc((size_t)L, sizeof *gpt->block);
     gpt->local = tsr__calloc((size_t)L * NBLOCK + 5, sizeof *gpt->local);
-    gpt->bact = tsr__calloc((size_t)opts->micro_batches * L, sizeof *gpt->bact);
-    gpt->hact = tsr__calloc((size_t)opts->micro_batches, sizeof *gpt->hact);
-    TSR_CHECK(gpt->bounds && cost && gpt->block && gpt->local && gpt->bact && gpt->hact, TSR_ERR_OUT_OF_MEMORY,
+    gpt->bwd_count = tsr__calloc((size_t)gpt->wte_layer + 1, sizeof *gpt->bwd_count);
+    TSR_CHECK(gpt->bounds && cost && gpt->block && gpt->local && gpt->bwd_count, TSR_ERR_OUT_OF_MEMORY,
               "no memory for the model's tables");
     block_costs(gpt, cost);
     TSR_TRY(tsr_pipe_partition(cost, L, vstages, gpt->bounds, NULL));
-    if (!gpt->kernels)
-        TSR_TRY(tsr_tp_create(grid, dev, &gpt->tp));
     TSR_TRY(grid_on_device(grid, dev));
+    TSR_TRY(tsr_tp_create(grid, dev, &gpt->tp));
     tsr_zero_config_t zc = *zcfg;
     zc.micro_batches = 1; /* the model hands each layer's gradient over once per step */
     TSR_TRY(tsr_zero_create(grid, dev, &zc, &gpt->zero));
-    if (gpt->kernels) {
-        TSR_TRY(build_tensors(gpt));
-        TSR_TRY(tsr__engine_create(gpt));
-        goto done;
-    }
     activation_descs(gpt);
     TSR_TRY(build_tensors(gpt));
-    TSR_TRY(alloc_scratch(gpt));
-    if (gpt->stages > 1 && (first_stage(gpt) || last_stage(gpt))) {
-        tsr_dmat_view_t v;
-        tsr_dmat_local(gpt->wte.g, &v);
-        TSR_TRY(tsr_device_alloc(dev, TSR_MEM_COMM, (size_t)v.rows * v.cols * sizeof(float) + sizeof(float),
-                                 (void **)&gpt->tie_buf));
+    if (first_stage(gpt) || last_stage(gpt)) {
+        tsr_dmat_desc_t d = gpt->wte.desc;
+        d.category = TSR_MEM_GRADS;
+        TSR_TRY(tsr_dmat_create(gpt->tp, &d, &gpt->wte_grad));
     }
-done:
+    TSR_TRY(bind_tensors(gpt));
+    TSR_TRY(tsr__gpt_stage_create(gpt));
     *out = gpt;
     gpt = NULL;
 cleanup:
@@ -379,38 +511,28 @@ cleanup:
     return rc;
 }
 
-static void free_tensor(gpt_tensor_t *t)
-{
-    tsr_dmat_destroy(&t->w);
-    tsr_dmat_destroy(&t->g);
-}
-
 void tsr_gpt_destroy(tsr_gpt_t *gpt)
 {
     if (!gpt || !*gpt)
         return;
     tsr_gpt_t g = *gpt;
-    if (g->kernels)
-        tsr__engine_destroy(g);
-    if (g->bact && g->hact)
-        for (int mb = 0; mb < g->opts.micro_batches; mb++)
-            tsr__gpt_free_acts(g, mb);
-    for (int i = 0; i < g->nlocal; i++)
-        free_tensor(g->local[i]);
-    tsr_dmat_t *s[] = {&g->d_x[0], &g->d_x[1], &g->d_a, &g->d_x1, &g->d_b, &g->d_y, &g->proj, &g->d_o,
-                       &g->d_q, &g->d_k, &g->d_v, &g->d_h, &g->d_g, &g->d_logits};
-    for (size_t i = 0; i < sizeof s / sizeof *s; i++)
-        tsr_dmat_destroy(s[i]);
-    if (g->tie_buf)
-        tsr_device_free(g->dev, (void **)&g->tie_buf);
+    tsr__gpt_stage_destroy(g);
+    for (int i = 0; i < g->nlocal; i++) {
+        gpt_tensor_t *t = g->local[i];
+        tsr_dmat_destroy(&t->w);
+        if (t != &g->wte)
+            tsr_dmat_destroy(&t->g);
+        tsr_device_free(g->dev, &t->copy);
+    }
+    tsr_dmat_destroy(&g->wte_grad);
+    tsr_device_free(g->dev, &g->wcopy);
     tsr_zero_destroy(&g->zero);
     tsr_tp_destroy(&g->tp);
     tsr_pipe_schedule_destroy(&g->sched);
     free(g->bounds);
     free(g->block);
     free(g->local);
-    free(g->bact);
-    free(g->hact);
+    free(g->bwd_count);
     free(g);
     *gpt = NULL;
 }
@@ -423,339 +545,98 @@ void tsr_gpt_batch_slice(tsr_gpt_t gpt, int *first, int *count)
     *count = gpt->seqs;
 }
 
-tsr_gpt_compute_t tsr_gpt_compute_used(tsr_gpt_t gpt)
-{
-    return gpt->kernels ? TSR_GPT_COMPUTE_KERNELS : TSR_GPT_COMPUTE_TP;
-}
-
 void tsr_gpt_set_trace(tsr_gpt_t gpt, tsr_pipe_trace_t trace) { gpt->trace = trace; }
 
-/* ---------- pipeline stage callbacks ---------- */
-
-static void copy_block(tsr_dmat_t m, void *buf, int to_buf)
-{
-    tsr_dmat_view_t v;
-    tsr_dmat_local(m, &v);
-    float *b = buf;
-    for (int i = 0; i < v.rows; i++) {
-        float *row = v.data + (size_t)i * v.ld;
-        if (to_buf)
-            memcpy(b + (size_t)i * v.cols, row, (size_t)v.cols * sizeof(float));
-        else
-            memcpy(row, b + (size_t)i * v.cols, (size_t)v.cols * sizeof(float));
-    }
-}
-
-static size_t stage_buffer_bytes(void *ctx, int chunk, tsr_pipe_side_t side)
-{
-    tsr_gpt_t gpt = ctx;
-    tsr_dmat_view_t v;
-    (void)chunk, (void)side;
-    tsr_dmat_local(gpt->d_x[0], &v);
-    return (size_t)v.rows * v.cols * sizeof(float);
-}
-
-static int vstage(tsr_gpt_t gpt, int chunk) { return chunk * gpt->stages + gpt->at.pp; }
-
-static tsr_status_t stage_forward(void *ctx, int chunk, int mb, const void *in, void *out)
-{
-    tsr_status_t rc = TSR_OK;
-    tsr_gpt_t gpt = ctx;
-    tsr_dmat_t cur = NULL, next = NULL;
-    int k = vstage(gpt, chunk), last = gpt->stages * gpt->chunks - 1;
-    TSR_TRY(tsr_dmat_create(gpt->tp, &gpt->act, &cur));
-    if (k == 0) {
-        TSR_TRY(tsr__gpt_use_params(gpt, 0));
-        TSR_TRY(tsr__gpt_use_params(gpt, gpt->wte_layer));
-        TSR_TRY(tsr_tp_embedding_forward(gpt->tp, gpt->inputs + (size_t)mb * gpt->mb_seqs * gpt->cfg.seq,
-                                         gpt->cfg.seq, gpt->wte.w, gpt->wpe.w, cur));
-        tsr__gpt_drop_params(gpt, 0);
-        tsr__gpt_drop_params(gpt, gpt->wte_layer);
-    } else {
-        copy_block(cur, (void *)in, 0);
-    }
-    for (int l = gpt->bounds[k]; l < gpt->bounds[k + 1]; l++) {
-        tsr_dmat_t x = cur;
-        cur = NULL; /* the block owns its input from here on */
-        TSR_TRY(tsr__gpt_use_params(gpt, 1 + l));
-        TSR_TRY(tsr__gpt_block_forward(gpt, l, mb, x, &next));
-        tsr__gpt_drop_params(gpt, 1 + l);
-        cur = next;
-        next = NULL;
-    }
-    if (k == last) {
-        float loss = 0.0f;
-        tsr_dmat_t x = cur;
-        cur = NULL;
-        TSR_TRY(tsr__gpt_use_params(gpt, gpt->cfg.layers + 1));
-        TSR_TRY(tsr__gpt_use_params(gpt, gpt->wte_layer));
-        TSR_TRY(tsr__gpt_head_forward(gpt, mb, x, &loss));
-        tsr__gpt_drop_params(gpt, gpt->cfg.layers + 1);
-        tsr__gpt_drop_params(gpt, gpt->wte_layer);
-        gpt->loss_sum += loss;
-    } else {
-        copy_block(cur, out, 1);
-    }
-cleanup:
-    tsr_dmat_destroy(&cur);
-    return rc;
-}
-
-static tsr_status_t stage_backward(void *ctx, int chunk, int mb, const void *in, const void *grad_out,
-                                   void *grad_in)
-{
-    tsr_status_t rc = TSR_OK;
-    tsr_gpt_t gpt = ctx;
-    int k = vstage(gpt, chunk), last = gpt->stages * gpt->chunks - 1, cur = 0;
-    int head = gpt->cfg.layers + 1;
-    (void)in;
-    if (k == last) {
-        TSR_TRY(tsr__gpt_use_params(gpt, head));
-        TSR_TRY(tsr__gpt_use_params(gpt, gpt->wte_layer));
-        TSR_TRY(tsr__gpt_begin_grads(gpt, head));
-        TSR_TRY(tsr__gpt_head_backward(gpt, mb, 1.0f / (float)gpt->opts.micro_batches, gpt->d_x[0]));
-        TSR_TRY(tsr__gpt_hand_over_grads(gpt, head));
-        tsr__gpt_drop_params(gpt, head);
-        tsr__gpt_drop_params(gpt, gpt->wte_layer);
-    } else {
-        copy_block(gpt->d_x[0], (void *)grad_out, 0);
-    }
-    for (int l = gpt->bounds[k + 1] - 1; l >= gpt->bounds[k]; l--, cur ^= 1) {
-        TSR_TRY(tsr__gpt_use_params(gpt, 1 + l));
-        TSR_TRY(tsr__gpt_begin_grads(gpt, 1 + l));
-        TSR_TRY(tsr__gpt_block_backward(gpt, l, mb, gpt->d_x[cur], gpt->d_x[cur ^ 1]));
-        TSR_TRY(tsr__gpt_hand_over_grads(gpt, 1 + l));
-        tsr__gpt_drop_params(gpt, 1 + l);
-    }
-    if (k == 0) {
-        TSR_TRY(tsr__gpt_begin_grads(gpt, 0));
-        TSR_TRY(tsr_tp_embedding_backward(gpt->tp, gpt->inputs + (size_t)mb * gpt->mb_seqs * gpt->cfg.seq,
-                                          gpt->cfg.seq, gpt->d_x[cur], gpt->wte.g, gpt->wpe.g));
-        TSR_TRY(tsr__gpt_hand_over_grads(gpt, 0));
-    } else {
-        copy_block(gpt->d_x[cur], grad_in, 1);
-    }
-cleanup:
-    return rc;
-}
-
-/* The backward computes the weight gradients too, so ZB-H1's W actions have nothing left. */
-static tsr_status_t stage_weight_grad(void *ctx, int chunk, int mb, const void *in, const void *grad_out)
-{
-    (void)ctx, (void)chunk, (void)mb, (void)in, (void)grad_out;
-    return TSR_OK;
-}
-
-/* ---------- parameters and gradients as the schedule needs them ---------- */
-
-static void view_copy(gpt_tensor_t *t, float *view, int to_view, int add);
-
-tsr_status_t tsr__gpt_use_params(tsr_gpt_t gpt, int layer)
-{
-    tsr_status_t rc = TSR_OK;
-    if (gpt->stage < 3)
-        return TSR_OK;
-    TSR_TRY(tsr_zero_gather(gpt->zero, layer));
-    for (int i = 0; i < gpt->nlocal; i++) {
-        gpt_tensor_t *t = gpt->local[i];
-        float *p = NULL, *g = NULL;
-        if (t->zlayer != layer)
-            continue;
-        if (!t->w)
-            TSR_TRY(tsr_dmat_create(gpt->tp, &t->desc, &t->w));
-        TSR_TRY(tsr_zero_view(gpt->zero, t->zid, &p, &g));
-        if (p)
-            view_copy(t, p, 0, 0);
-    }
-    TSR_TRY(tsr_zero_release(gpt->zero, layer));
-cleanup:
-    return rc;
-}
-
-void tsr__gpt_drop_params(tsr_gpt_t gpt, int layer)
-{
-    for (int i = 0; i < gpt->nlocal && gpt->stage == 3; i++)
-        if (gpt->local[i]->zlayer == layer)
-            tsr_dmat_destroy(&gpt->local[i]->w);
-}
-
-tsr_status_t tsr__gpt_begin_grads(tsr_gpt_t gpt, int layer)
-{
-    tsr_status_t rc = TSR_OK;
-    for (int i = 0; i < gpt->nlocal && gpt->stage >= 2; i++) {
-        gpt_tensor_t *t = gpt->local[i];
-        tsr_dmat_desc_t d = t->desc;
-        d.category = TSR_MEM_GRADS;
-        if (t->zlayer == layer && !t->g)
-            TSR_TRY(tsr_dmat_create(gpt->tp, &d, &t->g));
-    }
-cleanup:
-    return rc;
-}
-
-tsr_status_t tsr__gpt_hand_over_grads(tsr_gpt_t gpt, int layer)
-{
-    tsr_status_t rc = TSR_OK;
-    if (gpt->stage < 2)
-        return TSR_OK;
-    TSR_TRY(tsr_zero_grad_begin(gpt->zero, layer));
-    for (int i = 0; i < gpt->nlocal; i++) {
-        gpt_tensor_t *t = gpt->local[i];
-        float *p = NULL, *g = NULL;
-        if (t->zlayer != layer)
-            continue;
-        TSR_TRY(tsr_zero_view(gpt->zero, t->zid, &p, &g));
-        if (g)
-            view_copy(t, g, 1, 1);
-        tsr_dmat_destroy(&t->g);
-    }
-    TSR_TRY(tsr_zero_grad_ready(gpt->zero, layer));
-cleanup:
-    return rc;
-}
-
 /* ---------- the step ---------- */
-
-/* Copy between the optimizer's view of a tensor (contiguous local block) and its dmat. */
-static void view_copy(gpt_tensor_t *t, float *view, int to_view, int add)
-{
-    tsr_dmat_view_t v;
-    tsr_dmat_local(to_view ? t->g : t->w, &v);
-    for (int i = 0; i < v.rows; i++) {
-        float *row = v.data + (size_t)i * v.ld, *z = view + (size_t)i * v.cols;
-        if (!to_view)
-            memcpy(row, z, (size_t)v.cols * sizeof(float));
-        else if (add)
-            for (int j = 0; j < v.cols; j++)
-                z[j] += row[j];
-    }
-}
-
-/* Stages 0-2: refresh the compute copies from the optimizer, one ZeRO layer at a time. */
-static tsr_status_t load_params(tsr_gpt_t gpt)
-{
-    tsr_status_t rc = TSR_OK;
-    for (int i = 0; i < gpt->nlocal && gpt->stage < 3;) {
-        int layer = gpt->local[i]->zlayer, j = i;
-        TSR_TRY(tsr_zero_gather(gpt->zero, layer));
-        for (; j < gpt->nlocal && gpt->local[j]->zlayer == layer; j++) {
-            float *p = NULL, *g = NULL;
-            TSR_TRY(tsr_zero_view(gpt->zero, gpt->local[j]->zid, &p, &g));
-            if (p)
-                view_copy(gpt->local[j], p, 0, 0);
-        }
-        if (j < gpt->nlocal)
-            TSR_TRY(tsr_zero_prefetch(gpt->zero, gpt->local[j]->zlayer));
-        TSR_TRY(tsr_zero_release(gpt->zero, layer));
-        i = j;
-    }
-cleanup:
-    return rc;
-}
-
-/* Hand the step's summed gradients to the optimizer, one ZeRO layer at a time: every layer in
- * stages 0-1, the tied embedding alone in stages 2-3 (the others went per micro-batch). */
-static tsr_status_t push_grads(tsr_gpt_t gpt)
-{
-    tsr_status_t rc = TSR_OK;
-    for (int i = gpt->nlocal - 1; i >= 0;) {
-        int layer = gpt->local[i]->zlayer, j = i;
-        if (gpt->stage >= 2 && layer != gpt->wte_layer) {
-            i--;
-            continue;
-        }
-        TSR_TRY(tsr_zero_grad_begin(gpt->zero, layer));
-        for (; j >= 0 && gpt->local[j]->zlayer == layer; j--) {
-            float *p = NULL, *g = NULL;
-            TSR_TRY(tsr_zero_view(gpt->zero, gpt->local[j]->zid, &p, &g));
-            if (g)
-                view_copy(gpt->local[j], g, 1, 1);
-        }
-        TSR_TRY(tsr_zero_grad_ready(gpt->zero, layer));
-        i = j;
-    }
-cleanup:
-    return rc;
-}
 
 /* First and last stage both hold the tied embedding: each adds the other's gradient. */
 static tsr_status_t sum_tied(tsr_gpt_t gpt)
 {
     tsr_status_t rc = TSR_OK;
     tsr_request_t req = NULL;
+    float *theirs = NULL;
+    tsr_dmat_view_t v;
     if (gpt->stages == 1 || !(first_stage(gpt) || last_stage(gpt)))
         return TSR_OK;
     tsr_comm_t pp = tsr_grid_comm(gpt->grid, TSR_AXIS_PP);
     int peer = first_stage(gpt) ? gpt->stages - 1 : 0;
-    tsr_dmat_view_t v;
-    tsr_dmat_local(gpt->wte.g, &v);
-    size_t n = (size_t)v.rows * v.cols;
-    float *mine = NULL;
-    TSR_TRY(tsr_device_alloc(gpt->dev, TSR_MEM_COMM, (n ? n : 1) * sizeof(float), (void **)&mine));
-    copy_block(gpt->wte.g, mine, 1);
-    TSR_TRY(tsr_comm_isend(pp, mine, n, TSR_DTYPE_F32, peer, TIE_TAG, &req));
-    TSR_TRY(tsr_comm_recv(pp, gpt->tie_buf, n, TSR_DTYPE_F32, peer, TIE_TAG));
+    tsr_dmat_local(gpt->wte_grad, &v);
+    size_t n = (size_t)v.rows * (size_t)v.cols;
+    TSR_TRY(tsr_device_alloc(gpt->dev, TSR_MEM_COMM, n * sizeof(float), (void **)&theirs));
+    TSR_TRY(tsr_comm_isend(pp, v.data, n, TSR_DTYPE_F32, peer, TIE_TAG, &req));
+    TSR_TRY(tsr_comm_recv(pp, theirs, n, TSR_DTYPE_F32, peer, TIE_TAG));
     TSR_TRY(tsr_request_wait(&req));
-    for (int i = 0; i < v.rows; i++)
-        for (int j = 0; j < v.cols; j++)
-            v.data[(size_t)i * v.ld + j] += gpt->tie_buf[(size_t)i * v.cols + j];
+    TSR_TRY(tsr_kernel_axpy(gpt->dev, n, 1.0f, theirs, v.data));
 cleanup:
     if (req)
         tsr_request_wait(&req);
-    if (mine)
-        tsr_device_free(gpt->dev, (void **)&mine);
+    tsr_device_free(gpt->dev, (void **)&theirs);
     return rc;
 }
 
-/* The mean loss over the global batch, on every rank: the last stage's tp rank 0 of each
- * replica contributes its replica's mean over micro-batches / dp. */
+/* The tied embedding's gradient to the optimizer (after sum_tied). */
+static tsr_status_t push_wte(tsr_gpt_t gpt)
+{
+    tsr_status_t rc = TSR_OK;
+    float *view = NULL;
+    tsr_dmat_view_t v;
+    if (!gpt->wte_grad)
+        return TSR_OK;
+    tsr_dmat_local(gpt->wte_grad, &v);
+    TSR_TRY(tsr_zero_grad_begin(gpt->zero, gpt->wte_layer));
+    TSR_TRY(tsr_zero_view(gpt->zero, gpt->wte.zid, NULL, &view));
+    TSR_TRY(tsr_kernel_axpy(gpt->dev, (size_t)v.rows * (size_t)v.cols, 1.0f, v.data, view));
+    TSR_TRY(tsr_zero_grad_ready(gpt->zero, gpt->wte_layer));
+cleanup:
+    return rc;
+}
+
+/* The mean loss over the global batch, on every rank: on the last stage, tp column 0 of each
+ * grid row adds its rows' token losses (summed once per step, not per micro-batch). */
 static tsr_status_t reduce_loss(tsr_gpt_t gpt, double *loss)
 {
+    tsr_status_t rc = TSR_OK;
     double mine = 0.0;
-    if (last_stage(gpt) && gpt->at.tp == 0)
-        mine = gpt->loss_sum / gpt->opts.micro_batches / gpt->layout.dp;
+    if (last_stage(gpt) && gpt->at.tp_col == 0 && gpt->rows > 0) {
+        TSR_TRY(tsr_kernel_sum(gpt->dev, gpt->losses, (size_t)gpt->rows * (size_t)gpt->opts.micro_batches, &mine));
+        mine /= (double)gpt->opts.batch * (double)gpt->cfg.seq;
+    }
     *loss = mine;
-    return tsr_comm_allreduce(tsr_grid_comm(gpt->grid, TSR_AXIS_WORLD), TSR_IN_PLACE, loss, 1, TSR_DTYPE_F64,
-                              TSR_REDUCE_SUM);
+    TSR_TRY(tsr_comm_allreduce(tsr_grid_comm(gpt->grid, TSR_AXIS_WORLD), TSR_IN_PLACE, loss, 1, TSR_DTYPE_F64,
+                               TSR_REDUCE_SUM));
+cleanup:
+    return rc;
 }
 
 tsr_status_t tsr_gpt_train_step(tsr_gpt_t gpt, const int32_t *inputs, const int32_t *targets,
-                                 tsr_gpt_step_info_t *info)
+                                tsr_gpt_step_info_t *info)
 {
     tsr_status_t rc = TSR_OK;
     tsr_pipe_stage_t stage = TSR_PIPE_STAGE_INIT;
     tsr_pipe_exec_config_t exec = TSR_PIPE_EXEC_INIT;
     tsr_zero_step_info_t zi;
     double loss = 0.0;
+    size_t ntok;
     TSR_CHECK(gpt && inputs && targets, TSR_ERR_INVALID_ARG, "tsr_gpt_train_step: NULL argument");
-    for (size_t i = 0; i < (size_t)gpt->seqs * gpt->cfg.seq; i++)
+    ntok = (size_t)gpt->seqs * gpt->cfg.seq;
+    for (size_t i = 0; i < ntok; i++)
         TSR_CHECK(inputs[i] >= 0 && inputs[i] < gpt->cfg.vocab && targets[i] >= 0 && targets[i] < gpt->cfg.vocab,
                   TSR_ERR_INVALID_ARG, "token id %d at position %zu is not below the vocabulary size %d",
                   inputs[i] < 0 || inputs[i] >= gpt->cfg.vocab ? inputs[i] : targets[i], i, gpt->cfg.vocab);
-    gpt->inputs = inputs;
-    gpt->targets = targets;
-    gpt->loss_sum = 0.0;
-    exec.poll_us = gpt->opts.poll_us;
-    if (gpt->kernels) {
-        TSR_TRY(tsr__engine_train_step(gpt, &exec));
-        goto step;
-    }
+    TSR_TRY(tsr_device_copy(gpt->dev, gpt->d_inputs, inputs, ntok * sizeof(int32_t), TSR_COPY_HOST_TO_DEVICE));
+    TSR_TRY(tsr_device_copy(gpt->dev, gpt->d_targets, targets, ntok * sizeof(int32_t), TSR_COPY_HOST_TO_DEVICE));
     TSR_TRY(load_params(gpt));
-    for (int i = 0; i < gpt->nlocal; i++)
-        if (gpt->local[i]->g)
-            TSR_TRY(tsr_dmat_zero(gpt->local[i]->g));
-    stage.ctx = gpt;
-    stage.buffer_bytes = stage_buffer_bytes;
-    stage.forward = stage_forward;
-    stage.backward = stage_backward;
-    stage.weight_grad = stage_weight_grad;
+    memset(gpt->bwd_count, 0, ((size_t)gpt->wte_layer + 1) * sizeof *gpt->bwd_count);
+    if (gpt->wte_grad)
+        TSR_TRY(tsr_dmat_zero(gpt->wte_grad));
+    exec.poll_us = gpt->opts.poll_us;
+    tsr__gpt_stage_callbacks(gpt, &stage);
     TSR_TRY(tsr_pipe_execute(gpt->sched, tsr_grid_comm(gpt->grid, TSR_AXIS_PP), gpt->dev, &stage, &exec,
                              gpt->trace));
     TSR_TRY(sum_tied(gpt));
-    TSR_TRY(push_grads(gpt));
-step:
-    TSR_TRY(tsr_zero_step(gpt->zero, &zi));
+    TSR_TRY(push_wte(gpt));
     TSR_TRY(reduce_loss(gpt, &loss));
+    TSR_TRY(tsr_zero_step(gpt->zero, &zi));
     if (info) {
         info->loss = loss;
         info->grad_norm = zi.grad_norm;
@@ -763,5 +644,7 @@ step:
         info->step = zi.step;
     }
 cleanup:
+    if (gpt)
+        tsr__gpt_release_slots(gpt);
     return rc;
 }

@@ -1,13 +1,13 @@
 # lib/model/local.mk: the GPT model (issue 7), the tsr-train driver, their tests and docs.
-libtessera_la_SOURCES += lib/model/model_impl.h lib/model/config.c lib/model/gpt.c lib/model/block.c \
-	lib/model/engine.c
+libtessera_la_SOURCES += lib/model/model_impl.h lib/model/config.c lib/model/gpt.c lib/model/layers.c \
+	lib/model/stage.c
 tsr_include_HEADERS += lib/include/tessera/model.h
 
 bin_PROGRAMS += apps/tsr-train
 apps_tsr_train_LDADD = libtessera.la -lm
 apps_tsr_train_LDFLAGS =
 
-model_tests = tests/test_model_config tests/test_model_layout tests/test_model_kernels
+model_tests = tests/test_model_config tests/test_model_layout tests/test_model_device
 check_PROGRAMS += $(model_tests)
 TESTS += $(model_tests)
 EXTRA_DIST += lib/model/local.mk
@@ -26,3 +26,6 @@ EXTRA_DIST += doc/model.md
 apps_tsr_bench_SOURCES += apps/bench_train.c
 TESTS += tests/test_bench_train.sh
 EXTRA_DIST += tests/test_bench_train.sh
+
+# What a checkpoint of the model must hold, from its /config (tsr-ckpt verify).
+libtessera_la_SOURCES += lib/model/ckpt_check.c

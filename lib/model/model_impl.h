@@ -1,41 +1,56 @@
 /*
- * model_impl.h: the GPT model's private structures, shared by its source files.
+ * model_impl.h: the GPT model's private structures, shared by its source files:
+ *   gpt.c     parameters (layouts, registration with the optimizer, initial values, the
+ *             views the model computes on), creation and the training step;
+ *   layers.c  the math of a block, the head and the embedding, forward and backward (input
+ *             and weight gradients apart), in tp operations;
+ *   stage.c   the pipeline stage callbacks: activation slots, recomputation, which backward
+ *             buffers live where.
  */
 #ifndef TESSERA_MODEL_IMPL_H
 #define TESSERA_MODEL_IMPL_H
 
 #include "core/internal.h"
 
+#define GPT_LN_EPS 1e-5f
+
 /* The sixteen parameters of a transformer block, in registration order. */
 enum { LN1G, LN1B, WQ, BQ, WK, BK, WV, BV, WO, BO, LN2G, LN2B, W1, B1, W2, B2, NBLOCK };
 
-/* One parameter tensor of this rank: the compute copy of its block, its gradient, and
- * where the optimizer keeps it. ZeRO stage 3 holds w only while its layer computes, stages
- * 2-3 hold g only during its layer's backward (the tied embedding's g always). */
+/* One parameter tensor of this rank. */
 typedef struct gpt_tensor {
-    tsr_dmat_t w, g;
-    tsr_dmat_desc_t desc; /* layout of w (g: the same, category grads) */
+    tsr_dmat_desc_t desc; /* its layout (fp32, the optimizer's) */
     int zid;              /* id in the optimizer */
     int zlayer;           /* the optimizer's layer (unit of gathering) */
-    /* the kernels path (engine.c): */
-    void *wc;             /* compute copy (dt): the optimizer's view in fp32, else a copy */
-    void *owned;          /* the copy's own buffer, where there is one (stage 3) */
-    float *gv;            /* where the gradient accumulates (fp32) */
+    tsr_dmat_t w;         /* what the model computes with: the optimizer's fp32 view, or the bf16 copy */
+    tsr_dmat_t g;         /* where its gradient accumulates (fp32): the optimizer's view (wte: a buffer) */
+    void *copy;           /* ZeRO 3 with bf16: this use's compute copy */
 } gpt_tensor_t;
 
-struct gpt_slot; /* engine.c: what one virtual stage's forward keeps for its backward */
+/* What a block's backward reads of its forward, for one micro-batch: dmats over slot memory
+ * (NULL where the block recomputes it into the working set). */
+typedef struct gpt_acts {
+    tsr_dmat_t x, ln1, q, k, v, att, x1, ln2, hpre, hgelu;
+    float *mean1, *rstd1, *mean2, *rstd2, *lse;
+} gpt_acts_t;
 
-/* What one block's forward keeps for its backward, for one micro-batch. */
-typedef struct gpt_block_act {
-    tsr_dmat_t x, a, q, k, v, o, x1, b, h, gl;
-    tsr_tp_saved_t ln1, ln2, att;
-} gpt_block_act_t;
+/* A block's backward tensors: its input gradient dx, and what its weight gradient reads
+ * (besides dy, the output gradient): dL/dx1, dL/dh (pre-GELU), dL/dln2, dL/dq,k,v, dL/dln1. */
+typedef struct gpt_grads {
+    tsr_dmat_t dx, dx1, dh, dln2, dq, dk, dv, dln1;
+} gpt_grads_t;
 
-/* What the head's forward keeps for its backward, for one micro-batch. */
-typedef struct gpt_head_act {
-    tsr_dmat_t x, y, logits;
-    tsr_tp_saved_t lnf, ce;
-} gpt_head_act_t;
+/* What one virtual stage's forward of one micro-batch keeps for its backward. */
+typedef struct gpt_slot {
+    int busy, chunk, mb;
+    void *mem;           /* one allocation behind every matrix below */
+    int nb;              /* blocks of the chunk */
+    gpt_acts_t *act;     /* [nb] */
+    gpt_grads_t *grad;   /* [nb] where W actions come later (zero-bubble), else NULL */
+    tsr_dmat_t x0, dx0;  /* first virtual stage: the embedding's output and its gradient */
+    tsr_dmat_t y, lnf, d_lnf, g_out; /* last virtual stage: the head's input, LN_f, their gradients */
+    float *lnf_mean, *lnf_rstd;
+} gpt_slot_t;
 
 struct tsr_gpt {
     tsr_gpt_config_t cfg;
@@ -53,6 +68,9 @@ struct tsr_gpt {
     int *bounds;        /* virtual stage k holds blocks [bounds[k], bounds[k+1]) */
     int seqs;           /* sequences of this replica per step */
     int mb_seqs;        /* sequences per micro-batch */
+    int split_w;        /* the schedule has W actions: weight gradients wait for them */
+    tsr_dtype_t dt;     /* activations and compute copies: bf16 on CUDA with bf16, else f32 */
+    size_t dts;         /* bytes per dt element */
     tsr_pipe_schedule_t sched;
     tsr_pipe_trace_t trace;
 
@@ -60,55 +78,67 @@ struct tsr_gpt {
     gpt_tensor_t (*block)[NBLOCK]; /* [layers][NBLOCK]; only this rank's blocks are built */
     gpt_tensor_t **local;          /* this rank's tensors in registration order */
     int nlocal;
+    void *wcopy;                   /* bf16 compute copies of every local tensor (stages 0-2) */
+    int *bwd_count;                /* per ZeRO layer: weight-gradient passes this step (stages 0-1) */
 
-    tsr_dmat_desc_t act, heads, wide, logits; /* layouts of one micro-batch's matrices */
-    gpt_block_act_t *bact;                    /* [micro_batches][layers] */
-    gpt_head_act_t *hact;                     /* [micro_batches] */
-    /* backward scratch, one micro-batch at a time */
-    tsr_dmat_t d_x[2], d_a, d_x1, d_b, d_o, d_q, d_k, d_v, d_h, d_g, d_y, d_logits, proj;
-    float *tie_buf;  /* the other stage's tied-embedding gradient */
+    /* layouts of one micro-batch's matrices (type dt) */
+    tsr_dmat_desc_t act, heads, wide, logits;
+    int rows;                      /* local rows of an activation: this rank's tokens of a micro-batch */
 
-    const int32_t *inputs, *targets;
-    double loss_sum; /* this step's micro-batch losses (last stage) */
-
-    /* the kernels path (engine.c) */
-    int kernels;              /* compute with tessera/kernels.h instead of the tp operations */
-    tsr_dtype_t dt;           /* activations and compute copies: bf16 on CUDA with bf16, else f32 */
-    size_t dts;               /* bytes per dt element */
-    int vpad;                 /* vocabulary rounded up to 64: the logits' leading dimension */
-    struct gpt_slot *slots;   /* activation slots, made on first need, reused */
+    gpt_slot_t *slots;             /* activation slots, made on first need, reused */
     int nslots;
-    void *scratch;            /* one allocation holding the buffers below */
-    void *d_res, *d_ln, *d_qkv, *d_att, *d_mlp, *logits_buf;
-    float *delta, *losses;
+    void *ws_mem, *shared_mem;     /* the recomputation working set; the shared backward buffers */
+    gpt_acts_t ws;                 /* one block's full activations, for replays */
+    gpt_grads_t gsh;               /* the backward tensors when W follows B at once */
+    tsr_dmat_t dxbuf[2], d_att;    /* ping-pong input gradients; attention's output gradient */
+    tsr_dmat_t logits_buf;         /* the head's logits, then their gradient */
+    tsr_dmat_t x0grad;             /* the embedding's input gradient when W follows B */
+    tsr_dmat_t lnf_g_out;          /* the head's g_out when W follows B */
+    float *losses;                 /* per micro-batch, per local row */
     int32_t *d_inputs, *d_targets; /* the step's tokens on the device */
-    float *wte_grad;          /* the tied embedding's gradient, fp32 (first and last stage) */
-    void *wcopy;              /* bf16 compute copies of every local tensor (stages 0-2) */
-    int *bwd_count;           /* per ZeRO layer: backward passes this step (stages 0-1) */
+    tsr_dmat_t wte_grad;           /* the tied embedding's gradient (fp32, first and last stage) */
 };
 
-/* Forward of block l on micro-batch mb: takes ownership of x, returns the output in *y. */
-tsr_status_t tsr__gpt_block_forward(tsr_gpt_t gpt, int l, int mb, tsr_dmat_t x, tsr_dmat_t *y);
-/* Backward of block l: dy (the output's gradient) to dx; frees the micro-batch's activations. */
-tsr_status_t tsr__gpt_block_backward(tsr_gpt_t gpt, int l, int mb, tsr_dmat_t dy, tsr_dmat_t dx);
-/* Final layernorm, tied output and loss of micro-batch mb: takes ownership of x. */
-tsr_status_t tsr__gpt_head_forward(tsr_gpt_t gpt, int mb, tsr_dmat_t x, float *loss);
-/* Backward of the head, seeded with d(loss)/d(micro-batch loss) = dloss, into dx. */
-tsr_status_t tsr__gpt_head_backward(tsr_gpt_t gpt, int mb, float dloss, tsr_dmat_t dx);
-/* Make layer's compute copies valid (stage 3: gather them) / free them again (stage 3). */
+/* ---------- gpt.c: parameters as the schedule needs them ---------- */
+
+/* Make layer's compute matrices valid (ZeRO 3: gather the layer) / let them go (ZeRO 3). */
 tsr_status_t tsr__gpt_use_params(tsr_gpt_t gpt, int layer);
 void tsr__gpt_drop_params(tsr_gpt_t gpt, int layer);
-/* Stages 2-3: zeroed gradient blocks for one micro-batch's backward of layer / hand them to
- * the optimizer (grad_begin, add, grad_ready) and free them. Stages 0-1: nothing. */
+/* Before a weight-gradient pass of layer (ZeRO 2-3: the layer's fresh gradient views) and
+ * after it (ZeRO 2-3: hand it over; 0-1: once every micro-batch's pass is in). */
 tsr_status_t tsr__gpt_begin_grads(tsr_gpt_t gpt, int layer);
-tsr_status_t tsr__gpt_hand_over_grads(tsr_gpt_t gpt, int layer);
-/* Free what micro-batch mb's forward kept (after an error, or at destroy). */
-void tsr__gpt_free_acts(tsr_gpt_t gpt, int mb);
+tsr_status_t tsr__gpt_end_grads(tsr_gpt_t gpt, int layer);
 
-/* The kernels path (engine.c): allocate its buffers after the tensors are registered, free
- * them, and run one step's pipeline and tied-gradient exchange. */
-tsr_status_t tsr__engine_create(tsr_gpt_t gpt);
-void tsr__engine_destroy(tsr_gpt_t gpt);
-tsr_status_t tsr__engine_train_step(tsr_gpt_t gpt, tsr_pipe_exec_config_t *exec);
+/* ---------- layers.c ---------- */
+
+/* Block l forward from a->x into every matrix of a and the output y; attention_only stops
+ * after the attention sublayer, y NULL before the last product (the replays of a backward). */
+tsr_status_t tsr__gpt_block_forward(tsr_gpt_t gpt, int l, const gpt_acts_t *a, tsr_dmat_t y, int attention_only);
+/* Block l's input gradient: g->dx and the others of g from dy. */
+tsr_status_t tsr__gpt_block_backward_input(tsr_gpt_t gpt, int l, const gpt_acts_t *a, tsr_dmat_t dy,
+                                           const gpt_grads_t *g);
+/* Block l's weight gradients from what its input gradient left in g. */
+tsr_status_t tsr__gpt_block_backward_weight(tsr_gpt_t gpt, int l, const gpt_acts_t *a, tsr_dmat_t dy,
+                                            const gpt_grads_t *g);
+/* Embedding of micro-batch mb into x / its weight gradients from dx. */
+tsr_status_t tsr__gpt_embed_forward(tsr_gpt_t gpt, int mb, tsr_dmat_t x);
+tsr_status_t tsr__gpt_embed_backward(tsr_gpt_t gpt, int mb, tsr_dmat_t dx);
+/* Head of micro-batch mb on s->y: LN_f, logits, loss, the tied gradient and s->d_lnf. */
+tsr_status_t tsr__gpt_head_forward(tsr_gpt_t gpt, int mb, gpt_slot_t *s);
+/* The head's input gradient into g_out (overwritten) / LN_f's weight gradients. */
+tsr_status_t tsr__gpt_head_backward_input(tsr_gpt_t gpt, gpt_slot_t *s, tsr_dmat_t g_out);
+tsr_status_t tsr__gpt_head_backward_weight(tsr_gpt_t gpt, gpt_slot_t *s);
+/* dst = src (same layout and type). */
+tsr_status_t tsr__gpt_copy(tsr_gpt_t gpt, tsr_dmat_t src, tsr_dmat_t dst);
+
+/* ---------- stage.c ---------- */
+
+/* The shared buffers (after the tensors are registered), and everything stage.c made. */
+tsr_status_t tsr__gpt_stage_create(tsr_gpt_t gpt);
+void tsr__gpt_stage_destroy(tsr_gpt_t gpt);
+/* The pipeline callbacks of this rank's stage. */
+void tsr__gpt_stage_callbacks(tsr_gpt_t gpt, tsr_pipe_stage_t *stage);
+/* Mark every slot free (after a step, or a failed one). */
+void tsr__gpt_release_slots(tsr_gpt_t gpt);
 
 #endif /* TESSERA_MODEL_IMPL_H */

@@ -11,6 +11,7 @@
  * of the partner's list: the schedule cannot deadlock even when every send waits for its
  * receive.
  */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,36 @@ tsr_status_t tsr_pipe_kind_parse(const char *name, tsr_pipe_kind_t *out)
         }
     return TSR_ERROR(TSR_ERR_INVALID_ARG, "unknown schedule \"%s\": expected gpipe, 1f1b, interleaved or zb-h1",
                      name ? name : "(null)");
+}
+
+tsr_status_t tsr_pipe_spec_parse(const char *text, tsr_pipe_kind_t *kind, int *chunks)
+{
+    char name[32], *end;
+    const char *colon = text ? strchr(text, ':') : NULL;
+    size_t len = colon ? (size_t)(colon - text) : text ? strlen(text) : 0;
+    if (!text || len >= sizeof name)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "schedule \"%s\": expected gpipe, 1f1b, interleaved:V or zb-h1",
+                         text ? text : "(null)");
+    memcpy(name, text, len);
+    name[len] = '\0';
+    tsr_pipe_kind_t k;
+    if (tsr_pipe_kind_parse(name, &k) != TSR_OK)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "schedule \"%s\": expected gpipe, 1f1b, interleaved:V or zb-h1", text);
+    if ((k == TSR_PIPE_INTERLEAVED) != (colon != NULL))
+        return TSR_ERROR(TSR_ERR_INVALID_ARG,
+                         "schedule \"%s\": interleaved takes its chunks per stage as interleaved:V, the others none",
+                         text);
+    long v = 1;
+    if (colon) {
+        errno = 0;
+        v = strtol(colon + 1, &end, 10);
+        if (errno || end == colon + 1 || *end || v < 1 || v > 64)
+            return TSR_ERROR(TSR_ERR_INVALID_ARG, "schedule \"%s\": chunks per stage must be an integer in [1, 64]",
+                             text);
+    }
+    *kind = k;
+    *chunks = (int)v;
+    return TSR_OK;
 }
 
 const char *tsr_pipe_op_name(tsr_pipe_op_t op)

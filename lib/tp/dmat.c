@@ -1,4 +1,5 @@
-/* dmat.c: the tensor-parallel context and distributed matrices (blocks, scatter, gather). */
+/* dmat.c: the tensor-parallel context, its scratch, and distributed matrices (own or
+ * wrapped blocks, scatter, gather). */
 #include <stdlib.h>
 #include <string.h>
 
@@ -14,9 +15,14 @@ tsr_status_t tsr_tp_create(tsr_grid_t grid, tsr_device_t dev, tsr_tp_t *out)
     TSR_CHECK(out, TSR_ERR_INVALID_ARG, "tsr_tp_create: out is NULL");
     *out = NULL;
     TSR_CHECK(grid && dev, TSR_ERR_INVALID_ARG, "tsr_tp_create: grid and device must not be NULL");
-    TSR_CHECK(tsr_device_kind(dev) == TSR_DEVICE_CPU, TSR_ERR_NOT_SUPPORTED,
-              "tsr_tp_create: the tp layer kernels run on the host; got a %s device, expected cpu",
-              tsr_device_kind_name(tsr_device_kind(dev)));
+    if (tsr_device_kind(dev) != TSR_DEVICE_CPU) {
+        static const tsr_axis_t axes[] = {TSR_AXIS_TP, TSR_AXIS_TP_ROW, TSR_AXIS_TP_COL};
+        for (size_t i = 0; i < sizeof axes / sizeof *axes; i++)
+            TSR_CHECK(tsr_comm_device(tsr_grid_comm(grid, axes[i])) == dev, TSR_ERR_INVALID_ARG,
+                      "tsr_tp_create: the grid's tp communicators are not on this %s device; call "
+                      "tsr_grid_set_device() first",
+                      tsr_device_kind_name(tsr_device_kind(dev)));
+    }
     tp = tsr__calloc(1, sizeof *tp);
     TSR_CHECK(tp, TSR_ERR_OUT_OF_MEMORY, "no memory for a tp context");
     tsr_layout_t layout = TSR_LAYOUT_INIT;
@@ -44,6 +50,8 @@ void tsr_tp_destroy(tsr_tp_t *tp)
 {
     if (!tp || !*tp)
         return;
+    for (int s = 0; s < TP_SCRATCH_COUNT; s++)
+        tsr_device_free((*tp)->dev, &(*tp)->scratch[s]);
     free(*tp);
     *tp = NULL;
 }
@@ -86,6 +94,30 @@ void tsr_tp_reset_counters(tsr_tp_t tp)
     tsr_comm_reset_counters(tp->tp_comm);
 }
 
+tsr_status_t tsr__tp_scratch(tsr_tp_t tp, tp_scratch_t slot, size_t bytes, void **out)
+{
+    tsr_status_t rc = TSR_OK;
+    if (bytes > tp->scratch_bytes[slot]) {
+        /* Freeing a buffer queued work may still read is safe: the device frees in stream order
+         * (a CUDA free waits for the device), and every communication on it has completed. */
+        TSR_TRY(tsr_device_free(tp->dev, &tp->scratch[slot]));
+        tp->scratch_bytes[slot] = 0;
+        TSR_TRY(tsr_device_alloc(tp->dev, TSR_MEM_WORKSPACE, bytes, &tp->scratch[slot]));
+        tp->scratch_bytes[slot] = bytes;
+    }
+    *out = tp->scratch[slot];
+cleanup:
+    return rc;
+}
+
+tsr_status_t tsr__tp_axpby(tsr_tp_t tp, int rows, int cols, float alpha, tsr_dtype_t st, const void *src, int lds,
+                           float beta, tsr_dtype_t dt, void *dst, int ldd)
+{
+    if (rows == 0 || cols == 0)
+        return TSR_OK;
+    return tsr_kernel_axpby_2d(tp->dev, rows, cols, alpha, st, src, lds, beta, dt, dst, ldd);
+}
+
 void tsr__tp_block(int extent, int unit, int parts, int p, int *start, int *len)
 {
     int units = extent / unit, base = units / parts, extra = units % parts;
@@ -111,18 +143,6 @@ tsr_comm_t tsr__tp_split_comm(tsr_tp_t tp, tsr_split_t split)
 tsr_comm_t tsr__tp_dim_comm(tsr_dmat_t d, int dim)
 {
     return d->parts[dim] > 1 ? tsr__tp_split_comm(d->tp, dim ? d->desc.col_split : d->desc.row_split) : NULL;
-}
-
-tsr_status_t tsr__tp_add_reduced(tsr_comm_t comm, float *dst, float *partial, size_t n)
-{
-    if (comm) {
-        tsr_status_t rc = tsr_comm_allreduce(comm, TSR_IN_PLACE, partial, n, TSR_DTYPE_F32, TSR_REDUCE_SUM);
-        if (rc != TSR_OK)
-            return rc;
-    }
-    for (size_t i = 0; i < n; i++)
-        dst[i] += partial[i];
-    return TSR_OK;
 }
 
 static int extent_of(const tsr_dmat_desc_t *d, int dim) { return dim ? d->cols : d->rows; }
@@ -151,7 +171,9 @@ int tsr__tp_same_layout(tsr_dmat_t a, tsr_dmat_t b)
     return tsr__tp_same_split(a, 0, b, 0) && tsr__tp_same_split(a, 1, b, 1);
 }
 
-static tsr_status_t check_desc(const tsr_dmat_desc_t *d)
+int tsr__dmat_contiguous(tsr_dmat_t d) { return d->ld == d->len[1] || d->len[0] <= 1; }
+
+static tsr_status_t check_desc(tsr_tp_t tp, const tsr_dmat_desc_t *d)
 {
     if (!d || d->struct_size < sizeof(tsr_dmat_desc_t))
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "dmat description missing or not from TSR_DMAT_DESC_INIT");
@@ -166,35 +188,87 @@ static tsr_status_t check_desc(const tsr_dmat_desc_t *d)
     }
     if (d->row_split != TSR_SPLIT_NONE && d->row_split == d->col_split)
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "dmat: rows and columns cannot both be split over the same grid axis");
+    if (d->dtype != TSR_DTYPE_F32 && !(d->dtype == TSR_DTYPE_BF16 && tsr_device_kind(tp->dev) == TSR_DEVICE_CUDA))
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "dmat: element type %s on a %s device, expected f32%s",
+                         tsr_dtype_name(d->dtype), tsr_device_kind_name(tsr_device_kind(tp->dev)),
+                         tsr_device_kind(tp->dev) == TSR_DEVICE_CUDA ? " or bf16" : "");
     return TSR_OK;
 }
 
-tsr_status_t tsr_dmat_create(tsr_tp_t tp, const tsr_dmat_desc_t *desc, tsr_dmat_t *out)
+/* The handle of a matrix: description, blocks and my block's place; no memory yet. */
+static tsr_status_t new_handle(tsr_tp_t tp, const tsr_dmat_desc_t *desc, struct tsr_dmat **out)
 {
     tsr_status_t rc = TSR_OK;
     struct tsr_dmat *d = NULL;
-    TSR_CHECK(tp && out, TSR_ERR_INVALID_ARG, "tsr_dmat_create: tp and out must not be NULL");
     *out = NULL;
-    TSR_TRY(check_desc(desc));
+    TSR_CHECK(tp, TSR_ERR_INVALID_ARG, "dmat: NULL tp context");
+    TSR_TRY(check_desc(tp, desc));
     d = tsr__calloc(1, sizeof *d);
     TSR_CHECK(d, TSR_ERR_OUT_OF_MEMORY, "no memory for a dmat");
     d->tp = tp;
     d->desc = *desc;
     d->desc.struct_size = sizeof d->desc;
+    d->es = tsr_dtype_size(desc->dtype);
     for (int dim = 0; dim < 2; dim++) {
         d->parts[dim] = tsr__tp_parts(tp, split_of(desc, dim));
         d->index[dim] = tsr__tp_index(tp, split_of(desc, dim));
         tsr__tp_block(extent_of(desc, dim), unit_of(desc, dim), d->parts[dim], d->index[dim], &d->start[dim],
                       &d->len[dim]);
     }
-    size_t bytes = (size_t)d->len[0] * (size_t)d->len[1] * sizeof(float);
-    TSR_TRY(tsr_device_alloc(tp->dev, desc->category, bytes, (void **)&d->data));
+    d->ld = d->len[1];
+    *out = d;
+cleanup:
+    return rc;
+}
+
+tsr_status_t tsr_tp_block(tsr_tp_t tp, const tsr_dmat_desc_t *desc, tsr_dmat_view_t *out)
+{
+    struct tsr_dmat *d = NULL;
+    tsr_status_t rc = new_handle(tp, desc, &d);
+    if (rc == TSR_OK)
+        tsr_dmat_local(d, out);
+    free(d);
+    return rc;
+}
+
+tsr_status_t tsr_dmat_create(tsr_tp_t tp, const tsr_dmat_desc_t *desc, tsr_dmat_t *out)
+{
+    tsr_status_t rc = TSR_OK;
+    struct tsr_dmat *d = NULL;
+    TSR_CHECK(out, TSR_ERR_INVALID_ARG, "tsr_dmat_create: out is NULL");
+    *out = NULL;
+    TSR_TRY(new_handle(tp, desc, &d));
+    d->owned = 1;
+    size_t bytes = (size_t)d->len[0] * (size_t)d->len[1] * d->es;
+    TSR_TRY(tsr_device_alloc(tp->dev, desc->category, bytes, &d->data));
     if (bytes)
         TSR_TRY(tsr_device_memset(tp->dev, d->data, 0, bytes));
     *out = d;
     d = NULL;
 cleanup:
     tsr_dmat_destroy(&d);
+    return rc;
+}
+
+tsr_status_t tsr_dmat_wrap(tsr_tp_t tp, const tsr_dmat_desc_t *desc, void *data, int ld, tsr_dmat_t *out)
+{
+    tsr_status_t rc = TSR_OK;
+    struct tsr_dmat *d = NULL;
+    TSR_CHECK(out, TSR_ERR_INVALID_ARG, "tsr_dmat_wrap: out is NULL");
+    *out = NULL;
+    TSR_TRY(new_handle(tp, desc, &d));
+    if (ld == 0)
+        ld = d->len[1];
+    TSR_CHECK(ld >= d->len[1], TSR_ERR_INVALID_ARG, "tsr_dmat_wrap: leading dimension %d below the block's %d columns",
+              ld, d->len[1]);
+    TSR_CHECK(data || d->len[0] == 0 || d->len[1] == 0, TSR_ERR_INVALID_ARG,
+              "tsr_dmat_wrap: NULL memory for a %d x %d block", d->len[0], d->len[1]);
+    d->ld = ld;
+    d->data = data;
+    *out = d;
+    d = NULL;
+cleanup:
+    free(d);
     return rc;
 }
 
@@ -209,8 +283,8 @@ void tsr_dmat_destroy(tsr_dmat_t *d)
 {
     if (!d || !*d)
         return;
-    void *p = (*d)->data;
-    tsr_device_free((*d)->tp->dev, &p);
+    if ((*d)->owned)
+        tsr_device_free((*d)->tp->dev, &(*d)->data);
     free(*d);
     *d = NULL;
 }
@@ -222,15 +296,24 @@ void tsr_dmat_local(tsr_dmat_t d, tsr_dmat_view_t *out)
     out->data = d->data;
     out->rows = d->len[0];
     out->cols = d->len[1];
-    out->ld = d->len[1];
+    out->ld = d->ld;
     out->row0 = d->start[0];
     out->col0 = d->start[1];
+    out->dtype = d->desc.dtype;
 }
 
 tsr_status_t tsr_dmat_zero(tsr_dmat_t d)
 {
-    size_t bytes = (size_t)d->len[0] * (size_t)d->len[1] * sizeof(float);
-    return bytes ? tsr_device_memset(d->tp->dev, d->data, 0, bytes) : TSR_OK;
+    if (d->len[0] == 0 || d->len[1] == 0)
+        return TSR_OK;
+    if (tsr__dmat_contiguous(d))
+        return tsr_device_memset(d->tp->dev, d->data, 0, (size_t)d->len[0] * (size_t)d->len[1] * d->es);
+    for (int i = 0; i < d->len[0]; i++) {
+        tsr_status_t rc = tsr_device_memset(d->tp->dev, tsr__dmat_at(d, i, 0), 0, (size_t)d->len[1] * d->es);
+        if (rc != TSR_OK)
+            return rc;
+    }
+    return TSR_OK;
 }
 
 /* The block of d that tp rank q holds: first row, column and their counts. */
@@ -258,7 +341,7 @@ static size_t largest_block(tsr_dmat_t d)
     return most;
 }
 
-/* Copy a rows x cols block between a packed buffer and the global matrix (ld = global cols). */
+/* Copy a rows x cols block between a packed host buffer and the global host matrix (ld = global cols). */
 static void copy_block(float *global, int gcols, const int start[2], const int len[2], float *packed, int to_global)
 {
     if (len[1] == 0) /* an empty block has no memory behind it */
@@ -270,30 +353,56 @@ static void copy_block(float *global, int gcols, const int start[2], const int l
     }
 }
 
+/* Move d's local block to (to_device) or from a packed host buffer. */
+static tsr_status_t local_copy(tsr_dmat_t d, float *host, int to_device)
+{
+    size_t row = (size_t)d->len[1] * sizeof(float);
+    if (d->len[0] == 0 || d->len[1] == 0)
+        return TSR_OK;
+    return to_device ? tsr_device_copy_2d(d->tp->dev, d->data, (size_t)d->ld * d->es, host, row, row,
+                                          (size_t)d->len[0], TSR_COPY_HOST_TO_DEVICE)
+                     : tsr_device_copy_2d(d->tp->dev, host, row, d->data, (size_t)d->ld * d->es, row,
+                                          (size_t)d->len[0], TSR_COPY_DEVICE_TO_HOST);
+}
+
+/* Scatter and gather move host buffers (the tp communicators take host memory on any device). */
+static tsr_status_t check_f32(tsr_dmat_t d, const char *what)
+{
+    if (d->desc.dtype != TSR_DTYPE_F32)
+        return TSR_ERROR(TSR_ERR_NOT_SUPPORTED, "%s: a %s matrix; only f32 matrices are scattered and gathered",
+                         what, tsr_dtype_name(d->desc.dtype));
+    return TSR_OK;
+}
+
 tsr_status_t tsr_dmat_scatter(tsr_dmat_t d, int root, const float *global)
 {
     tsr_status_t rc = TSR_OK;
     tsr_tp_t tp = d->tp;
     float *buf = NULL;
     int me = tsr_comm_rank(tp->tp_comm), n = tsr_comm_size(tp->tp_comm);
+    TSR_TRY(check_f32(d, "scatter"));
     TSR_CHECK(root >= 0 && root < n, TSR_ERR_INVALID_ARG, "scatter root %d out of range for %d tp ranks", root, n);
-    size_t local = (size_t)d->len[0] * (size_t)d->len[1];
+    buf = malloc(largest_block(d) * sizeof *buf);
+    TSR_CHECK(buf, TSR_ERR_OUT_OF_MEMORY, "scatter: no memory for a block of %zu values", largest_block(d));
     if (me != root) {
-        TSR_TRY(tsr_comm_recv(tp->tp_comm, d->data, local, TSR_DTYPE_F32, root, TP_TAG_SCATTER));
+        TSR_TRY(tsr_comm_recv(tp->tp_comm, buf, (size_t)d->len[0] * (size_t)d->len[1], TSR_DTYPE_F32, root,
+                              TP_TAG_SCATTER));
+        TSR_TRY(local_copy(d, buf, 1));
         goto cleanup;
     }
     TSR_CHECK(global || d->desc.rows * d->desc.cols == 0, TSR_ERR_INVALID_ARG, "scatter: global is NULL on the root");
-    TSR_TRY(tsr__tp_scratch(tp, TSR_MEM_COMM, largest_block(d), &buf));
     for (int q = 0; q < n; q++) {
         int start[2], len[2];
         block_of_rank(d, q, start, len);
-        copy_block((float *)global, d->desc.cols, start, len, q == root ? d->data : buf, 0);
-        if (q != root)
+        copy_block((float *)global, d->desc.cols, start, len, buf, 0);
+        if (q == root)
+            TSR_TRY(local_copy(d, buf, 1));
+        else
             TSR_TRY(tsr_comm_send(tp->tp_comm, buf, (size_t)len[0] * (size_t)len[1], TSR_DTYPE_F32, q,
                                   TP_TAG_SCATTER));
     }
 cleanup:
-    tsr__tp_scratch_free(tp, &buf);
+    free(buf);
     return rc;
 }
 
@@ -303,13 +412,16 @@ tsr_status_t tsr_dmat_gather(tsr_dmat_t d, int root, float *global)
     tsr_tp_t tp = d->tp;
     float *buf = NULL;
     int me = tsr_comm_rank(tp->tp_comm), n = tsr_comm_size(tp->tp_comm);
+    TSR_TRY(check_f32(d, "gather"));
     TSR_CHECK(root >= 0 && root < n, TSR_ERR_INVALID_ARG, "gather root %d out of range for %d tp ranks", root, n);
+    buf = malloc(largest_block(d) * sizeof *buf);
+    TSR_CHECK(buf, TSR_ERR_OUT_OF_MEMORY, "gather: no memory for a block of %zu values", largest_block(d));
     if (me != root) {
-        size_t local = (size_t)d->len[0] * (size_t)d->len[1];
-        TSR_TRY(tsr_comm_send(tp->tp_comm, d->data, local, TSR_DTYPE_F32, root, TP_TAG_SCATTER));
+        TSR_TRY(local_copy(d, buf, 0));
+        TSR_TRY(tsr_comm_send(tp->tp_comm, buf, (size_t)d->len[0] * (size_t)d->len[1], TSR_DTYPE_F32, root,
+                              TP_TAG_SCATTER));
         goto cleanup;
     }
-    TSR_TRY(tsr__tp_scratch(tp, TSR_MEM_COMM, largest_block(d), &buf));
     /* From the highest rank down, so the lowest holder of a replicated block is written last. */
     for (int q = n - 1; q >= 0; q--) {
         int start[2], len[2];
@@ -317,52 +429,11 @@ tsr_status_t tsr_dmat_gather(tsr_dmat_t d, int root, float *global)
         if (q != root)
             TSR_TRY(tsr_comm_recv(tp->tp_comm, buf, (size_t)len[0] * (size_t)len[1], TSR_DTYPE_F32, q,
                                   TP_TAG_SCATTER));
-        copy_block(global, d->desc.cols, start, len, q == root ? d->data : buf, 1);
+        else
+            TSR_TRY(local_copy(d, buf, 0));
+        copy_block(global, d->desc.cols, start, len, buf, 1);
     }
 cleanup:
-    tsr__tp_scratch_free(tp, &buf);
+    free(buf);
     return rc;
-}
-
-tsr_status_t tsr__tp_scratch(tsr_tp_t tp, tsr_mem_category_t cat, size_t n, float **out)
-{
-    *out = NULL;
-    return tsr_device_alloc(tp->dev, cat, (n ? n : 1) * sizeof(float), (void **)out);
-}
-
-void tsr__tp_scratch_free(tsr_tp_t tp, float **p)
-{
-    void *v = *p;
-    tsr_device_free(tp->dev, &v);
-    *p = NULL;
-}
-
-tsr_status_t tsr__tp_saved_new(tsr_tp_t tp, size_t na, size_t nb, tsr_tp_saved_t *out)
-{
-    tsr_status_t rc = TSR_OK;
-    struct tsr_tp_saved *s = tsr__calloc(1, sizeof *s);
-    *out = NULL;
-    TSR_CHECK(s, TSR_ERR_OUT_OF_MEMORY, "no memory for saved state");
-    s->tp = tp;
-    s->na = na;
-    s->nb = nb;
-    TSR_TRY(tsr__tp_scratch(tp, TSR_MEM_ACTIVATIONS, na, &s->a));
-    TSR_TRY(tsr__tp_scratch(tp, TSR_MEM_ACTIVATIONS, nb, &s->b));
-    memset(s->a, 0, (na ? na : 1) * sizeof(float));
-    memset(s->b, 0, (nb ? nb : 1) * sizeof(float));
-    *out = s;
-    s = NULL;
-cleanup:
-    tsr_tp_saved_destroy(&s);
-    return rc;
-}
-
-void tsr_tp_saved_destroy(tsr_tp_saved_t *saved)
-{
-    if (!saved || !*saved)
-        return;
-    tsr__tp_scratch_free((*saved)->tp, &(*saved)->a);
-    tsr__tp_scratch_free((*saved)->tp, &(*saved)->b);
-    free(*saved);
-    *saved = NULL;
 }

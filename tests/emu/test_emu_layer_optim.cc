@@ -1,10 +1,13 @@
-// test_emu_layer_optim.cc: the launchers of lib/device/cuda_layer.cu (layernorm, GELU, add,
-// bias gradient, embeddings, cross-entropy) and lib/device/cuda_optim.cu (AdamW, SGD, sums,
-// axpy, scale, casts, copy) run on the CPU under the CUDA emulation (tests/emu/cuda_emu.h),
-// in float and bf16, against references computed here in double from the formulas of
+// test_emu_layer_optim.cc: the launchers of lib/device/cuda_layer.cu (layernorm, whole and
+// split into column blocks, GELU, add, strided axpby, bias gradient, embeddings of a
+// vocabulary block, cross-entropy over vocabulary blocks) and lib/device/cuda_optim.cu
+// (AdamW, SGD, sums, axpy, scale, casts, copy) run on the CPU under the CUDA emulation
+// (tests/emu/cuda_emu.h), in float and bf16, against references computed here in double from the formulas of
 // tessera/kernels.h and lib/device/cpu_*.c. Shapes reach both the vectorized and the scalar
 // path of each launcher (aligned or not, sizes that are or are not whole packs), grid-stride
 // loops, and the global-atomic variants; accumulated outputs start from nonzero values.
+// Split kernels run on 1, 2 and 3 blocks, their statistics combined here as the callers'
+// collectives would, against the reference of the whole row or vocabulary.
 //
 // Tolerances: max |got - ref| / max |ref| over an output (GELU's: at least a tenth of its
 // inputs' scale), 1e-5 for fp32 outputs (bf16 inputs are rounded first and the reference uses
@@ -22,6 +25,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <memory>
 #include <vector>
 
 static const double TOL_F32 = 1e-5, TOL_BF16 = 1e-2;
@@ -184,18 +188,21 @@ static void keep_first(cudaError_t &first, cudaError_t rc)
 // ---------------------------------------------------------------------------------------
 // Layer operations (cuda_layer.h).
 
-// rows×cols; shift misaligns every activation pointer (the scalar path).
-static void test_layernorm(bool bf16, int rows, int cols, size_t shift)
+// rows×cols; shift misaligns every activation pointer (the scalar path). Rows lie up to 3
+// off zero, or (offset > 0) `offset` off zero, some 100 deviations for the largest spread:
+// a one-pass variance in fp32 would lose every digit there, the two-pass one none.
+static void test_layernorm(bool bf16, int rows, int cols, size_t shift, double offset = 0)
 {
     char name[128];
-    snprintf(name, sizeof name, "layernorm %s %dx%d%s", tname(bf16), rows, cols, shift ? " misaligned" : "");
+    snprintf(name, sizeof name, "layernorm %s %dx%d%s%s", tname(bf16), rows, cols, shift ? " misaligned" : "",
+             offset > 0 ? " far from zero" : "");
     const size_t n = (size_t)rows * cols;
     const float eps = 1e-5f;
     Act x(bf16, n, shift), gamma(bf16, cols, shift), beta(bf16, cols, shift), y(bf16, n, shift);
-    for (int r = 0; r < rows; r++) { // rows far from zero: a one-pass variance would lose digits
-        double offset = uniform(-1, 3), spread = uniform(0.5, 2);
+    for (int r = 0; r < rows; r++) {
+        double at = offset > 0 ? offset : uniform(-1, 3), spread = uniform(0.5, 2);
         for (int c = 0; c < cols; c++)
-            x.set((size_t)r * cols + c, offset + spread * uniform(-1, 1));
+            x.set((size_t)r * cols + c, at + spread * uniform(-1, 1));
     }
     gamma.fill(0.5, 1.5);
     beta.fill(-0.5, 0.5);
@@ -224,18 +231,17 @@ static void test_layernorm(bool bf16, int rows, int cols, size_t shift)
     check(rc, rel_err(doubles(rstd.data(), rows), rref), TOL_F32, name, "forward rstd");
 
     // Backward from the reference's statistics, as floats: dx, dgamma, dbeta accumulate (+=).
-    Act dy(bf16, n, shift), dx(bf16, n, shift);
+    Act dy(bf16, n, shift), dx0(bf16, n, shift);
     for (size_t i = 0; i < n; i++)
         dy.set(i, 0.2 + uniform(-1, 1));
-    dx.fill(-1, 1);
-    std::vector<float> m32(mref.begin(), mref.end()), rs32(rref.begin(), rref.end()), dgamma(cols), dbeta(cols);
+    dx0.fill(-1, 1);
+    std::vector<float> m32(mref.begin(), mref.end()), rs32(rref.begin(), rref.end()), dgamma0(cols), dbeta0(cols);
     for (int c = 0; c < cols; c++) {
-        dgamma[c] = (float)uniform(-1, 1);
-        dbeta[c] = (float)uniform(-1, 1);
+        dgamma0[c] = (float)uniform(-1, 1);
+        dbeta0[c] = (float)uniform(-1, 1);
     }
-    std::vector<double> dxref = dx.values(), dgref = doubles(dgamma.data(), cols), dbref = doubles(dbeta.data(), cols);
-    rc = tsr__cuda_layernorm_backward(bf16, rows, cols, dy.data(), x.data(), gamma.data(), m32.data(), rs32.data(),
-                                      dx.data(), dgamma.data(), dbeta.data(), 0);
+    std::vector<double> dxref = dx0.values(), dgref = doubles(dgamma0.data(), cols),
+                        dbref = doubles(dbeta0.data(), cols);
     for (int r = 0; r < rows; r++) {
         const size_t o = (size_t)r * cols;
         const double m = m32[r], rs = rs32[r];
@@ -253,9 +259,211 @@ static void test_layernorm(bool bf16, int rows, int cols, size_t shift)
             dxref[o + c] += rs * (g - mg - xhat * mgx);
         }
     }
-    check(rc, rel_err(dx.values(), dxref), tol(bf16), name, "backward dx +=");
-    check(rc, rel_err(doubles(dgamma.data(), cols), dgref), TOL_F32, name, "backward dgamma +=");
-    check(rc, rel_err(doubles(dbeta.data(), cols), dbref), TOL_F32, name, "backward dbeta +=");
+    // All three outputs, then dx alone and dgamma, dbeta alone (the halves of a split backward),
+    // the last also with gamma NULL: only dx reads it, so the weight half need not pass one.
+    static const char *const which[4] = {"", " (dx only)", " (dgamma, dbeta only)",
+                                         " (dgamma, dbeta only, gamma NULL)"};
+    for (int k = 0; k < 4; k++) {
+        Act dx(bf16, n, shift);
+        for (size_t i = 0; i < n; i++)
+            dx.set(i, dx0.get(i));
+        std::vector<float> dgamma = dgamma0, dbeta = dbeta0;
+        const bool want_dx = k < 2, want_dw = k != 1;
+        rc = tsr__cuda_layernorm_backward(bf16, rows, cols, dy.data(), x.data(), k == 3 ? NULL : gamma.data(),
+                                          m32.data(), rs32.data(), want_dx ? dx.data() : NULL,
+                                          want_dw ? dgamma.data() : NULL, want_dw ? dbeta.data() : NULL, 0);
+        char what[64];
+        if (want_dx) {
+            snprintf(what, sizeof what, "backward dx +=%s", which[k]);
+            check(rc, rel_err(dx.values(), dxref), tol(bf16), name, what);
+        }
+        if (want_dw) {
+            snprintf(what, sizeof what, "backward dgamma +=%s", which[k]);
+            check(rc, rel_err(doubles(dgamma.data(), cols), dgref), TOL_F32, name, what);
+            snprintf(what, sizeof what, "backward dbeta +=%s", which[k]);
+            check(rc, rel_err(doubles(dbeta.data(), cols), dbref), TOL_F32, name, what);
+        }
+    }
+}
+
+// The layernorm of rows of `width` values split into column blocks of the given widths, as
+// ranks holding a block each run it: stats of every block, summed over the blocks in block
+// order in fp32 (the all-reduce), then apply on every block; the same for the backward
+// (backward stats, summed, backward apply), and the parameter gradients of each block from
+// layernorm_backward with dx NULL. Against the whole-row reference in double; every block
+// must get the same bits of mean and rstd. shift misaligns every activation pointer.
+//
+// Rows lie up to 1.5 deviations off zero: enough that a one-pass fp32 variance would miss
+// 1e-5. far > 0 puts every row's mean `far` deviations off zero, where the fp32 sums of the
+// blocks' stats lose digits: rstd and y are then held to the bound tessera/kernels.h
+// states, a relative error of 2^-23 mean^2/variance a block in the variance (half that in
+// rstd), on top of the usual tolerance.
+static void test_layernorm_split(bool bf16, int rows, const std::vector<int> &widths, size_t shift, double far = 0)
+{
+    char name[160];
+    int width = 0, nb = (int)widths.size();
+    char list[64] = "";
+    for (int b = 0; b < nb; b++) {
+        width += widths[b];
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%d", b ? "+" : "", widths[b]);
+    }
+    char off[48] = "";
+    if (far > 0)
+        snprintf(off, sizeof off, ", means %g deviations off zero", far);
+    snprintf(name, sizeof name, "split layernorm %s %d rows of %d as %s%s%s", tname(bf16), rows, width, list,
+             shift ? " misaligned" : "", off);
+    const double far_tol = far > 0 ? nb * ldexp(1, -24) * far * far : 0;
+    const float eps = 1e-5f;
+    const size_t n = (size_t)rows * width;
+    std::vector<double> x(n), gamma(width), beta(width), dy(n);
+    for (int r = 0; r < rows; r++) {
+        // uniform(-spread, spread) has deviation spread / sqrt(3).
+        double spread = uniform(0.5, 2), offset = far > 0 ? far * spread / sqrt(3.0) : uniform(-1, 1.5);
+        for (int c = 0; c < width; c++)
+            x[(size_t)r * width + c] = offset + spread * uniform(-1, 1);
+    }
+    for (int c = 0; c < width; c++) {
+        gamma[c] = uniform(0.5, 1.5);
+        beta[c] = uniform(-0.5, 0.5);
+    }
+    for (double &v : dy)
+        v = 0.2 + uniform(-1, 1);
+    // Each block's x, gamma, beta, dy, dx (from random values), stored as the type holds them.
+    std::vector<std::unique_ptr<Act>> bx, bg, bb, bdy, bdx, by;
+    std::vector<std::vector<float>> bdg(nb), bdb(nb);
+    std::vector<int> c0(nb);
+    for (int b = 0, at = 0; b < nb; at += widths[b], b++) {
+        const int w = widths[b];
+        c0[b] = at;
+        bx.emplace_back(new Act(bf16, (size_t)rows * w, shift));
+        bdy.emplace_back(new Act(bf16, (size_t)rows * w, shift));
+        bdx.emplace_back(new Act(bf16, (size_t)rows * w, shift));
+        by.emplace_back(new Act(bf16, (size_t)rows * w, shift));
+        bg.emplace_back(new Act(bf16, w, shift));
+        bb.emplace_back(new Act(bf16, w, shift));
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < w; c++) {
+                const size_t i = (size_t)r * w + c, g = (size_t)r * width + at + c;
+                bx[b]->set(i, x[g]);
+                bdy[b]->set(i, dy[g]);
+                bdx[b]->set(i, uniform(-1, 1));
+                by[b]->set(i, NAN);
+            }
+        for (int c = 0; c < w; c++) {
+            bg[b]->set(c, gamma[at + c]);
+            bb[b]->set(c, beta[at + c]);
+            bdg[b].push_back((float)uniform(-1, 1));
+            bdb[b].push_back((float)uniform(-1, 1));
+        }
+    }
+    // The values the kernels see: x, gamma, beta, dy as stored, dx's initial values.
+    std::vector<double> xs(n), dys(n), dx0(n), gs(width), bs(width);
+    for (int b = 0; b < nb; b++)
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < widths[b]; c++) {
+                const size_t i = (size_t)r * widths[b] + c, g = (size_t)r * width + c0[b] + c;
+                xs[g] = bx[b]->get(i);
+                dys[g] = bdy[b]->get(i);
+                dx0[g] = bdx[b]->get(i);
+                if (r == 0) {
+                    gs[c0[b] + c] = bg[b]->get(c);
+                    bs[c0[b] + c] = bb[b]->get(c);
+                }
+            }
+
+    cudaError_t rc = cudaSuccess;
+    std::vector<float> stats(3 * (size_t)rows, 0.0f), part(3 * (size_t)rows, NAN);
+    for (int b = 0; b < nb; b++) {
+        keep_first(rc, tsr__cuda_layernorm_stats(bf16, rows, widths[b], bx[b]->data(), part.data(), 0));
+        for (size_t i = 0; i < part.size(); i++)
+            stats[i] += part[i];
+    }
+    std::vector<std::vector<float>> mean(nb, std::vector<float>(rows, NAN)), rstd = mean;
+    for (int b = 0; b < nb; b++)
+        keep_first(rc, tsr__cuda_layernorm_apply(bf16, rows, widths[b], width, bx[b]->data(), bg[b]->data(),
+                                                 bb[b]->data(), eps, stats.data(), by[b]->data(), mean[b].data(),
+                                                 rstd[b].data(), 0));
+    std::vector<double> yref(n), ygot(n), mref(rows), rref(rows);
+    for (int r = 0; r < rows; r++) {
+        const size_t o = (size_t)r * width;
+        double sum = 0, sq = 0;
+        for (int c = 0; c < width; c++)
+            sum += xs[o + c];
+        const double m = sum / width;
+        for (int c = 0; c < width; c++)
+            sq += (xs[o + c] - m) * (xs[o + c] - m);
+        const double rs = 1 / sqrt(sq / width + eps);
+        for (int c = 0; c < width; c++)
+            yref[o + c] = (xs[o + c] - m) * rs * gs[c] + bs[c];
+        mref[r] = m;
+        rref[r] = rs;
+    }
+    bool same = true;
+    for (int b = 0; b < nb; b++) {
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < widths[b]; c++)
+                ygot[(size_t)r * width + c0[b] + c] = by[b]->get((size_t)r * widths[b] + c);
+        same = same && memcmp(mean[b].data(), mean[0].data(), rows * sizeof(float)) == 0 &&
+               memcmp(rstd[b].data(), rstd[0].data(), rows * sizeof(float)) == 0;
+    }
+    check(rc, rel_err(ygot, yref), tol(bf16) + far_tol, name, "apply y");
+    check(rc, rel_err(doubles(mean[0].data(), rows), mref), TOL_F32, name, "apply mean");
+    check(rc, rel_err(doubles(rstd[0].data(), rows), rref), TOL_F32 + far_tol, name, "apply rstd");
+    ok(rc == cudaSuccess && same, "%s: every block writes the same mean and rstd bits", name);
+
+    // Backward from the reference's statistics as floats, as test_layernorm does.
+    std::vector<float> m32(mref.begin(), mref.end()), rs32(rref.begin(), rref.end());
+    std::vector<double> dxref = dx0, dgref(width), dbref(width);
+    for (int b = 0; b < nb; b++)
+        for (int c = 0; c < widths[b]; c++) {
+            dgref[c0[b] + c] = bdg[b][c];
+            dbref[c0[b] + c] = bdb[b][c];
+        }
+    for (int r = 0; r < rows; r++) {
+        const size_t o = (size_t)r * width;
+        const double m = m32[r], rs = rs32[r];
+        double sg = 0, sgx = 0;
+        for (int c = 0; c < width; c++) {
+            double xhat = (xs[o + c] - m) * rs, g = dys[o + c] * gs[c];
+            sg += g;
+            sgx += g * xhat;
+            dgref[c] += dys[o + c] * xhat;
+            dbref[c] += dys[o + c];
+        }
+        for (int c = 0; c < width; c++) {
+            double xhat = (xs[o + c] - m) * rs, g = dys[o + c] * gs[c];
+            dxref[o + c] += rs * (g - sg / width - xhat * sgx / width);
+        }
+    }
+    rc = cudaSuccess;
+    std::vector<float> bstats(2 * (size_t)rows, 0.0f), bpart(2 * (size_t)rows, NAN);
+    for (int b = 0; b < nb; b++) {
+        keep_first(rc, tsr__cuda_layernorm_backward_stats(bf16, rows, widths[b], bdy[b]->data(), bx[b]->data(),
+                                                          bg[b]->data(), m32.data(), rs32.data(), bpart.data(), 0));
+        for (size_t i = 0; i < bpart.size(); i++)
+            bstats[i] += bpart[i];
+    }
+    for (int b = 0; b < nb; b++) {
+        keep_first(rc, tsr__cuda_layernorm_backward_apply(bf16, rows, widths[b], width, bdy[b]->data(), bx[b]->data(),
+                                                          bg[b]->data(), m32.data(), rs32.data(), bstats.data(),
+                                                          bdx[b]->data(), 0));
+        keep_first(rc, tsr__cuda_layernorm_backward(bf16, rows, widths[b], bdy[b]->data(), bx[b]->data(),
+                                                    bg[b]->data(), m32.data(), rs32.data(), NULL, bdg[b].data(),
+                                                    bdb[b].data(), 0));
+    }
+    std::vector<double> dxgot(n), dggot(width), dbgot(width);
+    for (int b = 0; b < nb; b++) {
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < widths[b]; c++)
+                dxgot[(size_t)r * width + c0[b] + c] = bdx[b]->get((size_t)r * widths[b] + c);
+        for (int c = 0; c < widths[b]; c++) {
+            dggot[c0[b] + c] = bdg[b][c];
+            dbgot[c0[b] + c] = bdb[b][c];
+        }
+    }
+    check(rc, rel_err(dxgot, dxref), tol(bf16), name, "backward apply dx +=");
+    check(rc, rel_err(dggot, dgref), TOL_F32, name, "backward dgamma += (dx NULL)");
+    check(rc, rel_err(dbgot, dbref), TOL_F32, name, "backward dbeta += (dx NULL)");
 }
 
 static double gelu(double v) { return 0.5 * v * (1 + tanh(sqrt(2 / M_PI) * (v + 0.044715 * v * v * v))); }
@@ -367,34 +575,87 @@ static void test_bias_grad(bool bf16, int rows, int cols, int ld, size_t shift)
     check(rc, rel_err(doubles(db.data(), cols), ref), TOL_F32, name, "db +=");
 }
 
-// seqs sequences of T tokens below vocab, C channels; shift misaligns wte, wpe, out and dout,
-// tok_shift the tokens.
-static void test_embedding(bool bf16, int seqs, int T, int C, int vocab, size_t shift, size_t tok_shift)
+// dst = alpha src + beta dst over rows×cols (leading dimensions lds and ldd), src of one type
+// and dst of another; the columns past cols hold NaN in src (must not be read) and a
+// sentinel in dst (must stay). With beta 0, dst starts as NaN (must not be read). sshift and
+// dshift misalign src and dst; in_place runs it with dst = src (then ldd = lds, one type).
+static void test_axpby(bool sbf, bool dbf, int rows, int cols, int lds, int ldd, float beta, size_t sshift,
+                       size_t dshift, bool in_place = false)
 {
-    char name[128];
-    snprintf(name, sizeof name, "embedding %s %dx%d C=%d vocab %d%s%s", tname(bf16), seqs, T, C, vocab,
-             shift ? " misaligned" : "", tok_shift ? " tokens misaligned" : "");
+    char name[160];
+    snprintf(name, sizeof name, "axpby_2d %s to %s %dx%d lds %d ldd %d beta %g%s%s%s", tname(sbf), tname(dbf), rows,
+             cols, lds, ldd, (double)beta, sshift ? " src misaligned" : "", dshift ? " dst misaligned" : "",
+             in_place ? " in place" : "");
+    const float alpha = -1.25f;
+    const double sentinel = 4096.0; // a bf16 value, so either type holds it
+    Act src(sbf, (size_t)rows * lds, sshift), dst_own(dbf, in_place ? 0 : (size_t)rows * ldd, dshift);
+    Act &dst = in_place ? src : dst_own;
+    for (int r = 0; r < rows; r++)
+        for (int c = 0; c < lds; c++)
+            src.set((size_t)r * lds + c, c < cols ? uniform(-2, 2) : NAN);
+    if (!in_place)
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < ldd; c++)
+                dst.set((size_t)r * ldd + c, c >= cols ? sentinel : beta == 0.0f ? NAN : uniform(-2, 2));
+    std::vector<double> s0 = src.values(), d0 = dst.values(), ref, got;
+    cudaError_t rc = tsr__cuda_axpby_2d(rows, cols, alpha, sbf, src.data(), lds, beta, dbf, dst.data(), ldd, 0);
+    size_t pad_changed = 0;
+    for (int r = 0; r < rows; r++) {
+        for (int c = 0; c < cols; c++) {
+            const double sv = s0[(size_t)r * lds + c], dv = d0[(size_t)r * ldd + c];
+            ref.push_back(alpha * sv + (beta == 0.0f ? 0.0 : beta * dv));
+            got.push_back(dst.get((size_t)r * ldd + c));
+        }
+        for (int c = cols; c < ldd && !in_place; c++)
+            pad_changed += dst.get((size_t)r * ldd + c) != sentinel;
+    }
+    check(rc, rel_err(got, ref), tol(dbf), name, beta == 0.0f ? "dst = alpha src (dst not read)"
+                                                               : "dst = alpha src + beta dst");
+    if (ldd > cols && !in_place)
+        is_int(pad_changed, 0, "%s: columns cols..ldd-1 untouched", name);
+}
+
+// seqs sequences of T tokens of a vocabulary of `vocab`, C channels, the embedding of the
+// block [v0, v0 + nv) (wte holds its nv rows); a few tokens lie just outside the block. shift
+// misaligns wte, wpe, out and dout, tok_shift the tokens. use: 3 both tables, 1 wte alone
+// (wpe NULL, dwpe NULL), 2 wpe alone.
+static void test_embedding(bool bf16, int seqs, int T, int C, int vocab, int v0, int nv, size_t shift,
+                           size_t tok_shift, int use = 3)
+{
+    char name[160];
+    snprintf(name, sizeof name, "embedding %s %dx%d C=%d vocab %d block [%d, %d)%s%s%s", tname(bf16), seqs, T, C,
+             vocab, v0, v0 + nv, use == 1 ? " wte only" : use == 2 ? " wpe only" : "", shift ? " misaligned" : "",
+             tok_shift ? " tokens misaligned" : "");
+    const bool te = use & 1, pe = use & 2;
     const size_t n = (size_t)seqs * T;
     Aligned<int32_t> tokens(n, tok_shift);
     for (size_t i = 0; i < n; i++)
         tokens[i] = (int32_t)(rand_u32() % (uint32_t)vocab);
-    tokens[n - 1] = vocab - 1;
-    Act wte(bf16, (size_t)vocab * C, shift), wpe(bf16, (size_t)T * C, shift), out(bf16, n * C, shift);
+    tokens[n - 1] = v0 + nv - 1; // the block's first and last rows, and its neighbours
+    if (n > 1)
+        tokens[0] = v0;
+    if (n > 2 && v0 > 0)
+        tokens[1] = v0 - 1;
+    if (n > 3 && v0 + nv < vocab)
+        tokens[2] = v0 + nv;
+    auto inside = [&](size_t i) { return tokens[i] >= v0 && tokens[i] < v0 + nv; };
+    Act wte(bf16, (size_t)nv * C, shift), wpe(bf16, (size_t)T * C, shift), out(bf16, n * C, shift);
     wte.fill(-1, 1);
     wpe.fill(-1, 1);
     for (size_t i = 0; i < n * C; i++)
         out.set(i, NAN);
-    cudaError_t rc = tsr__cuda_embedding_forward(bf16, tokens.get(), seqs, T, C, wte.data(), wpe.data(),
-                                                 out.data(), 0);
+    cudaError_t rc = tsr__cuda_embedding_forward(bf16, tokens.get(), seqs, T, C, v0, nv, te ? wte.data() : NULL,
+                                                 pe ? wpe.data() : NULL, out.data(), 0);
     std::vector<double> ref(n * C);
     for (size_t i = 0; i < n; i++)
         for (int c = 0; c < C; c++)
-            ref[i * C + c] = wte.get((size_t)tokens[i] * C + c) + wpe.get((i % T) * C + c);
-    check(rc, rel_err(out.values(), ref), tol(bf16), name, "forward");
+            ref[i * C + c] = (te && inside(i) ? wte.get((size_t)(tokens[i] - v0) * C + c) : 0.0) +
+                             (pe ? wpe.get((i % T) * C + c) : 0.0);
+    check(rc, rel_err(out.values(), ref), tol(bf16), name, "forward (zeros outside the block)");
 
     Act dout(bf16, n * C, shift);
     dout.fill(-1, 1);
-    std::vector<float> dwte((size_t)vocab * C), dwpe((size_t)T * C);
+    std::vector<float> dwte((size_t)nv * C), dwpe((size_t)T * C);
     for (float &v : dwte)
         v = (float)uniform(-1, 1);
     for (float &v : dwpe)
@@ -403,75 +664,136 @@ static void test_embedding(bool bf16, int seqs, int T, int C, int vocab, size_t 
     std::vector<double> wref = doubles(dwte.data(), dwte.size()), pref = doubles(dwpe.data(), dwpe.size());
     for (size_t i = 0; i < n; i++)
         for (int c = 0; c < C; c++) {
-            wref[(size_t)tokens[i] * C + c] += dout.get(i * C + c);
+            if (inside(i))
+                wref[(size_t)(tokens[i] - v0) * C + c] += dout.get(i * C + c);
             pref[(i % T) * C + c] += dout.get(i * C + c);
         }
-    rc = tsr__cuda_embedding_backward(bf16, tokens.get(), seqs, T, C, dout.data(), dwte.data(), dwpe.data(), 0);
-    check(rc, rel_err(doubles(dwte.data(), dwte.size()), wref), TOL_F32, name,
-          "backward dwte += (rows of absent tokens kept)");
-    check(rc, rel_err(doubles(dwpe.data(), dwpe.size()), pref), TOL_F32, name, "backward dwpe +=");
+    float *gte = te ? dwte.data() : NULL, *gpe = pe ? dwpe.data() : NULL;
+    rc = tsr__cuda_embedding_backward(bf16, tokens.get(), seqs, T, C, v0, nv, dout.data(), gte, gpe, 0);
+    if (te)
+        check(rc, rel_err(doubles(dwte.data(), dwte.size()), wref), TOL_F32, name,
+              "backward dwte += (tokens of the block only; rows of absent tokens kept)");
+    if (pe)
+        check(rc, rel_err(doubles(dwpe.data(), dwpe.size()), pref), TOL_F32, name, "backward dwpe +=");
     // Documented as deterministic: a second run (threads started in the other order) gives the same bits.
     std::vector<float> dwte2 = dwte0, dwpe2 = dwpe0;
-    rc = tsr__cuda_embedding_backward(bf16, tokens.get(), seqs, T, C, dout.data(), dwte2.data(), dwpe2.data(), 0);
-    ok(rc == cudaSuccess && memcmp(dwte2.data(), dwte.data(), dwte.size() * sizeof(float)) == 0 &&
-           memcmp(dwpe2.data(), dwpe.data(), dwpe.size() * sizeof(float)) == 0,
+    rc = tsr__cuda_embedding_backward(bf16, tokens.get(), seqs, T, C, v0, nv, dout.data(),
+                                      te ? dwte2.data() : NULL, pe ? dwpe2.data() : NULL, 0);
+    ok(rc == cudaSuccess && memcmp(dwte2.data(), te ? dwte.data() : dwte0.data(), dwte.size() * sizeof(float)) == 0 &&
+           memcmp(dwpe2.data(), pe ? dwpe.data() : dwpe0.data(), dwpe.size() * sizeof(float)) == 0,
        "%s: backward again gives the same bits", name);
 }
 
-// rows×V logits with leading dimension ld (columns V..ld-1 hold a sentinel that must stay);
-// offset shifts every logit (90: exp would overflow without subtracting the row's maximum);
-// bad_target: row 1 has target V, outside the vocabulary (a NaN loss and no one-hot).
-static void test_cross_entropy(bool bf16, int rows, int V, int ld, size_t shift, double offset, bool bad_target)
+// rows×V logits split into vocabulary blocks of the given widths, each in its own buffer of
+// leading dimension width + pad (columns past the width hold a sentinel that must stay),
+// as the ranks of a vocabulary-parallel group hold them: stats of every block, gathered in
+// block order, then finish on every block. Against the whole-vocabulary reference in
+// double. offset shifts every logit (90: exp would overflow without subtracting the row's
+// maximum); shift misaligns every block; row r's target lies in block r mod nb (the last
+// row's in the last column); bad_targets: row 1's target is V (in no block) and
+// row 2's -1, which leave the loss without a target term and the gradient without a one-hot.
+static void test_cross_entropy(bool bf16, int rows, const std::vector<int> &widths, int pad, size_t shift,
+                               double offset, bool bad_targets)
 {
-    char name[128];
-    snprintf(name, sizeof name, "cross_entropy %s %dx%d ld %d%s%s%s", tname(bf16), rows, V, ld,
-             shift ? " misaligned" : "", offset != 0 ? " logits near 90" : "", bad_target ? " a bad target" : "");
-    const size_t n = (size_t)rows * ld;
-    const float dscale = 0.375f;
-    Act logits(bf16, n, shift);
-    for (int r = 0; r < rows; r++)
-        for (int c = 0; c < ld; c++)
-            logits.set((size_t)r * ld + c, c < V ? offset + uniform(-8, 8) : 12345.0);
-    const std::vector<double> l0 = logits.values();
+    char name[160], list[64] = "";
+    int V = 0, nb = (int)widths.size();
+    for (int b = 0; b < nb; b++) {
+        V += widths[b];
+        snprintf(list + strlen(list), sizeof list - strlen(list), "%s%d", b ? "+" : "", widths[b]);
+    }
+    snprintf(name, sizeof name, "cross_entropy %s %dx%d as %s, ld width+%d%s%s%s", tname(bf16), rows, V, list, pad,
+             shift ? " misaligned" : "", offset != 0 ? " logits near 90" : "",
+             bad_targets ? " targets in no block" : "");
+    const float dscale = 0.375f, sentinel = 4096.0f; // a bf16 value, so either type holds it
+    std::vector<std::unique_ptr<Act>> blk;
+    std::vector<int> v0(nb);
+    std::vector<double> l0((size_t)rows * V); // the logits as stored
+    for (int b = 0, at = 0; b < nb; at += widths[b], b++) {
+        const int ld = widths[b] + pad;
+        v0[b] = at;
+        blk.emplace_back(new Act(bf16, (size_t)rows * ld, shift));
+        for (int r = 0; r < rows; r++)
+            for (int c = 0; c < ld; c++) {
+                blk[b]->set((size_t)r * ld + c, c < widths[b] ? offset + uniform(-8, 8) : sentinel);
+                if (c < widths[b])
+                    l0[(size_t)r * V + at + c] = blk[b]->get((size_t)r * ld + c);
+            }
+    }
     Aligned<int32_t> targets(rows);
-    for (int r = 0; r < rows; r++)
-        targets[r] = (int32_t)(rand_u32() % (uint32_t)V);
-    if (bad_target)
+    for (int r = 0; r < rows; r++) { // row r's target in block r mod nb
+        const int b = r % nb;
+        targets[r] = (int32_t)(v0[b] + (int)(rand_u32() % (uint32_t)widths[b]));
+    }
+    targets[rows - 1] = V - 1; // the last column, where a scalar tail lives
+    if (bad_targets) {
         targets[1] = V;
-    std::vector<float> losses(rows, NAN);
-    cudaError_t rc = tsr__cuda_cross_entropy(bf16, rows, V, logits.data(), ld, targets.get(), losses.data(), dscale, 0);
+        targets[2] = -1;
+    }
+    cudaError_t rc = cudaSuccess;
+    std::vector<float> stats(3 * (size_t)nb * rows, NAN);
+    for (int b = 0; b < nb; b++)
+        keep_first(rc, tsr__cuda_cross_entropy_stats(bf16, rows, widths[b], v0[b], blk[b]->data(), widths[b] + pad,
+                                                     targets.get(), stats.data() + 3 * (size_t)b * rows, 0));
+    std::vector<double> sref(stats.size()); // each block's (max, sum of exp, target logit)
+    for (int b = 0; b < nb; b++)
+        for (int r = 0; r < rows; r++) {
+            const double *lr = l0.data() + (size_t)r * V + v0[b];
+            double mx = -INFINITY, s = 0;
+            for (int c = 0; c < widths[b]; c++)
+                mx = fmax(mx, lr[c]);
+            for (int c = 0; c < widths[b]; c++)
+                s += exp(lr[c] - mx);
+            const int t = targets[r] - v0[b];
+            double *st = sref.data() + 3 * ((size_t)b * rows + r);
+            st[0] = mx;
+            st[1] = s;
+            st[2] = t >= 0 && t < widths[b] ? lr[t] : 0.0;
+        }
+    check(rc, rel_err(doubles(stats.data(), stats.size()), sref), TOL_F32, name, "stats of every block");
 
-    std::vector<double> lref(rows), grad, gref, soft, sref;
+    std::vector<std::vector<float>> losses(nb, std::vector<float>(rows, NAN));
+    rc = cudaSuccess;
+    for (int b = 0; b < nb; b++)
+        keep_first(rc, tsr__cuda_cross_entropy_finish(bf16, rows, widths[b], v0[b], blk[b]->data(), widths[b] + pad,
+                                                      targets.get(), nb, stats.data(), losses[b].data(), dscale, 0));
+    std::vector<double> lref(rows), grad, gref, soft, softref;
     size_t pad_changed = 0;
     for (int r = 0; r < rows; r++) {
-        const size_t o = (size_t)r * ld;
+        const double *lr = l0.data() + (size_t)r * V;
         const int t = targets[r];
         double mx = -INFINITY, s = 0;
         for (int c = 0; c < V; c++)
-            mx = fmax(mx, l0[o + c]);
+            mx = fmax(mx, lr[c]);
         for (int c = 0; c < V; c++)
-            s += exp(l0[o + c] - mx);
+            s += exp(lr[c] - mx);
         const double lse = mx + log(s);
-        const bool valid = t >= 0 && t < V;
-        lref[r] = valid ? lse - l0[o + t] : NAN;
-        for (int c = 0; c < V; c++) {
-            double p = exp(l0[o + c] - lse);
-            grad.push_back(logits.get(o + c));
-            gref.push_back(dscale * (p - (c == t ? 1.0 : 0.0)));
-            if (c != t) { // the softmax alone, far smaller than the one-hot term when V is large
-                soft.push_back(logits.get(o + c));
-                sref.push_back(dscale * p);
+        lref[r] = lse - (t >= 0 && t < V ? lr[t] : 0.0);
+        for (int b = 0; b < nb; b++) {
+            const int ld = widths[b] + pad;
+            for (int c = 0; c < widths[b]; c++) {
+                const double p = exp(lr[v0[b] + c] - lse), g = blk[b]->get((size_t)r * ld + c);
+                grad.push_back(g);
+                gref.push_back(dscale * (p - (v0[b] + c == t ? 1.0 : 0.0)));
+                if (v0[b] + c != t) { // the softmax alone, far smaller than the one-hot term when V is large
+                    soft.push_back(g);
+                    softref.push_back(dscale * p);
+                }
             }
+            for (int c = widths[b]; c < ld; c++)
+                pad_changed += blk[b]->get((size_t)r * ld + c) != sentinel;
         }
-        for (int c = V; c < ld; c++)
-            pad_changed += logits.get(o + c) != l0[o + c];
     }
-    check(rc, rel_err(doubles(losses.data(), rows), lref), TOL_F32, name,
-          bad_target ? "losses (NaN for the bad target)" : "losses");
+    bool same = true;
+    for (int b = 1; b < nb; b++)
+        same = same && memcmp(losses[b].data(), losses[0].data(), rows * sizeof(float)) == 0;
+    check(rc, rel_err(doubles(losses[0].data(), rows), lref), TOL_F32, name,
+          bad_targets ? "losses (no target term where the target is in no block)" : "losses");
+    if (nb > 1)
+        ok(rc == cudaSuccess && same, "%s: every block writes the same loss bits", name);
     check(rc, rel_err(grad, gref), tol(bf16), name, "dscale (softmax - onehot)");
-    check(rc, rel_err(soft, sref), tol(bf16), name, "dscale softmax off the targets");
-    if (ld > V)
-        is_int(pad_changed, 0, "%s: columns V..ld-1 untouched", name);
+    check(rc, rel_err(soft, softref), tol(bf16), name, "dscale softmax off the targets");
+    if (pad > 0)
+        is_int(pad_changed, 0, "%s: columns past each block's width untouched", name);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -744,6 +1066,16 @@ int main(int argc, char **argv)
         test_layernorm(bf16, 3, 6144, 0);    // 48 KiB of column sums: the shared-memory backward
         test_layernorm(bf16, 3, 6200, 0);    // more: the global-atomic backward
         test_layernorm(bf16, 2, 6150, 0);    // the same, scalar
+        test_layernorm(bf16, 16, 768, 0, 30.0);
+        test_layernorm(bf16, 5, 1000, 1, 30.0);
+
+        test_layernorm_split(bf16, 5, {300}, 0);  // one block: the whole row
+        test_layernorm_split(bf16, 5, {256, 64}, 0);
+        test_layernorm_split(bf16, 7, {512, 200, 56}, 0);
+        test_layernorm_split(bf16, 7, {100, 37, 163}, 0); // blocks that are not whole packs: scalar
+        test_layernorm_split(bf16, 6, {64, 64, 64}, 1);   // misaligned: scalar
+        test_layernorm_split(bf16, 300, {96, 96}, 0);     // rows over many blocks of threads
+        test_layernorm_split(bf16, 100, {96, 96, 96}, 0, 10.0);
 
         test_maps(bf16, 1, 0);
         test_maps(bf16, 5, 0);
@@ -764,22 +1096,54 @@ int main(int argc, char **argv)
         test_bias_grad(bf16, 64, 48, 48, 1);      // misaligned
         test_bias_grad(bf16, 140000, 5, 5, 0);    // more rows than 1024 row shares cover: grid-stride
 
-        test_embedding(bf16, 1, 1, 1, 1, 0, 0);
-        test_embedding(bf16, 3, 17, 37, 11, 0, 0);
-        test_embedding(bf16, 2, 64, 64, 50, 0, 0);
-        test_embedding(bf16, 4, 200, 300, 7, 0, 0);    // ~115 occurrences a token; several passes over C
-        test_embedding(bf16, 2, 300, 48, 5000, 0, 1);  // nearly all distinct; tokens misaligned
-        test_embedding(bf16, 1, 700, 16, 3, 1, 0);     // misaligned rows
+        test_embedding(bf16, 1, 1, 1, 1, 0, 1, 0, 0);
+        test_embedding(bf16, 3, 17, 37, 11, 0, 11, 0, 0);
+        test_embedding(bf16, 2, 64, 64, 50, 0, 50, 0, 0);
+        test_embedding(bf16, 4, 200, 300, 7, 0, 7, 0, 0);    // ~115 occurrences a token; several passes over C
+        test_embedding(bf16, 2, 300, 48, 5000, 0, 5000, 0, 1); // nearly all distinct; tokens misaligned
+        test_embedding(bf16, 1, 700, 16, 3, 0, 3, 1, 0);     // misaligned rows
+        test_embedding(bf16, 3, 17, 37, 11, 3, 5, 0, 0);     // a block: tokens outside it
+        test_embedding(bf16, 4, 200, 300, 20, 6, 7, 0, 0);   // many occurrences, a third of them in the block
+        test_embedding(bf16, 2, 300, 48, 5000, 2500, 1000, 0, 1);
+        test_embedding(bf16, 1, 700, 16, 9, 3, 3, 1, 0);     // misaligned, a block
+        test_embedding(bf16, 2, 64, 64, 50, 10, 20, 0, 0, 1); // wte alone
+        test_embedding(bf16, 2, 64, 64, 50, 0, 50, 0, 0, 2);  // wpe alone
+        test_embedding(bf16, 3, 31, 13, 50, 40, 10, 1, 0, 1); // wte alone (the last block), scalar
+        test_embedding(bf16, 3, 31, 13, 50, 0, 50, 1, 0, 2);  // wpe alone, scalar
 
-        test_cross_entropy(bf16, 1, 1, 1, 0, 0, false);
-        test_cross_entropy(bf16, 1, 777, 784, 0, 0, false);
-        test_cross_entropy(bf16, 3, 50, 53, 0, 0, false);    // odd ld: scalar
-        test_cross_entropy(bf16, 4, 37, 40, 0, 0, false);    // packs, then a tail below V
-        test_cross_entropy(bf16, 5, 1000, 1008, 0, 0, false);
-        test_cross_entropy(bf16, 2, 50257, 50304, 0, 0, false);
-        test_cross_entropy(bf16, 3, 64, 64, 1, 0, false);    // misaligned: scalar
-        test_cross_entropy(bf16, 3, 3000, 3000, 0, 90, false);
-        test_cross_entropy(bf16, 4, 100, 104, 0, 0, true);
+        test_cross_entropy(bf16, 1, {1}, 0, 0, 0, false);
+        test_cross_entropy(bf16, 1, {777}, 7, 0, 0, false);
+        test_cross_entropy(bf16, 3, {50}, 3, 0, 0, false);   // odd ld: scalar
+        test_cross_entropy(bf16, 4, {37}, 3, 0, 0, false);   // packs, then a tail below V
+        test_cross_entropy(bf16, 5, {1000}, 8, 0, 0, false);
+        test_cross_entropy(bf16, 2, {50257}, 47, 0, 0, false); // GPT-2: V 50257, ld 50304
+        test_cross_entropy(bf16, 2, {25000, 25257}, 47, 0, 0, false); // ld 25047 (scalar) and 25304
+        test_cross_entropy(bf16, 2, {16384, 17000, 16873}, 47, 0, 0, false);
+        test_cross_entropy(bf16, 3, {64}, 0, 1, 0, false);   // misaligned: scalar
+        test_cross_entropy(bf16, 3, {48, 52}, 4, 1, 0, false);
+        test_cross_entropy(bf16, 3, {37, 41, 22}, 1, 0, 0, false); // odd ld
+        test_cross_entropy(bf16, 3, {3000}, 0, 0, 90, false);
+        test_cross_entropy(bf16, 3, {1000, 1200, 800}, 0, 0, 90, false);
+        test_cross_entropy(bf16, 4, {100}, 4, 0, 0, true);
+        test_cross_entropy(bf16, 4, {40, 60}, 4, 0, 0, true);
+        test_cross_entropy(bf16, 5, {30, 30, 40}, 0, 0, 0, true);
+    }
+
+    for (int sbf = 0; sbf < 2; sbf++)
+        for (int dbf = 0; dbf < 2; dbf++) {
+            test_axpby(sbf, dbf, 3, 40, 40, 40, 0.5f, 0, 0);    // contiguous: vectorized
+            test_axpby(sbf, dbf, 3, 40, 40, 40, 0.0f, 0, 0);
+            test_axpby(sbf, dbf, 5, 37, 41, 45, 0.5f, 0, 0);    // odd sizes: scalar
+            test_axpby(sbf, dbf, 4, 64, 72, 80, -2.0f, 0, 0);   // strided, vectorized
+            test_axpby(sbf, dbf, 4, 64, 72, 80, 0.5f, 1, 0);    // src misaligned: scalar
+            test_axpby(sbf, dbf, 4, 64, 72, 80, 0.0f, 0, 1);    // dst misaligned: scalar
+            test_axpby(sbf, dbf, 4, 64, 66, 64, 0.5f, 0, 0);    // src rows misaligned by lds: scalar
+            test_axpby(sbf, dbf, 4, 64, 64, 66, 0.5f, 0, 0);    // dst rows misaligned by ldd: scalar
+            test_axpby(sbf, dbf, 1100, 4000, 4008, 4016, 1.0f, 0, 0); // more packs than threads: grid-stride
+        }
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        test_axpby(bf16, bf16, 3, 40, 48, 48, 0.75f, 0, 0, true);
+        test_axpby(bf16, bf16, 3, 37, 37, 37, 0.0f, 1, 1, true);
     }
 
     for (int w = WORK_NONE; w <= WORK_BF16; w++) {

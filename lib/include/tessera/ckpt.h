@@ -15,18 +15,29 @@
  *
  * The file (see doc/checkpoint.md):
  *
- *     /         attributes format="tessera-ckpt", version, step, created, and what callers add
+ *     /         attributes format="tessera-ckpt", version, step, created, metadata_checksum,
+ *               and what callers add
  *     /config   attributes that must match on restart (tsr_ckpt_expect_*)
  *     /layout   attributes describing the writer's layout (information only)
  *     /params/<name>, /optim/<name>/m, ...   fp32 datasets in global shape
  *     /rng, /data ...                        small int64 datasets
  *
- * Each dataset carries a "checksum" attribute: the sum modulo 2^64 over its elements of a
- * 64-bit mix of (global row-major index, value bits), which is the same whatever layout
- * computed it. Commit is atomic: the file is written as <dir>/step_<N>.h5.tmp, closed,
- * fsync'ed and renamed to step_<N>.h5; then <dir>/latest (one line: the file name) is
- * replaced by rename. A failure on any rank removes the temporary file and leaves earlier
- * checkpoints and latest untouched.
+ * Each dataset carries a "checksum" attribute: for fp32, the sum modulo 2^64 over its
+ * elements of a 64-bit mix of (global row-major index, value bits), which is the same
+ * whatever layout computed it (tsr_ckpt_checksum()); for int64, the same with a mix of the
+ * 64-bit values (tsr_ckpt_checksum_i64()). The root attribute metadata_checksum (format
+ * version 2 on) covers every attribute of every group, so that no value a resume reads (a
+ * step, a loss scale, a configuration) can change unnoticed. fp32 datasets hold finite
+ * values only, and /optim/<name>/v (a second moment) none below 0.
+ *
+ * Commit is atomic: the file is written as <dir>/step_<N>.h5.<job>.tmp (a name of its own
+ * for each writer, so two jobs never write one file), closed, fsync'ed and renamed to
+ * step_<N>.h5; then <dir>/latest (one line: the file name) is replaced by rename. A failure
+ * on any rank, a full disk included, removes the temporary file and leaves earlier
+ * checkpoints and latest untouched; every rank returns the same one-line error.
+ *
+ * Tessera turns off HDF5's automatic printing of its error stack (H5Eset_auto2) when this
+ * module is first used: HDF5's failures come back as one line through tsr_last_error().
  *
  * All functions taking a writer or reader are collective over its communicator and must be
  * called by every rank in the same order with the same names and shapes.
@@ -49,7 +60,7 @@ extern "C" {
 /** Value of the root attribute "format". */
 #define TSR_CKPT_FORMAT "tessera-ckpt"
 /** Value of the root attribute "version" written by this library. */
-#define TSR_CKPT_VERSION 1
+#define TSR_CKPT_VERSION 2
 
 /** The part of a global tensor (1D or 2D, row-major) that one rank writes or reads. */
 typedef struct tsr_ckpt_piece {
@@ -73,25 +84,34 @@ typedef struct tsr_ckpt_reader *tsr_ckpt_reader_t;
 
 /**
  * Start writing checkpoint @p step into directory @p dir (created if missing) as
- * dir/step_<step>.h5.tmp. Writes the root attributes format, version, step and created.
+ * dir/step_<step>.h5.<job>.tmp. Writes the root attributes format, version, step and created.
+ *
+ * Rank 0 sets aside 1 MiB and 4 KiB per dataset beside the file (a .reserve) until it is
+ * closed, and reserves each dataset's bytes before they are written: a full disk fails the
+ * write at an agreed point with the errno text and the path ("No space left on device"),
+ * and the file can still be closed and removed. TSR_ERR_IO if @p dir is not a writable
+ * directory.
  *
  * For tests, TSR_CKPT_FAULT="RANK:DATASET" makes rank RANK fail just before it writes
- * DATASET (e.g. "1:/params/wte"), as a failing disk would.
+ * DATASET (e.g. "1:/params/wte"), as a failing disk would; a malformed value is an error.
  */
 TSR_API tsr_status_t tsr_ckpt_writer_create(tsr_comm_t comm, const char *dir, int64_t step,
                                             tsr_ckpt_writer_t *out);
 
 /**
  * Write one fp32 dataset of global shape @p dims (@p ndim 1 or 2). @p data holds this
- * rank's piece->count values. Fails if the ranks' pieces do not cover the dataset exactly.
+ * rank's piece->count values. Fails if the ranks' pieces do not cover the dataset exactly,
+ * or if a value is not finite (or, in a dataset /optim/<name>/v, negative).
  */
 TSR_API tsr_status_t tsr_ckpt_write_f32(tsr_ckpt_writer_t w, const char *name, int ndim, const int64_t dims[],
                                         const tsr_ckpt_piece_t *piece, const float *data);
 
-/** Write a small int64 dataset of @p n values; rank 0's values are the ones written. */
+/** Write a small int64 dataset of @p n values; rank 0's values are the ones written, with
+ * their checksum. */
 TSR_API tsr_status_t tsr_ckpt_write_i64(tsr_ckpt_writer_t w, const char *name, int64_t n, const int64_t *values);
 
-/** Set an integer attribute on group @p group ("/", "/config", "/layout"; created if needed). */
+/** Set an integer attribute on group @p group ("/", "/config", "/layout"; created if needed;
+ * written "/a/b", without a trailing '/'). Every rank passes the same value. */
 TSR_API tsr_status_t tsr_ckpt_set_i64(tsr_ckpt_writer_t w, const char *group, const char *name, int64_t value);
 
 /** Set a floating-point attribute on @p group. */
@@ -120,14 +140,17 @@ TSR_API void tsr_ckpt_writer_fail(tsr_ckpt_writer_t w, tsr_status_t status);
 TSR_API void tsr_ckpt_abort(tsr_ckpt_writer_t *w);
 
 /**
- * The path of the checkpoint dir/latest names, written into @p path (@p len bytes).
- * TSR_ERR_IO if the directory has no latest.
+ * The path of the checkpoint dir/latest names, written into @p path (@p len bytes; the name
+ * is at most NAME_MAX bytes, so strlen(dir) + NAME_MAX + 2 always suffice).
+ * TSR_ERR_IO if the directory has no latest, TSR_ERR_FORMAT if latest does not hold one
+ * file name, TSR_ERR_INVALID_ARG if the path does not fit in @p len.
  */
 TSR_API tsr_status_t tsr_ckpt_latest(const char *dir, char *path, size_t len);
 
 /**
- * Open a checkpoint file. Checks that it is an HDF5 file with format "tessera-ckpt" and a
- * version this library reads, with one-line errors naming what is wrong otherwise.
+ * Open a checkpoint file. Checks that it is a regular file (not a FIFO, which would block,
+ * nor a directory), an HDF5 file with format "tessera-ckpt" and a version this library
+ * reads, with one-line errors naming what is wrong otherwise.
  */
 TSR_API tsr_status_t tsr_ckpt_reader_open(tsr_comm_t comm, const char *path, tsr_ckpt_reader_t *out);
 
@@ -135,23 +158,55 @@ TSR_API tsr_status_t tsr_ckpt_reader_open(tsr_comm_t comm, const char *path, tsr
 TSR_API void tsr_ckpt_reader_close(tsr_ckpt_reader_t *r);
 
 /**
- * Recompute the checksum of every fp32 dataset, each rank reading a slice, and compare it
- * with the stored one. TSR_ERR_CORRUPT names the first dataset that differs.
+ * Verify the whole file: tsr_ckpt_verify_metadata(), tsr_ckpt_verify_dataset() for every
+ * dataset, then tsr_ckpt_verify_state(). The first failure is returned, naming what is
+ * wrong: TSR_ERR_CORRUPT for a checksum or a value, TSR_ERR_FORMAT for the structure.
  */
 TSR_API tsr_status_t tsr_ckpt_verify(tsr_ckpt_reader_t r);
 
-/** tsr_ckpt_verify() for one fp32 dataset. */
+/**
+ * Recompute one dataset's checksum (fp32: each rank reads a slice; int64: whole) and compare
+ * it with the stored one; an fp32 dataset must also hold finite values only, and a second
+ * moment /optim/<name>/v none below 0. Other element types are TSR_ERR_FORMAT.
+ */
 TSR_API tsr_status_t tsr_ckpt_verify_dataset(tsr_ckpt_reader_t r, const char *name);
+
+/**
+ * Recompute the checksum over every attribute of every group and compare it with the root
+ * attribute metadata_checksum: TSR_ERR_CORRUPT if an attribute was changed, added or
+ * removed; TSR_ERR_FORMAT for a file of format version 1, which has none.
+ */
+TSR_API tsr_status_t tsr_ckpt_verify_metadata(tsr_ckpt_reader_t r);
+
+/**
+ * The metadata checksum as stored and as computed from the attributes (tools that edit a
+ * checkpoint on purpose re-seal it with this value). TSR_ERR_FORMAT if none is stored.
+ */
+TSR_API tsr_status_t tsr_ckpt_metadata_checksum(tsr_ckpt_reader_t r, uint64_t *stored, uint64_t *computed);
+
+/**
+ * Check the optimizer state that tsr_ckpt_save_zero() writes, where the file has one (an
+ * /optim attribute step): /config optimizer is "adamw" or "sgd"; every /params/<name> has
+ * the moments its optimizer keeps (AdamW: /optim/<name>/m and v; SGD: m for all or none),
+ * of its shape; no moment without its parameter; /optim step and good_steps are not
+ * negative and loss_scale is finite and positive. Where the file has /data/step (the
+ * loader's position), it is one value, equal to the root attribute step.
+ */
+TSR_API tsr_status_t tsr_ckpt_verify_state(tsr_ckpt_reader_t r);
 
 /** What tsr_ckpt_list() reports of one dataset. */
 typedef struct tsr_ckpt_dataset_info {
     char name[256];      /**< full path, e.g. "/params/wte" */
     int ndim;            /**< 1 or 2 */
     int64_t dims[2];     /**< global shape (dims[1] is 0 for 1D) */
-    int is_float;        /**< 1 for fp32 tensors, 0 for int64 data */
+    int is_float;        /**< 1 for fp32 tensors, 0 otherwise (int64 data) */
+    char type[16];       /**< the element type: "float32", "int64", or what else the file has */
     int has_checksum;    /**< whether a checksum attribute is stored */
     uint64_t checksum;   /**< the stored checksum */
 } tsr_ckpt_dataset_info_t;
+
+/** A dataset's shape as text, "1024" (1-D) or "85 x 1024" (2-D), into @p buf. @return buf. */
+TSR_API char *tsr_ckpt_format_shape(int ndim, const int64_t dims[2], char *buf, size_t len);
 
 /** Every dataset of the file, in name order, in a malloc'ed array (*out, *n; free() it). */
 TSR_API tsr_status_t tsr_ckpt_list(tsr_ckpt_reader_t r, tsr_ckpt_dataset_info_t **out, size_t *n);
@@ -169,16 +224,17 @@ TSR_API tsr_status_t tsr_ckpt_attrs(tsr_ckpt_reader_t r, const char *group, tsr_
 TSR_API tsr_status_t tsr_ckpt_read_f32(tsr_ckpt_reader_t r, const char *name, int ndim, const int64_t dims[],
                                        const tsr_ckpt_piece_t *piece, float *data);
 
-/** Read a small int64 dataset of exactly @p n values on every rank. */
+/** Read a small int64 dataset of exactly @p n values on every rank, checking its checksum. */
 TSR_API tsr_status_t tsr_ckpt_read_i64(tsr_ckpt_reader_t r, const char *name, int64_t n, int64_t *values);
 
-/** Read an integer attribute. TSR_ERR_FORMAT if it is missing. */
+/** Read an integer attribute. TSR_ERR_FORMAT if it is missing or not one integer. */
 TSR_API tsr_status_t tsr_ckpt_get_i64(tsr_ckpt_reader_t r, const char *group, const char *name, int64_t *value);
 
-/** Read a floating-point attribute. */
+/** Read a floating-point attribute. TSR_ERR_FORMAT if it is missing or not one float. */
 TSR_API tsr_status_t tsr_ckpt_get_f64(tsr_ckpt_reader_t r, const char *group, const char *name, double *value);
 
-/** Read a string attribute into @p buf (@p len bytes, truncated and NUL-terminated). */
+/** Read a string attribute into @p buf (@p len bytes, truncated and NUL-terminated): fixed-
+ * length with any padding (h5py writes NULLPAD) or variable-length. */
 TSR_API tsr_status_t tsr_ckpt_get_str(tsr_ckpt_reader_t r, const char *group, const char *name, char *buf,
                                       size_t len);
 
@@ -195,6 +251,29 @@ TSR_API tsr_status_t tsr_ckpt_expect_str(tsr_ckpt_reader_t r, const char *group,
 
 /** The checksum of @p n values forming elements [first, first + n) of a tensor, row-major. */
 TSR_API uint64_t tsr_ckpt_checksum(uint64_t first, size_t n, const float *values);
+
+/** The checksum of elements [first, first + n) of an int64 dataset. */
+TSR_API uint64_t tsr_ckpt_checksum_i64(uint64_t first, size_t n, const int64_t *values);
+
+/* ---- One job per checkpoint directory (lib/ckpt/lock.c) ---- */
+
+/** An opaque lock on a checkpoint directory. */
+typedef struct tsr_ckpt_lock *tsr_ckpt_lock_t;
+
+/**
+ * Prepare @p dir for this job's checkpoints and lock it: rank 0 creates it if missing,
+ * checks that it is a directory, takes a write lock on dir/lock (writing "pid P on HOST since
+ * TIME" into it), creates, writes and removes a probe file, and removes the temporary files
+ * of jobs that died. The lock lasts until tsr_ckpt_unlock() or the end of the process (a
+ * killed job leaves no stale lock). Collective; every rank gets rank 0's verdict:
+ * TSR_ERR_IO "checkpoint directory D is in use by another job (pid 1234 on node7 since ...
+ * holds D/lock; ...)", or naming what cannot be created, written or removed. Call it before
+ * training, so a bad --ckpt-dir fails before the first step.
+ */
+TSR_API tsr_status_t tsr_ckpt_lock(tsr_comm_t comm, const char *dir, tsr_ckpt_lock_t *out);
+
+/** Release the lock; NULLs *lock and accepts NULL. Local. */
+TSR_API void tsr_ckpt_unlock(tsr_ckpt_lock_t *lock);
 
 /* ---- Saving and restoring a ZeRO optimizer (lib/ckpt/state.c) ---- */
 
@@ -225,8 +304,14 @@ TSR_API tsr_status_t tsr_ckpt_save_zero(tsr_ckpt_writer_t w, tsr_grid_t grid, ts
  * optimizer kind (/config optimizer), a tensor missing from the checkpoint or of another
  * shape, or a checkpoint tensor the model lacks; @p opt is then untouched. The ranks'
  * ownership ranges are checksummed as they are read: TSR_ERR_CORRUPT names a dataset that
- * differs from its stored checksum, and then (as after a read error) @p opt holds a partial
- * state and must be loaded again or discarded.
+ * differs from its stored checksum or holds a value that is not finite (or a negative second
+ * moment), and then (as after a read error) @p opt holds a partial state and must be loaded
+ * again or discarded.
+ *
+ * Every value read is covered by a checksum: the attributes by tsr_ckpt_verify_metadata(),
+ * checked first. The scalars must be consistent with @p cfg: step and good_steps not
+ * negative; without dynamic loss scaling, loss_scale 1 and good_steps 0; with it, a finite,
+ * positive loss_scale and good_steps below the window.
  */
 TSR_API tsr_status_t tsr_ckpt_load_zero(tsr_ckpt_reader_t r, tsr_grid_t grid, tsr_zero_t opt,
                                         const tsr_zero_config_t *cfg);

@@ -28,12 +28,15 @@ extern "C" {
 #define TSR_DATA_MAGIC 20240520
 /** Header words before the tokens. */
 #define TSR_DATA_HEADER_WORDS 256
+/** The most tokens a shard holds: its header counts them in an int32. */
+#define TSR_DATA_MAX_TOKENS 2147483647
 
 /** An opaque token dataset (one shard, memory-mapped). */
 typedef struct tsr_dataset *tsr_dataset_t;
 
 /**
- * Open a shard and check it: header, size, and every token below @p vocab_size.
+ * Open a shard and check it: a regular file (a FIFO or a directory is refused at once),
+ * header, size, and every token below @p vocab_size.
  * Errors say what is wrong, e.g. "data.bin: magic number 12345, expected 20240520 (an
  * llm.c token shard)" or "data.bin: token 300 at position 17 is not below the vocabulary
  * size 256".
@@ -49,7 +52,8 @@ TSR_API int64_t tsr_dataset_tokens(tsr_dataset_t ds);
 /** The tokens themselves (read-only, tsr_dataset_tokens() of them). */
 TSR_API const uint16_t *tsr_dataset_data(tsr_dataset_t ds);
 
-/** Write @p n tokens as a shard file (atomically: a temporary file, then rename). */
+/** Write @p n tokens (at most #TSR_DATA_MAX_TOKENS) as a shard file (atomically: a temporary
+ * file, then rename). */
 TSR_API tsr_status_t tsr_dataset_write(const char *path, const uint16_t *tokens, int64_t n);
 
 /**

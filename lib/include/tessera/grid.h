@@ -40,7 +40,8 @@ typedef struct tsr_layout {
 
 /**
  * Parse "dp=D,pp=P,tp=RxC" (keys in any order, each optional and defaulting to 1;
- * "tp=N" means 1xN, the 1D layout).
+ * "tp=N" means 1xN, the 1D layout), by the list rules of tessera/options.h. Each size is at
+ * most 2^20 and their product at most INT_MAX.
  * @return #TSR_OK, or TSR_ERR_INVALID_ARG with a message naming the bad part.
  */
 TSR_API tsr_status_t tsr_layout_parse(const char *text, tsr_layout_t *out);
@@ -48,7 +49,10 @@ TSR_API tsr_status_t tsr_layout_parse(const char *text, tsr_layout_t *out);
 /** Write "dp=D,pp=P,tp=RxC" into @p buf (at most @p len bytes, NUL-terminated). @return buf. */
 TSR_API char *tsr_layout_format(const tsr_layout_t *layout, char *buf, size_t len);
 
-/** Number of ranks the layout needs: dp * pp * tp_rows * tp_cols. */
+/**
+ * Number of ranks the layout needs: dp * pp * tp_rows * tp_cols, or -1 if a size is below 1
+ * or the product exceeds INT_MAX (tsr_layout_parse() refuses such layouts).
+ */
 TSR_API int tsr_layout_ranks(const tsr_layout_t *layout);
 
 /** An opaque process grid. */

@@ -92,12 +92,59 @@ TSR_API tsr_status_t tsr_kernel_layernorm_forward(tsr_device_t dev, tsr_dtype_t 
 
 /**
  * Backward of tsr_kernel_layernorm_forward(): dx += dL/dx (dt), dgamma += and dbeta += (fp32,
- * cols each) from dy (dt) and the saved mean and rstd.
+ * cols each) from dy (dt) and the saved mean and rstd. dx may be NULL (parameter gradients
+ * only; gamma, which only dx needs, may then be NULL too), or dgamma and dbeta both NULL
+ * (dx only): the input- and weight-gradient halves of a split backward.
  */
 TSR_API tsr_status_t tsr_kernel_layernorm_backward(tsr_device_t dev, tsr_dtype_t dt, int rows, int cols,
                                                    const void *dy, const void *x, const void *gamma,
                                                    const float *mean, const float *rstd, void *dx, float *dgamma,
                                                    float *dbeta);
+
+/**
+ * @name Layernorm over rows split into column blocks
+ * When a row's @p width values are spread over several ranks, each holding @p cols of them,
+ * the statistics are summed over the ranks (an all-reduce of the stats arrays) between two
+ * kernels. Forward: stats[3r..3r+2] = (S, Q, S m) over this block of row r, with S = sum of
+ * x, m = S / cols and Q = sum of (x - m)^2; summed over the blocks these give the row's mean
+ * S/width and variance (Q + S m)/width - mean^2 (Chan's combination of block variances).
+ * S m is formed from S as stored, and the error of its rounding to float is carried in Q's
+ * place, so that Q + S m keeps the precision of Q. Summed in fp32 over several blocks, S
+ * and S m leave the variance a relative error of about 2^-23 mean^2/variance a block (rows
+ * whose mean is far from zero against their spread lose digits, as a one-pass variance does).
+ * Backward: stats[2r], stats[2r+1] = sums over the block of g and g xhat (g = dy gamma).
+ * With one block (cols == width) the results equal the one-kernel forward and backward up
+ * to rounding.
+ * @{
+ */
+/** stats (rows x 3, fp32) of the block x (rows x cols of dt, contiguous). */
+TSR_API tsr_status_t tsr_kernel_layernorm_stats(tsr_device_t dev, tsr_dtype_t dt, int rows, int cols, const void *x,
+                                                float *stats);
+
+/**
+ * y = (x - mean) rstd gamma + beta on the block, from stats summed over every block of the
+ * rows (@p width values a row in all); writes mean[r] and rstd[r] = 1/sqrt(var + eps).
+ * gamma and beta: this block's cols values.
+ */
+TSR_API tsr_status_t tsr_kernel_layernorm_apply(tsr_device_t dev, tsr_dtype_t dt, int rows, int cols, int width,
+                                                const void *x, const void *gamma, const void *beta, float eps,
+                                                const float *stats, void *y, float *mean, float *rstd);
+
+/** Backward stats (rows x 2, fp32) of the block, from dy, x, gamma and the saved mean and rstd. */
+TSR_API tsr_status_t tsr_kernel_layernorm_backward_stats(tsr_device_t dev, tsr_dtype_t dt, int rows, int cols,
+                                                         const void *dy, const void *x, const void *gamma,
+                                                         const float *mean, const float *rstd, float *stats);
+
+/**
+ * dx += rstd (g - sum(g)/width - xhat sum(g xhat)/width) on the block, from backward stats
+ * summed over every block of the rows. The parameter gradients come from
+ * tsr_kernel_layernorm_backward() with dx NULL (they need no row sums).
+ */
+TSR_API tsr_status_t tsr_kernel_layernorm_backward_apply(tsr_device_t dev, tsr_dtype_t dt, int rows, int cols,
+                                                         int width, const void *dy, const void *x,
+                                                         const void *gamma, const float *mean, const float *rstd,
+                                                         const float *stats, void *dx);
+/** @} */
 
 /** y = gelu(x), n elements; y may be x. */
 TSR_API tsr_status_t tsr_kernel_gelu_forward(tsr_device_t dev, tsr_dtype_t dt, size_t n, const void *x, void *y);
@@ -110,46 +157,77 @@ TSR_API tsr_status_t tsr_kernel_gelu_backward(tsr_device_t dev, tsr_dtype_t dt, 
 TSR_API tsr_status_t tsr_kernel_add(tsr_device_t dev, tsr_dtype_t dt, size_t n, const void *a, const void *b,
                                     void *y);
 
+/**
+ * dst = alpha src + beta dst over a rows×cols block (leading dimensions lds and ldd >= cols),
+ * src converted from @p src_type to @p dst_type (each F32 or BF16; BF16 on CUDA only). With
+ * beta 0 dst is not read. Copies strided panels, sums partial products into a result of
+ * another type, adds residuals. The blocks must not overlap unless src == dst with lds == ldd.
+ */
+TSR_API tsr_status_t tsr_kernel_axpby_2d(tsr_device_t dev, int rows, int cols, float alpha, tsr_dtype_t src_type,
+                                         const void *src, int lds, float beta, tsr_dtype_t dst_type, void *dst,
+                                         int ldd);
+
 /** db += the sum over @p rows rows of dy (rows×cols of @p dt, leading dimension ld); db: cols fp32. */
 TSR_API tsr_status_t tsr_kernel_bias_grad(tsr_device_t dev, tsr_dtype_t dt, int rows, int cols, const void *dy,
                                           int ld, float *db);
 
 /**
- * out[s T + t] = wte[tokens[s T + t]] + wpe[t] for @p seqs sequences of @p T tokens;
- * wte: vocab×C, wpe: T×C, out: (seqs T)×C, all of @p dt. tokens: int32 device memory, each
- * already checked to be below the vocabulary size.
+ * out[s T + t] = wte[tokens[s T + t] - v0] + wpe[t] for @p seqs sequences of @p T tokens, with
+ * wte holding the @p nv vocabulary rows [v0, v0 + nv) (a vocabulary-parallel block): a token
+ * outside the block contributes zeros. wte (nv×C) or wpe (T×C) may be NULL (no term), not
+ * both; out: (seqs T)×C; all of @p dt. tokens: int32 device memory, each already checked to
+ * be in the vocabulary.
  */
 TSR_API tsr_status_t tsr_kernel_embedding_forward(tsr_device_t dev, tsr_dtype_t dt, const int32_t *tokens,
-                                                  int seqs, int T, int C, const void *wte, const void *wpe,
-                                                  void *out);
+                                                  int seqs, int T, int C, int v0, int nv, const void *wte,
+                                                  const void *wpe, void *out);
 
 /**
- * dwte[tokens[i]] += dout[i] and dwpe[i mod T] += dout[i] (fp32 accumulators, dout of dt).
+ * dwte[tokens[i] - v0] += dout[i] for the tokens of the block [v0, v0 + nv), and
+ * dwpe[i mod T] += dout[i] (fp32 accumulators, either may be NULL, not both; dout of dt).
  * Deterministic: the same inputs give the same bits.
  */
 TSR_API tsr_status_t tsr_kernel_embedding_backward(tsr_device_t dev, tsr_dtype_t dt, const int32_t *tokens,
-                                                   int seqs, int T, int C, const void *dout, float *dwte,
-                                                   float *dwpe);
+                                                   int seqs, int T, int C, int v0, int nv, const void *dout,
+                                                   float *dwte, float *dwpe);
 
 /**
- * Softmax cross-entropy and its backward in one pass over @p rows rows of @p V logits
- * (leading dimension ld >= V): losses[r] = logsumexp(row) - row[targets[r]] (fp32), and the
- * row is overwritten by dscale * (softmax(row) - onehot(targets[r])), the gradient of
- * dscale * sum(losses). Columns V..ld-1 are not touched. targets: int32 device memory,
- * each in [0, V): the CPU refuses others (TSR_ERR_INVALID_ARG); a GPU cannot look without
- * waiting, and gives that row a NaN loss and the gradient dscale * softmax(row). Check
- * token ids on the host (tsr_gpt_train_step() does).
+ * @name Softmax cross-entropy fused with its backward, over a vocabulary split into blocks
+ * The logits of row r are spread over @p parts blocks of the vocabulary (one a rank; one
+ * block in all when the vocabulary is whole). Each block's stats are computed, gathered from
+ * every block (an all-gather in block order), and finished on each block:
+ * losses[r] = logsumexp(row) - row[targets[r]] and the block is overwritten by
+ * dscale * (softmax(row) - onehot(targets[r])), the gradient of dscale * sum(losses).
+ * The block holds vocabulary ids [v0, v0 + V) of rows×V logits with leading dimension
+ * ld >= V (columns V..ld-1 are not touched). targets: int32 device memory, in the whole
+ * vocabulary; a target in no block leaves its row's loss without the target term, so check
+ * token ids on the host first (tsr_gpt_train_step() does); the CPU refuses negative ones.
+ * @{
  */
-TSR_API tsr_status_t tsr_kernel_cross_entropy(tsr_device_t dev, tsr_dtype_t dt, int rows, int V, void *logits,
-                                              int ld, const int32_t *targets, float *losses, float dscale);
+/**
+ * stats[3r..3r+2] (fp32) = (max of the block's row, sum of exp(l - max), the target's logit
+ * if targets[r] is in the block, else 0).
+ */
+TSR_API tsr_status_t tsr_kernel_cross_entropy_stats(tsr_device_t dev, tsr_dtype_t dt, int rows, int V, int v0,
+                                                    const void *logits, int ld, const int32_t *targets,
+                                                    float *stats);
+
+/**
+ * Combine @p parts blocks' stats (block p's at stats + 3 p rows) into losses[r] (fp32) and
+ * overwrite this block's logits with the gradient (see above).
+ */
+TSR_API tsr_status_t tsr_kernel_cross_entropy_finish(tsr_device_t dev, tsr_dtype_t dt, int rows, int V, int v0,
+                                                     void *logits, int ld, const int32_t *targets, int parts,
+                                                     const float *stats, float *losses, float dscale);
+/** @} */
 
 /**
  * Causal multi-head attention, scale 1/sqrt(hd), without storing the T×T matrix:
  * o = softmax(q kᵀ / sqrt(hd) + causal mask) v for every sequence and head. q, k, v: rows
  * of (seqs T) tokens with leading dimension ld_in, head h in columns [h hd, (h+1) hd);
  * o likewise with ld_o. lse[(s heads + h) T + t] (fp32) receives the log-sum-exp of each
- * row of scaled scores, for the backward. hd must be a multiple of 8, at most 128
- * (on CUDA one of 16, 32, 64, 128).
+ * row of scaled scores, for the backward. hd is any size on the CPU, one of 16, 32, 64 and
+ * 128 on CUDA.
  */
 TSR_API tsr_status_t tsr_kernel_attention_forward(tsr_device_t dev, tsr_dtype_t dt, int seqs, int T, int heads,
                                                   int hd, const void *q, const void *k, const void *v, int ld_in,

@@ -16,26 +16,41 @@
  * the embeddings live on the first virtual stage, the final layernorm and the tied output
  * on the last, and the tied weight's gradient is summed between the two before the step.
  *
- * Parameters live in the ZeRO optimizer that the model creates. The model computes on copies
- * of its blocks, read from the optimizer's parameter views (at the start of a step in ZeRO
- * stages 0-2; around each layer's forward and backward, gathered, in stage 3), and hands its
- * gradients to the gradient views (after the step's micro-batches in stages 0-1; per layer
- * and micro-batch in stages 2-3). A ZeRO layer is the unit of gathering and bucketing:
- * layer 0 is wpe, 1 + l transformer block l, L + 1 the final layernorm, L + 2 the tied
- * embedding wte (held by the first and the last stage, its gradient summed between them
- * before the optimizer sees it).
+ * One engine. The model is written once, in the tp operations of tessera/tp.h, which compute
+ * with the device kernels of tessera/kernels.h on the model's device (the CPU in fp32; a GPU
+ * in fp32 or, with the optimizer's precision TSR_PRECISION_BF16, bf16 activations and compute
+ * copies of the parameters with fp32 gradients and fp32 master weights) and communicate on
+ * device buffers. Every layout dp × pp × tp, 1D or 2D, runs on every device; tp 1×1 is the
+ * case without communication.
+ *
+ * Parameters live in the ZeRO optimizer that the model creates, and the model computes on
+ * its memory: in fp32 the matrices it multiplies are the optimizer's parameter views (in
+ * ZeRO stage 3, the gathered layer, between gather and release), and its gradients
+ * accumulate in the optimizer's gradient views (all step in stages 0-1; per layer and
+ * micro-batch, between tsr_zero_grad_begin() and _ready, in stages 2-3). In bf16 the model
+ * keeps bf16 compute copies of the parameters, refreshed from the fp32 master each step. A
+ * ZeRO layer is the unit of gathering and bucketing: layer 0 is wpe, 1 + l transformer block
+ * l, L + 1 the final layernorm, L + 2 the tied embedding wte (held by the first and the last
+ * stage; its gradient accumulates in a buffer of its own, is summed between them and handed
+ * over at the end of the step).
+ *
+ * The backward of every linear layer is split into its input gradient (the pipeline's B
+ * action) and its weight gradient (W): with the zero-bubble schedule (#TSR_PIPE_ZB_H1) the
+ * weight-gradient GEMMs run in the W actions that fill the pipeline's bubbles; with the
+ * other schedules W follows B at once, block by block. The head computes the loss and the
+ * classifier's gradients in its forward (softmax cross-entropy fused with the classifier's
+ * backward), so the logits never wait for the backward.
+ *
+ * Activation recomputation (::tsr_gpt_recompute_t) replays a block's forward inside its
+ * backward: what a micro-batch keeps per block is then its input alone (BLOCK), or
+ * everything but the attention sublayer's internals (ATTENTION). The replay computes the
+ * same values as the forward, so the losses do not change.
  *
  * Initial weights are a function of (seed, tensor, global element index), so every layout
  * starts from the same model: normal with std 0.02, the two residual projections of each
  * block with 0.02/sqrt(2L), layernorm gains 1, biases 0.
  *
  * The loss of a step is the mean cross-entropy over every token of the global batch.
- *
- * Computation. The model computes either with the tp operations (any tp grid, on the CPU)
- * or with the device kernels of tessera/kernels.h (tp grid 1×1; the CPU in fp32, or a GPU in
- * fp32 or, with the optimizer's precision TSR_PRECISION_BF16, bf16 activations and compute
- * copies of the parameters with fp32 gradients and fp32 master weights). Both start from the
- * same weights and give the same losses up to rounding; ::tsr_gpt_compute_t chooses.
  */
 #ifndef TESSERA_MODEL_H
 #define TESSERA_MODEL_H
@@ -100,18 +115,43 @@ TSR_API tsr_status_t tsr_gpt_config_save(tsr_ckpt_writer_t w, const tsr_gpt_conf
  */
 TSR_API tsr_status_t tsr_gpt_config_expect(tsr_ckpt_reader_t r, const tsr_gpt_config_t *cfg);
 
-/** How the model computes. */
-typedef enum tsr_gpt_compute {
-    TSR_GPT_COMPUTE_AUTO = 0, /**< KERNELS on a GPU, TP on the CPU */
-    TSR_GPT_COMPUTE_TP,       /**< the tp operations (tessera/tp.h): any tp grid, CPU only */
-    TSR_GPT_COMPUTE_KERNELS   /**< the device kernels (tessera/kernels.h): tp grid 1×1, CPU or GPU */
-} tsr_gpt_compute_t;
+/** Number of parameter tensors of a model of @p cfg (tsr_gpt_tensor_info() lists them). */
+TSR_API int tsr_gpt_tensor_count(const tsr_gpt_config_t *cfg);
 
-/** "auto", "tp" or "kernels" into *out; TSR_ERR_INVALID_ARG naming the choices otherwise. */
-TSR_API tsr_status_t tsr_gpt_compute_parse(const char *name, tsr_gpt_compute_t *out);
+/**
+ * Name ("wte", "h0.attn.q.w", ...) and global shape (a vector is 1 x n) of the model's
+ * tensor @p i, 0 <= i < tsr_gpt_tensor_count(), in the order tsr_gpt_create() registers them.
+ */
+TSR_API tsr_status_t tsr_gpt_tensor_info(const tsr_gpt_config_t *cfg, int i, char *name, size_t len,
+                                         int64_t *rows, int64_t *cols);
 
-/** "auto", "tp", "kernels" or "unknown". */
-TSR_API const char *tsr_gpt_compute_name(tsr_gpt_compute_t compute);
+/**
+ * Read a checkpoint's /config model attributes into @p cfg and check them: each in range, a
+ * valid model (tsr_gpt_config_check()), and the text attribute model agreeing with them.
+ * TSR_ERR_FORMAT naming what is wrong.
+ */
+TSR_API tsr_status_t tsr_gpt_config_load(tsr_ckpt_reader_t r, tsr_gpt_config_t *cfg);
+
+/**
+ * Whether a checkpoint is complete for the model of its own /config (tsr_gpt_config_load()):
+ * every tensor of the model as an fp32 dataset /params/<name> of its global shape, and no
+ * other /params dataset. The moments are tsr_ckpt_verify_state()'s part. Writes the model
+ * into @p cfg (may be NULL). TSR_ERR_FORMAT naming the first dataset missing or amiss.
+ */
+TSR_API tsr_status_t tsr_gpt_ckpt_verify(tsr_ckpt_reader_t r, tsr_gpt_config_t *cfg);
+
+/** What a block's backward recomputes instead of keeping it from the forward. */
+typedef enum tsr_gpt_recompute {
+    TSR_GPT_RECOMPUTE_NONE = 0,  /**< keep every activation the backward reads */
+    TSR_GPT_RECOMPUTE_ATTENTION, /**< replay the attention sublayer (ln_1, Q, K, V, attention output) */
+    TSR_GPT_RECOMPUTE_BLOCK      /**< keep each block's input only; replay the whole block */
+} tsr_gpt_recompute_t;
+
+/** "none", "attention" or "block" into *out; TSR_ERR_INVALID_ARG naming the choices otherwise. */
+TSR_API tsr_status_t tsr_gpt_recompute_parse(const char *name, tsr_gpt_recompute_t *out);
+
+/** "none", "attention", "block" or "unknown". */
+TSR_API const char *tsr_gpt_recompute_name(tsr_gpt_recompute_t recompute);
 
 /** Training-time options. Start from #TSR_GPT_OPTIONS_INIT. */
 typedef struct tsr_gpt_options {
@@ -122,18 +162,19 @@ typedef struct tsr_gpt_options {
     tsr_pipe_kind_t schedule;  /**< pipeline schedule */
     int chunks;                /**< model chunks per stage (#TSR_PIPE_INTERLEAVED; 1 otherwise) */
     int poll_us;               /**< see ::tsr_pipe_exec_config_t (helps oversubscribed nodes) */
-    tsr_gpt_compute_t compute; /**< how to compute (default: AUTO) */
+    tsr_gpt_recompute_t recompute; /**< activation recomputation (default: NONE) */
 } tsr_gpt_options_t;
 
-/** Seed 1234, batch 8, 1 micro-batch, 1F1B, 1 chunk, pipeline waits inside MPI, AUTO compute. */
-#define TSR_GPT_OPTIONS_INIT {sizeof(tsr_gpt_options_t), 1234u, 8, 1, TSR_PIPE_1F1B, 1, 0, TSR_GPT_COMPUTE_AUTO}
+/** Seed 1234, batch 8, 1 micro-batch, 1F1B, 1 chunk, pipeline waits inside MPI, no recomputation. */
+#define TSR_GPT_OPTIONS_INIT {sizeof(tsr_gpt_options_t), 1234u, 8, 1, TSR_PIPE_1F1B, 1, 0, TSR_GPT_RECOMPUTE_NONE}
 
 /** An opaque model instance (this rank's part). */
 typedef struct tsr_gpt *tsr_gpt_t;
 
 /**
  * Build this rank's part of the model on @p grid, create its ZeRO optimizer from @p zcfg
- * (its micro_batches is set by the model), register and initialize the parameters.
+ * (its micro_batches is set by the model), register and initialize the parameters. bf16
+ * (zcfg->precision) needs a GPU; fp16 is not offered.
  * On a CUDA @p dev the grid's communicators are put on it with tsr_grid_set_device(grid,
  * dev, TSR_COMM_BACKEND_NCCL) unless all of them already are (call tsr_grid_set_device()
  * first to choose MPI). Collective over the grid.
@@ -156,9 +197,6 @@ TSR_API tsr_zero_t tsr_gpt_optimizer(tsr_gpt_t gpt);
  * the same tokens to tsr_gpt_train_step().
  */
 TSR_API void tsr_gpt_batch_slice(tsr_gpt_t gpt, int *first, int *count);
-
-/** How @p gpt computes: TP or KERNELS, AUTO resolved by tsr_gpt_create(). */
-TSR_API tsr_gpt_compute_t tsr_gpt_compute_used(tsr_gpt_t gpt);
 
 /** Record the pipeline's executed actions into @p trace (NULL: stop recording). */
 TSR_API void tsr_gpt_set_trace(tsr_gpt_t gpt, tsr_pipe_trace_t trace);

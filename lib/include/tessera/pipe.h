@@ -69,6 +69,12 @@ TSR_API const char *tsr_pipe_kind_name(tsr_pipe_kind_t kind);
 /** Parse a kind name as tsr_pipe_kind_name() writes it. TSR_ERR_INVALID_ARG names the accepted ones. */
 TSR_API tsr_status_t tsr_pipe_kind_parse(const char *name, tsr_pipe_kind_t *out);
 
+/**
+ * Parse a schedule as the drivers take it: "gpipe", "1f1b", "zb-h1" (chunks 1) or
+ * "interleaved:V" (V chunks per stage, 1..64). TSR_ERR_INVALID_ARG names the accepted forms.
+ */
+TSR_API tsr_status_t tsr_pipe_spec_parse(const char *text, tsr_pipe_kind_t *kind, int *chunks);
+
 /** "F", "B", "W", "send_act", "recv_act", "send_grad", "recv_grad". */
 TSR_API const char *tsr_pipe_op_name(tsr_pipe_op_t op);
 

@@ -1,27 +1,36 @@
 /**
  * @file tessera/tp.h
  * @brief Tensor parallelism: distributed matrices, SUMMA products and transformer layer
- * operations, forward and backward, in the 2D (r×c grid) and the 1D (Megatron, 1×N) modes.
+ * operations, forward and backward, in the 2D (r×c grid) and the 1D (Megatron, 1×N) modes,
+ * on any device.
  *
  * A ::tsr_tp_t binds a grid's tensor-parallel group to a device. A ::tsr_dmat_t is an m×n
- * fp32 matrix of which each rank holds one block. Each dimension of a matrix is either
- * whole on every rank (#TSR_SPLIT_NONE) or split into balanced contiguous blocks over the
- * grid's rows or its columns. Block p of P of an extent E with unit u holds
- * floor(G/P) + (p < G mod P) units of u elements, G = E/u: units keep whole sequences
- * (rows of T tokens) or whole attention heads on one rank.
+ * matrix of fp32 or bf16 of which each rank holds one block in that device's memory,
+ * either its own (tsr_dmat_create()) or memory it is lent (tsr_dmat_wrap(): a model computes
+ * on its optimizer's parameter and gradient buffers that way, without copies). Each
+ * dimension of a matrix is either whole on every rank (#TSR_SPLIT_NONE) or split into
+ * balanced contiguous blocks over the grid's rows or its columns. Block p of P of an extent
+ * E with unit u holds floor(G/P) + (p < G mod P) units of u elements, G = E/u: units keep
+ * whole sequences (rows of T tokens) or whole attention heads on one rank.
  *
  * The 2D layout of an activation X (tokens × hidden) and a weight W (in × out) is
  * (rows over grid rows, columns over grid columns); the 1D layout keeps activations whole
  * and splits weights by columns (column-parallel) or rows (row-parallel) over grid columns.
- * The linear operation picks the algorithm from the layout of its weight.
+ * A product picks its algorithm from the layouts of its operands (tsr_tp_matmul()); a grid
+ * of 1×1 is the case without communication.
  *
- * Local blocks are row-major in memory from tsr_device_alloc(). SUMMA's GEMMs run through
- * the device; the elementwise kernels of the layer operations run on the host, so this
- * version of the module requires a CPU device. Communication goes through tessera/comm.h
- * and is counted there: see doc/tp.md for the bytes each operation sends.
+ * Every operation computes its local part with the device kernels of tessera/kernels.h on
+ * the context's device, in the matrices' element type, and communicates through
+ * tessera/comm.h on the same device buffers (NCCL where the grid's communicators use it,
+ * MPI otherwise), counted there: see doc/tp.md for the bytes each operation sends. Work is
+ * queued on the device's stream as the kernels are; nothing waits for the device except
+ * where a communication backend must (MPI staging through the host).
  *
- * Gradients of weights and biases are accumulated (+=) into caller-provided matrices, so
- * micro-batches can accumulate; gradients of activations are overwritten.
+ * Element types: the operands of one operation share one type, F32 or BF16 (BF16 on CUDA
+ * only), except the parameter gradients that the backward accumulates (dW, db, dgamma,
+ * dbeta, dwte, dwpe), which are always F32, and the statistics (mean, rstd, lse, losses),
+ * fp32 device arrays. Gradients of weights and biases are accumulated (+=) so micro-batches
+ * can accumulate; the input-gradient operations document their own rule.
  */
 #ifndef TESSERA_TP_H
 #define TESSERA_TP_H
@@ -29,6 +38,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <tessera/device.h>
+#include <tessera/dtype.h>
 #include <tessera/grid.h>
 
 #ifdef __cplusplus
@@ -41,9 +51,6 @@ typedef struct tsr_tp *tsr_tp_t;
 /** An opaque distributed matrix. */
 typedef struct tsr_dmat *tsr_dmat_t;
 
-/** State an operation's forward keeps for its backward (opaque). */
-typedef struct tsr_tp_saved *tsr_tp_saved_t;
-
 /** How one dimension of a distributed matrix is split. */
 typedef enum tsr_split {
     TSR_SPLIT_NONE = 0,  /**< whole on every rank */
@@ -51,7 +58,7 @@ typedef enum tsr_split {
     TSR_SPLIT_GRID_COLS  /**< blocks over the tp grid's columns (block j on grid column j) */
 } tsr_split_t;
 
-/** Shape and layout of a distributed matrix. Start from #TSR_DMAT_DESC_INIT. */
+/** Shape, layout and element type of a distributed matrix. Start from #TSR_DMAT_DESC_INIT. */
 typedef struct tsr_dmat_desc {
     size_t struct_size;           /**< sizeof(tsr_dmat_desc_t), set by #TSR_DMAT_DESC_INIT */
     int rows;                     /**< global rows m >= 0 */
@@ -61,28 +68,32 @@ typedef struct tsr_dmat_desc {
     int row_unit;                 /**< rows are split in units of this many (divides rows) */
     int col_unit;                 /**< columns are split in units of this many (divides cols) */
     tsr_mem_category_t category;  /**< allocator category of the local block */
+    tsr_dtype_t dtype;            /**< element type: TSR_DTYPE_F32 or TSR_DTYPE_BF16 (CUDA) */
 } tsr_dmat_desc_t;
 
-/** A 0×0 matrix in the 2D layout (rows over grid rows, columns over grid columns), units 1. */
+/** A 0×0 fp32 matrix in the 2D layout (rows over grid rows, columns over grid columns), units 1. */
 #define TSR_DMAT_DESC_INIT                                                                          \
-    {sizeof(tsr_dmat_desc_t), 0, 0, TSR_SPLIT_GRID_ROWS, TSR_SPLIT_GRID_COLS, 1, 1, TSR_MEM_ACTIVATIONS}
+    {sizeof(tsr_dmat_desc_t), 0, 0, TSR_SPLIT_GRID_ROWS, TSR_SPLIT_GRID_COLS, 1, 1, TSR_MEM_ACTIVATIONS,      \
+     TSR_DTYPE_F32}
 
 /** This rank's block of a distributed matrix. */
 typedef struct tsr_dmat_view {
-    float *data; /**< the block, row-major, in device memory (NULL when empty) */
-    int rows;    /**< rows of the block */
-    int cols;    /**< columns of the block */
-    int ld;      /**< elements between consecutive rows */
-    int row0;    /**< global index of the block's first row */
-    int col0;    /**< global index of the block's first column */
+    void *data;        /**< the block, row-major, in device memory (NULL when empty) */
+    int rows;          /**< rows of the block */
+    int cols;          /**< columns of the block */
+    int ld;            /**< elements between consecutive rows (>= cols) */
+    int row0;          /**< global index of the block's first row */
+    int col0;          /**< global index of the block's first column */
+    tsr_dtype_t dtype; /**< element type */
 } tsr_dmat_view_t;
 
 /** Default SUMMA panel width (columns of A, rows of B per broadcast step). */
-#define TSR_TP_DEFAULT_PANEL 64
+#define TSR_TP_DEFAULT_PANEL 256
 
 /**
- * Bind the tp group of @p grid to @p dev. Collective over the tp group.
- * @return TSR_ERR_NOT_SUPPORTED for a non-CPU device (the layer kernels run on the host).
+ * Bind the tp group of @p grid to @p dev, a CPU or CUDA device. On a CUDA device the grid's
+ * communicators must already be on it (tsr_grid_set_device()). Not collective.
+ * @return TSR_ERR_INVALID_ARG for a CUDA device the grid's communicators are not on.
  */
 TSR_API tsr_status_t tsr_tp_create(tsr_grid_t grid, tsr_device_t dev, tsr_tp_t *out);
 
@@ -111,18 +122,35 @@ TSR_API uint64_t tsr_tp_bytes_sent(tsr_tp_t tp);
 TSR_API void tsr_tp_reset_counters(tsr_tp_t tp);
 
 /**
- * Allocate this rank's block of a distributed matrix, zero-filled. Not collective.
- * @return TSR_ERR_INVALID_ARG for negative sizes or a unit that does not divide its extent.
+ * The block this rank holds of a matrix described by @p desc, before any memory exists:
+ * rows, columns, global offsets and type (data NULL, ld = columns).
+ * @return TSR_ERR_INVALID_ARG for a description tsr_dmat_create() would refuse.
+ */
+TSR_API tsr_status_t tsr_tp_block(tsr_tp_t tp, const tsr_dmat_desc_t *desc, tsr_dmat_view_t *out);
+
+/**
+ * Allocate this rank's block of a distributed matrix on the tp's device, zero-filled,
+ * rows contiguous (ld = columns). Not collective.
+ * @return TSR_ERR_INVALID_ARG for negative sizes, a unit that does not divide its extent or
+ * an element type the device does not compute in.
  */
 TSR_API tsr_status_t tsr_dmat_create(tsr_tp_t tp, const tsr_dmat_desc_t *desc, tsr_dmat_t *out);
 
-/** A new zero-filled matrix with the shape and layout of @p like (category as given). */
+/**
+ * A matrix whose block is the memory at @p data (device memory of the tp's device, rows
+ * @p ld elements apart; ld 0 means the block's columns), which stays the caller's: the
+ * matrix never frees it, and it must outlive the matrix. @p data may be NULL only for an
+ * empty block. Not collective.
+ */
+TSR_API tsr_status_t tsr_dmat_wrap(tsr_tp_t tp, const tsr_dmat_desc_t *desc, void *data, int ld, tsr_dmat_t *out);
+
+/** A new zero-filled matrix with the shape, layout and type of @p like (category as given). */
 TSR_API tsr_status_t tsr_dmat_create_like(tsr_dmat_t like, tsr_mem_category_t category, tsr_dmat_t *out);
 
-/** Free a matrix; sets *d to NULL and accepts NULL. */
+/** Free a matrix (and its block unless wrapped); sets *d to NULL and accepts NULL. */
 TSR_API void tsr_dmat_destroy(tsr_dmat_t *d);
 
-/** The matrix's description (global shape, layout, units, category). */
+/** The matrix's description (global shape, layout, units, category, type). */
 TSR_API void tsr_dmat_desc(tsr_dmat_t d, tsr_dmat_desc_t *out);
 
 /** This rank's block. */
@@ -132,14 +160,16 @@ TSR_API void tsr_dmat_local(tsr_dmat_t d, tsr_dmat_view_t *out);
 TSR_API tsr_status_t tsr_dmat_zero(tsr_dmat_t d);
 
 /**
- * Fill every rank's block from the m×n row-major @p global held by tp rank @p root
- * (ignored elsewhere, may be NULL). Collective over the tp group; uses send/recv.
+ * Fill every rank's block of an fp32 matrix from the m×n row-major host matrix @p global
+ * held by tp rank @p root (ignored elsewhere, may be NULL). Collective over the tp group;
+ * uses send/recv.
  */
 TSR_API tsr_status_t tsr_dmat_scatter(tsr_dmat_t d, int root, const float *global);
 
 /**
- * Assemble the global m×n row-major matrix in @p global on tp rank @p root (ignored
- * elsewhere). Of replicated blocks, the copy of the lowest tp rank is taken. Collective.
+ * Assemble the global m×n row-major host matrix of an fp32 matrix in @p global on tp rank
+ * @p root (ignored elsewhere). Of replicated blocks, the copy of the lowest tp rank is
+ * taken. Collective.
  */
 TSR_API tsr_status_t tsr_dmat_gather(tsr_dmat_t d, int root, float *global);
 
@@ -154,77 +184,106 @@ TSR_API tsr_status_t tsr_dmat_gather(tsr_dmat_t d, int root, float *global);
  * the panel width that never straddle a block boundary of either matrix it belongs to.
  * A·B broadcasts the A panel along the grid row and the B panel down the grid column,
  * double-buffered: the next panels are in flight during this panel's GEMM. A·Bᵀ (Aᵀ·B)
- * broadcasts a panel of B (A), also double-buffered, and sends each partial product to the
- * rank that owns that panel of C, which adds them up.
+ * broadcasts a panel of B (A), also double-buffered, and sends each partial product (fp32)
+ * to the rank that owns that panel of C, which adds them up. C may be fp32 with bf16 A and B.
  * @return TSR_ERR_INVALID_ARG for shapes or splits that do not conform, naming the shapes.
  */
 TSR_API tsr_status_t tsr_tp_summa(tsr_tp_t tp, tsr_trans_t trans_a, tsr_trans_t trans_b, float alpha,
                                   tsr_dmat_t a, tsr_dmat_t b, float beta, tsr_dmat_t c);
 
 /**
- * Backward of @p n linear layers that share their input X (e.g. the Q, K and V projections):
- * dX = sum over i of dY_i W_iᵀ (overwritten; dx may be NULL), dW_i += Xᵀ dY_i,
- * db_i += column sums of dY_i (db or any db[i] may be NULL). Every W_i must be laid out
- * alike; in the column-parallel layout the partial dX are summed before the one all-reduce.
+ * C = alpha op(A) op(B) + beta C on any layouts that conform, by the cheapest algorithm
+ * they allow: a local GEMM where no index needs communication (1×1 grids; the 1D
+ * column-parallel products); a local GEMM and one all-reduce of C where only the inner
+ * index is split, alike in A and B, and C is whole across it (the 1D row-parallel
+ * products); tsr_tp_summa() where all three are in the 2D layout. C may be fp32 with bf16
+ * A and B. @return TSR_ERR_INVALID_ARG naming the shapes when none applies.
  */
-TSR_API tsr_status_t tsr_tp_linear_backward_shared(tsr_tp_t tp, int n, tsr_dmat_t x, tsr_dmat_t *w,
-                                                   tsr_dmat_t *dy, tsr_dmat_t dx, tsr_dmat_t *dw,
-                                                   tsr_dmat_t *db);
+TSR_API tsr_status_t tsr_tp_matmul(tsr_tp_t tp, tsr_trans_t trans_a, tsr_trans_t trans_b, float alpha,
+                                   tsr_dmat_t a, tsr_dmat_t b, float beta, tsr_dmat_t c);
 
 /**
  * Bytes this rank sends in tsr_tp_summa() with these operands, by the counting model of
- * tessera/comm.h (doc/tp.md derives it). With C's block m_i×n_j and A's k_i×k_j (of the
- * inner index): A·B sends 4(m_i·k·[c>1] + k·n_j·[r>1]); A·Bᵀ sends 4(n·k_j·[r>1] +
- * m_i·(n - n_j)); Aᵀ·B sends 4(k_i·m·[c>1] + n_j·(m - m_i)). The panel width does not matter.
+ * tessera/comm.h (doc/tp.md derives it). With C's block m_i×n_j, A's k_i×k_j (of the inner
+ * index), e the element size of A and B and 4 that of the fp32 partials: A·B sends
+ * e(m_i·k·[c>1] + k·n_j·[r>1]); A·Bᵀ sends e·n·k_j·[r>1] + 4·m_i·(n - n_j); Aᵀ·B sends
+ * e·k_i·m·[c>1] + 4·n_j·(m - m_i). The panel width does not matter.
  */
 TSR_API uint64_t tsr_tp_summa_bytes(tsr_tp_t tp, tsr_trans_t trans_a, tsr_trans_t trans_b, tsr_dmat_t a,
                                     tsr_dmat_t b, tsr_dmat_t c);
 
 /**
- * Bytes this rank sends in tsr_tp_linear_forward() (backward = 0) or
- * tsr_tp_linear_backward() (backward = 1, with dX and, if with_bias, db) for these operands.
+ * Bytes this rank sends in tsr_tp_linear_forward() (backward = 0), or in
+ * tsr_tp_linear_backward_input() and tsr_tp_linear_backward_weight() together (backward = 1,
+ * with db if with_bias), for these operands.
  */
 TSR_API uint64_t tsr_tp_linear_bytes(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t w, tsr_dmat_t y, int with_bias,
                                      int backward);
 
 /**
- * Y = X W + b (b may be NULL: none). The algorithm follows W's layout:
+ * Y = X W + b + R (b and R may be NULL: no such term; R may be Y itself: Y += X W + b).
+ * The algorithm follows the layouts (tsr_tp_matmul()):
  *   - W 2D (rows over grid rows, columns over grid columns): SUMMA; X and Y 2D.
  *   - W column-parallel (rows whole, columns over grid columns): X whole in its columns,
  *     Y split like W's columns; no communication.
  *   - W row-parallel (rows over grid columns, columns whole): X split in its columns like W's
  *     rows, Y whole; one all-reduce along the grid row.
- * b is 1×n', its columns split like Y's, whole over grid rows.
+ * b is 1×n', its columns split like Y's, whole over grid rows; R is laid out like Y.
  */
-TSR_API tsr_status_t tsr_tp_linear_forward(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t w, tsr_dmat_t b,
+TSR_API tsr_status_t tsr_tp_linear_forward(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t w, tsr_dmat_t b, tsr_dmat_t r,
                                            tsr_dmat_t y);
 
-/**
- * Backward of tsr_tp_linear_forward(): dX = dY Wᵀ (overwritten; dx may be NULL to skip),
- * dW += Xᵀ dY, db += column sums of dY (db may be NULL). The column-parallel case
- * all-reduces dX along the grid row; the 2D case all-reduces db along the grid column.
- */
-TSR_API tsr_status_t tsr_tp_linear_backward(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t w, tsr_dmat_t dy,
-                                            tsr_dmat_t dx, tsr_dmat_t dw, tsr_dmat_t db);
+/** H = X W + b, Y = gelu(H) (the MLP's first layer; fused into the GEMM where it is local). */
+TSR_API tsr_status_t tsr_tp_linear_gelu_forward(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t w, tsr_dmat_t b, tsr_dmat_t h,
+                                                tsr_dmat_t y);
 
 /**
- * Layer normalization over each row: y = (x - mean) / sqrt(var + eps) * gamma + beta, the
- * statistics reduced along the communicator that splits X's columns. gamma and beta are
- * 1×n with columns split like X's. *saved receives the per-row statistics for the backward
- * (free with tsr_tp_saved_destroy()).
+ * The input gradient of @p n linear layers that share their input X (the Q, K and V
+ * projections; n = 1 for one layer): dX = sum over i of dY_i W_iᵀ, overwritten. Every W_i
+ * must be laid out alike; in the column-parallel layout the partial dX are summed before
+ * the one all-reduce along the grid row.
+ */
+TSR_API tsr_status_t tsr_tp_linear_backward_input(tsr_tp_t tp, int n, tsr_dmat_t *w, tsr_dmat_t *dy, tsr_dmat_t dx);
+
+/**
+ * dH = (dY Wᵀ) gelu'(H), overwritten: the gradient at the pre-activation H of a
+ * tsr_tp_linear_gelu_forward() whose output feeds the linear layer W (the MLP's second
+ * layer), from that layer's output gradient dY.
+ */
+TSR_API tsr_status_t tsr_tp_linear_gelu_backward_input(tsr_tp_t tp, tsr_dmat_t w, tsr_dmat_t dy, tsr_dmat_t h,
+                                                       tsr_dmat_t dh);
+
+/**
+ * The weight gradient of a linear layer: dW += Xᵀ dY and db += the column sums of dY (db may
+ * be NULL), both fp32, summed over the ranks that split the token rows. The other half of
+ * the backward, so a pipeline can run it later (zero-bubble schedules).
+ */
+TSR_API tsr_status_t tsr_tp_linear_backward_weight(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t dy, tsr_dmat_t dw,
+                                                   tsr_dmat_t db);
+
+/**
+ * Layer normalization over each row: y = (x - mean) / sqrt(var + eps) * gamma + beta. Where
+ * X's columns are split, each rank computes partial statistics of its columns and one
+ * all-reduce along the grid row combines them (tsr_kernel_layernorm_stats()). gamma and
+ * beta are 1×n with columns split like X's. mean and rstd (fp32 device arrays of X's local
+ * rows) receive the statistics the backward needs.
  */
 TSR_API tsr_status_t tsr_tp_layernorm_forward(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t gamma, tsr_dmat_t beta,
-                                              float eps, tsr_dmat_t y, tsr_tp_saved_t *saved);
+                                              float eps, tsr_dmat_t y, float *mean, float *rstd);
 
-/** Backward of layernorm: dx overwritten, dgamma and dbeta accumulated. */
-TSR_API tsr_status_t tsr_tp_layernorm_backward(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t gamma,
-                                               tsr_tp_saved_t saved, tsr_dmat_t dy, tsr_dmat_t dx,
-                                               tsr_dmat_t dgamma, tsr_dmat_t dbeta);
+/** dx += the input gradient of layernorm for dy (one all-reduce along the row where X's columns are split). */
+TSR_API tsr_status_t tsr_tp_layernorm_backward_input(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t gamma, const float *mean,
+                                                     const float *rstd, tsr_dmat_t dy, tsr_dmat_t dx);
+
+/** dgamma += and dbeta += (fp32), summed down the grid column where X's rows are split. */
+TSR_API tsr_status_t tsr_tp_layernorm_backward_weight(tsr_tp_t tp, tsr_dmat_t x, const float *mean,
+                                                      const float *rstd, tsr_dmat_t dy, tsr_dmat_t dgamma,
+                                                      tsr_dmat_t dbeta);
 
 /** y = gelu(x), tanh form; elementwise, any layout (y laid out like x). */
 TSR_API tsr_status_t tsr_tp_gelu_forward(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t y);
 
-/** dx = gelu'(x) dy, overwritten. */
+/** dx = gelu'(x) dy, overwritten (dx may be dy). */
 TSR_API tsr_status_t tsr_tp_gelu_backward(tsr_tp_t tp, tsr_dmat_t x, tsr_dmat_t dy, tsr_dmat_t dx);
 
 /** y = a + b elementwise (the residual add; its backward hands dy to both inputs). y may alias a or b. */
@@ -232,48 +291,52 @@ TSR_API tsr_status_t tsr_tp_add(tsr_tp_t tp, tsr_dmat_t a, tsr_dmat_t b, tsr_dma
 
 /**
  * Causal multi-head self-attention, O = softmax(Q Kᵀ / sqrt(d) + causal mask) V per sequence
- * and head. Q, K, V and O are (B·T) × (heads·d), rows in units of T (whole sequences),
- * columns in units of d (whole heads), all laid out alike: each rank computes its own
- * sequences and heads with no communication. *saved keeps the attention probabilities.
+ * and head, by the flash kernels (no T×T matrix). Q, K, V and O are (B·T) × (heads·d), rows
+ * in units of T (whole sequences), columns in units of d (whole heads), all laid out alike
+ * (Q, K and V with one leading dimension, as three column ranges of one buffer): each rank
+ * computes its own sequences and heads with no communication. lse (fp32 device memory, one
+ * value per local row per local head) keeps the log-sum-exp rows for the backward.
  */
 TSR_API tsr_status_t tsr_tp_attention_forward(tsr_tp_t tp, tsr_dmat_t q, tsr_dmat_t k, tsr_dmat_t v, int seq_len,
-                                              int head_dim, tsr_dmat_t o, tsr_tp_saved_t *saved);
+                                              int head_dim, tsr_dmat_t o, float *lse);
 
-/** Backward of attention: dq, dk, dv overwritten. */
-TSR_API tsr_status_t tsr_tp_attention_backward(tsr_tp_t tp, tsr_dmat_t q, tsr_dmat_t k, tsr_dmat_t v,
-                                               tsr_tp_saved_t saved, tsr_dmat_t d_o, tsr_dmat_t dq,
-                                               tsr_dmat_t dk, tsr_dmat_t dv);
+/** Backward of attention: dq, dk, dv overwritten (laid out like q, with one leading dimension). */
+TSR_API tsr_status_t tsr_tp_attention_backward(tsr_tp_t tp, tsr_dmat_t q, tsr_dmat_t k, tsr_dmat_t v, tsr_dmat_t o,
+                                               const float *lse, int seq_len, int head_dim, tsr_dmat_t d_o,
+                                               tsr_dmat_t dq, tsr_dmat_t dk, tsr_dmat_t dv);
 
 /**
  * Token and position embedding: X[t] = wte[tokens[t]] + wpe[t mod T]. @p tokens holds all
- * B·T token ids (host memory, the same on every rank of the tp group). wte is V×H with its
- * columns split like X's; its rows either over grid rows (2D: X's rows over grid rows too;
- * partial rows are summed by a reduce-scatter along the grid column) or over grid columns
- * (1D vocabulary-parallel: X whole; partial rows summed by an all-reduce along the grid
- * row). wpe is T×H, rows whole, columns split like X's.
+ * B·T token ids of X's global rows (int32 device memory, the same on every rank of the tp
+ * group; the caller checks that each is in the vocabulary: an id past it looks up zeros). wte is V×H with its columns split like X's;
+ * its rows (the vocabulary) either over grid rows (2D: X's rows over grid rows too; each
+ * rank looks up every token in its vocabulary block and a reduce-scatter down the grid
+ * column sums the blocks) or over grid columns (1D vocabulary-parallel: X whole; an
+ * all-reduce along the grid row), or whole. wpe is T×H, rows whole, columns split like X's.
  */
 TSR_API tsr_status_t tsr_tp_embedding_forward(tsr_tp_t tp, const int32_t *tokens, int seq_len, tsr_dmat_t wte,
                                               tsr_dmat_t wpe, tsr_dmat_t x);
 
-/** Backward of the embedding: dwte += and dwpe += (either may be NULL). */
-TSR_API tsr_status_t tsr_tp_embedding_backward(tsr_tp_t tp, const int32_t *tokens, int seq_len,
-                                               tsr_dmat_t dx, tsr_dmat_t dwte, tsr_dmat_t dwpe);
+/**
+ * Backward of the embedding: dwte += and dwpe += (fp32; either may be NULL). In the 2D
+ * layout dX is all-gathered down the grid column, and every rank adds every token's row to
+ * its vocabulary block and every position to wpe's columns.
+ */
+TSR_API tsr_status_t tsr_tp_embedding_backward(tsr_tp_t tp, const int32_t *tokens, int seq_len, tsr_dmat_t dx,
+                                               tsr_dmat_t dwte, tsr_dmat_t dwpe);
 
 /**
- * Mean softmax cross-entropy over the rows of @p logits (tokens × vocabulary, vocabulary
- * split over columns or whole), against @p targets (all token ids, host memory, the same on
- * every rank). Numerically stable: the row maximum and the sums of exponentials are reduced
- * along the communicator that splits the vocabulary. *loss is the same on every rank.
+ * Softmax cross-entropy fused with its backward over @p logits (tokens × vocabulary,
+ * vocabulary split over columns or whole): losses[i] (fp32 device memory, one per local row)
+ * = the cross-entropy of local row i against its target, and the logits are overwritten by
+ * dscale × the gradient of the sum of the losses, ready for the classifier's backward.
+ * @p targets holds the ids of all global rows (int32 device memory, the same on every rank;
+ * the caller checks that each is in the vocabulary). Each rank computes its block's row maxima, sums of
+ * exponentials and target logits; one all-gather of these along the communicator that splits
+ * the vocabulary combines them.
  */
-TSR_API tsr_status_t tsr_tp_cross_entropy_forward(tsr_tp_t tp, tsr_dmat_t logits, const int32_t *targets,
-                                                  float *loss, tsr_tp_saved_t *saved);
-
-/** dlogits = dloss × d(mean loss)/d(logits), overwritten. */
-TSR_API tsr_status_t tsr_tp_cross_entropy_backward(tsr_tp_t tp, tsr_dmat_t logits, const int32_t *targets,
-                                                   tsr_tp_saved_t saved, float dloss, tsr_dmat_t dlogits);
-
-/** Free saved state; sets *saved to NULL and accepts NULL. */
-TSR_API void tsr_tp_saved_destroy(tsr_tp_saved_t *saved);
+TSR_API tsr_status_t tsr_tp_cross_entropy(tsr_tp_t tp, tsr_dmat_t logits, const int32_t *targets, float dscale,
+                                          float *losses);
 
 /**
  * @name Serial references
