@@ -35,7 +35,7 @@ tsr_tests += tests/test_kernels_optim
 
 check_PROGRAMS += $(tsr_tests)
 TESTS += $(tsr_tests)
-EXTRA_DIST += tests/tap.h tests/tap-mpi.sh tests/tap-sh.sh tests/test_device_copy2d.h
+EXTRA_DIST += tests/tap.h tests/gpt_runs.h tests/tap-mpi.sh tests/tap-sh.sh tests/test_device_copy2d.h
 # test_core_memory tells AddressSanitizer to let an allocation of SIZE_MAX/2 fail (its
 # __asan_default_options), which the sanitizer sees only if the program exports it.
 tests_test_core_memory_LDFLAGS = $(AM_LDFLAGS) -Wl,--export-dynamic
