@@ -42,7 +42,7 @@ __device__ inline float block_reduce(float v, bool is_max, float *red)
 
 // Shared memory: T scores, then hd query values, then a reduction slot per warp.
 template <typename E>
-__global__ void attention_cached_kernel(int n, int pos, int T, int heads, int hd, const E *q, int ld_q, const E *kc,
+__global__ void attention_cached_kernel(int n, int pos, int T, int hd, const E *q, int ld_q, const E *kc,
                                         const E *vc, int ld_c, E *o, int ld_o)
 {
     TSR_DYNAMIC_SMEM(float, smem);
@@ -88,7 +88,7 @@ cudaError_t launch(int seqs, int n, int pos, int T, int heads, int hd, const voi
 {
     size_t smem = tsr__cuda_attention_cached_smem(T, hd);
     TSR_LAUNCH(attention_cached_kernel<E>, dim3((unsigned)n, (unsigned)heads, (unsigned)seqs), THREADS, smem, stream,
-               n, pos, T, heads, hd, (const E *)q, ld_q, (const E *)kc, (const E *)vc, ld_c, (E *)o, ld_o);
+               n, pos, T, hd, (const E *)q, ld_q, (const E *)kc, (const E *)vc, ld_c, (E *)o, ld_o);
     return cudaGetLastError();
 }
 
