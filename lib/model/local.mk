@@ -7,6 +7,13 @@ bin_PROGRAMS += apps/tsr-train
 apps_tsr_train_LDADD = libtessera.la -lm
 apps_tsr_train_LDFLAGS =
 
+# tsr-generate (issue 19): text from a checkpoint, with KV caches, on any layout.
+bin_PROGRAMS += apps/tsr-generate
+apps_tsr_generate_LDADD = libtessera.la -lm
+apps_tsr_generate_LDFLAGS =
+TESTS += tests/test_generate_cli.sh
+EXTRA_DIST += tests/test_generate_cli.sh
+
 model_tests = tests/test_model_config tests/test_model_layout tests/test_model_device tests/test_model_infer
 check_PROGRAMS += $(model_tests)
 TESTS += $(model_tests)
