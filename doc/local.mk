@@ -1,5 +1,5 @@
 # doc/local.mk: man pages and the example drivers.
-dist_man_MANS += doc/tessera.3 doc/tsr-ckpt.1 doc/tsr-bench.1 doc/tsr-tokenize.1
+dist_man_MANS += doc/tessera.3 doc/tsr-ckpt.1 doc/tsr-bench.1 doc/tsr-tokenize.1 doc/tsr-generate.1
 
 # The grid/comm demo: the README's first command runs it; installcheck builds it again
 # against the installed library with pkg-config, as a user's program would be.

@@ -86,3 +86,9 @@ libtessera_la_SOURCES += \
 if TSR_HAVE_CUDA
 libtessera_la_SOURCES += lib/device/cuda_attention.cu
 endif
+
+# Attention against a KV cache (generation): dispatch and CPU kernel, CUDA kernel.
+libtessera_la_SOURCES += lib/device/kernels_attention_cached.c lib/device/cuda_attention_cached.h
+if TSR_HAVE_CUDA
+libtessera_la_SOURCES += lib/device/cuda_attention_cached.cu
+endif

@@ -358,7 +358,7 @@ cleanup:
 
 /* Stages 0-2 in bf16: the step's compute copies, one cast per ZeRO layer (the tensors of a
  * layer are contiguous in the optimizer's buffer and in the copies). */
-static tsr_status_t load_params(tsr_gpt_t gpt)
+tsr_status_t tsr__gpt_load_params(tsr_gpt_t gpt)
 {
     tsr_status_t rc = TSR_OK;
     for (int i = 0; i < gpt->nlocal && gpt->wcopy;) {
@@ -516,6 +516,7 @@ void tsr_gpt_destroy(tsr_gpt_t *gpt)
     if (!gpt || !*gpt)
         return;
     tsr_gpt_t g = *gpt;
+    tsr_gpt_infer_destroy(&g->eval);
     tsr__gpt_stage_destroy(g);
     for (int i = 0; i < g->nlocal; i++) {
         gpt_tensor_t *t = g->local[i];
@@ -625,7 +626,7 @@ tsr_status_t tsr_gpt_train_step(tsr_gpt_t gpt, const int32_t *inputs, const int3
                   inputs[i] < 0 || inputs[i] >= gpt->cfg.vocab ? inputs[i] : targets[i], i, gpt->cfg.vocab);
     TSR_TRY(tsr_device_copy(gpt->dev, gpt->d_inputs, inputs, ntok * sizeof(int32_t), TSR_COPY_HOST_TO_DEVICE));
     TSR_TRY(tsr_device_copy(gpt->dev, gpt->d_targets, targets, ntok * sizeof(int32_t), TSR_COPY_HOST_TO_DEVICE));
-    TSR_TRY(load_params(gpt));
+    TSR_TRY(tsr__gpt_load_params(gpt));
     memset(gpt->bwd_count, 0, ((size_t)gpt->wte_layer + 1) * sizeof *gpt->bwd_count);
     if (gpt->wte_grad)
         TSR_TRY(tsr_dmat_zero(gpt->wte_grad));

@@ -36,8 +36,12 @@ static tsr_status_t attention_part(tsr_gpt_t gpt, const gpt_tensor_t *p, const g
     TSR_TRY(tsr_tp_layernorm_forward(tp, a->x, p[LN1G].w, p[LN1B].w, GPT_LN_EPS, a->ln1, a->mean1, a->rstd1));
     for (int j = 0; j < 3; j++)
         TSR_TRY(tsr_tp_linear_forward(tp, a->ln1, p[WQ + 2 * j].w, p[BQ + 2 * j].w, NULL, qkv[j]));
-    TSR_TRY(tsr_tp_attention_forward(tp, a->q, a->k, a->v, gpt->cfg.seq, gpt->cfg.dim / gpt->cfg.heads, a->att,
-                                     a->lse));
+    if (a->kc)
+        TSR_TRY(tsr_tp_attention_cached(tp, a->q, a->k, a->v, a->n, a->pos, gpt->cfg.dim / gpt->cfg.heads, a->kc,
+                                        a->vc, a->att));
+    else
+        TSR_TRY(tsr_tp_attention_forward(tp, a->q, a->k, a->v, gpt->cfg.seq, gpt->cfg.dim / gpt->cfg.heads, a->att,
+                                         a->lse));
 cleanup:
     return rc;
 }

@@ -1,13 +1,20 @@
 # lib/model/local.mk: the GPT model (issue 7), the tsr-train driver, their tests and docs.
 libtessera_la_SOURCES += lib/model/model_impl.h lib/model/config.c lib/model/gpt.c lib/model/layers.c \
-	lib/model/stage.c
+	lib/model/stage.c lib/model/infer.c lib/model/sample.c
 tsr_include_HEADERS += lib/include/tessera/model.h
 
 bin_PROGRAMS += apps/tsr-train
 apps_tsr_train_LDADD = libtessera.la -lm
 apps_tsr_train_LDFLAGS =
 
-model_tests = tests/test_model_config tests/test_model_layout tests/test_model_device
+# tsr-generate (issue 19): text from a checkpoint, with KV caches, on any layout.
+bin_PROGRAMS += apps/tsr-generate
+apps_tsr_generate_LDADD = libtessera.la -lm
+apps_tsr_generate_LDFLAGS =
+TESTS += tests/test_generate_cli.sh
+EXTRA_DIST += tests/test_generate_cli.sh
+
+model_tests = tests/test_model_config tests/test_model_layout tests/test_model_device tests/test_model_infer
 check_PROGRAMS += $(model_tests)
 TESTS += $(model_tests)
 EXTRA_DIST += lib/model/local.mk

@@ -5,7 +5,10 @@
  *   layers.c  the math of a block, the head and the embedding, forward and backward (input
  *             and weight gradients apart), in tp operations;
  *   stage.c   the pipeline stage callbacks: activation slots, recomputation, which backward
- *             buffers live where.
+ *             buffers live where;
+ *   infer.c   the forward alone (evaluation, generation): KV caches, the pipeline's stages in
+ *             turn, logits or losses;
+ *   sample.c  the next token from logits (greedy, temperature, top-k, top-p).
  */
 #ifndef TESSERA_MODEL_IMPL_H
 #define TESSERA_MODEL_IMPL_H
@@ -28,10 +31,14 @@ typedef struct gpt_tensor {
 } gpt_tensor_t;
 
 /* What a block's backward reads of its forward, for one micro-batch: dmats over slot memory
- * (NULL where the block recomputes it into the working set). */
+ * (NULL where the block recomputes it into the working set). In generation (infer.c) the
+ * block attends through its KV cache kc, vc instead: the n tokens a sequence of x are at
+ * positions pos .. pos + n - 1 (kc NULL in training). */
 typedef struct gpt_acts {
     tsr_dmat_t x, ln1, q, k, v, att, x1, ln2, hpre, hgelu;
     float *mean1, *rstd1, *mean2, *rstd2, *lse;
+    tsr_dmat_t kc, vc;
+    int n, pos;
 } gpt_acts_t;
 
 /* A block's backward tensors: its input gradient dx, and what its weight gradient reads
@@ -97,6 +104,7 @@ struct tsr_gpt {
     float *losses;                 /* per micro-batch, per local row */
     int32_t *d_inputs, *d_targets; /* the step's tokens on the device */
     tsr_dmat_t wte_grad;           /* the tied embedding's gradient (fp32, first and last stage) */
+    tsr_gpt_infer_t eval;          /* tsr_gpt_eval()'s context, made on first use */
 };
 
 /* ---------- gpt.c: parameters as the schedule needs them ---------- */
@@ -108,6 +116,8 @@ void tsr__gpt_drop_params(tsr_gpt_t gpt, int layer);
  * after it (ZeRO 2-3: hand it over; 0-1: once every micro-batch's pass is in). */
 tsr_status_t tsr__gpt_begin_grads(tsr_gpt_t gpt, int layer);
 tsr_status_t tsr__gpt_end_grads(tsr_gpt_t gpt, int layer);
+/* bf16 in ZeRO 0-2: cast the compute copies from the fp32 parameters (a no-op otherwise). */
+tsr_status_t tsr__gpt_load_params(tsr_gpt_t gpt);
 
 /* ---------- layers.c ---------- */
 

@@ -19,6 +19,7 @@ typedef enum tp_scratch {
     TP_SCRATCH_GATHER, /* cross-entropy: every block's statistics */
     TP_SCRATCH_EMBED,  /* embedding: every token's rows, padded per grid row */
     TP_SCRATCH_DELTA,  /* attention backward */
+    TP_SCRATCH_LSE,    /* attention with a KV cache: the prefill's log-sum-exp rows */
     TP_SCRATCH_BIAS,   /* bias gradient partial sums */
     TP_SCRATCH_COUNT
 } tp_scratch_t;

@@ -49,3 +49,14 @@ tests_emu_test_emu_layer_optim_CPPFLAGS = $(tsr_emu_cppflags)
 tests_emu_test_emu_layer_optim_CXXFLAGS = $(tsr_emu_cxxflags)
 tests_emu_test_emu_layer_optim_LDADD = $(tsr_emu_ldadd)
 endif
+
+if TSR_HAVE_CXX17
+# cuda_attention_cached.cu (generation's attention against a KV cache) against a reference in double.
+check_PROGRAMS += tests/emu/test_emu_attention_cached
+TESTS += tests/emu/test_emu_attention_cached
+tests_emu_test_emu_attention_cached_SOURCES = tests/emu/test_emu_attention_cached.cc \
+	tests/emu/emu_cuda_attention_cached.cc
+tests_emu_test_emu_attention_cached_CPPFLAGS = $(tsr_emu_cppflags)
+tests_emu_test_emu_attention_cached_CXXFLAGS = $(tsr_emu_cxxflags)
+tests_emu_test_emu_attention_cached_LDADD = $(tsr_emu_ldadd)
+endif

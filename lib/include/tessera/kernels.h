@@ -243,6 +243,19 @@ TSR_API tsr_status_t tsr_kernel_attention_backward(tsr_device_t dev, tsr_dtype_t
                                                    const void *o, const void *d_o, int ld_o, const float *lse,
                                                    float *delta, void *dq, void *dk, void *dv);
 
+/**
+ * Attention of @p n new query rows per sequence against a KV cache (generation): for
+ * sequence s, head h and query i (at position pos + i),
+ * o[s n + i] = softmax over j <= pos + i of (q[s n + i] . kc[s T + j] / sqrt(hd)) vc[s T + j].
+ * q: (seqs n) rows with leading dimension ld_q; kc, vc: (seqs T) rows with ld_c, of which rows
+ * s T .. s T + pos + n - 1 hold keys and values already (the new ones included); o like q
+ * with ld_o; head h in columns [h hd, (h+1) hd) of each. Softmax in fp32. Any head size on
+ * the CPU; on CUDA a cache of up to about 12000 rows (shared memory), f32 or bf16.
+ */
+TSR_API tsr_status_t tsr_kernel_attention_cached(tsr_device_t dev, tsr_dtype_t dt, int seqs, int n, int pos, int T,
+                                                 int heads, int hd, const void *q, int ld_q, const void *kc,
+                                                 const void *vc, int ld_c, void *o, int ld_o);
+
 /* ---------- optimizer updates and reductions (fp32 state) ---------- */
 
 /** Hyper-parameters of one AdamW update; bc1 and bc2 are the bias corrections 1 - beta^t. */

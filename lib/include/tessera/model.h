@@ -218,6 +218,82 @@ typedef struct tsr_gpt_step_info {
 TSR_API tsr_status_t tsr_gpt_train_step(tsr_gpt_t gpt, const int32_t *inputs, const int32_t *targets,
                                         tsr_gpt_step_info_t *info);
 
+/**
+ * The mean cross-entropy of a batch, forward only (validation): @p inputs and @p targets as
+ * for tsr_gpt_train_step() (this replica's sequences of the options' batch), the parameters
+ * untouched. Runs the pipeline's stages in turn, micro-batch by micro-batch, on the model's
+ * device and layout, with the same kernels as training (it equals the loss that
+ * tsr_gpt_train_step() reports for the same batch before it steps, up to rounding). @p loss
+ * is the same on every rank. Collective over the grid.
+ */
+TSR_API tsr_status_t tsr_gpt_eval(tsr_gpt_t gpt, const int32_t *inputs, const int32_t *targets, double *loss);
+
+/**
+ * An inference context (generation): for @p batch sequences in all, split over the dp
+ * replicas as a training batch is (tsr_gpt_infer_slice()), a key and a value cache per block
+ * of this rank, each (sequences × seq) × dim and sharded like the attention (2D: sequences
+ * over tp rows and heads over tp columns; 1D: heads over the tp columns), and the buffers of
+ * one forward of up to seq tokens a sequence.
+ */
+typedef struct tsr_gpt_infer *tsr_gpt_infer_t;
+
+/**
+ * Make an inference context on @p gpt (which must outlive it) for @p batch sequences, a
+ * multiple of dp. Collective over the grid. @return TSR_ERR_INVALID_ARG naming the numbers.
+ */
+TSR_API tsr_status_t tsr_gpt_infer_create(tsr_gpt_t gpt, int batch, tsr_gpt_infer_t *out);
+
+/** Free a context; sets *ctx to NULL and accepts NULL. */
+TSR_API void tsr_gpt_infer_destroy(tsr_gpt_infer_t *ctx);
+
+/** This replica's sequences of the batch: [*first, *first + *count). */
+TSR_API void tsr_gpt_infer_slice(tsr_gpt_infer_t ctx, int *first, int *count);
+
+/** Tokens each sequence holds in the cache (the position of the next one). */
+TSR_API int tsr_gpt_infer_position(tsr_gpt_infer_t ctx);
+
+/** Empty the caches (position 0), for new prompts. */
+TSR_API void tsr_gpt_infer_reset(tsr_gpt_infer_t ctx);
+
+/**
+ * Feed @p n tokens to each of this replica's sequences (@p tokens: count × n ids, sequence
+ * by sequence, the same on every rank of the replica) at positions pos .. pos + n - 1,
+ * pos = tsr_gpt_infer_position(); their keys and values join the caches and the position
+ * advances by n. @p logits (host memory; NULL: none wanted) receives, on every rank of the
+ * replica, the fp32 logits that follow: count × vocab (the last token of each sequence), or
+ * count × n × vocab with @p all_positions. At position 0 (a prompt) the attention is the
+ * training's flash kernel and the bf16 compute copies are refreshed from the parameters;
+ * later steps attend to the cache. Collective over the grid (every replica steps at once).
+ * @return TSR_ERR_INVALID_ARG for n < 1, pos + n past the model's seq ("the prompt of 80
+ * tokens is longer than the context of 64"), or a token id outside the vocabulary.
+ */
+TSR_API tsr_status_t tsr_gpt_infer_step(tsr_gpt_infer_t ctx, int n, const int32_t *tokens, int all_positions,
+                                        float *logits);
+
+/** How tsr_gpt_sample() picks a token. Start from #TSR_GPT_SAMPLER_INIT. */
+typedef struct tsr_gpt_sampler {
+    size_t struct_size; /**< sizeof(tsr_gpt_sampler_t) */
+    float temperature;  /**< 0: greedy (the lowest id of the largest logits); else logits / temperature */
+    int top_k;          /**< keep the k most likely tokens (0: all) */
+    float top_p;        /**< then the fewest most likely whose probabilities reach top_p, in (0, 1] */
+    uint64_t seed;      /**< seed of the draws */
+} tsr_gpt_sampler_t;
+
+/** Temperature 1, no top-k, top-p 1, seed 1234. */
+#define TSR_GPT_SAMPLER_INIT {sizeof(tsr_gpt_sampler_t), 1.0f, 0, 1.0f, 1234u}
+
+/** A temperature finite and >= 0, top_k >= 0, top_p in (0, 1]; TSR_ERR_INVALID_ARG naming the value. */
+TSR_API tsr_status_t tsr_gpt_sampler_check(const tsr_gpt_sampler_t *s);
+
+/**
+ * The token to follow @p logits (@p vocab fp32 values) of sequence @p seq at position @p pos:
+ * greedy at temperature 0; otherwise the softmax of logits / temperature restricted by top_k
+ * and top_p, drawn with the uniform number (seed, seq, pos) of tessera/rng.h, so that a draw
+ * depends on nothing else (not on the layout or the run). Ties go to the lower id.
+ */
+TSR_API tsr_status_t tsr_gpt_sample(const tsr_gpt_sampler_t *s, const float *logits, int vocab, uint64_t seq,
+                                    uint64_t pos, int32_t *token);
+
 #ifdef __cplusplus
 }
 #endif

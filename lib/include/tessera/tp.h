@@ -306,6 +306,20 @@ TSR_API tsr_status_t tsr_tp_attention_backward(tsr_tp_t tp, tsr_dmat_t q, tsr_dm
                                                tsr_dmat_t dq, tsr_dmat_t dk, tsr_dmat_t dv);
 
 /**
+ * Causal attention of @p n new tokens of each sequence against a KV cache (generation).
+ * Q, K, V and O hold the new tokens ((B·n) × (heads·d), rows in units of n, columns in units
+ * of d, laid out as for tsr_tp_attention_forward()), at positions pos .. pos + n - 1 of
+ * their sequences; k_cache and v_cache are (B·T) × (heads·d), rows in units of T (the
+ * longest sequence), columns split like Q's, both with one leading dimension. The new keys
+ * and values are copied into rows pos .. pos + n - 1 of each sequence's block of the caches;
+ * then each query attends to its sequence's cached rows up to its own position. At pos 0 the
+ * flash kernels of tsr_tp_attention_forward() compute it from Q, K and V; later steps use
+ * tsr_kernel_attention_cached(). No communication.
+ */
+TSR_API tsr_status_t tsr_tp_attention_cached(tsr_tp_t tp, tsr_dmat_t q, tsr_dmat_t k, tsr_dmat_t v, int n, int pos,
+                                             int head_dim, tsr_dmat_t k_cache, tsr_dmat_t v_cache, tsr_dmat_t o);
+
+/**
  * Token and position embedding: X[t] = wte[tokens[t]] + wpe[t mod T]. @p tokens holds all
  * B·T token ids of X's global rows (int32 device memory, the same on every rank of the tp
  * group; the caller checks that each is in the vocabulary: an id past it looks up zeros). wte is V×H with its columns split like X's;
