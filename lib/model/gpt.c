@@ -591,7 +591,8 @@ cleanup:
     return rc;
 }
 
-/* The mean loss over the global batch (with parameter servers: over this replica's share), on
+/* The mean loss over the global batch (with parameter servers: over this replica's share, which
+ * the servers average over the replicas), on
  * every rank: on the last stage, tp column 0 of each grid row adds its rows' token losses
  * (summed once per step, not per micro-batch). */
 static tsr_status_t reduce_loss(tsr_gpt_t gpt, double *loss)
@@ -639,7 +640,9 @@ tsr_status_t tsr_gpt_train_step(tsr_gpt_t gpt, const int32_t *inputs, const int3
     TSR_TRY(sum_tied(gpt));
     TSR_TRY(push_wte(gpt));
     TSR_TRY(reduce_loss(gpt, &loss));
+    tsr__zero_set_loss(gpt->zero, loss);
     TSR_TRY(tsr_zero_step(gpt->zero, &zi));
+    loss = tsr__zero_loss(gpt->zero); /* with parameter servers: the round's mean */
     if (info) {
         info->loss = loss;
         info->grad_norm = zi.grad_norm;

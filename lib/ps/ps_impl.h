@@ -23,6 +23,7 @@ typedef struct ps_header {
     double norm;   /* REPLY: gradient norm of the last round applied */
     double lr;     /* REPLY: learning rate of the last round applied */
     int64_t count; /* floats in the payload */
+    double loss;   /* PUSH: the replica's loss; REPLY: the mean loss of the last round applied */
 } ps_header_t;
 
 /* One tensor block a worker rank registered, as every rank of the job learns it. */

@@ -34,6 +34,7 @@ typedef struct source {
     int awaiting; /* a push taken, not yet answered */
     int done;
     int64_t clock;
+    double loss; /* of its last push */
 } source_t;
 
 typedef struct server {
@@ -47,7 +48,8 @@ typedef struct server {
     int nsrc, positions, replicas;
     int *filled; /* gradients in the current round, per position */
     int64_t rounds;
-    double norm, lr;
+    double norm, lr, loss;
+    double loss_sum; /* the current round's replica losses (position 0's pushes) */
     tsr_ps_stats_t stats;
 } server_t;
 
@@ -211,10 +213,13 @@ static tsr_status_t take(server_t *s, source_t *w, int *took)
         src += w->push[i].n;
     }
     s->filled[w->position]++;
+    if (w->position == 0)
+        s->loss_sum += h.loss;
     s->stats.pushes++;
     if (h.clock - s->rounds > s->stats.max_lag)
         s->stats.max_lag = h.clock - s->rounds;
     w->clock = h.clock;
+    w->loss = h.loss;
     w->awaiting = 1;
     *took = 1;
     TSR_TRY(post_receive(s, w));
@@ -235,6 +240,8 @@ static tsr_status_t maybe_apply(server_t *s, int *applied)
     s->rounds++;
     s->norm = info.grad_norm;
     s->lr = info.lr;
+    s->loss = s->loss_sum / s->replicas;
+    s->loss_sum = 0.0;
     memset(s->filled, 0, (size_t)s->positions * sizeof *s->filled);
     *applied = 1;
 cleanup:
@@ -245,7 +252,8 @@ static tsr_status_t answer(server_t *s, source_t *w)
 {
     tsr_status_t rc = TSR_OK;
     TSR_TRY(tsr_request_wait(&w->sreq));
-    ps_header_t h = {PS_REPLY, w->clock, s->rounds, s->norm, s->lr, (int64_t)w->pull_n};
+    /* before the first round, a worker hears back its own loss */
+    ps_header_t h = {PS_REPLY, w->clock, s->rounds, s->norm, s->lr, (int64_t)w->pull_n, s->rounds ? s->loss : w->loss};
     memcpy(w->sbuf, &h, sizeof h);
     float *dst = (float *)(w->sbuf + sizeof h);
     for (int i = 0; i < w->npull; i++) {

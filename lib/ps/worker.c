@@ -163,9 +163,9 @@ cleanup:
 }
 
 /* Header and the push spans' floats (params or grads) into link l's send buffer. */
-static size_t pack(link_t *l, int64_t type, int64_t clock, int params)
+static size_t pack(link_t *l, int64_t type, int64_t clock, double loss, int params)
 {
-    ps_header_t h = {type, clock, 0, 0.0, 0.0, (int64_t)l->push_n};
+    ps_header_t h = {type, clock, 0, 0.0, 0.0, (int64_t)l->push_n, loss};
     memcpy(l->sbuf, &h, sizeof h);
     float *dst = (float *)(l->sbuf + sizeof h);
     for (int i = 0; i < l->npush; i++) {
@@ -180,7 +180,7 @@ tsr_status_t tsr__ps_worker_publish(tsr__ps_worker_t *w)
     tsr_status_t rc = TSR_OK;
     if (w->replica == 0) {
         for (int j = 0; j < w->S; j++) {
-            size_t bytes = pack(&w->link[j], PS_INIT, 0, 1);
+            size_t bytes = pack(&w->link[j], PS_INIT, 0, 0.0, 1);
             TSR_TRY(tsr_comm_isend(w->job, w->link[j].sbuf, bytes, TSR_DTYPE_U8, w->first_server + j, PS_TAG,
                                    &w->reqs[j]));
         }
@@ -191,7 +191,7 @@ cleanup:
     return rc;
 }
 
-tsr_status_t tsr__ps_worker_exchange(tsr__ps_worker_t *w, int64_t clock, double *norm, float *lr)
+tsr_status_t tsr__ps_worker_exchange(tsr__ps_worker_t *w, int64_t clock, double *loss, double *norm, float *lr)
 {
     tsr_status_t rc = TSR_OK;
     if (w->delay_ms > 0)
@@ -200,7 +200,7 @@ tsr_status_t tsr__ps_worker_exchange(tsr__ps_worker_t *w, int64_t clock, double 
         link_t *l = &w->link[j];
         TSR_TRY(tsr_comm_irecv(w->job, l->rbuf, sizeof(ps_header_t) + l->pull_n * sizeof(float), TSR_DTYPE_U8,
                                w->first_server + j, PS_TAG, &w->reqs[w->S + j]));
-        size_t bytes = pack(l, PS_PUSH, clock, 0);
+        size_t bytes = pack(l, PS_PUSH, clock, *loss, 0);
         TSR_TRY(tsr_comm_isend(w->job, l->sbuf, bytes, TSR_DTYPE_U8, w->first_server + j, PS_TAG, &w->reqs[j]));
     }
     TSR_TRY(tsr__ps_wait_all(w->reqs, 2 * w->S, 200));
@@ -218,7 +218,7 @@ tsr_status_t tsr__ps_worker_exchange(tsr__ps_worker_t *w, int64_t clock, double 
             src += l->pull[i].n;
         }
         if (j == 0)
-            *norm = h.norm, *lr = (float)h.lr;
+            *loss = h.loss, *norm = h.norm, *lr = (float)h.lr;
     }
 cleanup:
     if (rc != TSR_OK)
@@ -232,7 +232,7 @@ void tsr__ps_worker_leave(tsr__ps_worker_t **wp)
         return;
     tsr__ps_worker_t *w = *wp;
     for (int j = 0; w->job && w->link && j < w->S; j++) {
-        size_t bytes = pack(&w->link[j], PS_DONE, 0, 0);
+        size_t bytes = pack(&w->link[j], PS_DONE, 0, 0.0, 0);
         tsr_comm_send(w->job, w->link[j].sbuf, bytes, TSR_DTYPE_U8, w->first_server + j, PS_TAG);
     }
     for (int j = 0; w->link && j < w->S; j++) {

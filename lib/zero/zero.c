@@ -72,6 +72,7 @@ struct tsr_zero {
     int ps_worker;          /* the grid is a parameter-server worker's: the servers update */
     tsr__ps_worker_t *ps;   /* its link to the servers, from the commit on */
     int ps_published;       /* the initial parameters went to the servers */
+    double loss;            /* the step's loss (tsr__zero_set_loss()) */
 };
 
 static tsr_status_t check_config(const tsr_zero_config_t *c)
@@ -143,6 +144,16 @@ cleanup:
 void tsr__zero_set_grad_divisor(tsr_zero_t z, double divisor)
 {
     z->grad_div = divisor;
+}
+
+void tsr__zero_set_loss(tsr_zero_t z, double loss)
+{
+    z->loss = loss;
+}
+
+double tsr__zero_loss(tsr_zero_t z)
+{
+    return z->loss;
 }
 
 tsr_device_t tsr_zero_device(tsr_zero_t z)
@@ -807,7 +818,7 @@ tsr_status_t tsr_zero_step(tsr_zero_t z, tsr_zero_step_info_t *info)
         double norm = 0.0;
         float lr = 0.0f;
         TSR_CHECK(z->ps_published, TSR_ERR_INVALID_ARG, "call tsr_zero_sync_params before the first step");
-        TSR_TRY(tsr__ps_worker_exchange(z->ps, z->step + 1, &norm, &lr));
+        TSR_TRY(tsr__ps_worker_exchange(z->ps, z->step + 1, &z->loss, &norm, &lr));
         z->step++;
         TSR_TRY(tsr_zero_zero_grad(z));
         if (info) {

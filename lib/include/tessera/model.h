@@ -53,9 +53,10 @@
  * The loss of a step is the mean cross-entropy over every token of the global batch.
  *
  * With parameter servers (a layout with ps > 0, tessera/ps.h) the grid is one replica's and
- * its optimizer exchanges with the servers in its step: the model is the same; the loss of
- * a step is the mean over the replica's own sequences, and the step's gradient norm and
- * learning rate those of the last round the first server applied.
+ * its optimizer exchanges with the servers in its step: the model is the same; the loss,
+ * gradient norm and learning rate a step reports are those of the last round the first
+ * server applied (the loss: the mean of the replicas' losses in that round), at staleness
+ * 0 those of the synchronous step.
  */
 #ifndef TESSERA_MODEL_H
 #define TESSERA_MODEL_H

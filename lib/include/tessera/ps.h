@@ -14,8 +14,9 @@
  * gradient elements it counts (the ownership rule of tessera/zero.h: each element once per
  * replica) to the servers that hold them and pulls every parameter element it holds back.
  * The protocol (doc/ps.md): one PUSH message to each server per step carrying the worker's
- * clock (its step) and its gradient elements in that server's range; the server answers it
- * with one REPLY of the worker's parameter elements in its range.
+ * clock (its step), its replica's loss and its gradient elements in that server's range;
+ * the server answers it with one REPLY of the worker's parameter elements in its range and
+ * the mean loss, gradient norm and learning rate of the last round it applied.
  *
  * Updates. A server sums the gradients it receives into rounds: a round is complete when,
  * for every worker position (pp, tp), dp gradients have arrived, from any replicas, i.e.
@@ -60,7 +61,7 @@ extern "C" {
 #define TSR_PS_STALENESS_INF INT64_MAX
 
 /** Bytes of the header of every PUSH and REPLY message. */
-#define TSR_PS_HEADER_BYTES 48
+#define TSR_PS_HEADER_BYTES 56
 
 /** Server configuration. Start from #TSR_PS_CONFIG_INIT. */
 typedef struct tsr_ps_config {
