@@ -572,14 +572,18 @@ static tsr_status_t open_device(tsr_device_kind_t kind, tsr_device_t *dev)
 }
 
 /* With parameter servers, once the workers' optimizers are gone (the servers have
- * returned): the job's exit status, non-zero if any rank failed. */
-static int ps_final(int status)
+ * returned): the job's exit status, non-zero if any rank failed. A worker that failed has
+ * said why; a server's error (serve_rc) is printed only when no worker failed, for then
+ * it is the cause and not the echo. */
+static int ps_final(int status, int server, tsr_status_t serve_rc)
 {
-    int worst = status;
-    MPI_Allreduce(&status, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    int mine[2] = {server ? 0 : status, server ? status : 0}, all[2];
+    MPI_Allreduce(mine, all, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (server && all[0] == 0)
+        failed(serve_rc, "parameter server");
     MPI_Comm_free(&agree_comm);
     agree_comm = MPI_COMM_WORLD;
-    return worst;
+    return all[0] > all[1] ? all[0] : all[1];
 }
 
 static int train(const options_t *o)
@@ -595,6 +599,7 @@ static int train(const options_t *o)
     int status = 1, first = 0, count = 0;
     long step = 0;
     char *path = NULL;
+    tsr_status_t serve_rc = TSR_OK;
     tsr_status_t rc = open_device(o->device, &dev);
     if (failed(rc, "--device"))
         goto done;
@@ -612,8 +617,8 @@ static int train(const options_t *o)
         if (tsr_grid_is_server(grid)) {
             tsr_ps_config_t ps = TSR_PS_CONFIG_INIT;
             ps.staleness = o->have_staleness ? o->staleness : 0;
-            if (!failed(tsr_ps_serve(grid, dev, &o->zero, &ps, NULL), "parameter server"))
-                status = 0;
+            serve_rc = tsr_ps_serve(grid, dev, &o->zero, &ps, NULL);
+            status = serve_rc != TSR_OK;
             goto done;
         }
     }
@@ -702,7 +707,7 @@ done:
     tsr_pipe_trace_destroy(&trace);
     tsr_gpt_destroy(&gpt);
     if (agree_comm != MPI_COMM_WORLD)
-        status = ps_final(status);
+        status = ps_final(status, tsr_grid_is_server(grid), serve_rc);
     tsr_dataset_close(&ds);
     tsr_grid_destroy(&grid);
     tsr_device_destroy(&dev);

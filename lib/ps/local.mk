@@ -6,3 +6,6 @@ ps_tests = tests/test_ps_sync
 check_PROGRAMS += $(ps_tests)
 TESTS += $(ps_tests)
 EXTRA_DIST += doc/ps.md
+# tsr-train with parameter servers: options, errors, staleness 0 against dp.
+TESTS += tests/test_ps_train.sh
+EXTRA_DIST += tests/test_ps_train.sh
