@@ -45,7 +45,7 @@ typedef struct tsr_layout {
 #define TSR_LAYOUT_INIT {sizeof(tsr_layout_t), 1, 1, 1, 1, 0}
 
 /** Longest text tsr_layout_format() writes, with its terminating NUL. */
-#define TSR_LAYOUT_STRLEN 64
+#define TSR_LAYOUT_STRLEN 80
 
 /**
  * Parse "ps=S,dp=D,pp=P,tp=RxC" (keys in any order, each optional; ps defaults to 0, the
