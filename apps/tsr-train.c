@@ -33,7 +33,10 @@ static const char usage[] =
     "Usage: mpiexec -n N tsr-train [OPTIONS]\n"
     "Train a GPT-2 model on a dp x pp x tp grid of ranks (AdamW, betas 0.9/0.95, weight decay 0.1,\n"
     "gradient clipping at global norm 1, constant learning rate).\n"
-    "  --layout dp=D,pp=P,tp=RxC   process grid (default dp=N); tp=1xC is 1D (Megatron), else 2D (SUMMA)\n"
+    "  --layout dp=D,pp=P,tp=RxC   process grid (default dp=N); tp=1xC is 1D (Megatron), else 2D (SUMMA);\n"
+    "                              ps=S adds S parameter-server ranks (dp defaults to what is left)\n"
+    "  --staleness K|inf           with ps=S: a worker runs at most K rounds ahead of the servers'\n"
+    "                              updates (default 0: synchronous); inf: fully asynchronous\n"
     "  --zero 0..3                 ZeRO stage (default 0)\n"
     "  --schedule KIND             gpipe, 1f1b, interleaved:V or zb-h1 (default 1f1b)\n"
     "  --model SPEC                tiny, gpt2-124m or layers=L,dim=H,heads=A,vocab=V,seq=T (default tiny)\n"
@@ -71,9 +74,15 @@ typedef struct options {
     tsr_device_kind_t device;
     const char *data, *ckpt_dir, *resume, *log_json, *trace;
     long steps, ckpt_every;
+    int64_t staleness;
+    int have_staleness;
+    int layout_has_dp;
 } options_t;
 
 static int world_rank, world_size;
+/* The ranks that agree on failure: the job, or with parameter servers the workers (their
+ * training loop) and the servers apart until the end (ps_final()). */
+static MPI_Comm agree_comm = MPI_COMM_WORLD;
 static char app_error[512]; /* an error found by tsr-train itself, not by the library */
 
 /* Record an error of tsr-train's own for failed() to print. */
@@ -106,11 +115,14 @@ static int usage_error(const char *fmt, ...)
  */
 static int failed(tsr_status_t rc, const char *what)
 {
-    int mine = rc != TSR_OK ? world_rank : world_size, first = world_size;
-    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-    if (first == world_size)
+    int rank, size;
+    MPI_Comm_rank(agree_comm, &rank);
+    MPI_Comm_size(agree_comm, &size);
+    int mine = rc != TSR_OK ? rank : size, first = size;
+    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, agree_comm);
+    if (first == size)
         return 0;
-    if (world_rank == first)
+    if (rank == first)
         fprintf(stderr, "tsr-train: %s%s%s\n", what ? what : "", what ? ": " : "",
                 app_error[0] ? app_error : tsr_last_error());
     return 1;
@@ -142,11 +154,34 @@ static int parse_schedule(const char *text, options_t *o)
     return 0;
 }
 
+/* A layout with ps=S: the workers' dp, when not given, is what the servers leave; what is
+ * not built with servers is refused here. */
+static int check_ps(options_t *o)
+{
+    char buf[TSR_LAYOUT_STRLEN];
+    int group = o->layout.pp * o->layout.tp_rows * o->layout.tp_cols, workers = world_size - o->layout.ps;
+    if (workers < 1)
+        return usage_error("--layout ps=%d: %d servers leave no worker rank of the %d ranks mpiexec started",
+                           o->layout.ps, o->layout.ps, world_size);
+    if (!o->layout_has_dp) {
+        if (workers % group)
+            return usage_error("--layout %s: the %d worker ranks (%d minus ps=%d) do not divide into groups of "
+                               "pp x tp = %d ranks", tsr_layout_format(&o->layout, buf, sizeof buf), workers,
+                               world_size, o->layout.ps, group);
+        o->layout.dp = workers / group;
+    }
+    if (o->ckpt_dir || o->resume || o->trace)
+        return usage_error("%s is not built with parameter servers (ps=S) yet",
+                           o->ckpt_dir ? "--ckpt-dir" : o->resume ? "--resume" : "--trace");
+    return 0;
+}
+
 /* Parse argv into *o; returns 0, 2 on a usage error, or -1 after --help/--version. */
 static int parse_options(int argc, char **argv, options_t *o)
 {
     enum { O_LAYOUT = 256, O_ZERO, O_SCHEDULE, O_MODEL, O_DATA, O_BATCH, O_MICRO, O_STEPS, O_LR, O_SEED,
-           O_DEVICE, O_PRECISION, O_RECOMPUTE, O_COMPUTE, O_CKPT_DIR, O_CKPT_EVERY, O_RESUME, O_LOG_JSON, O_TRACE, O_HELP, O_VERSION };
+           O_DEVICE, O_PRECISION, O_RECOMPUTE, O_COMPUTE, O_CKPT_DIR, O_CKPT_EVERY, O_RESUME, O_LOG_JSON, O_TRACE, O_HELP, O_VERSION,
+           O_STALENESS };
     static const struct option longopts[] = {
         {"layout", required_argument, 0, O_LAYOUT}, {"zero", required_argument, 0, O_ZERO},
         {"schedule", required_argument, 0, O_SCHEDULE}, {"model", required_argument, 0, O_MODEL},
@@ -158,7 +193,7 @@ static int parse_options(int argc, char **argv, options_t *o)
         {"ckpt-dir", required_argument, 0, O_CKPT_DIR}, {"ckpt-every", required_argument, 0, O_CKPT_EVERY},
         {"resume", optional_argument, 0, O_RESUME}, {"log-json", required_argument, 0, O_LOG_JSON},
         {"trace", required_argument, 0, O_TRACE}, {"help", no_argument, 0, O_HELP},
-        {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0}};
+        {"version", no_argument, 0, O_VERSION}, {"staleness", required_argument, 0, O_STALENESS}, {0, 0, 0, 0}};
     long v;
     double x;
     opterr = 0;
@@ -168,6 +203,12 @@ static int parse_options(int argc, char **argv, options_t *o)
             if (tsr_layout_parse(optarg, &o->layout) != TSR_OK)
                 return usage_error("--layout %s: %s", optarg, tsr_last_error());
             o->have_layout = 1;
+            o->layout_has_dp = strstr(optarg, "dp=") != NULL;
+            break;
+        case O_STALENESS:
+            if (tsr_ps_staleness_parse(optarg, &o->staleness) != TSR_OK)
+                return usage_error("--staleness %s: expected a non-negative integer or inf", optarg);
+            o->have_staleness = 1;
             break;
         case O_ZERO:
             if (parse_long("--zero", optarg, 0, 3, &v))
@@ -275,6 +316,10 @@ static int parse_options(int argc, char **argv, options_t *o)
         return usage_error("unexpected argument %s", argv[optind]);
     if (!o->have_layout)
         o->layout.dp = world_size;
+    if (o->have_staleness && o->layout.ps == 0)
+        return usage_error("--staleness needs parameter servers: add ps=S to --layout");
+    if (o->layout.ps > 0 && check_ps(o))
+        return 2;
     if (tsr_layout_ranks(&o->layout) != world_size) {
         char buf[TSR_LAYOUT_STRLEN];
         return usage_error("--layout %s needs %d ranks, but mpiexec started %d",
@@ -526,6 +571,21 @@ static tsr_status_t open_device(tsr_device_kind_t kind, tsr_device_t *dev)
     return tsr_device_create(kind, local % n, dev);
 }
 
+/* With parameter servers, once the workers' optimizers are gone (the servers have
+ * returned): the job's exit status, non-zero if any rank failed. A worker that failed has
+ * said why; a server's error (serve_rc) is printed only when no worker failed, for then
+ * it is the cause and not the echo. */
+static int ps_final(int status, int server, tsr_status_t serve_rc)
+{
+    int mine[2] = {server ? 0 : status, server ? status : 0}, all[2];
+    MPI_Allreduce(mine, all, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    if (server && all[0] == 0)
+        failed(serve_rc, "parameter server");
+    MPI_Comm_free(&agree_comm);
+    agree_comm = MPI_COMM_WORLD;
+    return all[0] > all[1] ? all[0] : all[1];
+}
+
 static int train(const options_t *o)
 {
     tsr_device_t dev = NULL;
@@ -539,6 +599,7 @@ static int train(const options_t *o)
     int status = 1, first = 0, count = 0;
     long step = 0;
     char *path = NULL;
+    tsr_status_t serve_rc = TSR_OK;
     tsr_status_t rc = open_device(o->device, &dev);
     if (failed(rc, "--device"))
         goto done;
@@ -550,15 +611,33 @@ static int train(const options_t *o)
     } else if (open_synthetic(o->model.vocab, &ds)) {
         goto done;
     }
-    if (failed(tsr_gpt_create(grid, dev, &o->model, &o->gpt, &o->zero, &gpt), NULL))
+    if (o->layout.ps > 0) {
+        /* from here the workers and the servers agree apart, and together in ps_final() */
+        MPI_Comm_split(MPI_COMM_WORLD, tsr_grid_is_server(grid), world_rank, &agree_comm);
+        if (tsr_grid_is_server(grid)) {
+            tsr_ps_config_t ps = TSR_PS_CONFIG_INIT;
+            ps.staleness = o->have_staleness ? o->staleness : 0;
+            serve_rc = tsr_ps_serve(grid, dev, &o->zero, &ps, NULL);
+            status = serve_rc != TSR_OK;
+            goto done;
+        }
+    }
+    if (failed(tsr_gpt_create(grid, dev, &o->model, &o->gpt, &o->zero, &gpt), NULL)) {
+        tsr_ps_cancel(grid);
         goto done;
+    }
     int64_t params = tsr_gpt_param_count(&o->model);
     if (world_rank == 0) {
         char lay[TSR_LAYOUT_STRLEN], model[TSR_GPT_CONFIG_STRLEN];
-        printf("tsr-train: model %s (%lld parameters), layout %s, ZeRO %d, schedule %s, batch %d x %d tokens in "
+        char ps[48] = "";
+        if (o->layout.ps > 0 && o->have_staleness && o->staleness == TSR_PS_STALENESS_INF)
+            snprintf(ps, sizeof ps, ", staleness inf");
+        else if (o->layout.ps > 0)
+            snprintf(ps, sizeof ps, ", staleness %lld", (long long)(o->have_staleness ? o->staleness : 0));
+        printf("tsr-train: model %s (%lld parameters), layout %s%s, ZeRO %d, schedule %s, batch %d x %d tokens in "
                "%d micro-batches, data %s, %s %s\n",
                tsr_gpt_config_format(&o->model, model, sizeof model), (long long)params,
-               tsr_layout_format(&o->layout, lay, sizeof lay), o->zero.stage, o->schedule_text, o->gpt.batch,
+               tsr_layout_format(&o->layout, lay, sizeof lay), ps, o->zero.stage, o->schedule_text, o->gpt.batch,
                o->model.seq, o->gpt.micro_batches, o->data ? o->data : "synthetic", tsr_device_kind_name(o->device),
                o->zero.precision == TSR_PRECISION_BF16 ? "bf16" : "fp32");
     }
@@ -627,6 +706,8 @@ done:
     free(tg);
     tsr_pipe_trace_destroy(&trace);
     tsr_gpt_destroy(&gpt);
+    if (agree_comm != MPI_COMM_WORLD)
+        status = ps_final(status, tsr_grid_is_server(grid), serve_rc);
     tsr_dataset_close(&ds);
     tsr_grid_destroy(&grid);
     tsr_device_destroy(&dev);

@@ -152,6 +152,28 @@ int main(int argc, char **argv)
             ok(named, "parse \"%s\": last error is set", bad[i].text);
     }
 
+    /* --- parameter servers: ps=S --- */
+    {
+        tsr_layout_t l = TSR_LAYOUT_INIT;
+        char buf[TSR_LAYOUT_STRLEN];
+        is_int(l.ps, 0, "TSR_LAYOUT_INIT has no parameter server");
+        is_int(tsr_layout_parse("ps=2,dp=4,tp=1x2", &l), TSR_OK, "parse \"ps=2,dp=4,tp=1x2\"");
+        ok(l.ps == 2 && layout_is(&l, 4, 1, 1, 2), "... gives ps=2 dp=4 pp=1 tp=1x2");
+        is_int(tsr_layout_ranks(&l), 10, "ps=2,dp=4,tp=1x2 needs 2 + 4 x 2 = 10 ranks");
+        is_str(tsr_layout_format(&l, buf, sizeof buf), "ps=2,dp=4,pp=1,tp=1x2", "format puts ps first");
+        is_int(tsr_layout_parse("dp=2", &l), TSR_OK, "parse \"dp=2\"");
+        is_int(l.ps, 0, "... has no server");
+        is_int(tsr_layout_parse("ps=0,dp=2", &l), TSR_ERR_INVALID_ARG, "ps=0 is refused");
+        ok(strstr(tsr_last_error(), "\"ps=0\"") != NULL, "... naming the item: %s", tsr_last_error());
+        is_int(tsr_layout_parse("ps=-1", &l), TSR_ERR_INVALID_ARG, "ps=-1 is refused");
+        l = (tsr_layout_t)TSR_LAYOUT_INIT;
+        l.ps = 2147483647;
+        is_int(tsr_layout_ranks(&l), -1, "ps=INT_MAX plus one worker exceeds INT_MAX ranks");
+        l.dp = l.pp = l.tp_rows = l.tp_cols = 2147483647;
+        ok(strlen(tsr_layout_format(&l, buf, sizeof buf)) < TSR_LAYOUT_STRLEN - 1,
+           "format of INT_MAX fields with ps fits TSR_LAYOUT_STRLEN");
+    }
+
     /* --- tsr_layout_format: the canonical text --- */
     {
         char buf[TSR_LAYOUT_STRLEN];

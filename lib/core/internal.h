@@ -109,4 +109,37 @@ tsr_status_t tsr__stat_regular(const char *path, const char *expected);
  * takes ownership and frees it on destroy, with no further duplicate (lib/comm/comm.c). */
 tsr_status_t tsr__comm_adopt(MPI_Comm owned, tsr_comm_t *out);
 
+/* A worker's side of the parameter server (lib/ps/worker.c), driven by its ZeRO optimizer. */
+typedef struct tsr__ps_worker tsr__ps_worker_t;
+
+/* After tsr_zero_commit() on a worker's grid (tsr_grid_ps_comm() set, not a server): agree
+ * with every rank of the job, tell the servers which elements this rank holds and counts.
+ * Collective over the job with tsr_ps_serve(). */
+tsr_status_t tsr__ps_worker_join(tsr_grid_t grid, tsr_zero_t z, tsr__ps_worker_t **out);
+
+/* The initial parameters to the servers (replica 0 sends, every rank waits). Once per run. */
+tsr_status_t tsr__ps_worker_publish(tsr__ps_worker_t *w);
+
+/* One step: push the counted gradients of clock `clock` with the replica's loss, pull the
+ * parameters back into the optimizer's views. *loss, *norm and *lr: the mean loss, gradient
+ * norm and learning rate of the last round the first server applied. */
+tsr_status_t tsr__ps_worker_exchange(tsr__ps_worker_t *w, int64_t clock, double *loss, double *norm, float *lr);
+
+/* Tell the servers this rank is done, and free. Accepts NULL. */
+void tsr__ps_worker_leave(tsr__ps_worker_t **w);
+
+/* A grid's record that this worker took part in the servers' first agreement (lib/grid). */
+void tsr__grid_set_ps_joined(tsr_grid_t grid);
+int tsr__grid_ps_joined(tsr_grid_t grid);
+
+/* The number the step divides the summed gradients by (default the dp size): a server's
+ * optimizer divides by the number of gradients in a round (lib/zero). */
+void tsr__zero_set_grad_divisor(tsr_zero_t z, double divisor);
+
+/* The step's loss, set by the model before tsr_zero_step() and read after it: unchanged,
+ * except on a parameter-server worker, where the step makes it the mean loss of the round
+ * the servers applied last (lib/zero). */
+void tsr__zero_set_loss(tsr_zero_t z, double loss);
+double tsr__zero_loss(tsr_zero_t z);
+
 #endif /* TESSERA_CORE_INTERNAL_H */

@@ -1,4 +1,5 @@
-/* grid.c: the dp × pp × tp(rows × cols) process grid and one communicator per axis. */
+/* grid.c: the dp × pp × tp(rows × cols) process grid and one communicator per axis, and
+ * with ps > 0 the split of the job into workers and parameter servers. */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -8,6 +9,9 @@ struct tsr_grid {
     tsr_layout_t layout;
     tsr_grid_coords_t coords;
     tsr_comm_t comms[TSR_AXIS_COUNT];
+    tsr_comm_t job; /* with ps: every rank, servers and workers */
+    int server;     /* this rank is a parameter server */
+    int ps_joined;  /* a worker that took part in the servers' first agreement */
 };
 
 static const char *const axis_names[TSR_AXIS_COUNT] = {
@@ -25,7 +29,7 @@ static tsr_grid_coords_t coords_of(const tsr_layout_t *l, int rank)
 {
     tsr_grid_coords_t c;
     c.rank = rank;
-    c.size = tsr_layout_ranks(l);
+    c.size = tsr_layout_ranks(l) - l->ps;
     c.tp_col = rank % l->tp_cols;
     c.tp_row = rank / l->tp_cols % l->tp_rows;
     c.tp = c.tp_row * l->tp_cols + c.tp_col;
@@ -40,9 +44,12 @@ static tsr_status_t check_layout(const tsr_layout_t *l, int size)
     char text[TSR_LAYOUT_STRLEN];
     if (!l || l->struct_size < sizeof(tsr_layout_t))
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "layout not initialized with TSR_LAYOUT_INIT");
-    if (l->dp < 1 || l->pp < 1 || l->tp_rows < 1 || l->tp_cols < 1)
+    if (l->dp < 1 || l->pp < 1 || l->tp_rows < 1 || l->tp_cols < 1 || l->ps < 0)
         return TSR_ERROR(TSR_ERR_LAYOUT, "layout %s has a size below 1", tsr_layout_format(l, text, sizeof text));
     int need = tsr_layout_ranks(l);
+    if (l->ps > 0 && need != size)
+        return TSR_ERROR(TSR_ERR_LAYOUT, "layout %s needs %d server + %d worker ranks = %d, but the communicator has %d",
+                         tsr_layout_format(l, text, sizeof text), l->ps, need - l->ps, need, size);
     if (need < 0)
         return TSR_ERROR(TSR_ERR_LAYOUT, "layout dp=%d x pp=%d x tp=%dx%d needs more ranks than an MPI communicator "
                          "holds; the communicator has %d", l->dp, l->pp, l->tp_rows, l->tp_cols, size);
@@ -80,23 +87,56 @@ tsr_status_t tsr_grid_create(MPI_Comm comm, const tsr_layout_t *layout, tsr_grid
     TSR_CHECK(g, TSR_ERR_OUT_OF_MEMORY, "no memory for a grid");
     g->layout = *layout;
     g->layout.struct_size = sizeof g->layout;
-    TSR_TRY(tsr_comm_create(comm, &g->comms[TSR_AXIS_WORLD]));
+    tsr_comm_t job = NULL;
+    TSR_TRY(tsr_comm_create(comm, &job));
 
     /* Ranks given different layouts would build different communicators and hang: agree first. */
     const tsr_layout_t *l = &g->layout;
-    int mine[8] = {l->dp, l->pp, l->tp_rows, l->tp_cols, -l->dp, -l->pp, -l->tp_rows, -l->tp_cols}, all[8];
-    TSR_TRY(tsr_comm_allreduce(g->comms[TSR_AXIS_WORLD], mine, all, 8, TSR_DTYPE_I32, TSR_REDUCE_MAX));
-    TSR_CHECK(all[0] == -all[4] && all[1] == -all[5] && all[2] == -all[6] && all[3] == -all[7], TSR_ERR_LAYOUT,
-              "ranks were given different layouts (this rank: dp=%d,pp=%d,tp=%dx%d)", l->dp, l->pp, l->tp_rows,
-              l->tp_cols);
-    tsr_comm_reset_counters(g->comms[TSR_AXIS_WORLD]);
+    int mine[10] = {l->dp, l->pp, l->tp_rows, l->tp_cols, l->ps, -l->dp, -l->pp, -l->tp_rows, -l->tp_cols, -l->ps};
+    int all[10];
+    rc = tsr_comm_allreduce(job, mine, all, 10, TSR_DTYPE_I32, TSR_REDUCE_MAX);
+    if (rc == TSR_OK && !(all[0] == -all[5] && all[1] == -all[6] && all[2] == -all[7] && all[3] == -all[8] &&
+                          all[4] == -all[9]))
+        rc = TSR_ERROR(TSR_ERR_LAYOUT, "ranks were given different layouts (this rank: ps=%d,dp=%d,pp=%d,tp=%dx%d)",
+                       l->ps, l->dp, l->pp, l->tp_rows, l->tp_cols);
+    if (rc != TSR_OK) {
+        tsr_comm_destroy(&job);
+        goto cleanup;
+    }
+    tsr_comm_reset_counters(job);
+    if (l->ps == 0) {
+        g->comms[TSR_AXIS_WORLD] = job;
+    } else {
+        /* servers last; a worker's world is its replica, a server's the servers */
+        g->job = job;
+        int workers = size - l->ps, rank = tsr_comm_rank(job);
+        g->server = rank >= workers;
+        int replica = g->server ? -1 : rank / (workers / l->dp);
+        TSR_TRY(split(job, g->server ? l->dp : replica, rank, &g->comms[TSR_AXIS_WORLD]));
+    }
 
-    g->coords = coords_of(l, tsr_comm_rank(g->comms[TSR_AXIS_WORLD]));
+    tsr_comm_t world = g->comms[TSR_AXIS_WORLD];
+    if (g->server) {
+        g->coords = coords_of(l, 0);
+        g->coords.rank = tsr_comm_rank(world);
+        g->coords.size = l->ps;
+        for (int a = TSR_AXIS_DP; a < TSR_AXIS_COUNT; a++)
+            TSR_TRY(split(world, g->coords.rank, 0, &g->comms[a]));
+        snprintf(prefix, sizeof prefix, "[ps%d]", g->coords.rank);
+        tsr_log_set_prefix(prefix);
+        *out = g;
+        g = NULL;
+        goto cleanup;
+    }
+    g->coords = coords_of(l, tsr_comm_rank(g->job ? g->job : world));
     const tsr_grid_coords_t *c = &g->coords;
     int tp_size = l->tp_rows * l->tp_cols;
     int tp_group = c->dp * l->pp + c->pp; /* which tp group: one per (dp, pp) */
-    tsr_comm_t world = g->comms[TSR_AXIS_WORLD];
-    TSR_TRY(split(world, c->pp * tp_size + c->tp, c->dp, &g->comms[TSR_AXIS_DP]));
+    /* with ps, the data-parallel axis is the servers': a worker is alone on it */
+    if (l->ps > 0)
+        TSR_TRY(split(world, c->rank, 0, &g->comms[TSR_AXIS_DP]));
+    else
+        TSR_TRY(split(world, c->pp * tp_size + c->tp, c->dp, &g->comms[TSR_AXIS_DP]));
     TSR_TRY(split(world, c->dp * tp_size + c->tp, c->pp, &g->comms[TSR_AXIS_PP]));
     TSR_TRY(split(world, tp_group, c->tp, &g->comms[TSR_AXIS_TP]));
     TSR_TRY(split(world, tp_group * l->tp_rows + c->tp_row, c->tp_col, &g->comms[TSR_AXIS_TP_ROW]));
@@ -117,6 +157,7 @@ void tsr_grid_destroy(tsr_grid_t *grid)
         return;
     for (int a = TSR_AXIS_COUNT - 1; a >= 0; a--)
         tsr_comm_destroy(&(*grid)->comms[a]);
+    tsr_comm_destroy(&(*grid)->job);
     free(*grid);
     *grid = NULL;
 }
@@ -189,6 +230,26 @@ tsr_status_t tsr_grid_set_device(tsr_grid_t grid, tsr_device_t dev, tsr_comm_bac
     }
 cleanup:
     return rc;
+}
+
+int tsr_grid_is_server(tsr_grid_t grid)
+{
+    return grid->server;
+}
+
+tsr_comm_t tsr_grid_ps_comm(tsr_grid_t grid)
+{
+    return grid->job;
+}
+
+void tsr__grid_set_ps_joined(tsr_grid_t grid)
+{
+    grid->ps_joined = 1;
+}
+
+int tsr__grid_ps_joined(tsr_grid_t grid)
+{
+    return grid->ps_joined;
 }
 
 int tsr_grid_rank_of(tsr_grid_t grid, int dp, int pp, int tp_row, int tp_col)

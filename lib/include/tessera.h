@@ -11,6 +11,7 @@
  *   - tp:     tp.h (distributed matrices, SUMMA, layer operations; 2D and 1D)
  *   - pipe:   pipe.h (pipeline schedules, simulator, executor, partitioner)
  *   - zero:   zero.h (ZeRO-sharded optimizers, clipping, loss scaling)
+ *   - ps:     ps.h (parameter servers, asynchronous push/pull, bounded staleness)
  *   - ckpt:   ckpt.h (checkpoints in parallel HDF5: global datasets, atomic commit)
  *   - data:   data.h (llm.c token shards, the step-indexed loader)
  * config.h tells the version and which optional backends this installation has.
@@ -33,6 +34,7 @@
 #include <tessera/tp.h>
 #include <tessera/pipe.h>
 #include <tessera/zero.h>
+#include <tessera/ps.h>
 #include <tessera/ckpt.h>
 #include <tessera/data.h>
 #include <tessera/model.h>

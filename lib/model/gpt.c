@@ -592,19 +592,23 @@ cleanup:
     return rc;
 }
 
-/* The mean loss over the global batch, on every rank: on the last stage, tp column 0 of each
- * grid row adds its rows' token losses (summed once per step, not per micro-batch). */
+/* The mean loss over the global batch (with parameter servers: over this replica's share, which
+ * the servers average over the replicas), on
+ * every rank: on the last stage, tp column 0 of each grid row adds its rows' token losses
+ * (summed once per step, not per micro-batch). */
 static tsr_status_t reduce_loss(tsr_gpt_t gpt, double *loss)
 {
     tsr_status_t rc = TSR_OK;
     double mine = 0.0;
+    tsr_comm_t world = tsr_grid_comm(gpt->grid, TSR_AXIS_WORLD);
+    /* the replicas in the world: dp, or with parameter servers the rank's own replica alone */
+    int replicas = tsr_comm_size(world) / (gpt->stages * gpt->layout.tp_rows * gpt->layout.tp_cols);
     if (last_stage(gpt) && gpt->at.tp_col == 0 && gpt->rows > 0) {
         TSR_TRY(tsr_kernel_sum(gpt->dev, gpt->losses, (size_t)gpt->rows * (size_t)gpt->opts.micro_batches, &mine));
-        mine /= (double)gpt->opts.batch * (double)gpt->cfg.seq;
+        mine /= (double)gpt->seqs * (double)replicas * (double)gpt->cfg.seq;
     }
     *loss = mine;
-    TSR_TRY(tsr_comm_allreduce(tsr_grid_comm(gpt->grid, TSR_AXIS_WORLD), TSR_IN_PLACE, loss, 1, TSR_DTYPE_F64,
-                               TSR_REDUCE_SUM));
+    TSR_TRY(tsr_comm_allreduce(world, TSR_IN_PLACE, loss, 1, TSR_DTYPE_F64, TSR_REDUCE_SUM));
 cleanup:
     return rc;
 }
@@ -637,7 +641,9 @@ tsr_status_t tsr_gpt_train_step(tsr_gpt_t gpt, const int32_t *inputs, const int3
     TSR_TRY(sum_tied(gpt));
     TSR_TRY(push_wte(gpt));
     TSR_TRY(reduce_loss(gpt, &loss));
+    tsr__zero_set_loss(gpt->zero, loss);
     TSR_TRY(tsr_zero_step(gpt->zero, &zi));
+    loss = tsr__zero_loss(gpt->zero); /* with parameter servers: the round's mean */
     if (info) {
         info->loss = loss;
         info->grad_norm = zi.grad_norm;

@@ -68,6 +68,11 @@ struct tsr_zero {
     float *m, *v;        /* optimizer state (whole in stage 0, shards otherwise) */
     long step, good_steps;
     float loss_scale;
+    double grad_div;        /* the summed gradients are divided by this: the dp size, or a server's round */
+    int ps_worker;          /* the grid is a parameter-server worker's: the servers update */
+    tsr__ps_worker_t *ps;   /* its link to the servers, from the commit on */
+    int ps_published;       /* the initial parameters went to the servers */
+    double loss;            /* the step's loss (tsr__zero_set_loss()) */
 };
 
 static tsr_status_t check_config(const tsr_zero_config_t *c)
@@ -121,9 +126,34 @@ tsr_status_t tsr_zero_create(tsr_grid_t grid, tsr_device_t dev, const tsr_zero_c
     z->r = tsr_comm_rank(z->dp);
     tsr_grid_coords(grid, &z->coords);
     z->loss_scale = cfg->dynamic_loss_scale ? cfg->loss_scale : 1.0f;
+    z->grad_div = z->N;
+    z->ps_worker = tsr_grid_ps_comm(grid) && !tsr_grid_is_server(grid);
+    TSR_CHECK(!z->ps_worker || cfg->stage == 0, TSR_ERR_INVALID_ARG,
+              "with parameter servers (ps=S) the servers hold the optimizer state: the ZeRO stage must be 0, got %d",
+              cfg->stage);
+    TSR_CHECK(!z->ps_worker || (cfg->precision == TSR_PRECISION_FP32 && !cfg->dynamic_loss_scale &&
+                                tsr_device_kind(dev) == TSR_DEVICE_CPU),
+              TSR_ERR_NOT_SUPPORTED, "parameter servers (ps=S) train in fp32 on the CPU device");
     *out = z;
+    z = NULL;
 cleanup:
+    free(z);
     return rc;
+}
+
+void tsr__zero_set_grad_divisor(tsr_zero_t z, double divisor)
+{
+    z->grad_div = divisor;
+}
+
+void tsr__zero_set_loss(tsr_zero_t z, double loss)
+{
+    z->loss = loss;
+}
+
+double tsr__zero_loss(tsr_zero_t z)
+{
+    return z->loss;
 }
 
 tsr_device_t tsr_zero_device(tsr_zero_t z)
@@ -143,6 +173,7 @@ void tsr_zero_destroy(tsr_zero_t *opt)
     if (!opt || !*opt)
         return;
     tsr_zero_t z = *opt;
+    tsr__ps_worker_leave(&z->ps);
     for (int b = 0; b < z->nbuckets; b++) {
         bucket_t *k = &z->buckets[b];
         tsr_request_wait(&k->req);
@@ -305,6 +336,8 @@ static tsr_status_t allocate(tsr_zero_t z)
         TSR_TRY(alloc_zeroed(z, TSR_MEM_GRADS, z->padded_total, &z->grads_full));
     else
         TSR_TRY(alloc_zeroed(z, TSR_MEM_GRADS, z->shard_total, &z->grads_shard));
+    if (z->ps_worker) /* the servers keep the state */
+        goto cleanup;
     if (z->cfg.optim == TSR_OPTIM_ADAMW || z->cfg.momentum > 0)
         TSR_TRY(alloc_zeroed(z, TSR_MEM_OPTIM, state_n, &z->m));
     if (z->cfg.optim == TSR_OPTIM_ADAMW)
@@ -329,6 +362,8 @@ tsr_status_t tsr_zero_commit(tsr_zero_t z)
     TSR_TRY(build_buckets(z));
     TSR_TRY(allocate(z));
     z->committed = 1;
+    if (z->ps_worker)
+        TSR_TRY(tsr__ps_worker_join(z->grid, z, &z->ps));
 cleanup:
     return rc;
 }
@@ -704,6 +739,13 @@ tsr_status_t tsr_zero_sync_params(tsr_zero_t z)
     tsr_status_t rc = TSR_OK;
     tsr_request_t *reqs = NULL;
     TSR_CHECK(z->committed, TSR_ERR_INVALID_ARG, "optimizer not committed: call tsr_zero_commit first");
+    if (z->ps_worker) {
+        TSR_CHECK(z->ps && !z->ps_published, TSR_ERR_NOT_SUPPORTED,
+                  "a parameter-server worker publishes its initial parameters once (resuming is not built)");
+        z->ps_published = 1;
+        TSR_TRY(tsr__ps_worker_publish(z->ps));
+        goto cleanup;
+    }
     if (z->master)
         for (int b = 0; b < z->nbuckets; b++)
             TSR_TRY(refresh_working(z, &z->buckets[b]));
@@ -772,11 +814,27 @@ tsr_status_t tsr_zero_step(tsr_zero_t z, tsr_zero_step_info_t *info)
         TSR_CHECK(z->buckets[b].gather_state == GATHER_NONE, TSR_ERR_INVALID_ARG,
                   "layer %d is still gathered at the step: release it first", z->buckets[b].layer);
     TSR_TRY(finish_all_reductions(z));
+    if (z->ps_worker) {
+        double norm = 0.0;
+        float lr = 0.0f;
+        TSR_CHECK(z->ps_published, TSR_ERR_INVALID_ARG, "call tsr_zero_sync_params before the first step");
+        TSR_TRY(tsr__ps_worker_exchange(z->ps, z->step + 1, &z->loss, &norm, &lr));
+        z->step++;
+        TSR_TRY(tsr_zero_zero_grad(z));
+        if (info) {
+            info->step = z->step;
+            info->grad_norm = norm;
+            info->lr = lr;
+            info->loss_scale = z->loss_scale;
+            info->skipped = 0;
+        }
+        goto cleanup;
+    }
 
     double sum = 0.0;
     TSR_TRY(local_sumsq(z, &sum));
     TSR_TRY(tsr_comm_allreduce(z->world, TSR_IN_PLACE, &sum, 1, TSR_DTYPE_F64, TSR_REDUCE_SUM));
-    double inv = 1.0 / ((double)z->N * (double)z->loss_scale);
+    double inv = 1.0 / (z->grad_div * (double)z->loss_scale);
     double norm = sqrt(sum) * inv;
     int overflow = !isfinite(norm);
     update_t u = {0};

@@ -9,6 +9,14 @@
  *
  * A tp grid of 1×N runs tensor parallelism with the 1D (Megatron) algorithm; any other
  * shape uses the 2D (SUMMA) algorithm.
+ *
+ * Parameter servers (tessera/ps.h). A layout with ps = S > 0 adds S server ranks after the
+ * dp × pp × tp workers: ranks [0, dp·pp·tp) are workers, numbered as above, and the last S
+ * are servers. The data-parallel axis is then the parameter server itself, so a worker's
+ * grid is its replica: its TSR_AXIS_WORLD holds the pp × tp ranks of its replica, its
+ * TSR_AXIS_DP only itself, and its coordinates still say which replica (dp) it is. A
+ * server's grid has the S servers as TSR_AXIS_WORLD and itself alone on every other axis.
+ * tsr_grid_ps_comm() is the communicator of the whole job, servers and workers.
  */
 #ifndef TESSERA_GRID_H
 #define TESSERA_GRID_H
@@ -30,28 +38,29 @@ typedef struct tsr_layout {
     int pp;             /**< pipeline stages */
     int tp_rows;        /**< rows of the tensor-parallel grid */
     int tp_cols;        /**< columns of the tensor-parallel grid */
+    int ps;             /**< parameter-server ranks beside the workers (0: none; see tessera/ps.h) */
 } tsr_layout_t;
 
-/** One rank: dp = pp = tp_rows = tp_cols = 1. */
-#define TSR_LAYOUT_INIT {sizeof(tsr_layout_t), 1, 1, 1, 1}
+/** One rank: dp = pp = tp_rows = tp_cols = 1, no parameter server. */
+#define TSR_LAYOUT_INIT {sizeof(tsr_layout_t), 1, 1, 1, 1, 0}
 
 /** Longest text tsr_layout_format() writes, with its terminating NUL. */
-#define TSR_LAYOUT_STRLEN 64
+#define TSR_LAYOUT_STRLEN 80
 
 /**
- * Parse "dp=D,pp=P,tp=RxC" (keys in any order, each optional and defaulting to 1;
- * "tp=N" means 1xN, the 1D layout), by the list rules of tessera/options.h. Each size is at
- * most 2^20 and their product at most INT_MAX.
+ * Parse "ps=S,dp=D,pp=P,tp=RxC" (keys in any order, each optional; ps defaults to 0, the
+ * others to 1; "tp=N" means 1xN, the 1D layout), by the list rules of tessera/options.h. Each
+ * size is at least 1 and at most 2^20, and the rank count at most INT_MAX.
  * @return #TSR_OK, or TSR_ERR_INVALID_ARG with a message naming the bad part.
  */
 TSR_API tsr_status_t tsr_layout_parse(const char *text, tsr_layout_t *out);
 
-/** Write "dp=D,pp=P,tp=RxC" into @p buf (at most @p len bytes, NUL-terminated). @return buf. */
+/** Write "dp=D,pp=P,tp=RxC", preceded by "ps=S," when ps > 0, into @p buf (at most @p len bytes, NUL-terminated). @return buf. */
 TSR_API char *tsr_layout_format(const tsr_layout_t *layout, char *buf, size_t len);
 
 /**
- * Number of ranks the layout needs: dp * pp * tp_rows * tp_cols, or -1 if a size is below 1
- * or the product exceeds INT_MAX (tsr_layout_parse() refuses such layouts).
+ * Number of ranks the layout needs: ps + dp * pp * tp_rows * tp_cols, or -1 if a size is below 1
+ * (ps below 0) or the count exceeds INT_MAX (tsr_layout_parse() refuses such layouts).
  */
 TSR_API int tsr_layout_ranks(const tsr_layout_t *layout);
 
@@ -122,7 +131,13 @@ TSR_API tsr_comm_t tsr_grid_comm(tsr_grid_t grid, tsr_axis_t axis);
  */
 TSR_API tsr_status_t tsr_grid_set_device(tsr_grid_t grid, tsr_device_t dev, tsr_comm_backend_t preferred);
 
-/** World rank of the given coordinates, or -1 if any is out of range. */
+/** Whether this rank is a parameter server (a layout with ps > 0; see tessera/ps.h). */
+TSR_API int tsr_grid_is_server(tsr_grid_t grid);
+
+/** The communicator of the whole job, servers and workers; NULL without ps. Owned by the grid. */
+TSR_API tsr_comm_t tsr_grid_ps_comm(tsr_grid_t grid);
+
+/** Rank in the grid's world communicator of the given coordinates (with ps: in the whole job), or -1 if any is out of range. */
 TSR_API int tsr_grid_rank_of(tsr_grid_t grid, int dp, int pp, int tp_row, int tp_col);
 
 #ifdef __cplusplus

@@ -51,6 +51,12 @@
  * block with 0.02/sqrt(2L), layernorm gains 1, biases 0.
  *
  * The loss of a step is the mean cross-entropy over every token of the global batch.
+ *
+ * With parameter servers (a layout with ps > 0, tessera/ps.h) the grid is one replica's and
+ * its optimizer exchanges with the servers in its step: the model is the same; the loss,
+ * gradient norm and learning rate a step reports are those of the last round the first
+ * server applied (the loss: the mean of the replicas' losses in that round), at staleness
+ * 0 those of the synchronous step.
  */
 #ifndef TESSERA_MODEL_H
 #define TESSERA_MODEL_H

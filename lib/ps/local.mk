@@ -1,0 +1,11 @@
+# lib/ps/local.mk: the parameter server (server ranks, asynchronous push/pull, bounded
+# staleness): its sources, public header and tests.
+libtessera_la_SOURCES += lib/ps/ps_impl.h lib/ps/table.c lib/ps/server.c lib/ps/worker.c
+tsr_include_HEADERS += lib/include/tessera/ps.h
+ps_tests = tests/test_ps_sync
+check_PROGRAMS += $(ps_tests)
+TESTS += $(ps_tests)
+EXTRA_DIST += doc/ps.md
+# tsr-train with parameter servers: options, errors, staleness 0 against dp.
+TESTS += tests/test_ps_train.sh
+EXTRA_DIST += tests/test_ps_train.sh

@@ -1,0 +1,84 @@
+/*
+ * ps_impl.h: what the servers (server.c) and the workers (worker.c) of the parameter server
+ * share: the agreed table of the model's tensors, the shard cuts, the runs of elements a
+ * worker rank exchanges with a server, and the message header.
+ */
+#ifndef TESSERA_PS_IMPL_H
+#define TESSERA_PS_IMPL_H
+
+#include <stdint.h>
+
+#include "core/internal.h"
+
+/* Every PS message travels on the job communicator with this tag. */
+#define PS_TAG 0x5053
+
+enum { PS_PUSH = 1, PS_REPLY, PS_INIT, PS_DONE };
+
+/* The header of every message; its payload of floats follows. */
+typedef struct ps_header {
+    int64_t type;  /* PS_PUSH, ... */
+    int64_t clock; /* PUSH: the worker's step; REPLY: echoed */
+    int64_t round; /* REPLY: rounds the server has applied */
+    double norm;   /* REPLY: gradient norm of the last round applied */
+    double lr;     /* REPLY: learning rate of the last round applied */
+    int64_t count; /* floats in the payload */
+    double loss;   /* PUSH: the replica's loss; REPLY: the mean loss of the last round applied */
+} ps_header_t;
+
+/* One tensor block a worker rank registered, as every rank of the job learns it. */
+typedef struct ps_record {
+    char name[TSR_ZERO_NAME_MAX];
+    int64_t rows, cols, row_off, col_off, local_rows, local_cols;
+    int32_t layer, flags, counted, pad;
+} ps_record_t;
+
+/* A tensor of the model, at `base` in the flat vector the servers shard. */
+typedef struct ps_tensor {
+    char name[TSR_ZERO_NAME_MAX];
+    int64_t rows, cols, base;
+    int32_t layer, flags;
+} ps_tensor_t;
+
+/* What every rank agrees on after ps_table_build(). */
+typedef struct ps_table {
+    int servers, workers, replicas; /* S, worker ranks, dp */
+    ps_tensor_t *t;
+    int nt;
+    int64_t total;   /* Ψ: elements of the flat vector */
+    int64_t *cut;    /* server j holds [cut[j], cut[j+1]) */
+    ps_record_t *rec; /* worker rank r's records: rec[first[r] .. first[r] + count[r]) */
+    int *first, *count;
+} ps_table_t;
+
+/* A run of n elements: local element `local` of a worker's record, global element `global`. */
+typedef struct ps_run {
+    int64_t local, global, n;
+    int record; /* index into table->rec */
+} ps_run_t;
+
+/* Collective over the job: the first agreement (status of every rank: a worker's
+ * tsr_ps_cancel() passes an error), then each worker rank's records. */
+tsr_status_t tsr__ps_table_build(tsr_comm_t job, int servers, const ps_record_t *mine, int nmine, tsr_status_t status,
+                                 ps_table_t *out);
+
+void tsr__ps_table_free(ps_table_t *t);
+
+/* The runs of worker rank r's records that server j holds, in the order of r's records
+ * then rows; counted_only: only records the rank counts (its pushes). Malloc'ed into *out. */
+tsr_status_t tsr__ps_runs(const ps_table_t *t, int r, int j, int counted_only, ps_run_t **out, int *n);
+
+/* The index of a tensor by name, or -1. */
+int tsr__ps_tensor_index(const ps_table_t *t, const char *name);
+
+/* Agree on a status over the job: the lowest failing rank's status, else TSR_OK. A rank that
+ * failed keeps its own message; the others get one saying which rank failed. */
+tsr_status_t tsr__ps_agree(tsr_comm_t job, tsr_status_t mine, const char *stage);
+
+/* Test every request until all are done, sleeping between polls (up to max_us). */
+tsr_status_t tsr__ps_wait_all(tsr_request_t *reqs, int n, int max_us);
+
+/* Sleep us microseconds. */
+void tsr__ps_sleep_us(long us);
+
+#endif /* TESSERA_PS_IMPL_H */

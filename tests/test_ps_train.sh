@@ -1,0 +1,55 @@
+#!/bin/sh
+# test_ps_train.sh: tsr-train with parameter servers (issue 18):
+#   - --layout ps=1,tp=1x2 on 5 ranks (dp inferred: 2) prints the losses of dp=2,tp=1x2 on 4
+#     ranks at staleness 0 (to the 4 decimals printed), and --staleness inf runs to the end;
+#   - bad input gets one line and exit 2 before step 1: ps=0, more servers than ranks, a
+#     negative staleness, --staleness without ps, worker ranks that do not make whole
+#     pp x tp groups, a layout of the wrong size, a ZeRO stage above 0, a malformed
+#     TSR_PS_DELAY (exit 1), and what is not built with servers yet (--ckpt-dir).
+# Prints TAP.
+bin=${TSR_BUILDDIR:-.}/apps
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-ps-train.XXXXXX") || exit 99
+trap 'rm -rf "$tmp"' EXIT
+. "$(dirname "$0")/tap-sh.sh"
+model="--model layers=2,dim=32,heads=4,vocab=256,seq=16 --batch 4 --steps 3"
+
+run() { # run RANKS ARGS...: tsr-train on RANKS ranks; sets $out, $err and $status (124: it hung)
+    ranks=$1
+    shift
+    # shellcheck disable=SC2086
+    timeout 120 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n "$ranks" "$bin/tsr-train" "$@" >"$tmp/out" 2>"$tmp/err"
+    status=$?
+    out=$(cat "$tmp/out")
+    err=$(cat "$tmp/err")
+}
+losses() { grep '^step' "$tmp/out" | awk '{print $4}' | tr '\n' ' '; }
+
+run 4 $model --layout dp=2,tp=1x2
+sync=$(losses)
+run 5 $model --layout ps=1,tp=1x2
+check "ps=1,tp=1x2 on 5 ranks: staleness 0 gives dp=2,tp=1x2's losses ($sync)" \
+    eval 'test $status -eq 0 && test "$(losses)" = "$sync" && has "$out" "layout ps=1,dp=2,pp=1,tp=1x2, staleness 0"'
+run 3 $model --layout ps=1 --staleness inf
+check "ps=1 on 3 ranks, --staleness inf: 3 steps" eval 'test $status -eq 0 && has "$out" "step 3/3"'
+
+before_step1() { test "$status" -eq 2 && one_error "$1" && ! has "$out" "step 1/"; }
+run 3 $model --layout ps=0
+check "ps=0 is refused" before_step1 'bad layout item "ps=0"'
+run 3 $model --layout ps=3
+check "more servers than ranks is refused" before_step1 "3 servers leave no worker rank of the 3 ranks"
+run 3 $model --layout ps=1 --staleness -1
+check "a negative staleness is refused" before_step1 "--staleness -1: expected a non-negative integer or inf"
+run 2 $model --staleness 1
+check "--staleness without ps is refused" before_step1 "--staleness needs parameter servers"
+run 4 $model --layout ps=1,tp=1x2
+check "3 worker ranks in groups of tp=1x2 are refused" before_step1 "the 3 worker ranks (4 minus ps=1) do not divide"
+run 4 $model --layout ps=2,dp=4
+check "ps=2,dp=4 on 4 ranks is refused" before_step1 "needs 6 ranks, but mpiexec started 4"
+run 3 $model --layout ps=1 --zero 2
+check "ZeRO 2 with servers is refused" \
+    eval 'test $status -eq 1 && one_error "the servers hold the optimizer state: the ZeRO stage must be 0, got 2"'
+TSR_PS_DELAY=x run 3 $model --layout ps=1
+check "a malformed TSR_PS_DELAY is refused" eval 'test $status -eq 1 && one_error "TSR_PS_DELAY=x: expected WORKER:MS"'
+run 3 $model --layout ps=1 --ckpt-dir "$tmp/ckpt"
+check "--ckpt-dir with servers says it is not built yet" before_step1 "--ckpt-dir is not built with parameter servers"
+echo "1..$n"
