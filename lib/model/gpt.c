@@ -592,10 +592,9 @@ cleanup:
     return rc;
 }
 
-/* The mean loss over the global batch (with parameter servers: over this replica's share, which
- * the servers average over the replicas), on
- * every rank: on the last stage, tp column 0 of each grid row adds its rows' token losses
- * (summed once per step, not per micro-batch). */
+/* The mean loss over the global batch (with parameter servers: over this replica's share,
+ * which the servers average over the replicas), on every rank: on the last stage, tp column 0
+ * of each grid row adds its rows' token losses (summed once per step, not per micro-batch). */
 static tsr_status_t reduce_loss(tsr_gpt_t gpt, double *loss)
 {
     tsr_status_t rc = TSR_OK;
