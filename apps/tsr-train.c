@@ -31,8 +31,7 @@
 
 static const char usage[] =
     "Usage: mpiexec -n N tsr-train [OPTIONS]\n"
-    "Train a GPT-2 model on a dp x pp x tp grid of ranks (AdamW, betas 0.9/0.95, weight decay 0.1,\n"
-    "gradient clipping at global norm 1, constant learning rate).\n"
+    "Train a GPT-2 model on a dp x pp x tp grid of ranks.\n"
     "  --layout dp=D,pp=P,tp=RxC   process grid (default dp=N); tp=1xC is 1D (Megatron), else 2D (SUMMA)\n"
     "  --zero 0..3                 ZeRO stage (default 0)\n"
     "  --schedule KIND             gpipe, 1f1b, interleaved:V or zb-h1 (default 1f1b)\n"
@@ -41,7 +40,17 @@ static const char usage[] =
     "  --batch B                   global batch in sequences (default 8)\n"
     "  --micro-batches M           micro-batches per step on each dp rank (default 1)\n"
     "  --steps S                   train until step S (default 10); resuming at or past it trains nothing\n"
-    "  --lr X                      learning rate, finite and positive (default 1e-3)\n"
+    "  --lr X                      peak learning rate, finite and positive (default 1e-3)\n"
+    "  --lr-schedule KIND          constant, cosine or linear: after the warmup, hold --lr or decay it\n"
+    "                              to --min-lr at --steps (default constant)\n"
+    "  --warmup-steps N            linear warmup from lr/N to lr over the first N steps (default 0)\n"
+    "  --min-lr X                  final learning rate of cosine and linear, 0 to --lr (default 0)\n"
+    "  --optimizer adamw|sgd       AdamW, or SGD with momentum (default adamw)\n"
+    "  --weight-decay X            decoupled weight decay, not of biases and gains (default 0.1)\n"
+    "  --beta1 X, --beta2 X        AdamW's moment decay rates, in [0, 1) (default 0.9 and 0.95)\n"
+    "  --eps X                     AdamW's epsilon, positive (default 1e-8)\n"
+    "  --momentum X                SGD's momentum, in [0, 1) (default 0.9)\n"
+    "  --grad-clip X               clip gradients to global norm X; 0: no clipping (default 1)\n"
     "  --seed N                    seed of the initial weights (default 1234)\n"
     "  --device cpu|cuda           device (default cpu); cuda: rank r uses GPU (local rank mod GPUs)\n"
     "  --precision fp32|bf16       precision (default fp32); bf16 (cuda only): bf16 compute, fp32 master\n"
@@ -55,6 +64,8 @@ static const char usage[] =
     "                              peak bytes per memory category)\n"
     "  --trace FILE                Chrome trace JSON of the last step's pipeline (when pp > 1)\n"
     "  --help, --version\n"
+    "The optimizer's hyperparameters are stored in each checkpoint: a resume that changes one warns\n"
+    "(the run goes on with the new value); one that changes --optimizer is an error.\n"
     "A step whose loss or gradient norm is not finite stops the run with an error (exit 1).\n"
     "Rank 0 prints one line per step; MFU = 6 * params * tokens/s against a nominal peak of\n"
     "100 GFLOP/s per cpu rank, or per GPU rank 989.4 TFLOP/s (bf16) or 66.9 TFLOP/s (fp32).\n";
@@ -134,6 +145,17 @@ static int parse_path(const char *opt, const char *text, const char **out)
     return 0;
 }
 
+/* A real number in [lo, hi] (hi excluded when hi_open), finite; *what says so in the error. */
+static int parse_real(const char *opt, const char *text, double lo, double hi, int hi_open, const char *what,
+                      float *out)
+{
+    double x;
+    if (tsr_parse_f64(text, &x) != TSR_OK || !isfinite(x) || x < lo || x > hi || (hi_open && x == hi))
+        return usage_error("%s %s: expected %s", opt, text, what);
+    *out = (float)x;
+    return 0;
+}
+
 static int parse_schedule(const char *text, options_t *o)
 {
     if (tsr_pipe_spec_parse(text, &o->gpt.schedule, &o->gpt.chunks) != TSR_OK)
@@ -146,7 +168,8 @@ static int parse_schedule(const char *text, options_t *o)
 static int parse_options(int argc, char **argv, options_t *o)
 {
     enum { O_LAYOUT = 256, O_ZERO, O_SCHEDULE, O_MODEL, O_DATA, O_BATCH, O_MICRO, O_STEPS, O_LR, O_SEED,
-           O_DEVICE, O_PRECISION, O_RECOMPUTE, O_COMPUTE, O_CKPT_DIR, O_CKPT_EVERY, O_RESUME, O_LOG_JSON, O_TRACE, O_HELP, O_VERSION };
+           O_DEVICE, O_PRECISION, O_RECOMPUTE, O_COMPUTE, O_CKPT_DIR, O_CKPT_EVERY, O_RESUME, O_LOG_JSON, O_TRACE, O_HELP, O_VERSION,
+           O_LR_SCHEDULE, O_WARMUP, O_MIN_LR, O_OPTIMIZER, O_WD, O_BETA1, O_BETA2, O_EPS, O_MOMENTUM, O_CLIP };
     static const struct option longopts[] = {
         {"layout", required_argument, 0, O_LAYOUT}, {"zero", required_argument, 0, O_ZERO},
         {"schedule", required_argument, 0, O_SCHEDULE}, {"model", required_argument, 0, O_MODEL},
@@ -158,7 +181,12 @@ static int parse_options(int argc, char **argv, options_t *o)
         {"ckpt-dir", required_argument, 0, O_CKPT_DIR}, {"ckpt-every", required_argument, 0, O_CKPT_EVERY},
         {"resume", optional_argument, 0, O_RESUME}, {"log-json", required_argument, 0, O_LOG_JSON},
         {"trace", required_argument, 0, O_TRACE}, {"help", no_argument, 0, O_HELP},
-        {"version", no_argument, 0, O_VERSION}, {0, 0, 0, 0}};
+        {"version", no_argument, 0, O_VERSION}, {"lr-schedule", required_argument, 0, O_LR_SCHEDULE},
+        {"warmup-steps", required_argument, 0, O_WARMUP}, {"min-lr", required_argument, 0, O_MIN_LR},
+        {"optimizer", required_argument, 0, O_OPTIMIZER}, {"weight-decay", required_argument, 0, O_WD},
+        {"beta1", required_argument, 0, O_BETA1}, {"beta2", required_argument, 0, O_BETA2},
+        {"eps", required_argument, 0, O_EPS}, {"momentum", required_argument, 0, O_MOMENTUM},
+        {"grad-clip", required_argument, 0, O_CLIP}, {0, 0, 0, 0}};
     long v;
     double x;
     opterr = 0;
@@ -205,6 +233,47 @@ static int parse_options(int argc, char **argv, options_t *o)
             if (tsr_parse_f64(optarg, &x) != TSR_OK || !(x > 0) || x > FLT_MAX || (float)x == 0)
                 return usage_error("--lr %s: expected a finite positive number", optarg);
             o->zero.lr = (float)x;
+            break;
+        case O_LR_SCHEDULE:
+            if (tsr_lr_schedule_parse(optarg, &o->zero.schedule) != TSR_OK)
+                return usage_error("--lr-schedule %s: expected constant, cosine or linear", optarg);
+            break;
+        case O_WARMUP:
+            if (parse_long("--warmup-steps", optarg, 0, LONG_MAX, &o->zero.warmup_steps))
+                return 2;
+            break;
+        case O_MIN_LR:
+            if (parse_real("--min-lr", optarg, 0, FLT_MAX, 0, "a finite number >= 0", &o->zero.min_lr))
+                return 2;
+            break;
+        case O_OPTIMIZER:
+            if (tsr_optim_kind_parse(optarg, &o->zero.optim) != TSR_OK)
+                return usage_error("--optimizer %s: expected adamw or sgd", optarg);
+            break;
+        case O_WD:
+            if (parse_real("--weight-decay", optarg, 0, FLT_MAX, 0, "a finite number >= 0", &o->zero.weight_decay))
+                return 2;
+            break;
+        case O_BETA1:
+        case O_BETA2:
+            if (parse_real(c == O_BETA1 ? "--beta1" : "--beta2", optarg, 0, 1, 1, "a number in [0, 1)",
+                           c == O_BETA1 ? &o->zero.beta1 : &o->zero.beta2))
+                return 2;
+            break;
+        case O_EPS:
+            if (parse_real("--eps", optarg, 0, FLT_MAX, 0, "a finite positive number", &o->zero.eps))
+                return 2;
+            if (o->zero.eps == 0)
+                return usage_error("--eps %s: expected a finite positive number", optarg);
+            break;
+        case O_MOMENTUM:
+            if (parse_real("--momentum", optarg, 0, 1, 1, "a number in [0, 1)", &o->zero.momentum))
+                return 2;
+            break;
+        case O_CLIP:
+            if (parse_real("--grad-clip", optarg, 0, FLT_MAX, 0, "a finite number >= 0 (0: no clipping)",
+                           &o->zero.clip_norm))
+                return 2;
             break;
         case O_SEED:
             if (tsr_parse_u64(optarg, &o->gpt.seed) != TSR_OK)
@@ -296,6 +365,13 @@ static int parse_options(int argc, char **argv, options_t *o)
     if (o->steps > INT64_MAX / ((int64_t)o->gpt.batch * o->model.seq))
         return usage_error("--steps %ld: that many steps of %d x %d tokens overflow the count of tokens seen", o->steps,
                            o->gpt.batch, o->model.seq);
+    if (o->zero.schedule != TSR_LR_CONSTANT && o->zero.min_lr > o->zero.lr)
+        return usage_error("--min-lr %g is above --lr %g (expected 0 to --lr)", (double)o->zero.min_lr,
+                           (double)o->zero.lr);
+    if (o->zero.schedule != TSR_LR_CONSTANT && o->zero.warmup_steps > o->steps)
+        return usage_error("--warmup-steps %ld is past --steps %ld, where the %s decay ends", o->zero.warmup_steps,
+                           o->steps, tsr_lr_schedule_name(o->zero.schedule));
+    o->zero.total_steps = o->steps;
     if (o->ckpt_every > 0 && !o->ckpt_dir)
         return usage_error("--ckpt-every needs --ckpt-dir");
     if (o->resume && strcmp(o->resume, "latest") == 0 && !o->ckpt_dir)
@@ -397,6 +473,44 @@ static tsr_status_t resume_path(const options_t *o, char **path)
     return rc;
 }
 
+/* Rank 0: one warning line per hyperparameter this run sets differently from the checkpoint's. */
+static void warn_changed_optimizer(tsr_ckpt_reader_t r, const char *path, const tsr_zero_config_t *now)
+{
+    tsr_zero_config_t was;
+    if (tsr_ckpt_get_zero_config(r, &was) != TSR_OK) {
+        if (world_rank == 0)
+            fprintf(stderr, "tsr-train: warning: %s records no optimizer hyperparameters (%s); they are not "
+                    "compared\n", path, tsr_last_error());
+        tsr_clear_error();
+        return;
+    }
+    if (world_rank != 0)
+        return;
+    const struct { const char *opt; float was, now; int used; } f[] = {
+        {"--lr", was.lr, now->lr, 1},
+        {"--min-lr", was.min_lr, now->min_lr, now->schedule != TSR_LR_CONSTANT},
+        {"--weight-decay", was.weight_decay, now->weight_decay, 1},
+        {"--beta1", was.beta1, now->beta1, now->optim == TSR_OPTIM_ADAMW},
+        {"--beta2", was.beta2, now->beta2, now->optim == TSR_OPTIM_ADAMW},
+        {"--eps", was.eps, now->eps, now->optim == TSR_OPTIM_ADAMW},
+        {"--momentum", was.momentum, now->momentum, now->optim == TSR_OPTIM_SGD},
+        {"--grad-clip", was.clip_norm, now->clip_norm, 1}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (f[i].used && f[i].was != f[i].now)
+            fprintf(stderr, "tsr-train: warning: %s %g differs from the checkpoint's %g (the run goes on with %g)\n",
+                    f[i].opt, (double)f[i].now, (double)f[i].was, (double)f[i].now);
+    if (was.schedule != now->schedule)
+        fprintf(stderr, "tsr-train: warning: --lr-schedule %s differs from the checkpoint's %s (the run goes on "
+                "with %s)\n", tsr_lr_schedule_name(now->schedule), tsr_lr_schedule_name(was.schedule),
+                tsr_lr_schedule_name(now->schedule));
+    if (was.warmup_steps != now->warmup_steps)
+        fprintf(stderr, "tsr-train: warning: --warmup-steps %ld differs from the checkpoint's %ld (the run goes on "
+                "with %ld)\n", now->warmup_steps, was.warmup_steps, now->warmup_steps);
+    if (now->schedule != TSR_LR_CONSTANT && was.schedule == now->schedule && was.total_steps != now->total_steps)
+        fprintf(stderr, "tsr-train: warning: the %s decay now ends at --steps %ld, the checkpoint's at step %ld\n",
+                tsr_lr_schedule_name(now->schedule), now->total_steps, was.total_steps);
+}
+
 /*
  * Restore the optimizer from the checkpoint at path; *step gets its data position. Every value
  * read is covered by a checksum, and they must agree: the loader's position /data/step is the
@@ -416,6 +530,8 @@ static tsr_status_t resume(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, c
         rc = tsr_ckpt_expect_i64(r, "/config", "batch", o->gpt.batch);
     if (rc == TSR_OK)
         rc = tsr_ckpt_load_zero(r, grid, tsr_gpt_optimizer(gpt), &o->zero);
+    if (rc == TSR_OK)
+        warn_changed_optimizer(r, path, &o->zero);
     if (rc == TSR_OK)
         rc = tsr_ckpt_read_i64(r, "/data/step", 1, &pos);
     if (rc == TSR_OK)
@@ -556,11 +672,14 @@ static int train(const options_t *o)
     if (world_rank == 0) {
         char lay[TSR_LAYOUT_STRLEN], model[TSR_GPT_CONFIG_STRLEN];
         printf("tsr-train: model %s (%lld parameters), layout %s, ZeRO %d, schedule %s, batch %d x %d tokens in "
-               "%d micro-batches, data %s, %s %s\n",
+               "%d micro-batches, data %s, %s %s\n"
+               "tsr-train: optimizer %s, lr %g (%s schedule, %ld warmup steps), weight decay %g, gradient clip %g\n",
                tsr_gpt_config_format(&o->model, model, sizeof model), (long long)params,
                tsr_layout_format(&o->layout, lay, sizeof lay), o->zero.stage, o->schedule_text, o->gpt.batch,
                o->model.seq, o->gpt.micro_batches, o->data ? o->data : "synthetic", tsr_device_kind_name(o->device),
-               o->zero.precision == TSR_PRECISION_BF16 ? "bf16" : "fp32");
+               o->zero.precision == TSR_PRECISION_BF16 ? "bf16" : "fp32", tsr_optim_kind_name(o->zero.optim),
+               (double)o->zero.lr, tsr_lr_schedule_name(o->zero.schedule), o->zero.warmup_steps,
+               (double)o->zero.weight_decay, (double)o->zero.clip_norm);
     }
     /* Before anything is read from or written to them: the directory is this job's alone. */
     if (check_outputs(o, tsr_grid_comm(grid, TSR_AXIS_WORLD), &lock))
@@ -644,7 +763,7 @@ int main(int argc, char **argv)
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
     o.layout = lay, o.zero = z, o.gpt = g, o.model = m;
-    o.zero.beta2 = 0.95f, o.zero.weight_decay = 0.1f, o.zero.clip_norm = 1.0f;
+    o.zero.beta2 = 0.95f, o.zero.weight_decay = 0.1f, o.zero.clip_norm = 1.0f, o.zero.momentum = 0.9f;
     o.gpt.poll_us = 50;
     o.steps = 10;
     snprintf(o.model_text, sizeof o.model_text, "tiny");
