@@ -13,6 +13,7 @@
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -59,6 +60,11 @@ static const char usage[] =
     "  --ckpt-dir DIR              write checkpoints into DIR (every --ckpt-every steps and at the end);\n"
     "                              checked and locked before step 1: one job per directory\n"
     "  --ckpt-every K              checkpoint interval in steps (default 0: only at the end)\n"
+    "  --ckpt-keep N               keep the newest N step files, removing older ones once the new\n"
+    "                              latest is committed (default 0: keep all)\n"
+    "  --time-limit MINUTES        stop (checkpoint, exit 0) before MINUTES of wall time have passed\n"
+    "  --max-bad-steps N           steps whose loss or gradient norm is not finite that the run\n"
+    "                              survives, without an update (default 0: the first ends it)\n"
     "  --resume [latest|FILE]      continue from DIR/latest (needs --ckpt-dir) or from FILE\n"
     "  --log-json FILE             one JSON object per step (loss, grad_norm, lr, ms, tokens_per_s, mfu,\n"
     "                              peak bytes per memory category)\n"
@@ -66,7 +72,10 @@ static const char usage[] =
     "  --help, --version\n"
     "The optimizer's hyperparameters are stored in each checkpoint: a resume that changes one warns\n"
     "(the run goes on with the new value); one that changes --optimizer is an error.\n"
-    "A step whose loss or gradient norm is not finite stops the run with an error (exit 1).\n"
+    "SIGTERM or SIGUSR1 (e.g. Slurm's --signal) makes every rank finish its step, write a checkpoint\n"
+    "(with --ckpt-dir) and exit 0; a second signal ends the run at once.\n"
+    "More than --max-bad-steps steps whose loss or gradient norm is not finite end the run with an\n"
+    "error (exit 1).\n"
     "Rank 0 prints one line per step; MFU = 6 * params * tokens/s against a nominal peak of\n"
     "100 GFLOP/s per cpu rank, or per GPU rank 989.4 TFLOP/s (bf16) or 66.9 TFLOP/s (fp32).\n";
 
@@ -81,8 +90,12 @@ typedef struct options {
     char schedule_text[32];
     tsr_device_kind_t device;
     const char *data, *ckpt_dir, *resume, *log_json, *trace;
-    long steps, ckpt_every;
+    long steps, ckpt_every, ckpt_keep, max_bad_steps;
+    double time_limit_s; /* 0: none */
 } options_t;
+
+/* The signal that asked the run to stop (SIGTERM, SIGUSR1), or 0. */
+static volatile sig_atomic_t stop_signal;
 
 static int world_rank, world_size;
 static char app_error[512]; /* an error found by tsr-train itself, not by the library */
@@ -169,7 +182,8 @@ static int parse_options(int argc, char **argv, options_t *o)
 {
     enum { O_LAYOUT = 256, O_ZERO, O_SCHEDULE, O_MODEL, O_DATA, O_BATCH, O_MICRO, O_STEPS, O_LR, O_SEED,
            O_DEVICE, O_PRECISION, O_RECOMPUTE, O_COMPUTE, O_CKPT_DIR, O_CKPT_EVERY, O_RESUME, O_LOG_JSON, O_TRACE, O_HELP, O_VERSION,
-           O_LR_SCHEDULE, O_WARMUP, O_MIN_LR, O_OPTIMIZER, O_WD, O_BETA1, O_BETA2, O_EPS, O_MOMENTUM, O_CLIP };
+           O_LR_SCHEDULE, O_WARMUP, O_MIN_LR, O_OPTIMIZER, O_WD, O_BETA1, O_BETA2, O_EPS, O_MOMENTUM, O_CLIP,
+           O_CKPT_KEEP, O_TIME_LIMIT, O_MAX_BAD };
     static const struct option longopts[] = {
         {"layout", required_argument, 0, O_LAYOUT}, {"zero", required_argument, 0, O_ZERO},
         {"schedule", required_argument, 0, O_SCHEDULE}, {"model", required_argument, 0, O_MODEL},
@@ -186,7 +200,9 @@ static int parse_options(int argc, char **argv, options_t *o)
         {"optimizer", required_argument, 0, O_OPTIMIZER}, {"weight-decay", required_argument, 0, O_WD},
         {"beta1", required_argument, 0, O_BETA1}, {"beta2", required_argument, 0, O_BETA2},
         {"eps", required_argument, 0, O_EPS}, {"momentum", required_argument, 0, O_MOMENTUM},
-        {"grad-clip", required_argument, 0, O_CLIP}, {0, 0, 0, 0}};
+        {"grad-clip", required_argument, 0, O_CLIP}, {"ckpt-keep", required_argument, 0, O_CKPT_KEEP},
+        {"time-limit", required_argument, 0, O_TIME_LIMIT}, {"max-bad-steps", required_argument, 0, O_MAX_BAD},
+        {0, 0, 0, 0}};
     long v;
     double x;
     opterr = 0;
@@ -273,6 +289,23 @@ static int parse_options(int argc, char **argv, options_t *o)
         case O_CLIP:
             if (parse_real("--grad-clip", optarg, 0, FLT_MAX, 0, "a finite number >= 0 (0: no clipping)",
                            &o->zero.clip_norm))
+                return 2;
+            break;
+        case O_CKPT_KEEP:
+            if (parse_long("--ckpt-keep", optarg, 0, INT_MAX, &o->ckpt_keep))
+                return 2;
+            break;
+        case O_TIME_LIMIT: {
+            float minutes;
+            if (parse_real("--time-limit", optarg, 0, 1e9, 0, "a positive number of minutes", &minutes))
+                return 2;
+            if (minutes == 0)
+                return usage_error("--time-limit %s: expected a positive number of minutes", optarg);
+            o->time_limit_s = 60.0 * minutes;
+            break;
+        }
+        case O_MAX_BAD:
+            if (parse_long("--max-bad-steps", optarg, 0, LONG_MAX, &o->max_bad_steps))
                 return 2;
             break;
         case O_SEED:
@@ -374,6 +407,8 @@ static int parse_options(int argc, char **argv, options_t *o)
     o->zero.total_steps = o->steps;
     if (o->ckpt_every > 0 && !o->ckpt_dir)
         return usage_error("--ckpt-every needs --ckpt-dir");
+    if (o->ckpt_keep > 0 && !o->ckpt_dir)
+        return usage_error("--ckpt-keep needs --ckpt-dir");
     if (o->resume && strcmp(o->resume, "latest") == 0 && !o->ckpt_dir)
         return usage_error("--resume latest needs --ckpt-dir");
     return 0;
@@ -456,7 +491,7 @@ static tsr_status_t save(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, lon
         tsr_ckpt_abort(&w);
         return rc;
     }
-    return tsr_ckpt_commit(&w, 0);
+    return tsr_ckpt_commit(&w, (int)o->ckpt_keep);
 }
 
 /* The checkpoint --resume names, malloc'ed (DIR/latest's file, or FILE). */
@@ -617,13 +652,57 @@ static void log_step(const options_t *o, FILE *json, long step, long steps, cons
     fflush(json);
 }
 
-/* Rank 0: the one line of a step whose loss or gradient norm is not finite. */
-static void report_not_finite(long step, const tsr_gpt_step_info_t *info)
+/* Rank 0: the one line of a step whose loss or gradient norm is not finite: the error that
+ * ends the run after more than --max-bad-steps of them, or a warning before. */
+static void report_not_finite(const options_t *o, long step, const tsr_gpt_step_info_t *info, long bad_steps)
 {
     double bad = isfinite(info->loss) ? info->grad_norm : info->loss;
-    if (world_rank == 0)
+    const char *what = isfinite(info->loss) ? "gradient norm" : "loss";
+    const char *value = isnan(bad) ? "NaN" : bad > 0 ? "+Inf" : "-Inf";
+    if (world_rank != 0)
+        return;
+    if (bad_steps > o->max_bad_steps && o->max_bad_steps == 0)
         fprintf(stderr, "tsr-train: step %ld: the %s is %s (expected a finite number; try a lower --lr)\n", step,
-                isfinite(info->loss) ? "gradient norm" : "loss", isnan(bad) ? "NaN" : bad > 0 ? "+Inf" : "-Inf");
+                what, value);
+    else if (bad_steps > o->max_bad_steps)
+        fprintf(stderr, "tsr-train: step %ld: the %s is %s: %ld steps not finite, more than --max-bad-steps %ld "
+                "(try a lower --lr)\n", step, what, value, bad_steps, o->max_bad_steps);
+    else
+        fprintf(stderr, "tsr-train: warning: step %ld: the %s is %s; no update (%ld of --max-bad-steps %ld)\n", step,
+                what, value, bad_steps, o->max_bad_steps);
+}
+
+/* The first SIGTERM or SIGUSR1 asks the run to stop after its step; the handler is then reset,
+ * so a second one ends the process at once. */
+static void on_stop_signal(int sig)
+{
+    stop_signal = sig;
+}
+
+static void catch_stop_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART | SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+}
+
+/*
+ * After each step, whether to stop now: a stop signal seen by any rank, or (rank 0's clock)
+ * too little time left under --time-limit for another step and a checkpoint, judged from the
+ * slowest step and checkpoint so far, doubled. One small allreduce, the same verdict on every
+ * rank. Returns the signal, -1 for the time limit, or 0.
+ */
+static int should_stop(const options_t *o, double start, double step_s, double ckpt_s)
+{
+    int why[2] = {(int)stop_signal, 0};
+    if (world_rank == 0 && o->time_limit_s > 0)
+        why[1] = MPI_Wtime() - start + 2 * (step_s + ckpt_s) >= o->time_limit_s;
+    MPI_Allreduce(MPI_IN_PLACE, why, 2, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+    return why[0] ? why[0] : why[1] ? -1 : 0;
 }
 
 /* Rank r on a node uses GPU (r mod the node's GPUs); the CPU device otherwise. */
@@ -653,7 +732,8 @@ static int train(const options_t *o)
     int32_t *in = NULL, *tg = NULL;
     tsr_ckpt_lock_t lock = NULL;
     int status = 1, first = 0, count = 0;
-    long step = 0;
+    long step = 0, bad_steps = 0;
+    double start = MPI_Wtime(), step_s = 0, ckpt_s = 0;
     char *path = NULL;
     tsr_status_t rc = open_device(o->device, &dev);
     if (failed(rc, "--device"))
@@ -721,18 +801,32 @@ static int train(const options_t *o)
         double t0 = MPI_Wtime();
         if (failed(tsr_gpt_train_step(gpt, in, tg, &info), NULL))
             goto done;
-        if (!isfinite(info.loss) || !isfinite(info.grad_norm)) { /* the same on every rank */
-            report_not_finite(step + 1, &info);
-            goto done;
-        }
         double ms = (MPI_Wtime() - t0) * 1e3;
+        if (!isfinite(info.loss) || !isfinite(info.grad_norm)) { /* the same on every rank */
+            report_not_finite(o, step + 1, &info, ++bad_steps);
+            if (bad_steps > o->max_bad_steps)
+                goto done;
+        }
         if (world_rank == 0)
             log_step(o, json, step + 1, o->steps, &info, ms, (double)o->gpt.batch * o->model.seq, params);
-        int due = o->ckpt_dir && ((o->ckpt_every > 0 && (step + 1) % o->ckpt_every == 0) || step + 1 == o->steps);
+        step_s = fmax(step_s, ms / 1e3);
+        int stop = step + 1 < o->steps ? should_stop(o, start, step_s, ckpt_s) : 0;
+        double stop_at = MPI_Wtime() - start;
+        int due = o->ckpt_dir &&
+                  ((o->ckpt_every > 0 && (step + 1) % o->ckpt_every == 0) || step + 1 == o->steps || stop);
+        double c0 = MPI_Wtime();
         if (due && failed(save(o, grid, gpt, step + 1), "checkpoint"))
             goto done;
+        ckpt_s = due ? fmax(ckpt_s, MPI_Wtime() - c0) : ckpt_s;
         if (due && world_rank == 0)
             printf("tsr-train: checkpoint %s/step_%ld.h5\n", o->ckpt_dir, step + 1);
+        if (stop) {
+            if (world_rank == 0)
+                printf("tsr-train: %s: stopped after step %ld of %ld, %.1f s into the run%s\n",
+                       stop < 0 ? "--time-limit" : stop == SIGTERM ? "SIGTERM" : "SIGUSR1", step + 1, o->steps,
+                       stop_at, o->ckpt_dir ? "" : " (no --ckpt-dir: nothing saved)");
+            break;
+        }
     }
     if (trace && failed(tsr_pipe_trace_write(trace, tsr_grid_comm(grid, TSR_AXIS_WORLD), o->trace), "--trace"))
         goto done;
@@ -762,6 +856,7 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+    catch_stop_signals();
     o.layout = lay, o.zero = z, o.gpt = g, o.model = m;
     o.zero.beta2 = 0.95f, o.zero.weight_decay = 0.1f, o.zero.clip_norm = 1.0f, o.zero.momentum = 0.9f;
     o.gpt.poll_us = 50;
