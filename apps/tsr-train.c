@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <tessera.h>
 
@@ -37,8 +38,10 @@ static const char usage[] =
     "  --zero 0..3                 ZeRO stage (default 0)\n"
     "  --schedule KIND             gpipe, 1f1b, interleaved:V or zb-h1 (default 1f1b)\n"
     "  --model SPEC                tiny, gpt2-124m or layers=L,dim=H,heads=A,vocab=V,seq=T (default tiny)\n"
-    "  --data FILE.bin|synthetic   llm.c token shard, or synthetic byte-level text (default synthetic)\n"
-    "  --batch B                   global batch in sequences (default 8)\n"
+    "  --data SHARDS|synthetic     llm.c token shards (uint16 or uint32): a file, a glob pattern or a\n"
+    "                              comma-separated list; or synthetic byte-level text (default)\n"
+    "  --shuffle                   shuffle the sequences of each epoch (a function of --seed and the epoch)\n"
+    "  --batch B                   global batch in sequences (default 8); may change on resume\n"
     "  --micro-batches M           micro-batches per step on each dp rank (default 1)\n"
     "  --steps S                   train until step S (default 10); resuming at or past it trains nothing\n"
     "  --lr X                      peak learning rate, finite and positive (default 1e-3)\n"
@@ -66,8 +69,8 @@ static const char usage[] =
     "  --max-bad-steps N           steps whose loss or gradient norm is not finite that the run\n"
     "                              survives, without an update (default 0: the first ends it)\n"
     "  --resume [latest|FILE]      continue from DIR/latest (needs --ckpt-dir) or from FILE\n"
-    "  --log-json FILE             one JSON object per step (loss, grad_norm, lr, ms, tokens_per_s, mfu,\n"
-    "                              peak bytes per memory category)\n"
+    "  --log-json FILE             one JSON object per step (step, time, tokens_seen, loss, grad_norm, lr,\n"
+    "                              ms, tokens_per_s, mfu, peak bytes per memory category)\n"
     "  --trace FILE                Chrome trace JSON of the last step's pipeline (when pp > 1)\n"
     "  --help, --version\n"
     "The optimizer's hyperparameters are stored in each checkpoint: a resume that changes one warns\n"
@@ -91,6 +94,7 @@ typedef struct options {
     tsr_device_kind_t device;
     const char *data, *ckpt_dir, *resume, *log_json, *trace;
     long steps, ckpt_every, ckpt_keep, max_bad_steps;
+    int shuffle;
     double time_limit_s; /* 0: none */
 } options_t;
 
@@ -183,7 +187,7 @@ static int parse_options(int argc, char **argv, options_t *o)
     enum { O_LAYOUT = 256, O_ZERO, O_SCHEDULE, O_MODEL, O_DATA, O_BATCH, O_MICRO, O_STEPS, O_LR, O_SEED,
            O_DEVICE, O_PRECISION, O_RECOMPUTE, O_COMPUTE, O_CKPT_DIR, O_CKPT_EVERY, O_RESUME, O_LOG_JSON, O_TRACE, O_HELP, O_VERSION,
            O_LR_SCHEDULE, O_WARMUP, O_MIN_LR, O_OPTIMIZER, O_WD, O_BETA1, O_BETA2, O_EPS, O_MOMENTUM, O_CLIP,
-           O_CKPT_KEEP, O_TIME_LIMIT, O_MAX_BAD };
+           O_CKPT_KEEP, O_TIME_LIMIT, O_MAX_BAD, O_SHUFFLE };
     static const struct option longopts[] = {
         {"layout", required_argument, 0, O_LAYOUT}, {"zero", required_argument, 0, O_ZERO},
         {"schedule", required_argument, 0, O_SCHEDULE}, {"model", required_argument, 0, O_MODEL},
@@ -202,6 +206,7 @@ static int parse_options(int argc, char **argv, options_t *o)
         {"eps", required_argument, 0, O_EPS}, {"momentum", required_argument, 0, O_MOMENTUM},
         {"grad-clip", required_argument, 0, O_CLIP}, {"ckpt-keep", required_argument, 0, O_CKPT_KEEP},
         {"time-limit", required_argument, 0, O_TIME_LIMIT}, {"max-bad-steps", required_argument, 0, O_MAX_BAD},
+        {"shuffle", no_argument, 0, O_SHUFFLE},
         {0, 0, 0, 0}};
     long v;
     double x;
@@ -290,6 +295,9 @@ static int parse_options(int argc, char **argv, options_t *o)
             if (parse_real("--grad-clip", optarg, 0, FLT_MAX, 0, "a finite number >= 0 (0: no clipping)",
                            &o->zero.clip_norm))
                 return 2;
+            break;
+        case O_SHUFFLE:
+            o->shuffle = 1;
             break;
         case O_CKPT_KEEP:
             if (parse_long("--ckpt-keep", optarg, 0, INT_MAX, &o->ckpt_keep))
@@ -461,12 +469,48 @@ done:
 
 /* ---------- checkpoints ---------- */
 
-static tsr_status_t save(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, long step)
+/* What the run trains on, as /data attributes (information: a resume on other data warns). */
+static tsr_status_t save_data_record(tsr_ckpt_writer_t w, const options_t *o, tsr_dataset_t ds)
+{
+    tsr_status_t rc = tsr_ckpt_set_str(w, "/data", "spec", o->data ? o->data : "synthetic");
+    if (rc == TSR_OK)
+        rc = tsr_ckpt_set_i64(w, "/data", "shards", tsr_dataset_shard_count(ds));
+    if (rc == TSR_OK)
+        rc = tsr_ckpt_set_i64(w, "/data", "tokens", tsr_dataset_tokens(ds));
+    if (rc == TSR_OK)
+        rc = tsr_ckpt_set_i64(w, "/data", "shuffle", o->shuffle);
+    return rc;
+}
+
+/* Rank 0: a warning line for each way the data differs from the checkpoint's record. */
+static void warn_changed_data(tsr_ckpt_reader_t r, const options_t *o, tsr_dataset_t ds)
+{
+    char spec[4096] = "";
+    int64_t shards = 0, tokens = 0, shuffle = 0;
+    int known = tsr_ckpt_get_str(r, "/data", "spec", spec, sizeof spec) == TSR_OK &&
+                tsr_ckpt_get_i64(r, "/data", "shards", &shards) == TSR_OK &&
+                tsr_ckpt_get_i64(r, "/data", "tokens", &tokens) == TSR_OK &&
+                tsr_ckpt_get_i64(r, "/data", "shuffle", &shuffle) == TSR_OK;
+    tsr_clear_error();
+    if (world_rank != 0 || !known)
+        return;
+    const char *now = o->data ? o->data : "synthetic";
+    if (strcmp(spec, now) != 0 || shards != tsr_dataset_shard_count(ds) || tokens != tsr_dataset_tokens(ds))
+        fprintf(stderr, "tsr-train: warning: --data %s (%d shards, %lld tokens) is not the checkpoint's %s (%lld "
+                "shards, %lld tokens); the loader goes on at its token position\n", now, tsr_dataset_shard_count(ds),
+                (long long)tsr_dataset_tokens(ds), spec, (long long)shards, (long long)tokens);
+    if (shuffle != o->shuffle)
+        fprintf(stderr, "tsr-train: warning: the checkpoint's run %s its data, this one %s\n",
+                shuffle ? "shuffled" : "did not shuffle", o->shuffle ? "shuffles" : "does not");
+}
+
+/* The checkpoint of step `step`, after `seen` tokens of the data (the loader's position). */
+static tsr_status_t save(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, tsr_dataset_t ds, long step,
+                         int64_t seen)
 {
     tsr_ckpt_writer_t w = NULL;
     char layout[TSR_LAYOUT_STRLEN];
     const tsr_gpt_config_t *m = &o->model;
-    int64_t pos = step;
     tsr_comm_t world = tsr_grid_comm(grid, TSR_AXIS_WORLD);
     tsr_status_t rc = tsr_ckpt_writer_create(world, o->ckpt_dir, step, &w);
     if (rc == TSR_OK)
@@ -474,7 +518,9 @@ static tsr_status_t save(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, lon
     if (rc == TSR_OK)
         rc = tsr_gpt_config_save(w, m);
     if (rc == TSR_OK)
-        rc = tsr_ckpt_set_i64(w, "/config", "batch", o->gpt.batch);
+        rc = tsr_ckpt_set_i64(w, "/layout", "batch", o->gpt.batch);
+    if (rc == TSR_OK)
+        rc = save_data_record(w, o, ds);
     if (rc == TSR_OK)
         rc = tsr_ckpt_set_str(w, "/layout", "grid", tsr_layout_format(&o->layout, layout, sizeof layout));
     if (rc == TSR_OK)
@@ -482,11 +528,11 @@ static tsr_status_t save(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, lon
     if (rc == TSR_OK)
         rc = tsr_ckpt_set_i64(w, "/layout", "micro_batches", o->gpt.micro_batches);
     if (rc == TSR_OK)
-        rc = tsr_ckpt_set_i64(w, "/", "tokens_seen", (int64_t)step * o->gpt.batch * m->seq);
+        rc = tsr_ckpt_set_i64(w, "/", "tokens_seen", seen);
     if (rc == TSR_OK)
         rc = tsr_ckpt_set_i64(w, "/", "seed", (int64_t)o->gpt.seed);
     if (rc == TSR_OK)
-        rc = tsr_ckpt_write_i64(w, "/data/step", 1, &pos);
+        rc = tsr_ckpt_write_i64(w, "/data/tokens", 1, &seen);
     if (rc != TSR_OK) {
         tsr_ckpt_abort(&w);
         return rc;
@@ -547,14 +593,16 @@ static void warn_changed_optimizer(tsr_ckpt_reader_t r, const char *path, const 
 }
 
 /*
- * Restore the optimizer from the checkpoint at path; *step gets its data position. Every value
- * read is covered by a checksum, and they must agree: the loader's position /data/step is the
- * checkpoint's step, and the optimizer has taken no more steps than that.
+ * Restore the optimizer from the checkpoint at path; *step gets its step and *seen the loader's
+ * position in tokens. Every value read is covered by a checksum, and they must agree: the
+ * position /data/tokens is the root's tokens_seen, whole sequences of this model, and the
+ * optimizer has taken no more steps than the checkpoint's. The global batch may differ.
  */
-static tsr_status_t resume(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, const char *path, long *step)
+static tsr_status_t resume(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, tsr_dataset_t ds, const char *path,
+                           long *step, int64_t *seen)
 {
     tsr_ckpt_reader_t r = NULL;
-    int64_t pos = 0, at = 0;
+    int64_t pos = 0, at = 0, tokens_seen = 0;
     tsr_zero_state_t state;
     tsr_status_t rc = tsr_ckpt_reader_open(tsr_grid_comm(grid, TSR_AXIS_WORLD), path, &r);
     if (rc == TSR_OK)
@@ -562,23 +610,27 @@ static tsr_status_t resume(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, c
     if (rc == TSR_OK)
         rc = tsr_gpt_config_expect(r, &o->model);
     if (rc == TSR_OK)
-        rc = tsr_ckpt_expect_i64(r, "/config", "batch", o->gpt.batch);
-    if (rc == TSR_OK)
         rc = tsr_ckpt_load_zero(r, grid, tsr_gpt_optimizer(gpt), &o->zero);
     if (rc == TSR_OK)
         warn_changed_optimizer(r, path, &o->zero);
     if (rc == TSR_OK)
-        rc = tsr_ckpt_read_i64(r, "/data/step", 1, &pos);
+        warn_changed_data(r, o, ds);
+    if (rc == TSR_OK)
+        rc = tsr_ckpt_read_i64(r, "/data/tokens", 1, &pos);
+    if (rc == TSR_OK)
+        rc = tsr_ckpt_get_i64(r, "/", "tokens_seen", &tokens_seen);
     if (rc == TSR_OK)
         rc = tsr_ckpt_get_i64(r, "/", "step", &at);
     tsr_zero_get_state(tsr_gpt_optimizer(gpt), &state);
-    if (rc == TSR_OK && (pos != at || pos < 0 || pos > LONG_MAX))
-        rc = set_app_error(TSR_ERR_FORMAT, "%s: the loader's position /data/step is %lld, but the checkpoint is of "
-                           "step %lld", path, (long long)pos, (long long)at);
-    if (rc == TSR_OK && state.step > pos)
+    if (rc == TSR_OK && (pos != tokens_seen || pos < 0 || pos % o->model.seq != 0))
+        rc = set_app_error(TSR_ERR_FORMAT, "%s: the loader's position /data/tokens is %lld, but the checkpoint's "
+                           "tokens_seen is %lld (expected equal, whole sequences of %d)", path, (long long)pos,
+                           (long long)tokens_seen, o->model.seq);
+    if (rc == TSR_OK && (at < 0 || at > LONG_MAX || state.step > at))
         rc = set_app_error(TSR_ERR_FORMAT, "%s: /optim step is %ld, past the checkpoint's step %lld", path,
-                           state.step, (long long)pos);
-    *step = (long)pos;
+                           state.step, (long long)at);
+    *step = (long)at;
+    *seen = pos;
     tsr_ckpt_reader_close(&r);
     return rc;
 }
@@ -613,6 +665,14 @@ static int check_outputs(const options_t *o, tsr_comm_t world, tsr_ckpt_lock_t *
 
 /* ---------- the run ---------- */
 
+/* Seconds since the epoch, for the JSON lines' timestamps. */
+static double wall_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 /* A JSON number, or null for what JSON cannot hold (a NaN or an infinity). */
 static void json_number(FILE *f, const char *key, const char *fmt, double x)
 {
@@ -625,7 +685,7 @@ static void json_number(FILE *f, const char *key, const char *fmt, double x)
 }
 
 static void log_step(const options_t *o, FILE *json, long step, long steps, const tsr_gpt_step_info_t *info,
-                     double ms, double tokens, int64_t params)
+                     double ms, double tokens, int64_t params, int64_t seen)
 {
     tsr_mem_stats_t mem;
     tsr_mem_stats(o->device, &mem);
@@ -638,7 +698,7 @@ static void log_step(const options_t *o, FILE *json, long step, long steps, cons
     fflush(stdout);
     if (!json)
         return;
-    fprintf(json, "{\"step\":%ld,", step);
+    fprintf(json, "{\"step\":%ld,\"time\":%.3f,\"tokens_seen\":%lld,", step, wall_clock(), (long long)seen);
     json_number(json, "loss", "%.17g", info->loss);
     json_number(json, "grad_norm", "%.17g", info->grad_norm);
     json_number(json, "lr", "%.9g", info->lr);
@@ -733,6 +793,7 @@ static int train(const options_t *o)
     tsr_ckpt_lock_t lock = NULL;
     int status = 1, first = 0, count = 0;
     long step = 0, bad_steps = 0;
+    int64_t seen = 0; /* tokens the loader has given: its position */
     double start = MPI_Wtime(), step_s = 0, ckpt_s = 0;
     char *path = NULL;
     tsr_status_t rc = open_device(o->device, &dev);
@@ -746,6 +807,7 @@ static int train(const options_t *o)
     } else if (open_synthetic(o->model.vocab, &ds)) {
         goto done;
     }
+    tsr_dataset_set_shuffle(ds, o->shuffle, o->gpt.seed);
     if (failed(tsr_gpt_create(grid, dev, &o->model, &o->gpt, &o->zero, &gpt), NULL))
         goto done;
     int64_t params = tsr_gpt_param_count(&o->model);
@@ -765,7 +827,8 @@ static int train(const options_t *o)
     if (check_outputs(o, tsr_grid_comm(grid, TSR_AXIS_WORLD), &lock))
         goto done;
     if (o->resume) {
-        if (failed(resume_path(o, &path), "--resume") || failed(resume(o, grid, gpt, path, &step), "--resume"))
+        if (failed(resume_path(o, &path), "--resume") ||
+            failed(resume(o, grid, gpt, ds, path, &step, &seen), "--resume"))
             goto done;
         if (world_rank == 0)
             printf("tsr-train: resumed from %s at step %ld\n", path, step);
@@ -793,7 +856,7 @@ static int train(const options_t *o)
         goto done;
     for (; step < o->steps; step++) {
         tsr_gpt_step_info_t info;
-        rc = tsr_dataset_batch(ds, step, o->gpt.batch, o->model.seq, first, count, in, tg);
+        rc = tsr_dataset_batch(ds, seen / o->model.seq, o->gpt.batch, o->model.seq, first, count, in, tg);
         if (failed(rc, "--data"))
             goto done;
         if (trace)
@@ -802,20 +865,21 @@ static int train(const options_t *o)
         if (failed(tsr_gpt_train_step(gpt, in, tg, &info), NULL))
             goto done;
         double ms = (MPI_Wtime() - t0) * 1e3;
+        seen += (int64_t)o->gpt.batch * o->model.seq;
         if (!isfinite(info.loss) || !isfinite(info.grad_norm)) { /* the same on every rank */
             report_not_finite(o, step + 1, &info, ++bad_steps);
             if (bad_steps > o->max_bad_steps)
                 goto done;
         }
         if (world_rank == 0)
-            log_step(o, json, step + 1, o->steps, &info, ms, (double)o->gpt.batch * o->model.seq, params);
+            log_step(o, json, step + 1, o->steps, &info, ms, (double)o->gpt.batch * o->model.seq, params, seen);
         step_s = fmax(step_s, ms / 1e3);
         int stop = step + 1 < o->steps ? should_stop(o, start, step_s, ckpt_s) : 0;
         double stop_at = MPI_Wtime() - start;
         int due = o->ckpt_dir &&
                   ((o->ckpt_every > 0 && (step + 1) % o->ckpt_every == 0) || step + 1 == o->steps || stop);
         double c0 = MPI_Wtime();
-        if (due && failed(save(o, grid, gpt, step + 1), "checkpoint"))
+        if (due && failed(save(o, grid, gpt, ds, step + 1, seen), "checkpoint"))
             goto done;
         ckpt_s = due ? fmax(ckpt_s, MPI_Wtime() - c0) : ckpt_s;
         if (due && world_rank == 0)

@@ -8,7 +8,9 @@
 # that reproduces steps 6-10 bitwise on the same layout and within 1e-4 on another, also with
 # activation recomputation; --recompute's and the retired --compute's errors; the lr of each step
 # under each --lr-schedule with warmup; the optimizer options, stored in the checkpoint: a resume
-# that changes one warns, one that changes --optimizer is refused. Prints TAP.
+# that changes one warns, one that changes --optimizer is refused; three llm.c shards (one of
+# uint32 tokens) by a glob, resumed mid-shard bitwise, in order and shuffled; --batch changed on
+# resume; a resume on other data warns. Prints TAP.
 bin=${TSR_BUILDDIR:-.}/apps
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-train-cli.XXXXXX") || exit 99
 trap 'rm -rf "$tmp"' EXIT
@@ -99,6 +101,31 @@ run 1 $model --recompute some
 check "--recompute some is a one-line error naming the choices" eval 'one_error "expected none, attention or block"'
 run 1 $model --compute tp
 check "--compute, retired, is a one-line error saying why" eval 'one_error "--compute is gone: the model has one engine"'
+# Three llm.c shards, the second of uint32 tokens, named by a glob: checkpoint mid-shard at step 5,
+# the resume reproduces steps 6-10 bitwise (the run crosses from the first shard into the second),
+# in order and with --shuffle; the global batch may change on resume; other data warns.
+"$bin/tsr-tokenize" --synthetic 1000 --seed 1 "$tmp/sh_000.bin" >/dev/null
+"$bin/tsr-tokenize" --synthetic 800 --seed 2 --uint32 "$tmp/sh_001.bin" >/dev/null
+"$bin/tsr-tokenize" --synthetic 900 --seed 3 "$tmp/sh_002.bin" >/dev/null
+shards="--model layers=2,dim=32,heads=4,vocab=256,seq=16 --batch 8 --layout dp=2"
+for shuffle in "" --shuffle; do
+    d=$tmp/shard$shuffle
+    run 2 $shards --data "$tmp/sh_*.bin" $shuffle --steps 10 --ckpt-dir "$d" --ckpt-every 5 --log-json "$d.a.json"
+    run 2 $shards --data "$tmp/sh_*.bin" $shuffle --steps 10 --resume "$d/step_5.h5" --log-json "$d.b.json"
+    losses "$d.a.json" 6 10 >"$d.a.loss"
+    losses "$d.b.json" 1 5 >"$d.b.loss"
+    check "3 shards (uint16, uint32, uint16) ${shuffle:-in order}: a resume mid-shard at step 5 reproduces steps 6-10 bitwise" \
+        eval 'test $status -eq 0 && test "$(wc -l <"$d.b.loss")" -eq 5 && cmp -s "$d.a.loss" "$d.b.loss"'
+done
+run 2 $shards --data "$tmp/sh_*.bin" --steps 6 --batch 4 --resume "$tmp/shard/step_5.h5" --log-json "$tmp/rebatch.json"
+check "a resume with another --batch goes on at the checkpoint's token position (tokens_seen 640 + 64)" \
+    eval 'test $status -eq 0 && grep -q "\"tokens_seen\":704," "$tmp/rebatch.json"'
+run 2 $shards --steps 6 --data "$tmp/sh_000.bin,$tmp/sh_002.bin" --resume "$tmp/shard/step_5.h5"
+check "a resume on other data warns once and trains" \
+    eval 'test $status -eq 0 && has "$err" "warning: --data $tmp/sh_000.bin,$tmp/sh_002.bin (2 shards, 1900 tokens) is not the checkpoint'"'"'s" && test "$(wc -l <"$tmp/err")" -eq 1'
+run 1 $model --data "$tmp/nothing_*.bin"
+check "--data with a glob that matches nothing is one line naming it" eval 'one_error "nothing_*.bin matches no file"'
+
 # The learning-rate schedule: warmup then cosine or linear decay to --min-lr at --steps, in the JSON.
 lrs() { sed 's/.*"lr":\([^,]*\),.*/\1/' "$1"; }
 expect_lr() { # expect_lr KIND WARMUP STEPS LR MIN: the expected lr of steps 1..STEPS, one a line

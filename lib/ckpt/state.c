@@ -643,16 +643,16 @@ tsr_status_t tsr_ckpt_verify_state(tsr_ckpt_reader_t r)
     const char *path = tsr__ckpt_reader_path(r);
     char optim[16];
     TSR_TRY(tsr_ckpt_list(r, &info, &n));
-    const tsr_ckpt_dataset_info_t *pos = find_dataset(info, n, "/data/step");
+    const tsr_ckpt_dataset_info_t *pos = find_dataset(info, n, "/data/tokens");
     if (pos) {
-        int64_t data_step = -1, step = -1;
+        int64_t data_tokens = -1, seen = -1;
         TSR_CHECK(strcmp(pos->type, "int64") == 0 && pos->ndim == 1 && pos->dims[0] == 1, TSR_ERR_FORMAT,
-                  "%s: dataset /data/step is not one int64 (the loader's position)", path);
-        TSR_TRY(tsr_ckpt_read_i64(r, "/data/step", 1, &data_step));
-        TSR_TRY(tsr_ckpt_get_i64(r, "/", "step", &step));
-        TSR_CHECK(data_step == step && step >= 0, TSR_ERR_FORMAT,
-                  "%s: the loader's position /data/step is %lld, but the checkpoint is of step %lld", path,
-                  (long long)data_step, (long long)step);
+                  "%s: dataset /data/tokens is not one int64 (the loader's position)", path);
+        TSR_TRY(tsr_ckpt_read_i64(r, "/data/tokens", 1, &data_tokens));
+        TSR_TRY(tsr_ckpt_get_i64(r, "/", "tokens_seen", &seen));
+        TSR_CHECK(data_tokens == seen && seen >= 0, TSR_ERR_FORMAT,
+                  "%s: the loader's position /data/tokens is %lld, but the checkpoint's tokens_seen is %lld", path,
+                  (long long)data_tokens, (long long)seen);
     }
     if (!has_i64(r, "/optim", "step"))
         goto cleanup; /* no optimizer state: datasets of another writer */

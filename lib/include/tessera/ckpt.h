@@ -189,8 +189,8 @@ TSR_API tsr_status_t tsr_ckpt_metadata_checksum(tsr_ckpt_reader_t r, uint64_t *s
  * /optim attribute step): /config optimizer is "adamw" or "sgd"; every /params/<name> has
  * the moments its optimizer keeps (AdamW: /optim/<name>/m and v; SGD: m for all or none),
  * of its shape; no moment without its parameter; /optim step and good_steps are not
- * negative and loss_scale is finite and positive. Where the file has /data/step (the
- * loader's position), it is one value, equal to the root attribute step.
+ * negative and loss_scale is finite and positive. Where the file has /data/tokens (the
+ * loader's position, in tokens), it is one value, equal to the root attribute tokens_seen.
  */
 TSR_API tsr_status_t tsr_ckpt_verify_state(tsr_ckpt_reader_t r);
 
