@@ -23,6 +23,7 @@ static const char usage[] =
     "  --synthetic BYTES  generate BYTES (1 to 2147483647) bytes of synthetic English-like text\n"
     "                     instead of reading IN\n"
     "  --seed N           seed of the synthetic text, 0 to 2^64-1 (default 1)\n"
+    "  --uint32           write llm.c's uint32 shard (magic 20240801, version 7) instead of uint16\n"
     "  --help, --version\n";
 
 /* Read all of a regular file of at most TSR_DATA_MAX_TOKENS bytes; prints the error. */
@@ -86,10 +87,12 @@ int main(int argc, char **argv)
     static const struct option options[] = {
         {"synthetic", required_argument, 0, 's'}, {"seed", required_argument, 0, 'S'},
         {"help", no_argument, 0, 'h'},            {"version", no_argument, 0, 'V'},
+        {"uint32", no_argument, 0, 'u'},
         {0},
     };
     int64_t synthetic = -1;
     uint64_t seed = 1;
+    int token_bytes = 2;
     for (int c; (c = getopt_long(argc, argv, "", options, NULL)) != -1;) {
         switch (c) {
         case 's':
@@ -105,6 +108,9 @@ int main(int argc, char **argv)
                 fprintf(stderr, "tsr-tokenize: --seed %s: %s\n", optarg, tsr_last_error());
                 return 2;
             }
+            break;
+        case 'u':
+            token_bytes = 4;
             break;
         case 'h':
             fputs(usage, stdout);
@@ -141,16 +147,19 @@ int main(int argc, char **argv)
     }
     if (!text)
         return 1;
-    uint16_t *tokens = malloc((n ? n : 1) * sizeof *tokens);
-    if (!tokens) {
-        fprintf(stderr, "tsr-tokenize: no memory for %zu tokens\n", n);
-        free(text);
-        return 1;
+    /* Streamed through the shard writer: a block of tokens at a time. */
+    tsr_dataset_writer_t w = NULL;
+    uint32_t block[4096];
+    tsr_status_t rc = tsr_dataset_writer_create(out, token_bytes, &w);
+    for (size_t i = 0; rc == TSR_OK && i < n; i += 4096) {
+        size_t m = n - i < 4096 ? n - i : 4096;
+        for (size_t k = 0; k < m; k++)
+            block[k] = (unsigned char)text[i + k];
+        rc = tsr_dataset_writer_append(w, block, m);
     }
-    for (size_t i = 0; i < n; i++)
-        tokens[i] = (unsigned char)text[i];
-    tsr_status_t rc = tsr_dataset_write(out, tokens, (int64_t)n);
-    free(tokens);
+    if (rc == TSR_OK)
+        rc = tsr_dataset_writer_close(&w);
+    tsr_dataset_writer_abort(&w);
     free(text);
     if (rc != TSR_OK) {
         fprintf(stderr, "tsr-tokenize: %s\n", tsr_last_error());

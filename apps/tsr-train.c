@@ -13,11 +13,13 @@
 #include <float.h>
 #include <limits.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 #include <tessera.h>
 
@@ -31,8 +33,7 @@
 
 static const char usage[] =
     "Usage: mpiexec -n N tsr-train [OPTIONS]\n"
-    "Train a GPT-2 model on a dp x pp x tp grid of ranks (AdamW, betas 0.9/0.95, weight decay 0.1,\n"
-    "gradient clipping at global norm 1, constant learning rate).\n"
+    "Train a GPT-2 model on a dp x pp x tp grid of ranks.\n"
     "  --layout dp=D,pp=P,tp=RxC   process grid (default dp=N); tp=1xC is 1D (Megatron), else 2D (SUMMA);\n"
     "                              ps=S adds S parameter-server ranks (dp defaults to what is left)\n"
     "  --staleness K|inf           with ps=S: a worker runs at most K rounds ahead of the servers'\n"
@@ -40,11 +41,23 @@ static const char usage[] =
     "  --zero 0..3                 ZeRO stage (default 0)\n"
     "  --schedule KIND             gpipe, 1f1b, interleaved:V or zb-h1 (default 1f1b)\n"
     "  --model SPEC                tiny, gpt2-124m or layers=L,dim=H,heads=A,vocab=V,seq=T (default tiny)\n"
-    "  --data FILE.bin|synthetic   llm.c token shard, or synthetic byte-level text (default synthetic)\n"
-    "  --batch B                   global batch in sequences (default 8)\n"
+    "  --data SHARDS|synthetic     llm.c token shards (uint16 or uint32): a file, a glob pattern or a\n"
+    "                              comma-separated list; or synthetic byte-level text (default)\n"
+    "  --shuffle                   shuffle the sequences of each epoch (a function of --seed and the epoch)\n"
+    "  --batch B                   global batch in sequences (default 8); may change on resume\n"
     "  --micro-batches M           micro-batches per step on each dp rank (default 1)\n"
     "  --steps S                   train until step S (default 10); resuming at or past it trains nothing\n"
-    "  --lr X                      learning rate, finite and positive (default 1e-3)\n"
+    "  --lr X                      peak learning rate, finite and positive (default 1e-3)\n"
+    "  --lr-schedule KIND          constant, cosine or linear: after the warmup, hold --lr or decay it\n"
+    "                              to --min-lr at --steps (default constant)\n"
+    "  --warmup-steps N            linear warmup from lr/N to lr over the first N steps (default 0)\n"
+    "  --min-lr X                  final learning rate of cosine and linear, 0 to --lr (default 0)\n"
+    "  --optimizer adamw|sgd       AdamW, or SGD with momentum (default adamw)\n"
+    "  --weight-decay X            decoupled weight decay, not of biases and gains (default 0.1)\n"
+    "  --beta1 X, --beta2 X        AdamW's moment decay rates, in [0, 1) (default 0.9 and 0.95)\n"
+    "  --eps X                     AdamW's epsilon, positive (default 1e-8)\n"
+    "  --momentum X                SGD's momentum, in [0, 1) (default 0.9)\n"
+    "  --grad-clip X               clip gradients to global norm X; 0: no clipping (default 1)\n"
     "  --seed N                    seed of the initial weights (default 1234)\n"
     "  --device cpu|cuda           device (default cpu); cuda: rank r uses GPU (local rank mod GPUs)\n"
     "  --precision fp32|bf16       precision (default fp32); bf16 (cuda only): bf16 compute, fp32 master\n"
@@ -53,12 +66,22 @@ static const char usage[] =
     "  --ckpt-dir DIR              write checkpoints into DIR (every --ckpt-every steps and at the end);\n"
     "                              checked and locked before step 1: one job per directory\n"
     "  --ckpt-every K              checkpoint interval in steps (default 0: only at the end)\n"
+    "  --ckpt-keep N               keep the newest N step files, removing older ones once the new\n"
+    "                              latest is committed (default 0: keep all)\n"
+    "  --time-limit MINUTES        stop (checkpoint, exit 0) before MINUTES of wall time have passed\n"
+    "  --max-bad-steps N           steps whose loss or gradient norm is not finite that the run\n"
+    "                              survives, without an update (default 0: the first ends it)\n"
     "  --resume [latest|FILE]      continue from DIR/latest (needs --ckpt-dir) or from FILE\n"
-    "  --log-json FILE             one JSON object per step (loss, grad_norm, lr, ms, tokens_per_s, mfu,\n"
-    "                              peak bytes per memory category)\n"
+    "  --log-json FILE             one JSON object per step (step, time, tokens_seen, loss, grad_norm, lr,\n"
+    "                              ms, tokens_per_s, mfu, peak bytes per memory category)\n"
     "  --trace FILE                Chrome trace JSON of the last step's pipeline (when pp > 1)\n"
     "  --help, --version\n"
-    "A step whose loss or gradient norm is not finite stops the run with an error (exit 1).\n"
+    "The optimizer's hyperparameters are stored in each checkpoint: a resume that changes one warns\n"
+    "(the run goes on with the new value); one that changes --optimizer is an error.\n"
+    "SIGTERM or SIGUSR1 (e.g. Slurm's --signal) makes every rank finish its step, write a checkpoint\n"
+    "(with --ckpt-dir) and exit 0; a second signal ends the run at once.\n"
+    "More than --max-bad-steps steps whose loss or gradient norm is not finite end the run with an\n"
+    "error (exit 1).\n"
     "Rank 0 prints one line per step; MFU = 6 * params * tokens/s against a nominal peak of\n"
     "100 GFLOP/s per cpu rank, or per GPU rank 989.4 TFLOP/s (bf16) or 66.9 TFLOP/s (fp32).\n";
 
@@ -73,11 +96,16 @@ typedef struct options {
     char schedule_text[32];
     tsr_device_kind_t device;
     const char *data, *ckpt_dir, *resume, *log_json, *trace;
-    long steps, ckpt_every;
+    long steps, ckpt_every, ckpt_keep, max_bad_steps;
+    int shuffle;
+    double time_limit_s; /* 0: none */
     int64_t staleness;
     int have_staleness;
     int layout_has_dp;
 } options_t;
+
+/* The signal that asked the run to stop (SIGTERM, SIGUSR1), or 0. */
+static volatile sig_atomic_t stop_signal;
 
 static int world_rank, world_size;
 /* The ranks that agree on failure: the job, or with parameter servers the workers (their
@@ -146,6 +174,17 @@ static int parse_path(const char *opt, const char *text, const char **out)
     return 0;
 }
 
+/* A real number in [lo, hi] (hi excluded when hi_open), finite; *what says so in the error. */
+static int parse_real(const char *opt, const char *text, double lo, double hi, int hi_open, const char *what,
+                      float *out)
+{
+    double x;
+    if (tsr_parse_f64(text, &x) != TSR_OK || !isfinite(x) || x < lo || x > hi || (hi_open && x == hi))
+        return usage_error("%s %s: expected %s", opt, text, what);
+    *out = (float)x;
+    return 0;
+}
+
 static int parse_schedule(const char *text, options_t *o)
 {
     if (tsr_pipe_spec_parse(text, &o->gpt.schedule, &o->gpt.chunks) != TSR_OK)
@@ -181,7 +220,8 @@ static int parse_options(int argc, char **argv, options_t *o)
 {
     enum { O_LAYOUT = 256, O_ZERO, O_SCHEDULE, O_MODEL, O_DATA, O_BATCH, O_MICRO, O_STEPS, O_LR, O_SEED,
            O_DEVICE, O_PRECISION, O_RECOMPUTE, O_COMPUTE, O_CKPT_DIR, O_CKPT_EVERY, O_RESUME, O_LOG_JSON, O_TRACE, O_HELP, O_VERSION,
-           O_STALENESS };
+           O_STALENESS, O_LR_SCHEDULE, O_WARMUP, O_MIN_LR, O_OPTIMIZER, O_WD, O_BETA1, O_BETA2, O_EPS, O_MOMENTUM,
+           O_CLIP, O_CKPT_KEEP, O_TIME_LIMIT, O_MAX_BAD, O_SHUFFLE };
     static const struct option longopts[] = {
         {"layout", required_argument, 0, O_LAYOUT}, {"zero", required_argument, 0, O_ZERO},
         {"schedule", required_argument, 0, O_SCHEDULE}, {"model", required_argument, 0, O_MODEL},
@@ -193,7 +233,16 @@ static int parse_options(int argc, char **argv, options_t *o)
         {"ckpt-dir", required_argument, 0, O_CKPT_DIR}, {"ckpt-every", required_argument, 0, O_CKPT_EVERY},
         {"resume", optional_argument, 0, O_RESUME}, {"log-json", required_argument, 0, O_LOG_JSON},
         {"trace", required_argument, 0, O_TRACE}, {"help", no_argument, 0, O_HELP},
-        {"version", no_argument, 0, O_VERSION}, {"staleness", required_argument, 0, O_STALENESS}, {0, 0, 0, 0}};
+        {"version", no_argument, 0, O_VERSION}, {"staleness", required_argument, 0, O_STALENESS},
+        {"lr-schedule", required_argument, 0, O_LR_SCHEDULE},
+        {"warmup-steps", required_argument, 0, O_WARMUP}, {"min-lr", required_argument, 0, O_MIN_LR},
+        {"optimizer", required_argument, 0, O_OPTIMIZER}, {"weight-decay", required_argument, 0, O_WD},
+        {"beta1", required_argument, 0, O_BETA1}, {"beta2", required_argument, 0, O_BETA2},
+        {"eps", required_argument, 0, O_EPS}, {"momentum", required_argument, 0, O_MOMENTUM},
+        {"grad-clip", required_argument, 0, O_CLIP}, {"ckpt-keep", required_argument, 0, O_CKPT_KEEP},
+        {"time-limit", required_argument, 0, O_TIME_LIMIT}, {"max-bad-steps", required_argument, 0, O_MAX_BAD},
+        {"shuffle", no_argument, 0, O_SHUFFLE},
+        {0, 0, 0, 0}};
     long v;
     double x;
     opterr = 0;
@@ -246,6 +295,67 @@ static int parse_options(int argc, char **argv, options_t *o)
             if (tsr_parse_f64(optarg, &x) != TSR_OK || !(x > 0) || x > FLT_MAX || (float)x == 0)
                 return usage_error("--lr %s: expected a finite positive number", optarg);
             o->zero.lr = (float)x;
+            break;
+        case O_LR_SCHEDULE:
+            if (tsr_lr_schedule_parse(optarg, &o->zero.schedule) != TSR_OK)
+                return usage_error("--lr-schedule %s: expected constant, cosine or linear", optarg);
+            break;
+        case O_WARMUP:
+            if (parse_long("--warmup-steps", optarg, 0, LONG_MAX, &o->zero.warmup_steps))
+                return 2;
+            break;
+        case O_MIN_LR:
+            if (parse_real("--min-lr", optarg, 0, FLT_MAX, 0, "a finite number >= 0", &o->zero.min_lr))
+                return 2;
+            break;
+        case O_OPTIMIZER:
+            if (tsr_optim_kind_parse(optarg, &o->zero.optim) != TSR_OK)
+                return usage_error("--optimizer %s: expected adamw or sgd", optarg);
+            break;
+        case O_WD:
+            if (parse_real("--weight-decay", optarg, 0, FLT_MAX, 0, "a finite number >= 0", &o->zero.weight_decay))
+                return 2;
+            break;
+        case O_BETA1:
+        case O_BETA2:
+            if (parse_real(c == O_BETA1 ? "--beta1" : "--beta2", optarg, 0, 1, 1, "a number in [0, 1)",
+                           c == O_BETA1 ? &o->zero.beta1 : &o->zero.beta2))
+                return 2;
+            break;
+        case O_EPS:
+            if (parse_real("--eps", optarg, 0, FLT_MAX, 0, "a finite positive number", &o->zero.eps))
+                return 2;
+            if (o->zero.eps == 0)
+                return usage_error("--eps %s: expected a finite positive number", optarg);
+            break;
+        case O_MOMENTUM:
+            if (parse_real("--momentum", optarg, 0, 1, 1, "a number in [0, 1)", &o->zero.momentum))
+                return 2;
+            break;
+        case O_CLIP:
+            if (parse_real("--grad-clip", optarg, 0, FLT_MAX, 0, "a finite number >= 0 (0: no clipping)",
+                           &o->zero.clip_norm))
+                return 2;
+            break;
+        case O_SHUFFLE:
+            o->shuffle = 1;
+            break;
+        case O_CKPT_KEEP:
+            if (parse_long("--ckpt-keep", optarg, 0, INT_MAX, &o->ckpt_keep))
+                return 2;
+            break;
+        case O_TIME_LIMIT: {
+            float minutes;
+            if (parse_real("--time-limit", optarg, 0, 1e9, 0, "a positive number of minutes", &minutes))
+                return 2;
+            if (minutes == 0)
+                return usage_error("--time-limit %s: expected a positive number of minutes", optarg);
+            o->time_limit_s = 60.0 * minutes;
+            break;
+        }
+        case O_MAX_BAD:
+            if (parse_long("--max-bad-steps", optarg, 0, LONG_MAX, &o->max_bad_steps))
+                return 2;
             break;
         case O_SEED:
             if (tsr_parse_u64(optarg, &o->gpt.seed) != TSR_OK)
@@ -341,8 +451,17 @@ static int parse_options(int argc, char **argv, options_t *o)
     if (o->steps > INT64_MAX / ((int64_t)o->gpt.batch * o->model.seq))
         return usage_error("--steps %ld: that many steps of %d x %d tokens overflow the count of tokens seen", o->steps,
                            o->gpt.batch, o->model.seq);
+    if (o->zero.schedule != TSR_LR_CONSTANT && o->zero.min_lr > o->zero.lr)
+        return usage_error("--min-lr %g is above --lr %g (expected 0 to --lr)", (double)o->zero.min_lr,
+                           (double)o->zero.lr);
+    if (o->zero.schedule != TSR_LR_CONSTANT && o->zero.warmup_steps > o->steps)
+        return usage_error("--warmup-steps %ld is past --steps %ld, where the %s decay ends", o->zero.warmup_steps,
+                           o->steps, tsr_lr_schedule_name(o->zero.schedule));
+    o->zero.total_steps = o->steps;
     if (o->ckpt_every > 0 && !o->ckpt_dir)
         return usage_error("--ckpt-every needs --ckpt-dir");
+    if (o->ckpt_keep > 0 && !o->ckpt_dir)
+        return usage_error("--ckpt-keep needs --ckpt-dir");
     if (o->resume && strcmp(o->resume, "latest") == 0 && !o->ckpt_dir)
         return usage_error("--resume latest needs --ckpt-dir");
     return 0;
@@ -395,12 +514,48 @@ done:
 
 /* ---------- checkpoints ---------- */
 
-static tsr_status_t save(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, long step)
+/* What the run trains on, as /data attributes (information: a resume on other data warns). */
+static tsr_status_t save_data_record(tsr_ckpt_writer_t w, const options_t *o, tsr_dataset_t ds)
+{
+    tsr_status_t rc = tsr_ckpt_set_str(w, "/data", "spec", o->data ? o->data : "synthetic");
+    if (rc == TSR_OK)
+        rc = tsr_ckpt_set_i64(w, "/data", "shards", tsr_dataset_shard_count(ds));
+    if (rc == TSR_OK)
+        rc = tsr_ckpt_set_i64(w, "/data", "tokens", tsr_dataset_tokens(ds));
+    if (rc == TSR_OK)
+        rc = tsr_ckpt_set_i64(w, "/data", "shuffle", o->shuffle);
+    return rc;
+}
+
+/* Rank 0: a warning line for each way the data differs from the checkpoint's record. */
+static void warn_changed_data(tsr_ckpt_reader_t r, const options_t *o, tsr_dataset_t ds)
+{
+    char spec[4096] = "";
+    int64_t shards = 0, tokens = 0, shuffle = 0;
+    int known = tsr_ckpt_get_str(r, "/data", "spec", spec, sizeof spec) == TSR_OK &&
+                tsr_ckpt_get_i64(r, "/data", "shards", &shards) == TSR_OK &&
+                tsr_ckpt_get_i64(r, "/data", "tokens", &tokens) == TSR_OK &&
+                tsr_ckpt_get_i64(r, "/data", "shuffle", &shuffle) == TSR_OK;
+    tsr_clear_error();
+    if (world_rank != 0 || !known)
+        return;
+    const char *now = o->data ? o->data : "synthetic";
+    if (strcmp(spec, now) != 0 || shards != tsr_dataset_shard_count(ds) || tokens != tsr_dataset_tokens(ds))
+        fprintf(stderr, "tsr-train: warning: --data %s (%d shards, %lld tokens) is not the checkpoint's %s (%lld "
+                "shards, %lld tokens); the loader goes on at its token position\n", now, tsr_dataset_shard_count(ds),
+                (long long)tsr_dataset_tokens(ds), spec, (long long)shards, (long long)tokens);
+    if (shuffle != o->shuffle)
+        fprintf(stderr, "tsr-train: warning: the checkpoint's run %s its data, this one %s\n",
+                shuffle ? "shuffled" : "did not shuffle", o->shuffle ? "shuffles" : "does not");
+}
+
+/* The checkpoint of step `step`, after `seen` tokens of the data (the loader's position). */
+static tsr_status_t save(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, tsr_dataset_t ds, long step,
+                         int64_t seen)
 {
     tsr_ckpt_writer_t w = NULL;
     char layout[TSR_LAYOUT_STRLEN];
     const tsr_gpt_config_t *m = &o->model;
-    int64_t pos = step;
     tsr_comm_t world = tsr_grid_comm(grid, TSR_AXIS_WORLD);
     tsr_status_t rc = tsr_ckpt_writer_create(world, o->ckpt_dir, step, &w);
     if (rc == TSR_OK)
@@ -408,7 +563,9 @@ static tsr_status_t save(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, lon
     if (rc == TSR_OK)
         rc = tsr_gpt_config_save(w, m);
     if (rc == TSR_OK)
-        rc = tsr_ckpt_set_i64(w, "/config", "batch", o->gpt.batch);
+        rc = tsr_ckpt_set_i64(w, "/layout", "batch", o->gpt.batch);
+    if (rc == TSR_OK)
+        rc = save_data_record(w, o, ds);
     if (rc == TSR_OK)
         rc = tsr_ckpt_set_str(w, "/layout", "grid", tsr_layout_format(&o->layout, layout, sizeof layout));
     if (rc == TSR_OK)
@@ -416,16 +573,16 @@ static tsr_status_t save(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, lon
     if (rc == TSR_OK)
         rc = tsr_ckpt_set_i64(w, "/layout", "micro_batches", o->gpt.micro_batches);
     if (rc == TSR_OK)
-        rc = tsr_ckpt_set_i64(w, "/", "tokens_seen", (int64_t)step * o->gpt.batch * m->seq);
+        rc = tsr_ckpt_set_i64(w, "/", "tokens_seen", seen);
     if (rc == TSR_OK)
         rc = tsr_ckpt_set_i64(w, "/", "seed", (int64_t)o->gpt.seed);
     if (rc == TSR_OK)
-        rc = tsr_ckpt_write_i64(w, "/data/step", 1, &pos);
+        rc = tsr_ckpt_write_i64(w, "/data/tokens", 1, &seen);
     if (rc != TSR_OK) {
         tsr_ckpt_abort(&w);
         return rc;
     }
-    return tsr_ckpt_commit(&w, 0);
+    return tsr_ckpt_commit(&w, (int)o->ckpt_keep);
 }
 
 /* The checkpoint --resume names, malloc'ed (DIR/latest's file, or FILE). */
@@ -442,15 +599,55 @@ static tsr_status_t resume_path(const options_t *o, char **path)
     return rc;
 }
 
+/* Rank 0: one warning line per hyperparameter this run sets differently from the checkpoint's. */
+static void warn_changed_optimizer(tsr_ckpt_reader_t r, const char *path, const tsr_zero_config_t *now)
+{
+    tsr_zero_config_t was;
+    if (tsr_ckpt_get_zero_config(r, &was) != TSR_OK) {
+        if (world_rank == 0)
+            fprintf(stderr, "tsr-train: warning: %s records no optimizer hyperparameters (%s); they are not "
+                    "compared\n", path, tsr_last_error());
+        tsr_clear_error();
+        return;
+    }
+    if (world_rank != 0)
+        return;
+    const struct { const char *opt; float was, now; int used; } f[] = {
+        {"--lr", was.lr, now->lr, 1},
+        {"--min-lr", was.min_lr, now->min_lr, now->schedule != TSR_LR_CONSTANT},
+        {"--weight-decay", was.weight_decay, now->weight_decay, 1},
+        {"--beta1", was.beta1, now->beta1, now->optim == TSR_OPTIM_ADAMW},
+        {"--beta2", was.beta2, now->beta2, now->optim == TSR_OPTIM_ADAMW},
+        {"--eps", was.eps, now->eps, now->optim == TSR_OPTIM_ADAMW},
+        {"--momentum", was.momentum, now->momentum, now->optim == TSR_OPTIM_SGD},
+        {"--grad-clip", was.clip_norm, now->clip_norm, 1}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        if (f[i].used && f[i].was != f[i].now)
+            fprintf(stderr, "tsr-train: warning: %s %g differs from the checkpoint's %g (the run goes on with %g)\n",
+                    f[i].opt, (double)f[i].now, (double)f[i].was, (double)f[i].now);
+    if (was.schedule != now->schedule)
+        fprintf(stderr, "tsr-train: warning: --lr-schedule %s differs from the checkpoint's %s (the run goes on "
+                "with %s)\n", tsr_lr_schedule_name(now->schedule), tsr_lr_schedule_name(was.schedule),
+                tsr_lr_schedule_name(now->schedule));
+    if (was.warmup_steps != now->warmup_steps)
+        fprintf(stderr, "tsr-train: warning: --warmup-steps %ld differs from the checkpoint's %ld (the run goes on "
+                "with %ld)\n", now->warmup_steps, was.warmup_steps, now->warmup_steps);
+    if (now->schedule != TSR_LR_CONSTANT && was.schedule == now->schedule && was.total_steps != now->total_steps)
+        fprintf(stderr, "tsr-train: warning: the %s decay now ends at --steps %ld, the checkpoint's at step %ld\n",
+                tsr_lr_schedule_name(now->schedule), now->total_steps, was.total_steps);
+}
+
 /*
- * Restore the optimizer from the checkpoint at path; *step gets its data position. Every value
- * read is covered by a checksum, and they must agree: the loader's position /data/step is the
- * checkpoint's step, and the optimizer has taken no more steps than that.
+ * Restore the optimizer from the checkpoint at path; *step gets its step and *seen the loader's
+ * position in tokens. Every value read is covered by a checksum, and they must agree: the
+ * position /data/tokens is the root's tokens_seen, whole sequences of this model, and the
+ * optimizer has taken no more steps than the checkpoint's. The global batch may differ.
  */
-static tsr_status_t resume(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, const char *path, long *step)
+static tsr_status_t resume(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, tsr_dataset_t ds, const char *path,
+                           long *step, int64_t *seen)
 {
     tsr_ckpt_reader_t r = NULL;
-    int64_t pos = 0, at = 0;
+    int64_t pos = 0, at = 0, tokens_seen = 0;
     tsr_zero_state_t state;
     tsr_status_t rc = tsr_ckpt_reader_open(tsr_grid_comm(grid, TSR_AXIS_WORLD), path, &r);
     if (rc == TSR_OK)
@@ -458,21 +655,27 @@ static tsr_status_t resume(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, c
     if (rc == TSR_OK)
         rc = tsr_gpt_config_expect(r, &o->model);
     if (rc == TSR_OK)
-        rc = tsr_ckpt_expect_i64(r, "/config", "batch", o->gpt.batch);
-    if (rc == TSR_OK)
         rc = tsr_ckpt_load_zero(r, grid, tsr_gpt_optimizer(gpt), &o->zero);
     if (rc == TSR_OK)
-        rc = tsr_ckpt_read_i64(r, "/data/step", 1, &pos);
+        warn_changed_optimizer(r, path, &o->zero);
+    if (rc == TSR_OK)
+        warn_changed_data(r, o, ds);
+    if (rc == TSR_OK)
+        rc = tsr_ckpt_read_i64(r, "/data/tokens", 1, &pos);
+    if (rc == TSR_OK)
+        rc = tsr_ckpt_get_i64(r, "/", "tokens_seen", &tokens_seen);
     if (rc == TSR_OK)
         rc = tsr_ckpt_get_i64(r, "/", "step", &at);
     tsr_zero_get_state(tsr_gpt_optimizer(gpt), &state);
-    if (rc == TSR_OK && (pos != at || pos < 0 || pos > LONG_MAX))
-        rc = set_app_error(TSR_ERR_FORMAT, "%s: the loader's position /data/step is %lld, but the checkpoint is of "
-                           "step %lld", path, (long long)pos, (long long)at);
-    if (rc == TSR_OK && state.step > pos)
+    if (rc == TSR_OK && (pos != tokens_seen || pos < 0 || pos % o->model.seq != 0))
+        rc = set_app_error(TSR_ERR_FORMAT, "%s: the loader's position /data/tokens is %lld, but the checkpoint's "
+                           "tokens_seen is %lld (expected equal, whole sequences of %d)", path, (long long)pos,
+                           (long long)tokens_seen, o->model.seq);
+    if (rc == TSR_OK && (at < 0 || at > LONG_MAX || state.step > at))
         rc = set_app_error(TSR_ERR_FORMAT, "%s: /optim step is %ld, past the checkpoint's step %lld", path,
-                           state.step, (long long)pos);
-    *step = (long)pos;
+                           state.step, (long long)at);
+    *step = (long)at;
+    *seen = pos;
     tsr_ckpt_reader_close(&r);
     return rc;
 }
@@ -507,6 +710,14 @@ static int check_outputs(const options_t *o, tsr_comm_t world, tsr_ckpt_lock_t *
 
 /* ---------- the run ---------- */
 
+/* Seconds since the epoch, for the JSON lines' timestamps. */
+static double wall_clock(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 /* A JSON number, or null for what JSON cannot hold (a NaN or an infinity). */
 static void json_number(FILE *f, const char *key, const char *fmt, double x)
 {
@@ -519,7 +730,7 @@ static void json_number(FILE *f, const char *key, const char *fmt, double x)
 }
 
 static void log_step(const options_t *o, FILE *json, long step, long steps, const tsr_gpt_step_info_t *info,
-                     double ms, double tokens, int64_t params)
+                     double ms, double tokens, int64_t params, int64_t seen)
 {
     tsr_mem_stats_t mem;
     tsr_mem_stats(o->device, &mem);
@@ -532,7 +743,7 @@ static void log_step(const options_t *o, FILE *json, long step, long steps, cons
     fflush(stdout);
     if (!json)
         return;
-    fprintf(json, "{\"step\":%ld,", step);
+    fprintf(json, "{\"step\":%ld,\"time\":%.3f,\"tokens_seen\":%lld,", step, wall_clock(), (long long)seen);
     json_number(json, "loss", "%.17g", info->loss);
     json_number(json, "grad_norm", "%.17g", info->grad_norm);
     json_number(json, "lr", "%.9g", info->lr);
@@ -546,13 +757,58 @@ static void log_step(const options_t *o, FILE *json, long step, long steps, cons
     fflush(json);
 }
 
-/* Rank 0: the one line of a step whose loss or gradient norm is not finite. */
-static void report_not_finite(long step, const tsr_gpt_step_info_t *info)
+/* Rank 0: the one line of a step whose loss or gradient norm is not finite: the error that
+ * ends the run after more than --max-bad-steps of them, or a warning before. */
+static void report_not_finite(const options_t *o, long step, const tsr_gpt_step_info_t *info, long bad_steps)
 {
     double bad = isfinite(info->loss) ? info->grad_norm : info->loss;
-    if (world_rank == 0)
+    const char *what = isfinite(info->loss) ? "gradient norm" : "loss";
+    const char *value = isnan(bad) ? "NaN" : bad > 0 ? "+Inf" : "-Inf";
+    if (world_rank != 0)
+        return;
+    if (bad_steps > o->max_bad_steps && o->max_bad_steps == 0)
         fprintf(stderr, "tsr-train: step %ld: the %s is %s (expected a finite number; try a lower --lr)\n", step,
-                isfinite(info->loss) ? "gradient norm" : "loss", isnan(bad) ? "NaN" : bad > 0 ? "+Inf" : "-Inf");
+                what, value);
+    else if (bad_steps > o->max_bad_steps)
+        fprintf(stderr, "tsr-train: step %ld: the %s is %s: %ld steps not finite, more than --max-bad-steps %ld "
+                "(try a lower --lr)\n", step, what, value, bad_steps, o->max_bad_steps);
+    else
+        fprintf(stderr, "tsr-train: warning: step %ld: the %s is %s; no update (%ld of --max-bad-steps %ld)\n", step,
+                what, value, bad_steps, o->max_bad_steps);
+}
+
+/* The first SIGTERM or SIGUSR1 asks the run to stop after its step; the handler is then reset,
+ * so a second one ends the process at once. */
+static void on_stop_signal(int sig)
+{
+    stop_signal = sig;
+}
+
+static void catch_stop_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sa.sa_flags = SA_RESTART | SA_RESETHAND;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGUSR1, &sa, NULL);
+}
+
+/*
+ * After each step, whether to stop now: a stop signal seen by any rank, or (rank 0's clock)
+ * too little time left under --time-limit for another step and a checkpoint, judged from the
+ * slowest step and checkpoint so far, doubled. One small allreduce over the ranks that train
+ * (agree_comm: with parameter servers, the workers), the same verdict on each. Returns the
+ * signal, -1 for the time limit, or 0.
+ */
+static int should_stop(const options_t *o, double start, double step_s, double ckpt_s)
+{
+    int why[2] = {(int)stop_signal, 0};
+    if (world_rank == 0 && o->time_limit_s > 0)
+        why[1] = MPI_Wtime() - start + 2 * (step_s + ckpt_s) >= o->time_limit_s;
+    MPI_Allreduce(MPI_IN_PLACE, why, 2, MPI_INT, MPI_MAX, agree_comm);
+    return why[0] ? why[0] : why[1] ? -1 : 0;
 }
 
 /* Rank r on a node uses GPU (r mod the node's GPUs); the CPU device otherwise. */
@@ -597,7 +853,9 @@ static int train(const options_t *o)
     int32_t *in = NULL, *tg = NULL;
     tsr_ckpt_lock_t lock = NULL;
     int status = 1, first = 0, count = 0;
-    long step = 0;
+    long step = 0, bad_steps = 0;
+    int64_t seen = 0; /* tokens the loader has given: its position */
+    double start = MPI_Wtime(), step_s = 0, ckpt_s = 0;
     char *path = NULL;
     tsr_status_t serve_rc = TSR_OK;
     tsr_status_t rc = open_device(o->device, &dev);
@@ -611,6 +869,7 @@ static int train(const options_t *o)
     } else if (open_synthetic(o->model.vocab, &ds)) {
         goto done;
     }
+    tsr_dataset_set_shuffle(ds, o->shuffle, o->gpt.seed);
     if (o->layout.ps > 0) {
         /* from here the workers and the servers agree apart, and together in ps_final() */
         MPI_Comm_split(MPI_COMM_WORLD, tsr_grid_is_server(grid), world_rank, &agree_comm);
@@ -635,17 +894,21 @@ static int train(const options_t *o)
         else if (o->layout.ps > 0)
             snprintf(ps, sizeof ps, ", staleness %lld", (long long)(o->have_staleness ? o->staleness : 0));
         printf("tsr-train: model %s (%lld parameters), layout %s%s, ZeRO %d, schedule %s, batch %d x %d tokens in "
-               "%d micro-batches, data %s, %s %s\n",
+               "%d micro-batches, data %s, %s %s\n"
+               "tsr-train: optimizer %s, lr %g (%s schedule, %ld warmup steps), weight decay %g, gradient clip %g\n",
                tsr_gpt_config_format(&o->model, model, sizeof model), (long long)params,
                tsr_layout_format(&o->layout, lay, sizeof lay), ps, o->zero.stage, o->schedule_text, o->gpt.batch,
                o->model.seq, o->gpt.micro_batches, o->data ? o->data : "synthetic", tsr_device_kind_name(o->device),
-               o->zero.precision == TSR_PRECISION_BF16 ? "bf16" : "fp32");
+               o->zero.precision == TSR_PRECISION_BF16 ? "bf16" : "fp32", tsr_optim_kind_name(o->zero.optim),
+               (double)o->zero.lr, tsr_lr_schedule_name(o->zero.schedule), o->zero.warmup_steps,
+               (double)o->zero.weight_decay, (double)o->zero.clip_norm);
     }
     /* Before anything is read from or written to them: the directory is this job's alone. */
     if (check_outputs(o, tsr_grid_comm(grid, TSR_AXIS_WORLD), &lock))
         goto done;
     if (o->resume) {
-        if (failed(resume_path(o, &path), "--resume") || failed(resume(o, grid, gpt, path, &step), "--resume"))
+        if (failed(resume_path(o, &path), "--resume") ||
+            failed(resume(o, grid, gpt, ds, path, &step, &seen), "--resume"))
             goto done;
         if (world_rank == 0)
             printf("tsr-train: resumed from %s at step %ld\n", path, step);
@@ -673,7 +936,7 @@ static int train(const options_t *o)
         goto done;
     for (; step < o->steps; step++) {
         tsr_gpt_step_info_t info;
-        rc = tsr_dataset_batch(ds, step, o->gpt.batch, o->model.seq, first, count, in, tg);
+        rc = tsr_dataset_batch(ds, seen / o->model.seq, o->gpt.batch, o->model.seq, first, count, in, tg);
         if (failed(rc, "--data"))
             goto done;
         if (trace)
@@ -681,18 +944,33 @@ static int train(const options_t *o)
         double t0 = MPI_Wtime();
         if (failed(tsr_gpt_train_step(gpt, in, tg, &info), NULL))
             goto done;
-        if (!isfinite(info.loss) || !isfinite(info.grad_norm)) { /* the same on every rank */
-            report_not_finite(step + 1, &info);
-            goto done;
-        }
         double ms = (MPI_Wtime() - t0) * 1e3;
+        seen += (int64_t)o->gpt.batch * o->model.seq;
+        if (!isfinite(info.loss) || !isfinite(info.grad_norm)) { /* the same on every rank */
+            report_not_finite(o, step + 1, &info, ++bad_steps);
+            if (bad_steps > o->max_bad_steps)
+                goto done;
+        }
         if (world_rank == 0)
-            log_step(o, json, step + 1, o->steps, &info, ms, (double)o->gpt.batch * o->model.seq, params);
-        int due = o->ckpt_dir && ((o->ckpt_every > 0 && (step + 1) % o->ckpt_every == 0) || step + 1 == o->steps);
-        if (due && failed(save(o, grid, gpt, step + 1), "checkpoint"))
+            log_step(o, json, step + 1, o->steps, &info, ms, (double)o->gpt.batch * o->model.seq, params, seen);
+        step_s = fmax(step_s, ms / 1e3);
+        int stop = step + 1 < o->steps ? should_stop(o, start, step_s, ckpt_s) : 0;
+        double stop_at = MPI_Wtime() - start;
+        int due = o->ckpt_dir &&
+                  ((o->ckpt_every > 0 && (step + 1) % o->ckpt_every == 0) || step + 1 == o->steps || stop);
+        double c0 = MPI_Wtime();
+        if (due && failed(save(o, grid, gpt, ds, step + 1, seen), "checkpoint"))
             goto done;
+        ckpt_s = due ? fmax(ckpt_s, MPI_Wtime() - c0) : ckpt_s;
         if (due && world_rank == 0)
             printf("tsr-train: checkpoint %s/step_%ld.h5\n", o->ckpt_dir, step + 1);
+        if (stop) {
+            if (world_rank == 0)
+                printf("tsr-train: %s: stopped after step %ld of %ld, %.1f s into the run%s\n",
+                       stop < 0 ? "--time-limit" : stop == SIGTERM ? "SIGTERM" : "SIGUSR1", step + 1, o->steps,
+                       stop_at, o->ckpt_dir ? "" : " (no --ckpt-dir: nothing saved)");
+            break;
+        }
     }
     if (trace && failed(tsr_pipe_trace_write(trace, tsr_grid_comm(grid, TSR_AXIS_WORLD), o->trace), "--trace"))
         goto done;
@@ -724,8 +1002,9 @@ int main(int argc, char **argv)
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
+    catch_stop_signals();
     o.layout = lay, o.zero = z, o.gpt = g, o.model = m;
-    o.zero.beta2 = 0.95f, o.zero.weight_decay = 0.1f, o.zero.clip_norm = 1.0f;
+    o.zero.beta2 = 0.95f, o.zero.weight_decay = 0.1f, o.zero.clip_norm = 1.0f, o.zero.momentum = 0.9f;
     o.gpt.poll_us = 50;
     o.steps = 10;
     snprintf(o.model_text, sizeof o.model_text, "tiny");

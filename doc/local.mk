@@ -12,6 +12,7 @@ installcheck-local:
 	  $(CC) -o installcheck-tmp/grid_demo $(top_srcdir)/doc/examples/grid_demo.c \
 	    `$(PKG_CONFIG) --define-variable=prefix='$(DESTDIR)$(prefix)' --cflags --libs tessera` \
 	    -Wl,-rpath,'$(DESTDIR)$(libdir)'
-	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
-	  $(MPIEXEC) $(MPIEXEC_FLAGS) -n 4 installcheck-tmp/grid_demo
+	if test -n "$${MPIEXEC}"; then launch="$$MPIEXEC $${MPIEXEC_FLAGS-}"; \
+	  else launch='$(TSR_MPIEXEC) $(TSR_MPIEXEC_FLAGS)'; fi; \
+	  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 $$launch -n 4 installcheck-tmp/grid_demo
 	rm -rf installcheck-tmp

@@ -38,4 +38,11 @@ AC_PATH_PROGS([MPIEXEC], [mpiexec$tsr_mpi_suffix mpirun$tsr_mpi_suffix mpiexec m
 # Open MPI refuses more ranks than cores unless told; the tests run up to 9 ranks.
 AS_IF([test -z "$MPIEXEC_FLAGS" && $MPIEXEC --version 2>&1 | grep -q "Open MPI\|OpenRTE"],
       [MPIEXEC_FLAGS="--oversubscribe"])
+# The Makefiles hold configure's choice as TSR_MPIEXEC(_FLAGS), not as make variables named
+# MPIEXEC(_FLAGS), which would hide the user's: `MPIEXEC=srun make check` (the environment)
+# and `make check MPIEXEC=srun` both win over configure's launcher (tests/local.mk).
+AC_SUBST([TSR_MPIEXEC], [$MPIEXEC])
+AC_SUBST([TSR_MPIEXEC_FLAGS], [$MPIEXEC_FLAGS])
+AM_SUBST_NOTMAKE([MPIEXEC])
+AM_SUBST_NOTMAKE([MPIEXEC_FLAGS])
 ])

@@ -1,11 +1,15 @@
 # tests/local.mk: TAP tests. Each program declares the MPI rank counts it runs at (see
-# tests/tap.h); tests/tap-mpi.sh runs it at each under $(MPIEXEC) and merges the TAP.
+# tests/tap.h); tests/tap-mpi.sh runs it at each under $MPIEXEC and merges the TAP.
+# MPIEXEC and MPIEXEC_FLAGS from the environment (or make's command line) win over configure's
+# (TSR_MPIEXEC, TSR_MPIEXEC_FLAGS); a MPIEXEC given alone runs without configure's flags, since
+# they belong to configure's launcher (Open MPI's --oversubscribe means nothing to srun).
 LOG_DRIVER = env AM_TAP_AWK='$(AWK)' $(SHELL) $(top_srcdir)/build-aux/tap-driver.sh
 LOG_COMPILER = $(SHELL) $(top_srcdir)/tests/tap-mpi.sh
 # Open MPI refuses to start as root (CI runs as root) unless told; MPICH ignores these.
 # Undefined behaviour found under -fsanitize=undefined ends the program (UBSan's default is to
 # print a line and go on), so that the test fails instead of passing.
-AM_TESTS_ENVIRONMENT = MPIEXEC='$(MPIEXEC)'; MPIEXEC_FLAGS='$(MPIEXEC_FLAGS)'; \
+AM_TESTS_ENVIRONMENT = if test -n "$${MPIEXEC}"; then MPIEXEC_FLAGS=$${MPIEXEC_FLAGS-}; \
+	else MPIEXEC='$(TSR_MPIEXEC)'; MPIEXEC_FLAGS=$${MPIEXEC_FLAGS-'$(TSR_MPIEXEC_FLAGS)'}; fi; \
 	TSR_BUILDDIR='$(abs_top_builddir)'; OMPI_ALLOW_RUN_AS_ROOT=1; OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; \
 	UBSAN_OPTIONS=$${UBSAN_OPTIONS-halt_on_error=1:print_stacktrace=1}; \
 	export MPIEXEC MPIEXEC_FLAGS TSR_BUILDDIR OMPI_ALLOW_RUN_AS_ROOT OMPI_ALLOW_RUN_AS_ROOT_CONFIRM UBSAN_OPTIONS;

@@ -4,7 +4,7 @@
 # non-zero exit, never a crash or a hang (issue 16):
 #   - a dataset of 3 dimensions and a checksum attribute of 64 values (reads bounded by
 #     what was checked);
-#   - resume state: /data/step, /optim step, good_steps and loss_scale changed, with and
+#   - resume state: /data/tokens, /optim step, good_steps and loss_scale changed, with and
 #     without a matching metadata checksum;
 #   - NaN, Inf and a negative second moment with a matching dataset checksum;
 #   - a file missing /params/wte, or with a /config that is not a valid model, "verifies";
@@ -59,10 +59,10 @@ check "a checksum attribute of 64 values is refused, not read into one" \
     eval 'errors_name "the checksum attribute of dataset /params/wpe is not one 64-bit integer"'
 
 # --- resume state covered by checksums and consistent ---
-craft datastep write-i64 /data/step 1
+craft datastep write-i64 /data/tokens 1
 train 1 --steps 6 --resume "$tmp/datastep.h5"
-check "/data/step changed to 1 (its checksum matching): resume refused, the step named" \
-    eval 'one_error "/data/step is 1, but the checkpoint is of step 3"'
+check "/data/tokens changed to 1 (its checksum matching): resume refused, the position named" \
+    eval 'one_error "/data/tokens is 1, but the checkpoint'"'"'s tokens_seen is"'
 craft optstep set-i64 /optim step 1
 train 1 --steps 6 --resume "$tmp/optstep.h5"
 check "/optim step changed: resume refused by the metadata checksum" eval 'one_error "attributes fail their checksum"'
@@ -78,12 +78,16 @@ check "loss_scale 1024 re-sealed: refused, an fp32 run does not scale its loss" 
 craft good set-i64 /optim good_steps 5 && "$craft" "$tmp/good.h5" seal
 train 1 --steps 6 --resume "$tmp/good.h5"
 check "good_steps 5 re-sealed on a run without loss scaling: refused" eval 'one_error "good_steps 5"'
-craft root set-i64 / step 1 && "$craft" "$tmp/root.h5" seal
+craft root set-i64 / tokens_seen 1 && "$craft" "$tmp/root.h5" seal
 train 1 --steps 6 --resume "$tmp/root.h5"
-check "the root step changed and re-sealed: the data position 3 disagrees, refused" \
-    eval 'one_error "/data/step is 3, but the checkpoint is of step 1"'
+check "the root tokens_seen changed and re-sealed: the data position disagrees, refused" \
+    eval 'one_error "but the checkpoint'"'"'s tokens_seen is 1"'
 run "$bin/tsr-ckpt" verify "$tmp/root.h5"
-check "... and verify says so" eval 'errors_name "/data/step is 3, but the checkpoint is of step 1"'
+check "... and verify says so" eval 'errors_name "but the checkpoint'"'"'s tokens_seen is 1"'
+craft rootstep set-i64 / step 1 && "$craft" "$tmp/rootstep.h5" seal
+train 1 --steps 6 --resume "$tmp/rootstep.h5"
+check "the root step changed to 1 and re-sealed: the optimizer's 3 steps are past it, refused" \
+    eval 'one_error "/optim step is 3, past the checkpoint'"'"'s step 1"'
 
 # --- values that are not finite, with matching checksums ---
 craft nan poke /params/wte 5 nan

@@ -6,7 +6,11 @@
 # CPU, and resuming from a
 # checkpoint of another model; --log-json and --trace; a checkpoint at step 5 and a resume
 # that reproduces steps 6-10 bitwise on the same layout and within 1e-4 on another, also with
-# activation recomputation; --recompute's and the retired --compute's errors. Prints TAP.
+# activation recomputation; --recompute's and the retired --compute's errors; the lr of each step
+# under each --lr-schedule with warmup; the optimizer options, stored in the checkpoint: a resume
+# that changes one warns, one that changes --optimizer is refused; three llm.c shards (one of
+# uint32 tokens) by a glob, resumed mid-shard bitwise, in order and shuffled; --batch changed on
+# resume; a resume on other data warns. Prints TAP.
 bin=${TSR_BUILDDIR:-.}/apps
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-train-cli.XXXXXX") || exit 99
 trap 'rm -rf "$tmp"' EXIT
@@ -97,6 +101,70 @@ run 1 $model --recompute some
 check "--recompute some is a one-line error naming the choices" eval 'one_error "expected none, attention or block"'
 run 1 $model --compute tp
 check "--compute, retired, is a one-line error saying why" eval 'one_error "--compute is gone: the model has one engine"'
+# Three llm.c shards, the second of uint32 tokens, named by a glob: checkpoint mid-shard at step 5,
+# the resume reproduces steps 6-10 bitwise (the run crosses from the first shard into the second),
+# in order and with --shuffle; the global batch may change on resume; other data warns.
+"$bin/tsr-tokenize" --synthetic 1000 --seed 1 "$tmp/sh_000.bin" >/dev/null
+"$bin/tsr-tokenize" --synthetic 800 --seed 2 --uint32 "$tmp/sh_001.bin" >/dev/null
+"$bin/tsr-tokenize" --synthetic 900 --seed 3 "$tmp/sh_002.bin" >/dev/null
+shards="--model layers=2,dim=32,heads=4,vocab=256,seq=16 --batch 8 --layout dp=2"
+for shuffle in "" --shuffle; do
+    d=$tmp/shard$shuffle
+    run 2 $shards --data "$tmp/sh_*.bin" $shuffle --steps 10 --ckpt-dir "$d" --ckpt-every 5 --log-json "$d.a.json"
+    run 2 $shards --data "$tmp/sh_*.bin" $shuffle --steps 10 --resume "$d/step_5.h5" --log-json "$d.b.json"
+    losses "$d.a.json" 6 10 >"$d.a.loss"
+    losses "$d.b.json" 1 5 >"$d.b.loss"
+    check "3 shards (uint16, uint32, uint16) ${shuffle:-in order}: a resume mid-shard at step 5 reproduces steps 6-10 bitwise" \
+        eval 'test $status -eq 0 && test "$(wc -l <"$d.b.loss")" -eq 5 && cmp -s "$d.a.loss" "$d.b.loss"'
+done
+run 2 $shards --data "$tmp/sh_*.bin" --steps 6 --batch 4 --resume "$tmp/shard/step_5.h5" --log-json "$tmp/rebatch.json"
+check "a resume with another --batch goes on at the checkpoint's token position (tokens_seen 640 + 64)" \
+    eval 'test $status -eq 0 && grep -q "\"tokens_seen\":704," "$tmp/rebatch.json"'
+run 2 $shards --steps 6 --data "$tmp/sh_000.bin,$tmp/sh_002.bin" --resume "$tmp/shard/step_5.h5"
+check "a resume on other data warns once and trains" \
+    eval 'test $status -eq 0 && has "$err" "warning: --data $tmp/sh_000.bin,$tmp/sh_002.bin (2 shards, 1900 tokens) is not the checkpoint'"'"'s" && test "$(wc -l <"$tmp/err")" -eq 1'
+run 1 $model --data "$tmp/nothing_*.bin"
+check "--data with a glob that matches nothing is one line naming it" eval 'one_error "nothing_*.bin matches no file"'
+
+# The learning-rate schedule: warmup then cosine or linear decay to --min-lr at --steps, in the JSON.
+lrs() { sed 's/.*"lr":\([^,]*\),.*/\1/' "$1"; }
+expect_lr() { # expect_lr KIND WARMUP STEPS LR MIN: the expected lr of steps 1..STEPS, one a line
+    awk -v k="$1" -v w="$2" -v n="$3" -v lr="$4" -v lo="$5" 'BEGIN { for (s = 1; s <= n; s++) {
+        if (s <= w) x = lr * s / w; else { p = (s - w) / (n - w); if (p > 1) p = 1
+            x = k == "constant" ? lr : lo + (lr - lo) * (k == "cosine" ? 0.5 * (1 + cos(3.141592653589793 * p)) : 1 - p) }
+        printf "%.12g\n", x } }'
+}
+for kind in cosine linear constant; do
+    run 1 $model --steps 8 --lr 2e-3 --lr-schedule $kind --warmup-steps 3 --min-lr 1e-4 --log-json "$tmp/lr.json"
+    lrs "$tmp/lr.json" >"$tmp/lr.got"
+    expect_lr $kind 3 8 2e-3 1e-4 >"$tmp/lr.want"
+    check "--lr-schedule $kind --warmup-steps 3: the lr of each step in the JSON is the schedule's (to 1e-6)" \
+        eval 'test $status -eq 0 && test "$(wc -l <"$tmp/lr.got")" -eq 8 && within "$tmp/lr.want" "$tmp/lr.got" 1e-6'
+done
+# Hyperparameters are stored in the checkpoint; a resume that changes them warns, a different optimizer is refused.
+run 1 $model --steps 2 --optimizer sgd --momentum 0.8 --weight-decay 0 --grad-clip 0 --ckpt-dir "$tmp/sgd"
+check "--optimizer sgd --momentum 0.8 trains and checkpoints" eval 'test $status -eq 0 && test -f "$tmp/sgd/step_2.h5"'
+run 1 $model --steps 3 --optimizer sgd --momentum 0.8 --weight-decay 0 --grad-clip 0 --resume "$tmp/sgd/step_2.h5"
+check "a resume with the same hyperparameters warns of nothing" eval 'test $status -eq 0 && test ! -s "$tmp/err"'
+run 1 $model --steps 3 --optimizer sgd --momentum 0.5 --lr 2e-3 --weight-decay 0 --resume "$tmp/sgd/step_2.h5"
+check "a resume with another --lr, --momentum and --grad-clip warns once for each and trains" \
+    eval 'test $status -eq 0 && has "$out" "step 3/3" && test "$(grep -c "^tsr-train: warning: " "$tmp/err")" -eq 3 &&
+          has "$err" "--lr 0.002 differs from the checkpoint'"'"'s 0.001" && has "$err" "--momentum 0.5 differs" &&
+          has "$err" "--grad-clip 1 differs from the checkpoint'"'"'s 0"'
+run 1 $model --steps 3 --resume "$tmp/sgd/step_2.h5"
+check "a resume with --optimizer adamw from an sgd checkpoint is refused" \
+    eval 'test $status -eq 1 && one_error "checkpoint /config optimizer is \"sgd\", this run has \"adamw\""'
+run 1 $model --beta1 1
+check "--beta1 1 is refused" eval 'test $status -eq 2 && one_error "--beta1 1: expected a number in [0, 1)"'
+run 1 $model --lr-schedule step
+check "--lr-schedule step is refused, naming the choices" eval 'test $status -eq 2 && one_error "expected constant, cosine or linear"'
+run 1 $model --lr-schedule cosine --min-lr 1 --lr 1e-3
+check "--min-lr above --lr is refused" eval 'test $status -eq 2 && one_error "--min-lr 1 is above --lr 0.001"'
+run 1 $model --optimizer lion
+check "--optimizer lion is refused" eval 'test $status -eq 2 && one_error "--optimizer lion: expected adamw or sgd"'
+run 1 $model --grad-clip -1
+check "--grad-clip -1 is refused" eval 'test $status -eq 2 && one_error "--grad-clip -1: expected a finite number >= 0"'
+
 run 2 --model layers=3,dim=32,heads=4,vocab=256,seq=16 --batch 4 --resume "$tmp/ck/step_5.h5"
 check "resuming from a checkpoint of another model is a one-line mismatch" \
     eval 'one_error "checkpoint was written for a different model: layers=2"'

@@ -267,6 +267,14 @@ static void check_schedule(void)
            fabs(tsr_zero_lr_at(&c, 40) - 0.1) < 1e-6,
        "warmup-cosine schedule: %g %g %g %g", (double)tsr_zero_lr_at(&c, 1), (double)tsr_zero_lr_at(&c, 4),
        (double)tsr_zero_lr_at(&c, 8), (double)tsr_zero_lr_at(&c, 12));
+    c.schedule = TSR_LR_WARMUP_LINEAR;
+    ok(fabs(tsr_zero_lr_at(&c, 2) - 0.5) < 1e-7 && fabs(tsr_zero_lr_at(&c, 8) - 0.55) < 1e-6 &&
+           fabs(tsr_zero_lr_at(&c, 12) - 0.1) < 1e-6 && fabs(tsr_zero_lr_at(&c, 13) - 0.1) < 1e-6,
+       "warmup-linear schedule: %g %g %g", (double)tsr_zero_lr_at(&c, 2), (double)tsr_zero_lr_at(&c, 8),
+       (double)tsr_zero_lr_at(&c, 12));
+    c.schedule = TSR_LR_CONSTANT;
+    ok(fabs(tsr_zero_lr_at(&c, 3) - 0.75) < 1e-7 && tsr_zero_lr_at(&c, 5) == 1.0f && tsr_zero_lr_at(&c, 99) == 1.0f,
+       "constant schedule with warmup: %g %g", (double)tsr_zero_lr_at(&c, 3), (double)tsr_zero_lr_at(&c, 5));
 }
 
 /* The working copy is the bf16 rounding of the fp32 master, before and after a step. */

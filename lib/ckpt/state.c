@@ -34,11 +34,6 @@ typedef struct tensor_list {
 /* The longest dataset name: "/optim/" + tensor name + "/m". */
 #define DATASET_MAX (TSR_ZERO_NAME_MAX + 16)
 
-static const char *optim_name(tsr_optim_kind_t kind)
-{
-    return kind == TSR_OPTIM_SGD ? "sgd" : "adamw";
-}
-
 static void dataset_name(const char *tensor, tsr_zero_kind_t kind, char out[DATASET_MAX])
 {
     if (kind == TSR_ZERO_PARAM)
@@ -127,7 +122,7 @@ static tsr_status_t check_kind(const tsr_zero_config_t *cfg, int kinds)
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "the optimizer's configuration is needed (TSR_ZERO_CONFIG_INIT)");
     if ((cfg->optim == TSR_OPTIM_ADAMW) != (kinds == 3))
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "the configuration says %s, but the optimizer %s",
-                         optim_name(cfg->optim), kinds == 3 ? "keeps AdamW's m and v" : "keeps no v");
+                         tsr_optim_kind_name(cfg->optim), kinds == 3 ? "keeps AdamW's m and v" : "keeps no v");
     return TSR_OK;
 }
 
@@ -219,6 +214,53 @@ cleanup:
     return rc;
 }
 
+/* The hyperparameters of the update, which a resume may change (information, see
+ * tsr_ckpt_get_zero_config()): floats as the doubles they convert to exactly. */
+static tsr_status_t save_hyperparameters(tsr_ckpt_writer_t w, const tsr_zero_config_t *cfg)
+{
+    tsr_status_t rc = TSR_OK;
+    const struct { const char *name; float value; } f[] = {
+        {"lr", cfg->lr}, {"min_lr", cfg->min_lr}, {"weight_decay", cfg->weight_decay}, {"beta1", cfg->beta1},
+        {"beta2", cfg->beta2}, {"eps", cfg->eps}, {"momentum", cfg->momentum}, {"clip_norm", cfg->clip_norm}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++)
+        TSR_TRY(tsr_ckpt_set_f64(w, "/optim", f[i].name, (double)f[i].value));
+    TSR_TRY(tsr_ckpt_set_str(w, "/optim", "lr_schedule", tsr_lr_schedule_name(cfg->schedule)));
+    TSR_TRY(tsr_ckpt_set_i64(w, "/optim", "warmup_steps", cfg->warmup_steps));
+    TSR_TRY(tsr_ckpt_set_i64(w, "/optim", "total_steps", cfg->total_steps));
+cleanup:
+    return rc;
+}
+
+tsr_status_t tsr_ckpt_get_zero_config(tsr_ckpt_reader_t r, tsr_zero_config_t *cfg)
+{
+    tsr_status_t rc = TSR_OK;
+    tsr_zero_config_t c = TSR_ZERO_CONFIG_INIT;
+    char text[32];
+    int64_t stage = 0, warmup = 0, total = 0;
+    struct { const char *name; float *value; } f[] = {
+        {"lr", &c.lr}, {"min_lr", &c.min_lr}, {"weight_decay", &c.weight_decay}, {"beta1", &c.beta1},
+        {"beta2", &c.beta2}, {"eps", &c.eps}, {"momentum", &c.momentum}, {"clip_norm", &c.clip_norm}};
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        double v = 0;
+        TSR_TRY(tsr_ckpt_get_f64(r, "/optim", f[i].name, &v));
+        *f[i].value = (float)v;
+    }
+    TSR_TRY(tsr_ckpt_get_str(r, "/config", "optimizer", text, sizeof text));
+    TSR_TRY(tsr_optim_kind_parse(text, &c.optim));
+    TSR_TRY(tsr_ckpt_get_str(r, "/optim", "lr_schedule", text, sizeof text));
+    TSR_TRY(tsr_lr_schedule_parse(text, &c.schedule));
+    TSR_TRY(tsr_ckpt_get_i64(r, "/optim", "warmup_steps", &warmup));
+    TSR_TRY(tsr_ckpt_get_i64(r, "/optim", "total_steps", &total));
+    TSR_TRY(tsr_ckpt_get_i64(r, "/layout", "zero_stage", &stage));
+    TSR_CHECK(warmup >= 0 && warmup <= LONG_MAX && total >= 0 && total <= LONG_MAX && stage >= 0 && stage <= 3,
+              TSR_ERR_FORMAT, "%s: /optim warmup_steps %lld, total_steps %lld or /layout zero_stage %lld out of range",
+              tsr__ckpt_reader_path(r), (long long)warmup, (long long)total, (long long)stage);
+    c.warmup_steps = (long)warmup, c.total_steps = (long)total, c.stage = (int)stage;
+    *cfg = c;
+cleanup:
+    return rc;
+}
+
 static tsr_status_t save_attributes(tsr_ckpt_writer_t w, tsr_grid_t grid, tsr_zero_t opt,
                                     const tsr_zero_config_t *cfg)
 {
@@ -228,13 +270,14 @@ static tsr_status_t save_attributes(tsr_ckpt_writer_t w, tsr_grid_t grid, tsr_ze
     char text[TSR_LAYOUT_STRLEN];
     tsr_grid_layout(grid, &layout);
     tsr_zero_get_state(opt, &state);
-    TSR_TRY(tsr_ckpt_set_str(w, "/config", "optimizer", optim_name(cfg->optim)));
+    TSR_TRY(tsr_ckpt_set_str(w, "/config", "optimizer", tsr_optim_kind_name(cfg->optim)));
     TSR_TRY(tsr_ckpt_set_str(w, "/layout", "layout", tsr_layout_format(&layout, text, sizeof text)));
     TSR_TRY(tsr_ckpt_set_i64(w, "/layout", "zero_stage", cfg->stage));
-    TSR_TRY(tsr_ckpt_set_str(w, "/layout", "optimizer", optim_name(cfg->optim)));
+    TSR_TRY(tsr_ckpt_set_str(w, "/layout", "optimizer", tsr_optim_kind_name(cfg->optim)));
     TSR_TRY(tsr_ckpt_set_i64(w, "/optim", "step", state.step));
     TSR_TRY(tsr_ckpt_set_f64(w, "/optim", "loss_scale", (double)state.loss_scale));
     TSR_TRY(tsr_ckpt_set_i64(w, "/optim", "good_steps", state.good_steps));
+    TSR_TRY(save_hyperparameters(w, cfg));
 cleanup:
     return rc;
 }
@@ -502,7 +545,7 @@ tsr_status_t tsr_ckpt_load_zero(tsr_ckpt_reader_t r, tsr_grid_t grid, tsr_zero_t
     tsr_comm_t comm = tsr_grid_comm(grid, TSR_AXIS_WORLD);
     TSR_TRY(agree_tensors(comm, opt, cfg, &list));
     TSR_TRY(tsr_ckpt_verify_metadata(r)); /* every attribute read below is covered */
-    TSR_TRY(tsr_ckpt_expect_str(r, "/config", "optimizer", optim_name(cfg->optim)));
+    TSR_TRY(tsr_ckpt_expect_str(r, "/config", "optimizer", tsr_optim_kind_name(cfg->optim)));
     TSR_TRY(tsr_ckpt_list(r, &info, &ninfo));
     if (ninfo > 1)
         qsort(info, ninfo, sizeof *info, by_dataset_name);
@@ -600,16 +643,16 @@ tsr_status_t tsr_ckpt_verify_state(tsr_ckpt_reader_t r)
     const char *path = tsr__ckpt_reader_path(r);
     char optim[16];
     TSR_TRY(tsr_ckpt_list(r, &info, &n));
-    const tsr_ckpt_dataset_info_t *pos = find_dataset(info, n, "/data/step");
+    const tsr_ckpt_dataset_info_t *pos = find_dataset(info, n, "/data/tokens");
     if (pos) {
-        int64_t data_step = -1, step = -1;
+        int64_t data_tokens = -1, seen = -1;
         TSR_CHECK(strcmp(pos->type, "int64") == 0 && pos->ndim == 1 && pos->dims[0] == 1, TSR_ERR_FORMAT,
-                  "%s: dataset /data/step is not one int64 (the loader's position)", path);
-        TSR_TRY(tsr_ckpt_read_i64(r, "/data/step", 1, &data_step));
-        TSR_TRY(tsr_ckpt_get_i64(r, "/", "step", &step));
-        TSR_CHECK(data_step == step && step >= 0, TSR_ERR_FORMAT,
-                  "%s: the loader's position /data/step is %lld, but the checkpoint is of step %lld", path,
-                  (long long)data_step, (long long)step);
+                  "%s: dataset /data/tokens is not one int64 (the loader's position)", path);
+        TSR_TRY(tsr_ckpt_read_i64(r, "/data/tokens", 1, &data_tokens));
+        TSR_TRY(tsr_ckpt_get_i64(r, "/", "tokens_seen", &seen));
+        TSR_CHECK(data_tokens == seen && seen >= 0, TSR_ERR_FORMAT,
+                  "%s: the loader's position /data/tokens is %lld, but the checkpoint's tokens_seen is %lld", path,
+                  (long long)data_tokens, (long long)seen);
     }
     if (!has_i64(r, "/optim", "step"))
         goto cleanup; /* no optimizer state: datasets of another writer */

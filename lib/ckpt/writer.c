@@ -540,8 +540,9 @@ static int sync_path(const char *path)
     return r;
 }
 
-/* Delete step_<N>.h5 files beyond the newest `keep` (rank 0 only). */
-static void retain(const char *dir, int keep)
+/* Delete step_<N>.h5 files beyond the newest `keep` (rank 0 only), never `current`, the file
+ * latest now names (a run resumed from an older checkpoint writes below newer step numbers). */
+static void retain(const char *dir, int keep, const char *current)
 {
     DIR *d = opendir(dir);
     long long steps[4096];
@@ -551,7 +552,8 @@ static void retain(const char *dir, int keep)
     for (struct dirent *e; (e = readdir(d)) && n < 4096;) {
         long long s;
         char tail[8];
-        if (sscanf(e->d_name, "step_%lld.h%2s", &s, tail) == 2 && strcmp(tail, "5") == 0)
+        if (sscanf(e->d_name, "step_%lld.h%2s", &s, tail) == 2 && strcmp(tail, "5") == 0 &&
+            strcmp(e->d_name, current) != 0)
             steps[n++] = s;
     }
     closedir(d);
@@ -559,7 +561,7 @@ static void retain(const char *dir, int keep)
         int newer = 0;
         for (int j = 0; j < n; j++)
             newer += steps[j] > steps[i];
-        char *path = newer >= keep ? tsr__strdupf("%s/step_%lld.h5", dir, steps[i]) : NULL;
+        char *path = newer + 1 >= keep ? tsr__strdupf("%s/step_%lld.h5", dir, steps[i]) : NULL;
         if (path)
             unlink(path);
         free(path);
@@ -602,7 +604,7 @@ static tsr_status_t publish(struct tsr_ckpt_writer *w, int keep)
               strerror(errno), final_path);
     sync_path(w->dir);
     if (keep > 0)
-        retain(w->dir, keep);
+        retain(w->dir, keep, w->final_name);
 cleanup:
     if (f)
         fclose(f);

@@ -22,6 +22,9 @@ EXTRA_DIST += lib/model/local.mk
 # tsr-train's options, errors, checkpoint and resume, driven by a shell script that prints TAP.
 TESTS += tests/test_train_cli.sh tests/test_train_gpu.sh
 EXTRA_DIST += tests/test_train_cli.sh tests/test_train_gpu.sh
+# How a run ends: signals, --time-limit, --ckpt-keep, --max-bad-steps (issue 17).
+TESTS += tests/test_train_stop.sh
+EXTRA_DIST += tests/test_train_stop.sh
 
 # The training-driver example (public API only) and the documentation.
 noinst_PROGRAMS += doc/examples/train_driver

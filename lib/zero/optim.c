@@ -6,16 +6,52 @@
 
 float tsr_zero_lr_at(const tsr_zero_config_t *cfg, long step)
 {
-    if (cfg->schedule != TSR_LR_WARMUP_COSINE)
-        return cfg->lr;
     if (step <= cfg->warmup_steps)
         return cfg->lr * (float)step / (float)cfg->warmup_steps;
+    if (cfg->schedule == TSR_LR_CONSTANT)
+        return cfg->lr;
     long span = cfg->total_steps - cfg->warmup_steps;
     double progress = span > 0 ? (double)(step - cfg->warmup_steps) / (double)span : 1.0;
     if (progress > 1.0)
         progress = 1.0;
-    double c = 0.5 * (1.0 + cos(3.14159265358979323846 * progress));
+    double c = cfg->schedule == TSR_LR_WARMUP_LINEAR ? 1.0 - progress
+                                                     : 0.5 * (1.0 + cos(3.14159265358979323846 * progress));
     return (float)(cfg->min_lr + (cfg->lr - cfg->min_lr) * c);
+}
+
+static const char *const optim_names[] = {[TSR_OPTIM_ADAMW] = "adamw", [TSR_OPTIM_SGD] = "sgd"};
+static const char *const schedule_names[] = {[TSR_LR_CONSTANT] = "constant", [TSR_LR_WARMUP_COSINE] = "cosine",
+                                             [TSR_LR_WARMUP_LINEAR] = "linear"};
+
+const char *tsr_optim_kind_name(tsr_optim_kind_t kind)
+{
+    return (unsigned)kind <= TSR_OPTIM_SGD ? optim_names[kind] : "unknown";
+}
+
+tsr_status_t tsr_optim_kind_parse(const char *text, tsr_optim_kind_t *out)
+{
+    for (int k = 0; k <= TSR_OPTIM_SGD; k++)
+        if (text && strcmp(text, optim_names[k]) == 0) {
+            *out = (tsr_optim_kind_t)k;
+            return TSR_OK;
+        }
+    return TSR_ERROR(TSR_ERR_INVALID_ARG, "optimizer \"%s\": expected adamw or sgd", text ? text : "");
+}
+
+const char *tsr_lr_schedule_name(tsr_lr_schedule_t schedule)
+{
+    return (unsigned)schedule <= TSR_LR_WARMUP_LINEAR ? schedule_names[schedule] : "unknown";
+}
+
+tsr_status_t tsr_lr_schedule_parse(const char *text, tsr_lr_schedule_t *out)
+{
+    for (int k = 0; k <= TSR_LR_WARMUP_LINEAR; k++)
+        if (text && strcmp(text, schedule_names[k]) == 0) {
+            *out = (tsr_lr_schedule_t)k;
+            return TSR_OK;
+        }
+    return TSR_ERROR(TSR_ERR_INVALID_ARG, "learning-rate schedule \"%s\": expected constant, cosine or linear",
+                     text ? text : "");
 }
 
 /* IEEE half: 10 mantissa bits for normals (|x| >= 2^-14), a fixed step of 2^-24 below,

@@ -92,12 +92,16 @@ static tsr_status_t check_config(const tsr_zero_config_t *c)
                          (double)c->beta1, (double)c->beta2, (double)c->eps);
     if (c->optim == TSR_OPTIM_SGD && !(c->momentum >= 0 && c->momentum < 1))
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "SGD momentum must be in [0, 1), got %g", (double)c->momentum);
-    if (c->schedule == TSR_LR_WARMUP_COSINE && (c->warmup_steps < 1 || c->total_steps < c->warmup_steps))
-        return TSR_ERROR(TSR_ERR_INVALID_ARG,
-                         "warmup-cosine needs 1 <= warmup_steps <= total_steps, got %ld and %ld", c->warmup_steps,
-                         c->total_steps);
-    if (c->schedule != TSR_LR_CONSTANT && c->schedule != TSR_LR_WARMUP_COSINE)
+    if ((unsigned)c->schedule > TSR_LR_WARMUP_LINEAR)
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "unknown LR schedule %d", (int)c->schedule);
+    if (c->warmup_steps < 0)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "warmup_steps must be >= 0, got %ld", c->warmup_steps);
+    if (c->schedule != TSR_LR_CONSTANT && c->total_steps < c->warmup_steps)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "a decaying LR schedule needs warmup_steps <= total_steps, got %ld and %ld",
+                         c->warmup_steps, c->total_steps);
+    if (c->schedule != TSR_LR_CONSTANT && !(c->min_lr >= 0 && c->min_lr <= c->lr))
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "min_lr must be in [0, lr], got %g (lr %g)", (double)c->min_lr,
+                         (double)c->lr);
     if (c->micro_batches < 1)
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "micro_batches must be >= 1, got %d", c->micro_batches);
     if ((unsigned)c->precision > TSR_PRECISION_FP16)

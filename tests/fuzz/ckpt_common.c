@@ -41,9 +41,9 @@ int fuzz_ckpt_write_base(const char *dir, char *path, size_t len)
     if (rc == TSR_OK)
         rc = tsr_gpt_config_save(w, &model);
     if (rc == TSR_OK)
-        rc = tsr_ckpt_set_i64(w, "/config", "batch", 1);
+        rc = tsr_ckpt_set_i64(w, "/", "tokens_seen", pos);
     if (rc == TSR_OK)
-        rc = tsr_ckpt_write_i64(w, "/data/step", 1, &pos);
+        rc = tsr_ckpt_write_i64(w, "/data/tokens", 1, &pos);
     if (rc != TSR_OK) {
         fprintf(stderr, "fuzz: base checkpoint: %s\n", tsr_last_error());
         tsr_ckpt_abort(&w);
@@ -107,7 +107,7 @@ void fuzz_ckpt_read(const char *path)
     tsr_ckpt_get_str(r, "/config", "model", text, sizeof text);
     tsr_ckpt_get_i64(r, "/", "step", &i64);
     tsr_ckpt_get_f64(r, "/optim", "loss_scale", &f64);
-    tsr_ckpt_expect_i64(r, "/config", "batch", 1);
+    tsr_ckpt_get_i64(r, "/", "tokens_seen", &i64);
     if (tsr_ckpt_list(r, &list, &n) == TSR_OK) {
         for (size_t k = 0; k < n; k++)
             read_dataset(r, &list[k]);
@@ -117,7 +117,9 @@ void fuzz_ckpt_read(const char *path)
     tsr_gpt_ckpt_verify(r, NULL);
     tsr_gpt_config_expect(r, &model);
     tsr_ckpt_load_zero(r, grid, tsr_gpt_optimizer(gpt), &zcfg);
-    tsr_ckpt_read_i64(r, "/data/step", 1, &i64);
+    tsr_ckpt_read_i64(r, "/data/tokens", 1, &i64);
+    tsr_zero_config_t saved;
+    tsr_ckpt_get_zero_config(r, &saved);
     tsr_ckpt_reader_close(&r);
     tsr_clear_error();
 }

@@ -31,9 +31,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!fuzz_write(path, data, size) || tsr_dataset_open(path, vocab, &ds) != TSR_OK)
         return 0;
     int64_t tokens = tsr_dataset_tokens(ds);
-    const uint16_t *t = tsr_dataset_data(ds);
-    for (int64_t i = 0; i < tokens; i++) /* every token is readable */
-        sink += t[i];
+    int32_t t[256];
+    for (int64_t i = 0; i < tokens; i += 256) { /* every token is readable, or refused */
+        int64_t n = tokens - i < 256 ? tokens - i : 256;
+        if (tsr_dataset_read(ds, i, n, t) == TSR_OK)
+            sink += (unsigned)t[0];
+    }
+    for (int shuffle = 0; shuffle < 2; shuffle++) {
+        tsr_dataset_set_shuffle(ds, shuffle, 7);
+        sink += (unsigned)tsr_dataset_sequences(ds, 3);
+    }
     int seq = size >= 16 ? 1 + data[14] % 64 : 8, batch = size >= 16 ? 1 + data[15] % 8 : 2;
     int32_t *in = malloc(sizeof *in * (size_t)(seq * batch)), *tg = malloc(sizeof *tg * (size_t)(seq * batch));
     for (int64_t step = 0; in && tg && step < 4; step++)

@@ -28,7 +28,7 @@ variant neg poke /optim/wpe/v 1 -1
 variant nowte delete /params/wte
 variant nullpad set-str / format tessera-ckpt nullpad
 variant wide wide-checksum /params/wpe
-variant step write-i64 /data/step 7
+variant step write-i64 /data/tokens 7
 variant scale set-f64 /optim loss_scale 1024
 variant int32 retype /params/ln_f.b
 head -c 4000 "$good" >"$out/ckpt/truncated.h5"

@@ -189,8 +189,8 @@ TSR_API tsr_status_t tsr_ckpt_metadata_checksum(tsr_ckpt_reader_t r, uint64_t *s
  * /optim attribute step): /config optimizer is "adamw" or "sgd"; every /params/<name> has
  * the moments its optimizer keeps (AdamW: /optim/<name>/m and v; SGD: m for all or none),
  * of its shape; no moment without its parameter; /optim step and good_steps are not
- * negative and loss_scale is finite and positive. Where the file has /data/step (the
- * loader's position), it is one value, equal to the root attribute step.
+ * negative and loss_scale is finite and positive. Where the file has /data/tokens (the
+ * loader's position, in tokens), it is one value, equal to the root attribute tokens_seen.
  */
 TSR_API tsr_status_t tsr_ckpt_verify_state(tsr_ckpt_reader_t r);
 
@@ -281,7 +281,7 @@ TSR_API void tsr_ckpt_unlock(tsr_ckpt_lock_t *lock);
  * Write the whole state of @p opt: /params/<name>, /optim/<name>/m (AdamW, or SGD with
  * momentum) and /optim/<name>/v (AdamW) for every tensor registered on any rank, in its
  * global shape (a 1 x n tensor as a 1-D dataset of n); attributes /optim step, loss_scale,
- * good_steps; /config optimizer ("adamw" or "sgd"); /layout layout, zero_stage, optimizer.
+ * good_steps and the hyperparameters (tsr_ckpt_get_zero_config()); /config optimizer ("adamw" or "sgd"); /layout layout, zero_stage, optimizer.
  * Each element is written by the one rank the ownership rule of tessera/zero.h names.
  *
  * @p w must have been created on tsr_grid_comm(@p grid, TSR_AXIS_WORLD), the grid @p opt
@@ -315,6 +315,17 @@ TSR_API tsr_status_t tsr_ckpt_save_zero(tsr_ckpt_writer_t w, tsr_grid_t grid, ts
  */
 TSR_API tsr_status_t tsr_ckpt_load_zero(tsr_ckpt_reader_t r, tsr_grid_t grid, tsr_zero_t opt,
                                         const tsr_zero_config_t *cfg);
+
+/**
+ * The optimizer configuration a checkpoint of tsr_ckpt_save_zero() records, into @p cfg
+ * (from #TSR_ZERO_CONFIG_INIT): the kind (/config optimizer), the ZeRO stage (/layout
+ * zero_stage), and the hyperparameters as /optim attributes lr, lr_schedule ("constant",
+ * "cosine", "linear"), warmup_steps, total_steps, min_lr, weight_decay, beta1, beta2, eps,
+ * momentum and clip_norm. A resume may change these (tsr-train warns); the kind it may not
+ * (tsr_ckpt_load_zero()). TSR_ERR_FORMAT where one is missing (a file written before they
+ * were recorded) or out of range. Local.
+ */
+TSR_API tsr_status_t tsr_ckpt_get_zero_config(tsr_ckpt_reader_t r, tsr_zero_config_t *cfg);
 
 #ifdef __cplusplus
 }

@@ -65,10 +65,15 @@ typedef enum tsr_optim_kind {
     TSR_OPTIM_SGD = 1    /**< SGD with momentum (PyTorch convention) and decoupled weight decay; state m */
 } tsr_optim_kind_t;
 
-/** The learning-rate schedule; a pure function of the step (see tsr_zero_lr_at()). */
+/**
+ * The learning-rate schedule; a pure function of the step (see tsr_zero_lr_at()). Every
+ * schedule starts with warmup_steps of linear warmup (step s of them: lr * s / warmup_steps),
+ * then holds lr or decays it to min_lr at total_steps, and holds min_lr after that.
+ */
 typedef enum tsr_lr_schedule {
-    TSR_LR_CONSTANT = 0,      /**< lr at every step */
-    TSR_LR_WARMUP_COSINE = 1  /**< linear from lr/warmup to lr over warmup steps, then cosine to min_lr */
+    TSR_LR_CONSTANT = 0,      /**< after the warmup, lr at every step */
+    TSR_LR_WARMUP_COSINE = 1, /**< after the warmup, cosine from lr to min_lr */
+    TSR_LR_WARMUP_LINEAR = 2  /**< after the warmup, linear from lr to min_lr */
 } tsr_lr_schedule_t;
 
 /** Precision of the working copy of the parameters that the model computes with. */
@@ -88,9 +93,9 @@ typedef struct tsr_zero_config {
     float momentum;              /**< SGD (0: plain SGD, no state kept) */
     float weight_decay;          /**< decoupled: p -= lr * weight_decay * p, except #TSR_ZERO_NO_DECAY tensors */
     tsr_lr_schedule_t schedule;  /**< learning-rate schedule */
-    long warmup_steps;           /**< #TSR_LR_WARMUP_COSINE: steps of linear warmup */
-    long total_steps;            /**< #TSR_LR_WARMUP_COSINE: step at which the cosine reaches min_lr */
-    float min_lr;                /**< #TSR_LR_WARMUP_COSINE: final learning rate */
+    long warmup_steps;           /**< steps of linear warmup (0: none), every schedule */
+    long total_steps;            /**< cosine, linear: the step at which the decay reaches min_lr */
+    float min_lr;                /**< cosine, linear: the final learning rate */
     float clip_norm;             /**< clip gradients to this global norm; 0 disables clipping */
     int micro_batches;           /**< tsr_zero_grad_ready() calls per layer per step (stages 0, 1 reduce after the last) */
     tsr_precision_t precision;   /**< working-copy precision */
@@ -250,6 +255,18 @@ TSR_API tsr_status_t tsr_zero_zero_grad(tsr_zero_t opt);
 
 /** The learning rate of a configuration at step @p step (1-based). */
 TSR_API float tsr_zero_lr_at(const tsr_zero_config_t *cfg, long step);
+
+/** The optimizer's name: "adamw" or "sgd" (as checkpoints and options spell it). */
+TSR_API const char *tsr_optim_kind_name(tsr_optim_kind_t kind);
+
+/** Parse "adamw" or "sgd". TSR_ERR_INVALID_ARG otherwise, naming the choices. */
+TSR_API tsr_status_t tsr_optim_kind_parse(const char *text, tsr_optim_kind_t *out);
+
+/** The schedule's name: "constant", "cosine" or "linear". */
+TSR_API const char *tsr_lr_schedule_name(tsr_lr_schedule_t schedule);
+
+/** Parse "constant", "cosine" or "linear". TSR_ERR_INVALID_ARG otherwise, naming the choices. */
+TSR_API tsr_status_t tsr_lr_schedule_parse(const char *text, tsr_lr_schedule_t *out);
 
 /**
  * The part of tensor @p id's local block stored here for @p kind (see ::tsr_zero_piece_t).
