@@ -21,6 +21,7 @@
 #include <cblas.h>
 
 #include "config.h"
+#include "core/internal.h"
 #include "device/cpu_math.h"
 
 static pthread_once_t once = PTHREAD_ONCE_INIT;
