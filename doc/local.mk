@@ -15,3 +15,4 @@ installcheck-local:
 	OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 \
 	  $(MPIEXEC) $(MPIEXEC_FLAGS) -n 4 installcheck-tmp/grid_demo
 	rm -rf installcheck-tmp
+EXTRA_DIST += doc/performance.md

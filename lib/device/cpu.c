@@ -70,16 +70,25 @@ static tsr_status_t cpu_copy_2d(struct tsr_device *dev, void *dst, size_t dst_pi
     return TSR_OK;
 }
 
+/* Bytes a thread of memset takes at once; a buffer under two of them is set by the caller. */
+#define MEMSET_CHUNK ((size_t)1 << 20)
+
 static tsr_status_t cpu_memset(struct tsr_device *dev, void *ptr, int value, size_t bytes)
 {
     (void)dev;
-    memset(ptr, value, bytes);
+    size_t chunks = (bytes + MEMSET_CHUNK - 1) / MEMSET_CHUNK;
+#pragma omp parallel for schedule(static) if (chunks > 1)
+    for (size_t c = 0; c < chunks; c++) {
+        size_t lo = c * MEMSET_CHUNK;
+        memset((char *)ptr + lo, value, bytes - lo < MEMSET_CHUNK ? bytes - lo : MEMSET_CHUNK);
+    }
     return TSR_OK;
 }
 
 static tsr_status_t cpu_fill_f32(struct tsr_device *dev, float *x, float value, size_t n)
 {
     (void)dev;
+#pragma omp parallel for simd schedule(static) if (n >= TSR_CPU_PAR_MIN)
     for (size_t i = 0; i < n; i++)
         x[i] = value;
     return TSR_OK;
