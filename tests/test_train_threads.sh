@@ -30,8 +30,13 @@ within() { # within FILE1 FILE2 TOL: the losses on the lines of FILE1 and FILE2 
 
 echo "1..4"
 train 2 a
-check "OMP_NUM_THREADS=2: tsr-train says 2 CPU threads per rank, chosen by OMP_NUM_THREADS" \
-    eval 'test $status -eq 0 && grep -q "^tsr-train: 2 CPU threads per rank (OMP_NUM_THREADS=2)" "$tmp/out"'
+if grep -q "^tsr-train: 1 CPU thread per rank (no OpenMP in this build" "$tmp/out"; then
+    n=$((n + 1))
+    echo "ok $n - OMP_NUM_THREADS=2: 2 CPU threads per rank # SKIP this build has no OpenMP"
+else
+    check "OMP_NUM_THREADS=2: tsr-train says 2 CPU threads per rank, chosen by OMP_NUM_THREADS" \
+        eval 'test $status -eq 0 && grep -q "^tsr-train: 2 CPU threads per rank (OMP_NUM_THREADS=2)" "$tmp/out"'
+fi
 train 2 b
 check "two runs on 2 threads: bitwise equal losses and gradient norms over 3 steps" \
     eval 'test $status -eq 0 && test "$(wc -l <"$tmp/a")" -eq 3 && cmp -s "$tmp/a" "$tmp/b"'
@@ -42,4 +47,4 @@ unset OMP_NUM_THREADS
 timeout 120 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n 2 "$bin/tsr-train" $model --steps 1 >"$tmp/out" 2>"$tmp/err"
 status=$?
 check "2 ranks without OMP_NUM_THREADS: a positive thread count per rank and how it was chosen" \
-    eval 'test $status -eq 0 && grep -Eq "^tsr-train: [1-9][0-9]* CPU threads? per rank \((affinity|[0-9]+ CPUs shared)" "$tmp/out"'
+    eval 'test $status -eq 0 && grep -Eq "^tsr-train: [1-9][0-9]* CPU threads? per rank \((affinity|[0-9]+ CPUs shared|no OpenMP)" "$tmp/out"'

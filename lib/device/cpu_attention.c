@@ -43,10 +43,7 @@ static void axpy(int n, float alpha, const float *x, float *y)
 }
 
 /* Whether the pairs are worth a team of threads. */
-static int worth_threads(int seqs, int T, int heads, int hd)
-{
-    return seqs * heads > 1 && (double)seqs * heads * T * T * hd >= 1 << 20;
-}
+#define WORTH_THREADS(seqs, T, heads, hd) ((seqs) * (heads) > 1 && (double)(seqs) * (heads) * (T) * (T) * (hd) >= 1 << 20)
 
 /* Output row i of pair (s, h): acc (hd floats of scratch) and sc (KEY_BLOCK) are the thread's. */
 static void forward_row(int T, int hd, const float *q, const float *k, const float *v, int ld_in, float *o, int ld_o,
@@ -88,7 +85,7 @@ tsr_status_t tsr__cpu_attention_forward(int seqs, int T, int heads, int hd, cons
 {
     int pairs = seqs * heads, failed = 0;
     const float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel if (worth_threads(seqs, T, heads, hd))
+#pragma omp parallel if (WORTH_THREADS(seqs, T, heads, hd))
     {
         float *acc = malloc(((size_t)hd + KEY_BLOCK) * sizeof *acc);
 #pragma omp for schedule(static)
@@ -148,7 +145,7 @@ tsr_status_t tsr__cpu_attention_backward(int seqs, int T, int heads, int hd, con
 {
     int pairs = seqs * heads, failed = 0;
     const float scale = 1.0f / sqrtf((float)hd);
-#pragma omp parallel if (worth_threads(seqs, T, heads, hd))
+#pragma omp parallel if (WORTH_THREADS(seqs, T, heads, hd))
     {
         float *dqi = malloc(((size_t)hd + KEY_BLOCK) * sizeof *dqi);
 #pragma omp for schedule(static)

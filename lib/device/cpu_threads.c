@@ -79,10 +79,14 @@ static void setup(void)
     openblas_set_num_threads(1);
 #endif
 #else
-    threads = 1; /* the kernels; the BLAS gets the rank's threads */
+    /* the kernels on one thread; the BLAS gets the rank's threads */
 #if HAVE_OPENBLAS_SET_NUM_THREADS
-    openblas_set_num_threads(choose());
+    openblas_set_num_threads(threads);
+    snprintf(why, sizeof why, "no OpenMP in this build; OpenBLAS has %d thread%s", threads, threads == 1 ? "" : "s");
+#else
+    snprintf(why, sizeof why, "no OpenMP in this build; the BLAS chooses its own threads");
 #endif
+    threads = 1;
 #endif
 }
 
