@@ -9,10 +9,11 @@
  * its last T, as a language model reads text. A few such batches are made before the clock
  * starts and the steps cycle through them, so the timed loop does nothing but train.
  *
- * FLOPs per token = 6·P + 12·L·H·T (P parameters, L layers, H = dim, T = seq): the weights'
- * forward and backward plus attention scores and their weighting, not halved for the causal
- * mask (the PaLM and Megatron convention). MFU = FLOPs per token · tokens/s / (devices · peak),
- * devices being the distinct (host, GPU index) pairs on cuda and the ranks on cpu.
+ * FLOPs per token = 6·P + 12·L·H·T (tsr_gpt_flops_per_token: P parameters, L layers, H = dim,
+ * T = seq). MFU = FLOPs per token · tokens/s / (devices · peak), devices being the distinct
+ * (host, GPU index) pairs on cuda and the ranks on cpu; the peak of a CPU rank is measured at
+ * start (tsr_gpt_peak_flops, an fp32 GEMM on the rank's threads), and the achieved GFLOP/s per
+ * rank is also given as a fraction of that measured GEMM rate.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -38,7 +39,7 @@ typedef struct opts {
     tsr_gpt_config_t model;
     tsr_gpt_options_t gpt;
     tsr_zero_config_t zero;
-    double peak_tflops; /* per device; 0: unknown */
+    double peak_tflops; /* per device; 0: unknown; < 0: measured (cpu) */
 } opts_t;
 
 static void usage(void)
@@ -61,13 +62,17 @@ static void usage(void)
            "  --recompute none|attention|block  activation recomputation in the backward (default none)\n"
            "  --steps S                timed steps (default 10)\n"
            "  --warmup W               untimed steps before them (default 2)\n"
-           "  --peak-tflops X          peak TFLOP/s of one device for MFU (default %.1f on cuda, the\n"
-           "                           H100 SXM dense bf16 figure; 0 on cpu: unknown, MFU not reported)\n"
+           "  --peak-tflops X          peak TFLOP/s of one device for MFU (default: on cpu the fp32 GEMM\n"
+           "                           rate each rank measures at start, on cuda %.1f, the H100 SXM dense\n"
+           "                           bf16 figure; 0: unknown, MFU not reported)\n"
            "  --json                   one JSON object on one line\n"
            "  --help                   this text\n"
            "FLOPs per token = 6*P + 12*L*H*T (P parameters, L layers, H dim, T seq; attention is not\n"
            "halved for the causal mask). MFU = FLOPs per token * tokens/s / (devices * peak), devices\n"
-           "being the distinct (host, GPU) pairs on cuda and the ranks on cpu. bubble = 1 - compute seconds\n"
+           "being the distinct (host, GPU) pairs on cuda and the ranks on cpu. On cpu the achieved GFLOP/s\n"
+           "per rank is also given as a fraction of the measured GEMM rate (sgemm). CPU threads per rank:\n"
+           "OMP_NUM_THREADS, else the rank's share of its CPUs (ENVIRONMENT in tsr-bench(1)).\n"
+           "bubble = 1 - compute seconds\n"
            "of all ranks / (ranks * the timed steps' pipeline spans).\n",
            H100_SXM_BF16_TFLOPS);
 }
@@ -187,7 +192,7 @@ static int parse(int argc, char **argv, int world, opts_t *o)
     if (!o->have_precision)
         o->zero.precision = o->device == TSR_DEVICE_CUDA ? TSR_PRECISION_BF16 : TSR_PRECISION_FP32;
     if (!have_peak)
-        o->peak_tflops = o->device == TSR_DEVICE_CUDA ? H100_SXM_BF16_TFLOPS : 0.0;
+        o->peak_tflops = o->device == TSR_DEVICE_CUDA ? H100_SXM_BF16_TFLOPS : -1.0;
     return 0;
 }
 
@@ -276,6 +281,7 @@ typedef struct result {
     double seconds, loss;
     double bubble; /* idle fraction of the pipeline's compute, from the executor's trace */
     int devices;
+    double sgemm_flops; /* the ranks' measured fp32 GEMM rate, summed (cpu; 0 on cuda) */
     tsr_mem_stats_t mem; /* peaks: the largest over the ranks */
 } result_t;
 
@@ -284,27 +290,34 @@ static void report(const opts_t *o, const result_t *r)
     char lay[TSR_LAYOUT_STRLEN], model[TSR_GPT_CONFIG_STRLEN];
     int64_t params = tsr_gpt_param_count(&o->model);
     const tsr_gpt_config_t *m = &o->model;
-    double flops_per_token = 6.0 * (double)params + 12.0 * m->layers * (double)m->dim * m->seq;
+    double flops_per_token = tsr_gpt_flops_per_token(m);
     double tokens_per_s = (double)o->gpt.batch * m->seq * o->steps / r->seconds;
     double tflops = flops_per_token * tokens_per_s / 1e12, ms = 1e3 * r->seconds / o->steps;
-    double mfu = o->peak_tflops > 0 ? tflops / (r->devices * o->peak_tflops) : NAN;
+    double peak = o->peak_tflops < 0 ? r->sgemm_flops / 1e12 / r->devices : o->peak_tflops;
+    double sgemm = r->sgemm_flops > 0 ? tflops * 1e12 / r->sgemm_flops : NAN;
+    double mfu = o->peak_tflops < 0 ? sgemm : peak > 0 ? tflops / (r->devices * peak) : NAN;
+    const char *threads_how = NULL;
+    int threads = o->device == TSR_DEVICE_CPU ? tsr_device_cpu_threads(&threads_how) : 0;
     const char *prec = o->zero.precision == TSR_PRECISION_BF16 ? "bf16" : "fp32";
     const char *recompute = tsr_gpt_recompute_name(o->gpt.recompute);
-    char mfu_text[32], loss_text[32];
+    char mfu_text[32], loss_text[32], sgemm_text[32];
     tsr_layout_format(&o->layout, lay, sizeof lay);
     tsr_gpt_config_format(m, model, sizeof model);
     if (o->json) {
         /* JSON has no NaN: an unknown MFU or a broken loss is null */
         snprintf(mfu_text, sizeof mfu_text, isfinite(mfu) ? "%.6f" : "null", mfu);
         snprintf(loss_text, sizeof loss_text, isfinite(r->loss) ? "%.6f" : "null", r->loss);
+        snprintf(sgemm_text, sizeof sgemm_text, isfinite(sgemm) ? "%.6f" : "null", sgemm);
         printf("{\"bench\":\"train\",\"device\":\"%s\",\"devices\":%d,\"layout\":\"%s\",\"model\":\"%s\","
                "\"params\":%lld,\"precision\":\"%s\",\"recompute\":\"%s\",\"zero_stage\":%d,\"batch\":%d,\"micro_batches\":%d,"
                "\"seq\":%d,\"warmup\":%d,\"steps\":%d,\"seconds\":%.6f,\"ms_per_step\":%.3f,\"tokens_per_s\":%.1f,"
-               "\"flops_per_token\":%.0f,\"tflops\":%.6f,\"peak_tflops\":%g,\"mfu\":%s,\"loss\":%s,\"bubble\":%.4f,"
-               "\"peak_bytes\":{",
+               "\"flops_per_token\":%.0f,\"tflops\":%.6f,\"peak_tflops\":%g,\"mfu\":%s,\"threads\":%d,"
+               "\"gflops_per_rank\":%.3f,\"sgemm_gflops_per_rank\":%.3f,\"sgemm_fraction\":%s,\"loss\":%s,"
+               "\"bubble\":%.4f,\"peak_bytes\":{",
                tsr_device_kind_name(o->device), r->devices, lay, model, (long long)params, prec, recompute, o->zero.stage,
                o->gpt.batch, o->gpt.micro_batches, m->seq, o->warmup, o->steps, r->seconds, ms, tokens_per_s,
-               flops_per_token, tflops, o->peak_tflops, mfu_text, loss_text, r->bubble);
+               flops_per_token, tflops, peak, mfu_text, threads, tflops * 1e3 / r->devices,
+               r->sgemm_flops / 1e9 / r->devices, sgemm_text, loss_text, r->bubble);
         for (int c = 0; c < TSR_MEM_CATEGORY_COUNT; c++)
             printf("\"%s\":%llu,", tsr_mem_category_name((tsr_mem_category_t)c), (unsigned long long)r->mem.peak[c]);
         printf("\"total\":%llu}}\n", (unsigned long long)r->mem.total_peak);
@@ -314,8 +327,14 @@ static void report(const opts_t *o, const result_t *r)
         printf("model %s (%lld parameters), layout %s, %s %s on %d %s%s, recompute %s, ZeRO %d\n", model,
                (long long)params, lay, tsr_device_kind_name(o->device), prec, r->devices, unit,
                r->devices == 1 ? "" : "s", recompute, o->zero.stage);
-        printf("batch %d x %d tokens in %d micro-batch%s, %d warmup + %d timed steps\n\n", o->gpt.batch, m->seq,
+        printf("batch %d x %d tokens in %d micro-batch%s, %d warmup + %d timed steps\n", o->gpt.batch, m->seq,
                o->gpt.micro_batches, o->gpt.micro_batches == 1 ? "" : "es", o->warmup, o->steps);
+        if (threads)
+            printf("%d CPU thread%s per rank (%s); fp32 GEMM measured at %.1f GFLOP/s per rank; achieved %.1f "
+                   "GFLOP/s per rank, %.1f%% of it\n",
+                   threads, threads == 1 ? "" : "s", threads_how, r->sgemm_flops / 1e9 / r->devices,
+                   tflops * 1e3 / r->devices, 100 * sgemm);
+        printf("\n");
         printf("%14s %10s %10s %8s %10s %8s\n%14.1f %10.3f %10.4f %8s %10.4f %7.1f%%\n\n", "tokens/s", "ms/step",
                "TFLOP/s", "MFU", "loss", "bubble", tokens_per_s, ms, tflops, mfu_text, r->loss, 100 * r->bubble);
         printf("peak MiB per rank (largest over ranks):");
@@ -429,6 +448,12 @@ int bench_train(int argc, char **argv)
         goto done;
     if (failed(tsr_grid_create(MPI_COMM_WORLD, &o.layout, &grid), "layout", NULL))
         goto done;
+    if (o.device == TSR_DEVICE_CPU) {
+        MPI_Barrier(MPI_COMM_WORLD); /* the ranks of a node measure their shares together */
+        if (failed(tsr_gpt_peak_flops(dev, o.zero.precision, &r.sgemm_flops), "peak", NULL))
+            goto done;
+        MPI_Allreduce(MPI_IN_PLACE, &r.sgemm_flops, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    }
     if (failed(tsr_gpt_create(grid, dev, &o.model, &o.gpt, &o.zero, &gpt), "model", NULL))
         goto done;
     r.devices = o.device == TSR_DEVICE_CUDA ? distinct_devices(index) : world;

@@ -23,11 +23,6 @@
 #include <unistd.h>
 #include <tessera.h>
 
-/* Nominal peaks for the MFU estimate: fp32 FLOP/s of one CPU rank (a core with AVX2 FMA);
- * dense bf16 and fp32 (no tensor cores) FLOP/s of one H100 SXM. */
-#define PEAK_FLOPS_CPU_RANK 100e9
-#define PEAK_FLOPS_GPU_BF16 989.4e12
-#define PEAK_FLOPS_GPU_FP32 66.9e12
 /* Bytes of synthetic text behind --data synthetic. */
 #define SYNTHETIC_BYTES (1 << 20)
 
@@ -82,8 +77,10 @@ static const char usage[] =
     "(with --ckpt-dir) and exit 0; a second signal ends the run at once.\n"
     "More than --max-bad-steps steps whose loss or gradient norm is not finite end the run with an\n"
     "error (exit 1).\n"
-    "Rank 0 prints one line per step; MFU = 6 * params * tokens/s against a nominal peak of\n"
-    "100 GFLOP/s per cpu rank, or per GPU rank 989.4 TFLOP/s (bf16) or 66.9 TFLOP/s (fp32).\n";
+    "Rank 0 prints one line per step; MFU = (6*P + 12*L*H*T) * tokens/s / the ranks' summed peak:\n"
+    "on the cpu each rank's fp32 GEMM rate measured at start, on a GPU 989.4 TFLOP/s (bf16) or\n"
+    "66.9 TFLOP/s (fp32). The CPU threads per rank: OMP_NUM_THREADS, else the rank's share of its\n"
+    "CPUs (see ENVIRONMENT in tsr-train(1)).\n";
 
 /* Everything the options say. */
 typedef struct options {
@@ -111,6 +108,8 @@ static int world_rank, world_size;
 /* The ranks that agree on failure: the job, or with parameter servers the workers (their
  * training loop) and the servers apart until the end (ps_final()). */
 static MPI_Comm agree_comm = MPI_COMM_WORLD;
+/* The ranks' summed peak FLOP/s, the MFU's denominator (tsr_gpt_peak_flops). */
+static double peak_flops;
 static char app_error[512]; /* an error found by tsr-train itself, not by the library */
 
 /* Record an error of tsr-train's own for failed() to print. */
@@ -734,9 +733,7 @@ static void log_step(const options_t *o, FILE *json, long step, long steps, cons
 {
     tsr_mem_stats_t mem;
     tsr_mem_stats(o->device, &mem);
-    double peak = o->device == TSR_DEVICE_CPU ? PEAK_FLOPS_CPU_RANK
-                  : o->zero.precision == TSR_PRECISION_BF16 ? PEAK_FLOPS_GPU_BF16 : PEAK_FLOPS_GPU_FP32;
-    double tps = tokens / (ms / 1e3), mfu = 6.0 * (double)params * tps / (peak * world_size);
+    double tps = tokens / (ms / 1e3), mfu = tsr_gpt_flops_per_token(&o->model) * tps / peak_flops;
     printf("step %ld/%ld  loss %.4f  grad norm %.3f  lr %.2e  %.1f ms  %.0f tok/s  MFU %.2f%%  peak mem %.1f MiB\n",
            step, steps, info->loss, info->grad_norm, info->lr, ms, tps, 100 * mfu,
            (double)mem.total_peak / (1 << 20));
@@ -863,6 +860,16 @@ static int train(const options_t *o)
         goto done;
     if (failed(tsr_grid_create(MPI_COMM_WORLD, &o->layout, &grid), NULL))
         goto done;
+    MPI_Barrier(MPI_COMM_WORLD); /* the ranks of a node measure their shares together */
+    if (failed(tsr_gpt_peak_flops(dev, o->zero.precision, &peak_flops), NULL))
+        goto done;
+    MPI_Allreduce(MPI_IN_PLACE, &peak_flops, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    if (world_rank == 0 && o->device == TSR_DEVICE_CPU) {
+        const char *how = NULL;
+        int threads = tsr_device_cpu_threads(&how);
+        printf("tsr-train: %d CPU thread%s per rank (%s); measured fp32 GEMM peak %.1f GFLOP/s per rank\n", threads,
+               threads == 1 ? "" : "s", how, peak_flops / world_size / 1e9);
+    }
     if (o->data && strcmp(o->data, "synthetic") != 0) {
         if (failed(tsr_dataset_open(o->data, o->model.vocab, &ds), "--data"))
             goto done;

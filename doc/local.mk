@@ -16,3 +16,4 @@ installcheck-local:
 	  else launch='$(TSR_MPIEXEC) $(TSR_MPIEXEC_FLAGS)'; fi; \
 	  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 $$launch -n 4 installcheck-tmp/grid_demo
 	rm -rf installcheck-tmp
+EXTRA_DIST += doc/performance.md

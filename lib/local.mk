@@ -1,7 +1,14 @@
 # lib/local.mk: libtessera, one libtool library built from every module.
 lib_LTLIBRARIES += libtessera.la
-libtessera_la_LDFLAGS = -version-info $(TSR_LT_VERSION) $(CUDA_LDFLAGS) $(NCCL_LDFLAGS)
-libtessera_la_LIBADD = $(NCCL_LIBS) $(CUDA_LIBS) $(BLAS_LIBS) -lm
+libtessera_la_LDFLAGS = -version-info $(TSR_LT_VERSION) $(CUDA_LDFLAGS) $(NCCL_LDFLAGS) $(OPENMP_CFLAGS)
+libtessera_la_LIBADD = lib/libtsr_cpu.la $(NCCL_LIBS) $(CUDA_LIBS) $(BLAS_LIBS) -lm
+
+# The CPU backend and its kernels, a convenience library of libtessera so that they get the
+# kernels' optimization level (TSR_KERNEL_OPT: -O3 unless CFLAGS was given to configure).
+noinst_LTLIBRARIES = lib/libtsr_cpu.la
+lib_libtsr_cpu_la_CFLAGS = $(AM_CFLAGS) $(TSR_KERNEL_OPT)
+lib_libtsr_cpu_la_SOURCES = lib/device/cpu.c lib/device/cpu_threads.c lib/device/cpu_math.h \
+	lib/device/cpu_layer.c lib/device/cpu_gemm.c lib/device/cpu_optim.c lib/device/cpu_attention.c
 
 libtessera_la_SOURCES = \
 	lib/core/internal.h \
@@ -16,18 +23,15 @@ libtessera_la_SOURCES = \
 	lib/core/file.c \
 	lib/device/device_impl.h \
 	lib/device/device.c \
-	lib/device/cpu.c \
 	lib/device/cuda.c \
 	lib/device/cuda_kernels.h \
 	lib/device/cuda_impl.h \
 	lib/device/cuda_launch.h \
 	lib/device/kernels_layer.c \
 	lib/device/layer_impl.h \
-	lib/device/cpu_layer.c \
 	lib/device/cuda_layer.h \
 	lib/device/gemm_impl.h \
 	lib/device/kernels_gemm.c \
-	lib/device/cpu_gemm.c \
 	lib/device/cuda_gemm.c \
 	lib/device/cuda_gemm_epilogue.h \
 	lib/comm/comm_impl.h \
@@ -45,7 +49,7 @@ libtessera_la_SOURCES += lib/device/cuda_gemm_epilogue.cu
 endif
 
 # Optimizer updates, reductions, axpy, scale and casts of tessera/kernels.h.
-libtessera_la_SOURCES += lib/device/kernels_optim.c lib/device/optim_impl.h lib/device/cpu_optim.c \
+libtessera_la_SOURCES += lib/device/kernels_optim.c lib/device/optim_impl.h \
 	lib/device/cuda_optim.h
 if TSR_HAVE_CUDA
 libtessera_la_SOURCES += lib/device/cuda_optim.cu
@@ -81,7 +85,6 @@ nodist_tsr_include_HEADERS = lib/include/tessera/config.h
 libtessera_la_SOURCES += \
 	lib/device/kernels_attention.c \
 	lib/device/attention_impl.h \
-	lib/device/cpu_attention.c \
 	lib/device/cuda_attention.h
 if TSR_HAVE_CUDA
 libtessera_la_SOURCES += lib/device/cuda_attention.cu

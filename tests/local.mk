@@ -7,12 +7,16 @@ LOG_DRIVER = env AM_TAP_AWK='$(AWK)' $(SHELL) $(top_srcdir)/build-aux/tap-driver
 LOG_COMPILER = $(SHELL) $(top_srcdir)/tests/tap-mpi.sh
 # Open MPI refuses to start as root (CI runs as root) unless told; MPICH ignores these.
 # Undefined behaviour found under -fsanitize=undefined ends the program (UBSan's default is to
-# print a line and go on), so that the test fails instead of passing.
+# print a line and go on), so that the test fails instead of passing. OpenMP's threads sleep
+# rather than spin while they wait (passive): tests share the cores with each other and with
+# more ranks than cores, where spinning threads slow everything down many times over.
 AM_TESTS_ENVIRONMENT = if test -n "$${MPIEXEC}"; then MPIEXEC_FLAGS=$${MPIEXEC_FLAGS-}; \
 	else MPIEXEC='$(TSR_MPIEXEC)'; MPIEXEC_FLAGS=$${MPIEXEC_FLAGS-'$(TSR_MPIEXEC_FLAGS)'}; fi; \
 	TSR_BUILDDIR='$(abs_top_builddir)'; OMPI_ALLOW_RUN_AS_ROOT=1; OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1; \
 	UBSAN_OPTIONS=$${UBSAN_OPTIONS-halt_on_error=1:print_stacktrace=1}; \
-	export MPIEXEC MPIEXEC_FLAGS TSR_BUILDDIR OMPI_ALLOW_RUN_AS_ROOT OMPI_ALLOW_RUN_AS_ROOT_CONFIRM UBSAN_OPTIONS;
+	OMP_WAIT_POLICY=$${OMP_WAIT_POLICY-passive}; \
+	export MPIEXEC MPIEXEC_FLAGS TSR_BUILDDIR OMPI_ALLOW_RUN_AS_ROOT OMPI_ALLOW_RUN_AS_ROOT_CONFIRM UBSAN_OPTIONS \
+	OMP_WAIT_POLICY;
 # Shell tests print TAP themselves and run their programs under mpiexec where needed.
 TEST_EXTENSIONS = .sh
 SH_LOG_DRIVER = $(LOG_DRIVER)
@@ -50,6 +54,9 @@ TESTS += tests/test_kernels_attention
 # tsr-train refuses what would lose a job or a result (issue 16), before step 1 where it can.
 TESTS += tests/test_train_guard.sh
 EXTRA_DIST += tests/test_train_guard.sh
+# The CPU threads per rank: printed, and bitwise equal losses from equal thread counts.
+TESTS += tests/test_train_threads.sh
+EXTRA_DIST += tests/test_train_threads.sh
 
 # tsr-bench's numeric options, parsed whole and checked.
 TESTS += tests/test_bench_options.sh

@@ -58,8 +58,10 @@ check "--help states the FLOPs formula and exits 0" eval 'test $status -eq 0 && 
 run 1 --json $short
 check "1 rank: one JSON line with tokens_per_s > 0, a finite loss, peak total > 0, dp=1" \
     eval 'good_json dp=1,pp=1,tp=1x1'
-check "1 rank on the CPU: MFU is null without --peak-tflops, devices is 1" \
-    eval 'test "$(field mfu)" = null && test "$(field devices)" = 1 && test "$(field bench)" = train'
+check "1 rank on the CPU: MFU against the measured GEMM rate (mfu = sgemm_fraction > 0), threads >= 1, devices 1" \
+    eval 'test "$(field mfu)" = "$(field sgemm_fraction)" && awk -v f="$(field mfu)" -v t="$(field threads)" \
+              -v g="$(field sgemm_gflops_per_rank)" "BEGIN { exit !(f + 0 > 0 && t + 0 >= 1 && g + 0 > 0) }" &&
+          test "$(field devices)" = 1 && test "$(field bench)" = train'
 loss1=$(field loss)
 
 run 2 --json $short --layout dp=2

@@ -3,25 +3,31 @@
  * the compute of the GPT model on the CPU device.
  *
  * Row statistics are formed in double (biased variance, eps inside the square root), GELU in
- * float with its tanh form. An accumulated output (dgamma, db, dwte, dwpe) receives this
- * call's sum, formed in float from zero in row order, then added once.
+ * float with its tanh form (cpu_math.h). An accumulated output (dgamma, db, dwte, dwpe)
+ * receives this call's sum, formed in float from zero in row order, then added once.
+ *
+ * Threads (OpenMP) take rows, or for the column sums blocks of columns, so that every output
+ * is computed by one thread in the serial order: the results do not depend on their number.
+ * The softmax of the cross-entropy takes its exponentials in float (tsr__expf) and sums them
+ * in double.
  */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "device/cpu_math.h"
 #include "device/layer_impl.h"
 
-/* sqrt(2/pi), the constant of the tanh form of GELU. */
-#define GELU_SCALE 0.7978845608028654
-#define GELU_CUBE 0.044715
-
 /* Columns summed at once through a stack buffer by the column reductions. */
-#define COL_BLOCK 256
+#define COL_BLOCK 64
+
+/* Rows of cols elements below which a row loop stays on the calling thread. */
+#define PAR_ROWS(rows, cols) ((size_t)(rows) * (size_t)(cols) >= TSR_CPU_PAR_MIN && (rows) > 1)
 
 void tsr__cpu_layernorm_forward(int rows, int cols, const float *x, const float *gamma, const float *beta,
                                 float eps, float *y, float *mean, float *rstd)
 {
+#pragma omp parallel for schedule(static) if (PAR_ROWS(rows, cols))
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * cols;
         float *yr = y + (size_t)r * cols;
@@ -45,6 +51,7 @@ static void layernorm_dx_row(int cols, const float *dy, const float *x, const fl
                              double mg, double mgx, float *dx)
 {
     double rs = rstd;
+#pragma omp simd
     for (int c = 0; c < cols; c++) {
         double xhat = (x[c] - mean) * rs;
         double g = (double)dy[c] * gamma[c];
@@ -56,24 +63,34 @@ tsr_status_t tsr__cpu_layernorm_backward(int rows, int cols, const float *dy, co
                                          const float *mean, const float *rstd, float *dx, float *dgamma,
                                          float *dbeta)
 {
-    float *pg = NULL, *pb = NULL; /* dgamma, then dbeta, of this call */
-    if (dgamma) {
-        pg = tsr__calloc(2 * (size_t)cols, sizeof *pg);
-        if (!pg)
-            return TSR_ERROR(TSR_ERR_OUT_OF_MEMORY, "layernorm backward: no memory for %d column sums", 2 * cols);
-        pb = pg + cols;
+    /* dgamma and dbeta: each block of columns summed over the rows in row order by one thread. */
+    int nblocks = dgamma ? (cols + COL_BLOCK - 1) / COL_BLOCK : 0;
+#pragma omp parallel for schedule(static) if (PAR_ROWS(rows, cols))
+    for (int bk = 0; bk < nblocks; bk++) {
+        int c0 = bk * COL_BLOCK, w = cols - c0 < COL_BLOCK ? cols - c0 : COL_BLOCK;
+        float pg[COL_BLOCK] = {0}, pb[COL_BLOCK] = {0};
+        for (int r = 0; r < rows; r++) {
+            const float *xr = x + (size_t)r * cols + c0, *dyr = dy + (size_t)r * cols + c0;
+            float m = mean[r];
+            double rs = rstd[r];
+#pragma omp simd
+            for (int j = 0; j < w; j++) {
+                pg[j] += (float)(dyr[j] * ((xr[j] - m) * rs));
+                pb[j] += dyr[j];
+            }
+        }
+        for (int j = 0; j < w; j++) {
+            dgamma[c0 + j] += pg[j];
+            dbeta[c0 + j] += pb[j];
+        }
     }
+    if (!dx)
+        return TSR_OK;
+#pragma omp parallel for schedule(static) if (PAR_ROWS(rows, cols))
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * cols, *dyr = dy + (size_t)r * cols;
         float m = mean[r];
         double rs = rstd[r];
-        if (pg)
-            for (int c = 0; c < cols; c++) {
-                pg[c] += (float)(dyr[c] * ((xr[c] - m) * rs));
-                pb[c] += dyr[c];
-            }
-        if (!dx)
-            continue;
         /* Means along the row of g = dy gamma and of g xhat. */
         double sg = 0, sgx = 0;
         for (int c = 0; c < cols; c++) {
@@ -83,17 +100,12 @@ tsr_status_t tsr__cpu_layernorm_backward(int rows, int cols, const float *dy, co
         }
         layernorm_dx_row(cols, dyr, xr, gamma, m, rstd[r], sg / cols, sgx / cols, dx + (size_t)r * cols);
     }
-    if (pg)
-        for (int c = 0; c < cols; c++) {
-            dgamma[c] += pg[c];
-            dbeta[c] += pb[c];
-        }
-    free(pg);
     return TSR_OK;
 }
 
 void tsr__cpu_layernorm_stats(int rows, int cols, const float *x, float *stats)
 {
+#pragma omp parallel for schedule(static) if (PAR_ROWS(rows, cols))
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * cols;
         double sum = 0, sq = 0;
@@ -114,6 +126,7 @@ void tsr__cpu_layernorm_stats(int rows, int cols, const float *x, float *stats)
 void tsr__cpu_layernorm_apply(int rows, int cols, int width, const float *x, const float *gamma, const float *beta,
                               float eps, const float *stats, float *y, float *mean, float *rstd)
 {
+#pragma omp parallel for schedule(static) if (PAR_ROWS(rows, cols))
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * cols, *st = stats + 3 * (size_t)r;
         float *yr = y + (size_t)r * cols;
@@ -129,6 +142,7 @@ void tsr__cpu_layernorm_apply(int rows, int cols, int width, const float *x, con
 void tsr__cpu_layernorm_backward_stats(int rows, int cols, const float *dy, const float *x, const float *gamma,
                                        const float *mean, const float *rstd, float *stats)
 {
+#pragma omp parallel for schedule(static) if (PAR_ROWS(rows, cols))
     for (int r = 0; r < rows; r++) {
         const float *xr = x + (size_t)r * cols, *dyr = dy + (size_t)r * cols;
         double sg = 0, sgx = 0, rs = rstd[r];
@@ -146,6 +160,7 @@ void tsr__cpu_layernorm_backward_apply(int rows, int cols, int width, const floa
                                        const float *gamma, const float *mean, const float *rstd, const float *stats,
                                        float *dx)
 {
+#pragma omp parallel for schedule(static) if (PAR_ROWS(rows, cols))
     for (int r = 0; r < rows; r++) {
         size_t o = (size_t)r * cols;
         layernorm_dx_row(cols, dy + o, x + o, gamma, mean[r], rstd[r], (double)stats[2 * (size_t)r] / width,
@@ -155,37 +170,37 @@ void tsr__cpu_layernorm_backward_apply(int rows, int cols, int width, const floa
 
 void tsr__cpu_gelu_forward(size_t n, const float *x, float *y)
 {
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        y[i] = 0.5f * v * (1.0f + tanhf((float)GELU_SCALE * (v + (float)GELU_CUBE * v * v * v)));
-    }
+#pragma omp parallel for simd schedule(static) if (n >= TSR_CPU_PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        y[i] = tsr__gelu(x[i]);
 }
 
 void tsr__cpu_gelu_backward(size_t n, const float *x, const float *dy, float *dx)
 {
-    for (size_t i = 0; i < n; i++) {
-        float v = x[i];
-        float t = tanhf((float)GELU_SCALE * (v + (float)GELU_CUBE * v * v * v));
-        float dt = (float)GELU_SCALE * (1.0f + 3.0f * (float)GELU_CUBE * v * v) * (1.0f - t * t);
-        dx[i] = dy[i] * (0.5f * (1.0f + t) + 0.5f * v * dt);
-    }
+#pragma omp parallel for simd schedule(static) if (n >= TSR_CPU_PAR_MIN)
+    for (size_t i = 0; i < n; i++)
+        dx[i] = dy[i] * tsr__gelu_grad(x[i]);
 }
 
 void tsr__cpu_add(size_t n, const float *a, const float *b, float *y)
 {
+#pragma omp parallel for simd schedule(static) if (n >= TSR_CPU_PAR_MIN)
     for (size_t i = 0; i < n; i++)
         y[i] = a[i] + b[i];
 }
 
 void tsr__cpu_axpby_2d(int rows, int cols, float alpha, const float *src, int lds, float beta, float *dst, int ldd)
 {
+#pragma omp parallel for schedule(static) if (PAR_ROWS(rows, cols))
     for (int r = 0; r < rows; r++) {
         const float *s = src + (size_t)r * lds;
         float *d = dst + (size_t)r * ldd;
         if (beta == 0.0f)
+#pragma omp simd
             for (int c = 0; c < cols; c++)
                 d[c] = alpha * s[c];
         else
+#pragma omp simd
             for (int c = 0; c < cols; c++)
                 d[c] = alpha * s[c] + beta * d[c];
     }
@@ -193,12 +208,14 @@ void tsr__cpu_axpby_2d(int rows, int cols, float alpha, const float *src, int ld
 
 void tsr__cpu_bias_grad(int rows, int cols, const float *dy, int ld, float *db)
 {
-    float sum[COL_BLOCK];
-    for (int c0 = 0; c0 < cols; c0 += COL_BLOCK) {
-        int w = cols - c0 < COL_BLOCK ? cols - c0 : COL_BLOCK;
-        memset(sum, 0, sizeof sum);
+    int nblocks = (cols + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static) if (PAR_ROWS(rows, cols))
+    for (int bk = 0; bk < nblocks; bk++) {
+        int c0 = bk * COL_BLOCK, w = cols - c0 < COL_BLOCK ? cols - c0 : COL_BLOCK;
+        float sum[COL_BLOCK] = {0};
         for (int r = 0; r < rows; r++) {
             const float *row = dy + (size_t)r * ld + c0;
+#pragma omp simd
             for (int j = 0; j < w; j++)
                 sum[j] += row[j];
         }
@@ -210,16 +227,21 @@ void tsr__cpu_bias_grad(int rows, int cols, const float *dy, int ld, float *db)
 void tsr__cpu_embedding_forward(const int32_t *tokens, int seqs, int T, int C, int v0, int nv, const float *wte,
                                 const float *wpe, float *out)
 {
-    for (int s = 0; s < seqs; s++)
-        for (int t = 0; t < T; t++) {
-            size_t i = (size_t)s * T + t;
-            int id = tokens[i] - v0;
-            const float *w = wte && id >= 0 && id < nv ? wte + (size_t)id * C : NULL;
-            const float *p = wpe ? wpe + (size_t)t * C : NULL;
-            float *o = out + i * C;
+    int n = seqs * T;
+#pragma omp parallel for schedule(static) if (PAR_ROWS(n, C))
+    for (int i = 0; i < n; i++) {
+        int id = tokens[i] - v0, t = i % T;
+        const float *w = wte && id >= 0 && id < nv ? wte + (size_t)id * C : NULL;
+        const float *p = wpe ? wpe + (size_t)t * C : NULL;
+        float *o = out + (size_t)i * C;
+        if (w && p)
+#pragma omp simd
+            for (int c = 0; c < C; c++)
+                o[c] = w[c] + p[c];
+        else
             for (int c = 0; c < C; c++)
                 o[c] = (w ? w[c] : 0.0f) + (p ? p[c] : 0.0f);
-        }
+    }
 }
 
 /* A token and where it occurs, ordered by token then position. */
@@ -236,16 +258,36 @@ static int occurrence_cmp(const void *pa, const void *pb)
     return (a->pos > b->pos) - (a->pos < b->pos);
 }
 
+/* dst[0..w) += the sum, from zero in the order given, of rows[k] + c0 over k < count (stride C). */
+static void add_rows(const float *dout, int C, int c0, int w, const int *pos, int count, int stride, float *dst)
+{
+    float sum[COL_BLOCK] = {0};
+    for (int k = 0; k < count; k++) {
+        const float *row = dout + (size_t)(pos ? pos[k] : k * stride) * C + c0;
+#pragma omp simd
+        for (int j = 0; j < w; j++)
+            sum[j] += row[j];
+    }
+    for (int j = 0; j < w; j++)
+        dst[j] += sum[j];
+}
+
 tsr_status_t tsr__cpu_embedding_backward(const int32_t *tokens, int seqs, int T, int C, int v0, int nv,
                                          const float *dout, float *dwte, float *dwpe)
 {
-    size_t n = (size_t)seqs * T, in_block = 0;
-    float sum[COL_BLOCK];
+    size_t n = (size_t)seqs * T, in_block = 0, groups = 0;
     occurrence_t *occ = NULL;
+    int *pos = NULL, *first = NULL; /* occurrence positions in order; group g is [first[g], first[g + 1]) */
+    int cblocks = (C + COL_BLOCK - 1) / COL_BLOCK;
     if (dwte) {
         occ = tsr__calloc(n ? n : 1, sizeof *occ);
-        if (!occ)
+        pos = tsr__calloc(2 * n + 1, sizeof *pos);
+        if (!occ || !pos) {
+            free(occ);
+            free(pos);
             return TSR_ERROR(TSR_ERR_OUT_OF_MEMORY, "embedding backward: no memory to group %zu tokens", n);
+        }
+        first = pos + n;
     }
     /* dwte: the occurrences of each token of the block summed in position order, then added once. */
     for (size_t i = 0; dwte && i < n; i++)
@@ -255,51 +297,54 @@ tsr_status_t tsr__cpu_embedding_backward(const int32_t *tokens, int seqs, int T,
         }
     if (in_block)
         qsort(occ, in_block, sizeof *occ, occurrence_cmp);
-    for (size_t first = 0, end; first < in_block; first = end) {
-        for (end = first + 1; end < in_block && occ[end].token == occ[first].token; end++)
-            ;
-        float *dst = dwte + (size_t)(occ[first].token - v0) * C;
-        for (int c0 = 0; c0 < C; c0 += COL_BLOCK) {
-            int w = C - c0 < COL_BLOCK ? C - c0 : COL_BLOCK;
-            memset(sum, 0, sizeof sum);
-            for (size_t k = first; k < end; k++) {
-                const float *row = dout + (size_t)occ[k].pos * C + c0;
-                for (int j = 0; j < w; j++)
-                    sum[j] += row[j];
-            }
-            for (int j = 0; j < w; j++)
-                dst[c0 + j] += sum[j];
-        }
+    for (size_t k = 0; k < in_block; k++) {
+        pos[k] = occ[k].pos;
+        if (k == 0 || occ[k].token != occ[k - 1].token)
+            first[groups++] = (int)k;
+    }
+    if (first)
+        first[groups] = (int)in_block;
+    long work = (long)groups * cblocks;
+#pragma omp parallel for schedule(static) if (PAR_ROWS(in_block, C))
+    for (long u = 0; u < work; u++) {
+        int g = (int)(u / cblocks), c0 = (int)(u % cblocks) * COL_BLOCK, w = C - c0 < COL_BLOCK ? C - c0 : COL_BLOCK;
+        float *dst = dwte + (size_t)(occ[first[g]].token - v0) * C + c0;
+        add_rows(dout, C, c0, w, pos + first[g], first[g + 1] - first[g], 0, dst);
     }
     /* dwpe: position t summed over the sequences, then added once. */
-    for (int t = 0; dwpe && t < T; t++)
-        for (int c0 = 0; c0 < C; c0 += COL_BLOCK) {
-            int w = C - c0 < COL_BLOCK ? C - c0 : COL_BLOCK;
-            memset(sum, 0, sizeof sum);
-            for (int s = 0; s < seqs; s++) {
-                const float *row = dout + ((size_t)s * T + t) * C + c0;
-                for (int j = 0; j < w; j++)
-                    sum[j] += row[j];
-            }
-            for (int j = 0; j < w; j++)
-                dwpe[(size_t)t * C + c0 + j] += sum[j];
-        }
+    work = dwpe ? (long)T * cblocks : 0;
+#pragma omp parallel for schedule(static) if (PAR_ROWS(n, C))
+    for (long u = 0; u < work; u++) {
+        int t = (int)(u / cblocks), c0 = (int)(u % cblocks) * COL_BLOCK, w = C - c0 < COL_BLOCK ? C - c0 : COL_BLOCK;
+        add_rows(dout + (size_t)t * C, C, c0, w, NULL, seqs, T, dwpe + (size_t)t * C + c0);
+    }
     free(occ);
+    free(pos);
     return TSR_OK;
+}
+
+/* The largest of row[0..V). */
+static float row_max(const float *row, int V)
+{
+    float mx = -INFINITY;
+#pragma omp simd reduction(max : mx)
+    for (int j = 0; j < V; j++)
+        mx = row[j] > mx ? row[j] : mx;
+    return mx;
 }
 
 void tsr__cpu_cross_entropy_stats(int rows, int V, int v0, const float *logits, int ld, const int32_t *targets,
                                   float *stats)
 {
+#pragma omp parallel for schedule(static) if (PAR_ROWS(rows, V))
     for (int r = 0; r < rows; r++) {
         const float *row = logits + (size_t)r * ld;
         int t = targets[r] - v0;
-        float mx = -INFINITY;
-        for (int j = 0; j < V; j++)
-            mx = row[j] > mx ? row[j] : mx;
+        float mx = row_max(row, V);
         double sum = 0;
+#pragma omp simd reduction(+ : sum)
         for (int j = 0; j < V; j++)
-            sum += exp((double)row[j] - mx);
+            sum += tsr__expf(row[j] - mx);
         stats[3 * (size_t)r] = mx;
         stats[3 * (size_t)r + 1] = (float)sum;
         stats[3 * (size_t)r + 2] = t >= 0 && t < V ? row[t] : 0.0f;
@@ -309,6 +354,7 @@ void tsr__cpu_cross_entropy_stats(int rows, int V, int v0, const float *logits, 
 void tsr__cpu_cross_entropy_finish(int rows, int V, int v0, float *logits, int ld, const int32_t *targets, int parts,
                                    const float *stats, float *losses, float dscale)
 {
+#pragma omp parallel for schedule(static) if (PAR_ROWS(rows, V))
     for (int r = 0; r < rows; r++) {
         float *row = logits + (size_t)r * ld;
         int t = targets[r] - v0;
@@ -323,8 +369,11 @@ void tsr__cpu_cross_entropy_finish(int rows, int V, int v0, float *logits, int l
             target += st[2];
         }
         losses[r] = (float)(mx + log(sum) - target);
-        double scale = (double)dscale / sum;
+        float scale = (float)(dscale / sum);
+#pragma omp simd
         for (int j = 0; j < V; j++)
-            row[j] = (float)(scale * exp((double)row[j] - mx) - (j == t ? (double)dscale : 0.0));
+            row[j] = scale * tsr__expf(row[j] - mx);
+        if (t >= 0 && t < V)
+            row[t] -= dscale;
     }
 }

@@ -12,16 +12,16 @@
 #include <tessera/dtype.h>
 #include <tessera/kernels.h>
 
-/* AdamW over n values in lib/zero's order and float types (bit-identical to tsr__zero_adamw);
- * work (when not NULL) receives the new p as work_dt, F32 or BF16. */
+/* AdamW over n values in tessera/kernels.h's order and float types, the same bits whatever the
+ * number of threads; work (when not NULL) receives the new p as work_dt, F32 or BF16. */
 void tsr__cpu_adamw(size_t n, float *p, const float *g, float *m, float *v, const tsr_adamw_params_t *hp,
                     tsr_dtype_t work_dt, void *work);
 
-/* SGD as tsr__zero_sgd (m NULL: no momentum); work as for AdamW. */
+/* SGD (m NULL: no momentum); work as for AdamW. */
 void tsr__cpu_sgd(size_t n, float *p, const float *g, float *m, float lr, float momentum, float weight_decay,
                   float grad_coef, tsr_dtype_t work_dt, void *work);
 
-/* Serial double sums in index order (tsr__zero_sumsq's order). */
+/* Double sums in a fixed order that does not depend on the number of threads (cpu_optim.c). */
 double tsr__cpu_sumsq(const float *x, size_t n);
 double tsr__cpu_sum(const float *x, size_t n);
 

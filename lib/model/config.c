@@ -2,6 +2,7 @@
  * config.c: the GPT model's shape: presets, "key=value" parsing, checks, parameter count.
  */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -104,6 +105,48 @@ int64_t tsr_gpt_param_count(const tsr_gpt_config_t *cfg)
     int64_t h = cfg->dim;
     int64_t block = 2 * h + 3 * (h * h + h) + (h * h + h) + 2 * h + (h * 4 * h + 4 * h) + (4 * h * h + h);
     return (int64_t)cfg->vocab * h + (int64_t)cfg->seq * h + cfg->layers * block + 2 * h;
+}
+
+double tsr_gpt_flops_per_token(const tsr_gpt_config_t *cfg)
+{
+    return 6.0 * (double)tsr_gpt_param_count(cfg) + 12.0 * cfg->layers * (double)cfg->dim * cfg->seq;
+}
+
+/* The side of the GEMM that measures a CPU rank's peak, and how many are timed. */
+enum { PEAK_N = 1024, PEAK_REPS = 4 };
+
+tsr_status_t tsr_gpt_peak_flops(tsr_device_t dev, tsr_precision_t precision, double *flops)
+{
+    tsr_status_t rc = TSR_OK;
+    float *a = NULL, *c = NULL;
+    size_t n2 = (size_t)PEAK_N * PEAK_N;
+    TSR_CHECK(dev && flops, TSR_ERR_INVALID_ARG, "tsr_gpt_peak_flops: NULL argument");
+    *flops = 0;
+    if (tsr_device_kind(dev) != TSR_DEVICE_CPU) {
+        *flops = precision == TSR_PRECISION_BF16 ? 989.4e12 : 66.9e12;
+        return TSR_OK;
+    }
+    /* host memory (the CPU device's), kept out of the tracked allocator's peaks */
+    void *mem = NULL;
+    if (posix_memalign(&mem, TSR_DEVICE_ALIGNMENT, 2 * n2 * sizeof *a) == 0)
+        a = mem;
+    TSR_CHECK(a, TSR_ERR_OUT_OF_MEMORY, "no memory for the %d x %d GEMM that measures the peak", PEAK_N, PEAK_N);
+    c = a + n2;
+    TSR_TRY(tsr_device_fill_f32(dev, a, 0.5f, n2));
+    double best = INFINITY;
+    for (int r = 0; r <= PEAK_REPS; r++) { /* the first is a warm-up */
+        double t0 = tsr_time_now();
+        TSR_TRY(tsr_device_gemm_f32(dev, TSR_NO_TRANS, TSR_NO_TRANS, PEAK_N, PEAK_N, PEAK_N, 1.0f, a, PEAK_N, a, PEAK_N,
+                                    0.0f, c, PEAK_N));
+        TSR_TRY(tsr_device_sync(dev));
+        double t = tsr_time_now() - t0;
+        if (r > 0 && t < best)
+            best = t;
+    }
+    *flops = 2.0 * PEAK_N * PEAK_N * PEAK_N / (best > 0 ? best : 1e-9);
+cleanup:
+    free(a);
+    return rc;
 }
 
 /* The /config attributes of a model, in tsr_gpt_config_t's order. */

@@ -59,6 +59,19 @@ TSR_API int tsr_device_kind_built(tsr_device_kind_t kind);
  */
 TSR_API tsr_status_t tsr_device_create(tsr_device_kind_t kind, int index, tsr_device_t *out);
 
+/**
+ * The threads of this rank's CPU kernels and CPU GEMMs, chosen once, when the first CPU
+ * device is created: OMP_NUM_THREADS when it is set; else the CPUs of the rank's affinity
+ * mask, divided among the ranks of the node when the mask is the whole machine (the launcher
+ * did not bind the ranks: MPI_LOCALNRANKS of MPICH, OMPI_COMM_WORLD_LOCAL_SIZE of Open MPI or
+ * SLURM_NTASKS_PER_NODE tells how many share it). With OpenMP these threads run the kernels
+ * and split each large GEMM, the BLAS running one thread per slice (OpenBLAS is told so; set
+ * another BLAS's own thread count to 1, e.g. MKL_NUM_THREADS=1); without OpenMP the kernels
+ * run on one thread and the count returned is 1, OpenBLAS then getting the rank's threads.
+ * @param how  when not NULL, receives a short static text saying how the count was chosen
+ */
+TSR_API int tsr_device_cpu_threads(const char **how);
+
 /** Release a device handle; sets *dev to NULL and accepts NULL. */
 TSR_API void tsr_device_destroy(tsr_device_t *dev);
 

@@ -109,6 +109,23 @@ TSR_API char *tsr_gpt_config_format(const tsr_gpt_config_t *cfg, char *buf, size
 TSR_API int64_t tsr_gpt_param_count(const tsr_gpt_config_t *cfg);
 
 /**
+ * Model FLOPs of one training step per token: 6 P + 12 L H T (P parameters, L layers, H dim,
+ * T seq): the weights' forward and backward, and attention's scores and weighting, not
+ * halved for the causal mask (the PaLM and Megatron convention). The numerator of the MFU
+ * that tsr-train and tsr-bench report.
+ */
+TSR_API double tsr_gpt_flops_per_token(const tsr_gpt_config_t *cfg);
+
+/**
+ * The peak FLOP/s of one rank, the denominator of its MFU. On the CPU it is measured: the best
+ * of a few fp32 GEMMs of 1024 x 1024 x 1024 on @p dev (through tsr_device_gemm_f32, on the
+ * threads of tsr_device_cpu_threads()), about a tenth of a second; ranks sharing a node should
+ * call it together (after a barrier), so that each measures its share. On a GPU it is the
+ * datasheet's dense figure of an H100 SXM: 989.4e12 in bf16, 66.9e12 in fp32.
+ */
+TSR_API tsr_status_t tsr_gpt_peak_flops(tsr_device_t dev, tsr_precision_t precision, double *flops);
+
+/**
  * Write the model configuration as attributes of /config (n_layer, n_embd, n_head,
  * vocab_size, seq_len, and model: the tsr_gpt_config_format() text). Collective.
  */
