@@ -729,7 +729,7 @@ static void json_number(FILE *f, const char *key, const char *fmt, double x)
 }
 
 static void log_step(const options_t *o, FILE *json, long step, long steps, const tsr_gpt_step_info_t *info,
-                     double ms, double tokens, int64_t params, int64_t seen)
+                     double ms, double tokens, int64_t seen)
 {
     tsr_mem_stats_t mem;
     tsr_mem_stats(o->device, &mem);
@@ -959,7 +959,7 @@ static int train(const options_t *o)
                 goto done;
         }
         if (world_rank == 0)
-            log_step(o, json, step + 1, o->steps, &info, ms, (double)o->gpt.batch * o->model.seq, params, seen);
+            log_step(o, json, step + 1, o->steps, &info, ms, (double)o->gpt.batch * o->model.seq, seen);
         step_s = fmax(step_s, ms / 1e3);
         int stop = step + 1 < o->steps ? should_stop(o, start, step_s, ckpt_s) : 0;
         double stop_at = MPI_Wtime() - start;
