@@ -1006,6 +1006,7 @@ int main(int argc, char **argv)
     tsr_zero_config_t z = TSR_ZERO_CONFIG_INIT;
     tsr_gpt_options_t g = TSR_GPT_OPTIONS_INIT;
     tsr_gpt_config_t m = TSR_GPT_CONFIG_INIT;
+    tsr_mem_keep_freed_host_memory(); /* before MPI_Init: MPI's buffers too */
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
