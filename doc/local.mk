@@ -4,7 +4,14 @@ dist_man_MANS += doc/tessera.3 doc/tsr-ckpt.1 doc/tsr-bench.1 doc/tsr-tokenize.1
 # The grid/comm demo: the README's first command runs it; installcheck builds it again
 # against the installed library with pkg-config, as a user's program would be.
 noinst_PROGRAMS += doc/examples/grid_demo
-EXTRA_DIST += doc/examples/demo.sh
+
+# The documents tessera(3) names go to $(docdir) (each module's local.mk distributes its own),
+# with the examples; demo.sh runs installed as well as from a build tree.
+doc_DATA = doc/model.md doc/tp.md doc/pipeline.md doc/zero.md doc/ps.md doc/checkpoint.md doc/performance.md \
+	doc/pipe-gpipe.svg doc/pipe-1f1b.svg doc/pipe-interleaved.svg doc/pipe-zb-h1.svg
+docexamplesdir = $(docdir)/examples
+dist_docexamples_DATA = doc/examples/grid_demo.c
+dist_docexamples_SCRIPTS = doc/examples/demo.sh
 
 installcheck-local:
 	$(MKDIR_P) installcheck-tmp

@@ -87,3 +87,8 @@ tests_fuzz_fuzz_shard_LDFLAGS = $(AM_LDFLAGS) $(LIBFUZZER_FLAGS)
 CLEANFILES += $(EXTRA_PROGRAMS)
 fuzz: $(EXTRA_PROGRAMS)
 .PHONY: fuzz
+
+# Every option of every tool's --help in its man page (and back), the ENVIRONMENT sections,
+# tessera(3)'s sections and installed documents.
+TESTS += tests/test_manpages.sh
+EXTRA_DIST += tests/test_manpages.sh
