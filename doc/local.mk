@@ -2,7 +2,9 @@
 dist_man_MANS += doc/tessera.3 doc/tsr-ckpt.1 doc/tsr-bench.1 doc/tsr-tokenize.1 doc/tsr-generate.1
 
 # The grid/comm demo: the README's first command runs it; installcheck builds it again
-# against the installed library with pkg-config, as a user's program would be.
+# against the installed library with pkg-config, as a user's program would be, and runs the
+# installed demo.sh away from the build tree, with the installed tools on PATH and configure's
+# launcher from the installed tessera.pc (unless MPIEXEC is set).
 noinst_PROGRAMS += doc/examples/grid_demo
 
 # The documents tessera(3) names go to $(docdir) (each module's local.mk distributes its own),
@@ -21,6 +23,14 @@ installcheck-local:
 	    -Wl,-rpath,'$(DESTDIR)$(libdir)'
 	if test -n "$${MPIEXEC}"; then launch="$$MPIEXEC $${MPIEXEC_FLAGS-}"; \
 	  else launch='$(TSR_MPIEXEC) $(TSR_MPIEXEC_FLAGS)'; fi; \
-	  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 $$launch -n 4 installcheck-tmp/grid_demo
+	  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 \
+	  $$launch -n 4 installcheck-tmp/grid_demo
+	cd installcheck-tmp && PATH='$(DESTDIR)$(bindir)':$$PATH \
+	  LD_LIBRARY_PATH='$(DESTDIR)$(libdir)'$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH} \
+	  OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_rmaps_base_oversubscribe=1 \
+	  OMP_WAIT_POLICY=$${OMP_WAIT_POLICY-passive} \
+	  $(SHELL) '$(DESTDIR)$(docexamplesdir)/demo.sh' demo >demo.out
+	grep '^demo: loss .* at step 120' installcheck-tmp/demo.out
+	test -s installcheck-tmp/demo/ckpt/latest
 	rm -rf installcheck-tmp
 EXTRA_DIST += doc/performance.md
