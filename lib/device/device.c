@@ -107,16 +107,22 @@ cleanup:
     return rc;
 }
 
+/* Device-timed regions open now: one nested in another (a copy inside a reduction) is timed on
+ * the host only, so that device times never count the same work twice. */
+static int device_regions_open;
+
 tsr__region_t tsr__region_start(tsr_device_t dev, tsr_prof_cat_t cat, const char *name, const char *label)
 {
     tsr__region_t r = {tsr_prof_begin(cat, name, label, -1), NULL, dev};
-    if (r.region >= 0 && dev && dev->ops->prof_mark)
+    if (r.region >= 0 && dev && dev->ops->prof_mark && device_regions_open == 0)
         r.e0 = dev->ops->prof_mark(dev);
+    device_regions_open += r.e0 != NULL;
     return r;
 }
 
 void tsr__region_stop(tsr__region_t *r)
 {
+    device_regions_open -= r->e0 != NULL;
     void *e1 = r->e0 ? r->dev->ops->prof_mark(r->dev) : NULL;
     if (r->e0 && !e1)
         r->dev->ops->prof_elapsed(r->e0, r->e0); /* releases e0 */
