@@ -10,6 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#ifndef TAP_UNUSED_
+#define TAP_UNUSED_ __attribute__((unused))
+#endif
+
 static TAP_UNUSED_ const char *json_value(const char *s);
 static TAP_UNUSED_ const char *json_ws(const char *s)
 {
