@@ -3,7 +3,8 @@
 # line on 1 rank and on 2 (dp=2, pp=2) with tokens_per_s > 0, a finite loss, peak total > 0
 # and the layout; the same loss on every layout (the synthetic tokens do not depend on it);
 # the text table; --breakdown's parts summing to the measured step within 5% on 1 rank, dp=2
-# and tp=1x2, with the kernels and the communication of each axis named; one-line errors and a non-zero exit for an unknown model, a layout that
+# and tp=1x2, with the kernels and the communication of each axis named (on a GPU: by CUDA
+# events, the device parts within 5% of the step); one-line errors and a non-zero exit for an unknown model, a layout that
 # does not fit the ranks, a batch that does not divide, and --device cuda where this build
 # has no CUDA backend or no GPU is visible. Prints TAP.
 # shellcheck disable=SC2016,SC2086 # conditions are eval'd later; option lists are meant to split
@@ -106,11 +107,15 @@ run 2 --batch 5
 check "a batch not divisible by dp is refused" eval 'one_error "--batch 5 is not divisible by dp=2"'
 run 2 --layout pp=2 --model layers=1
 check "a model with fewer layers than stages is one line from the model" eval 'one_error "cannot fill 2 pipeline stages"'
-run 1 --device cuda $short
+run 1 --device cuda --json --breakdown $short
 if test "$status" -eq 0; then
     skip "--device cuda without CUDA or a GPU is refused" "a GPU is visible"
+    check "cuda --breakdown: kernels by CUDA events, the device parts within 5% of the step" \
+        eval 'test "$(field clock)" = "cuda events" && within5 "$(field sum_ms)" "$(field step_ms)" &&
+              has "$out" "\"cat\":\"kernel\",\"name\":\"gemm"'
 else
     check "--device cuda without CUDA or a GPU is refused" \
         eval 'one_error "--device cuda: this build has no CUDA backend" || one_error "--device cuda: no GPU visible"'
+    skip "cuda --breakdown: kernels by CUDA events, the device parts within 5% of the step" "no GPU"
 fi
 echo "1..$n"
