@@ -4,9 +4,9 @@
 # and the layout; the same loss on every layout (the synthetic tokens do not depend on it);
 # the text table; --breakdown's parts summing to the measured step within 5% on 1 rank, dp=2
 # and tp=1x2, with the kernels and the communication of each axis named (on a GPU: by CUDA
-# events, the device parts within 5% of the step); one-line errors and a non-zero exit for an unknown model, a layout that
-# does not fit the ranks, a batch that does not divide, and --device cuda where this build
-# has no CUDA backend or no GPU is visible. Prints TAP.
+# events, the device parts within 5% of the step); one-line errors and a non-zero exit for an
+# unknown model, a layout that does not fit the ranks, a batch that does not divide, and
+# --device cuda where this build has no CUDA backend or no GPU is visible. Prints TAP.
 # shellcheck disable=SC2016,SC2086 # conditions are eval'd later; option lists are meant to split
 bin=${TSR_BUILDDIR:-.}/apps
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-bench-train.XXXXXX") || exit 99
