@@ -473,6 +473,8 @@ static int parse_options(int argc, char **argv, options_t *o)
     o->zero.total_steps = o->steps;
     if (o->ckpt_every > 0 && !o->ckpt_dir)
         return usage_error("--ckpt-every needs --ckpt-dir");
+    if (o->trace_kernels && !o->trace)
+        return usage_error("--trace-kernels needs --trace FILE (it adds the kernels to that trace)");
     if (o->ckpt_keep > 0 && !o->ckpt_dir)
         return usage_error("--ckpt-keep needs --ckpt-dir");
     if (o->resume && strcmp(o->resume, "latest") == 0 && !o->ckpt_dir)

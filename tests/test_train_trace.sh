@@ -2,9 +2,9 @@
 # test_train_trace.sh: tsr-train --trace on every layout. On 1 rank (pp=1) with a checkpoint
 # each step: valid JSON, the process named by its coordinates "dp0 pp0 tp0,0", events of the
 # step, data loading, pipeline actions, communication, the optimizer and checkpoint I/O, no
-# kernels unless --trace-kernels asks for them. On 2 ranks pp=2, dp=2 and tp=1x2, and on 4
-# ranks dp=2,pp=2: every rank a process named by its coordinates, pipeline waits and the
-# communication of each axis labelled by it. Prints TAP.
+# kernels unless --trace-kernels asks for them (which alone is an error). On 2 ranks pp=2,
+# dp=2 and tp=1x2, and on 4 ranks dp=2,pp=2: every rank a process named by its coordinates,
+# pipeline waits and the communication of each axis labelled by it. Prints TAP.
 # shellcheck disable=SC2016 # conditions are eval'd later
 bin=${TSR_BUILDDIR:-.}/apps
 valid=${TSR_BUILDDIR:-.}/tests/json_valid
@@ -43,6 +43,10 @@ check "the trace covers the step: step, data, pipeline, communication, optimizer
 check "kernels are not in the trace without --trace-kernels" eval '! holds "$(cat_of kernel)" 2>/dev/null'
 run 1 $model --trace "$tmp/t.json" --trace-kernels
 check "--trace-kernels adds the kernels by family" eval 'traced && holds "$(cat_of kernel)" "\"name\":\"gemm+bias\""'
+
+run 1 $model --trace-kernels
+check "--trace-kernels without --trace is one line of error, exit 2" \
+    eval 'test $status -eq 2 && grep -q -- "--trace-kernels needs --trace FILE" "$tmp/err" && test "$(wc -l <"$tmp/err")" -eq 1'
 
 run 2 $model --layout pp=2 --micro-batches 2 --trace "$tmp/t.json"
 check "pp=2: both stages named by coordinates, pipeline waits and pp messages" \
