@@ -14,6 +14,14 @@
  * (host, GPU index) pairs on cuda and the ranks on cpu; the peak of a CPU rank is measured at
  * start (tsr_gpt_peak_flops, an fp32 GEMM on the rank's threads), and the achieved GFLOP/s per
  * rank is also given as a fraction of that measured GEMM rate.
+ *
+ * --breakdown: the profiler (tessera/prof.h) records the timed steps, and rank 0's exclusive
+ * times are printed as milliseconds per step by kernel family, communication (axis and op),
+ * host wait, host code of pipeline actions and the optimizer, and "other" (the step's own
+ * time outside every region), with their sum against the step time rank 0 measured. On cuda
+ * kernels and NCCL operations count their CUDA-event times; host-timed parts that overlap the
+ * device's work (waits, host code) are listed but not summed, and "other" is the step time
+ * the device-timed parts leave (the device's idle time).
  */
 #include <errno.h>
 #include <getopt.h>
@@ -33,7 +41,7 @@
 #define DATA_SEED 7
 
 typedef struct opts {
-    int json, have_layout, have_precision, warmup, steps;
+    int json, have_layout, have_precision, warmup, steps, breakdown;
     tsr_device_kind_t device;
     tsr_layout_t layout;
     tsr_gpt_config_t model;
@@ -65,6 +73,9 @@ static void usage(void)
            "  --peak-tflops X          peak TFLOP/s of one device for MFU (default: on cpu the fp32 GEMM\n"
            "                           rate each rank measures at start, on cuda %.1f, the H100 SXM dense\n"
            "                           bf16 figure; 0: unknown, MFU not reported)\n"
+           "  --breakdown              rank 0's milliseconds per step by kernel family, communication (axis,\n"
+           "                           op), host wait, host code and other (untracked), with their sum against\n"
+           "                           the step time (in the JSON too: \"breakdown\")\n"
            "  --json                   one JSON object on one line\n"
            "  --help                   this text\n"
            "FLOPs per token = 6*P + 12*L*H*T (P parameters, L layers, H dim, T seq; attention is not\n"
@@ -86,7 +97,7 @@ static int parse_int(const char *opt, const char *text, long lo, long hi, int *o
 static int parse(int argc, char **argv, int world, opts_t *o)
 {
     enum { O_DEVICE = 256, O_MODEL, O_LAYOUT, O_BATCH, O_MICRO, O_PRECISION, O_ZERO, O_STEPS, O_WARMUP, O_PEAK,
-           O_RECOMPUTE, O_SCHEDULE, O_POLL, O_JSON, O_HELP };
+           O_RECOMPUTE, O_SCHEDULE, O_POLL, O_BREAKDOWN, O_JSON, O_HELP };
     static const struct option longopts[] = {
         {"device", required_argument, 0, O_DEVICE}, {"model", required_argument, 0, O_MODEL},
         {"layout", required_argument, 0, O_LAYOUT}, {"batch", required_argument, 0, O_BATCH},
@@ -94,14 +105,14 @@ static int parse(int argc, char **argv, int world, opts_t *o)
         {"zero-stage", required_argument, 0, O_ZERO}, {"steps", required_argument, 0, O_STEPS},
         {"warmup", required_argument, 0, O_WARMUP}, {"peak-tflops", required_argument, 0, O_PEAK},
         {"recompute", required_argument, 0, O_RECOMPUTE}, {"schedule", required_argument, 0, O_SCHEDULE},
-        {"poll-us", required_argument, 0, O_POLL},
+        {"poll-us", required_argument, 0, O_POLL}, {"breakdown", no_argument, 0, O_BREAKDOWN},
         {"json", no_argument, 0, O_JSON}, {"help", no_argument, 0, O_HELP}, {0, 0, 0, 0}};
     const tsr_layout_t lay = TSR_LAYOUT_INIT;
     const tsr_gpt_config_t model = TSR_GPT_CONFIG_INIT;
     const tsr_gpt_options_t gpt = TSR_GPT_OPTIONS_INIT;
     const tsr_zero_config_t zero = TSR_ZERO_CONFIG_INIT;
     int have_peak = 0;
-    *o = (opts_t){0, 0, 0, 2, 10, TSR_DEVICE_CPU, lay, model, gpt, zero, 0.0};
+    *o = (opts_t){0, 0, 0, 2, 10, 0, TSR_DEVICE_CPU, lay, model, gpt, zero, 0.0};
     /* The optimizer of tsr-train, so a step here is a step there. */
     o->zero.beta2 = 0.95f, o->zero.weight_decay = 0.1f, o->zero.clip_norm = 1.0f;
     opterr = 0;
@@ -164,6 +175,7 @@ static int parse(int argc, char **argv, int world, opts_t *o)
             if (parse_int("--poll-us", optarg, 0, 1000000, &o->gpt.poll_us))
                 return 1;
             break;
+        case O_BREAKDOWN: o->breakdown = 1; break;
         case O_JSON: o->json = 1; break;
         case O_HELP:
             if (bench_rank() == 0)
@@ -283,7 +295,119 @@ typedef struct result {
     int devices;
     double sgemm_flops; /* the ranks' measured fp32 GEMM rate, summed (cpu; 0 on cuda) */
     tsr_mem_stats_t mem; /* peaks: the largest over the ranks */
+    double own_seconds;     /* this rank's timed steps by its own clock (--breakdown) */
+    tsr_prof_total_t *prof; /* this rank's profile of the timed steps (--breakdown) */
+    size_t nprof;
 } result_t;
+
+/* How a profile total enters the breakdown. */
+typedef enum { PART_SUMMED, PART_LISTED, PART_OTHER } part_kind_t;
+
+/* Seconds of total t in the breakdown and whether they are summed: exclusive host seconds on
+ * the CPU; on a device, CUDA-event seconds where measured and host-timed communication (staged
+ * MPI holds the device too), with the rest listed only. The step's own time is "other". */
+static part_kind_t part_of(const tsr_prof_total_t *t, int device_clock, double *seconds)
+{
+    *seconds = t->on_device ? t->device : t->self;
+    if (t->cat == TSR_PROF_STEP)
+        return PART_OTHER;
+    if (!device_clock || t->on_device || t->cat == TSR_PROF_COMM)
+        return PART_SUMMED;
+    return PART_LISTED;
+}
+
+/* Group headings of the text breakdown, in the profiler's category order. */
+static const char *const part_heading[TSR_PROF_CAT_COUNT] = {
+    [TSR_PROF_KERNEL] = "kernels",  [TSR_PROF_COMM] = "communication",
+    [TSR_PROF_WAIT] = "host waits", [TSR_PROF_PIPE] = "host code in pipeline actions",
+    [TSR_PROF_OPTIM] = "host code in the optimizer step", [TSR_PROF_CKPT] = "checkpoint I/O",
+    [TSR_PROF_HOST] = "host",
+};
+
+/* A part's name: "gemm+bias", "dp allreduce", "pp wait". */
+static void part_name(const tsr_prof_total_t *t, char *buf, size_t len)
+{
+    if (t->label)
+        snprintf(buf, len, "%s %s", t->label, t->name);
+    else
+        snprintf(buf, len, "%s", t->name);
+}
+
+/* The breakdown's figures: per step, summed parts, other, and whether device clocks apply. */
+static void breakdown_sums(const opts_t *o, const result_t *r, int *device_clock, double *sum, double *other,
+                           double *step)
+{
+    *device_clock = 0;
+    for (size_t i = 0; i < r->nprof; i++)
+        *device_clock |= r->prof[i].on_device;
+    double summed = 0, own = 0, s;
+    for (size_t i = 0; i < r->nprof; i++) {
+        part_kind_t k = part_of(&r->prof[i], *device_clock, &s);
+        if (k == PART_SUMMED)
+            summed += s;
+        else if (k == PART_OTHER)
+            own += s;
+    }
+    *step = r->own_seconds / o->steps;
+    summed /= o->steps;
+    own /= o->steps;
+    /* on a device the step's host self time overlaps the device's work: the idle rest instead */
+    *other = *device_clock ? (*step > summed ? *step - summed : 0.0) : own;
+    *sum = summed + *other;
+}
+
+static void report_breakdown_json(const opts_t *o, const result_t *r)
+{
+    int device_clock;
+    double sum, other, step, s;
+    breakdown_sums(o, r, &device_clock, &sum, &other, &step);
+    printf(",\"breakdown\":{\"rank\":0,\"clock\":\"%s\",\"step_ms\":%.4f,\"sum_ms\":%.4f,\"other_ms\":%.4f,"
+           "\"parts\":[",
+           device_clock ? "cuda events" : "host", 1e3 * step, 1e3 * sum, 1e3 * other);
+    int first = 1;
+    for (size_t i = 0; i < r->nprof; i++) {
+        const tsr_prof_total_t *t = &r->prof[i];
+        part_kind_t k = part_of(t, device_clock, &s);
+        if (k == PART_OTHER)
+            continue;
+        printf("%s{\"cat\":\"%s\",\"name\":\"%s\",\"axis\":", first ? "" : ",", tsr_prof_cat_name(t->cat), t->name);
+        printf(t->label ? "\"%s\"" : "null", t->label);
+        printf(",\"ms\":%.4f,\"calls\":%.2f,\"summed\":%s}", 1e3 * s / o->steps, (double)t->count / o->steps,
+               k == PART_SUMMED ? "true" : "false");
+        first = 0;
+    }
+    printf("]}");
+}
+
+static void report_breakdown_text(const opts_t *o, const result_t *r)
+{
+    int device_clock;
+    double sum, other, step, s;
+    char name[128];
+    breakdown_sums(o, r, &device_clock, &sum, &other, &step);
+    printf("\nwhere a step's time goes on rank 0 (ms per step, exclusive of nested regions; %s):\n",
+           device_clock ? "device parts by CUDA events, [listed] parts overlap them and are not summed"
+                        : "host clock");
+    int heading = -1;
+    for (size_t i = 0; i < r->nprof; i++) {
+        const tsr_prof_total_t *t = &r->prof[i];
+        part_kind_t k = part_of(t, device_clock, &s);
+        if (k == PART_OTHER)
+            continue;
+        if ((int)t->cat != heading) {
+            heading = (int)t->cat;
+            printf("  %s\n", part_heading[t->cat] ? part_heading[t->cat] : tsr_prof_cat_name(t->cat));
+        }
+        part_name(t, name, sizeof name);
+        printf("    %-28s %10.3f %6.1f%% %9.1f calls%s\n", name, 1e3 * s / o->steps,
+               step > 0 ? 100 * s / o->steps / step : 0.0, (double)t->count / o->steps,
+               k == PART_LISTED ? "  [listed]" : "");
+    }
+    printf("  %-30s %10.3f %6.1f%%\n", device_clock ? "other (device idle)" : "other (untracked)", 1e3 * other,
+           step > 0 ? 100 * other / step : 0.0);
+    printf("  sum %.3f ms, measured step %.3f ms (%.1f%%)\n", 1e3 * sum, 1e3 * step,
+           step > 0 ? 100 * sum / step : 0.0);
+}
 
 static void report(const opts_t *o, const result_t *r)
 {
@@ -320,7 +444,10 @@ static void report(const opts_t *o, const result_t *r)
                r->sgemm_flops / 1e9 / r->devices, sgemm_text, loss_text, r->bubble);
         for (int c = 0; c < TSR_MEM_CATEGORY_COUNT; c++)
             printf("\"%s\":%llu,", tsr_mem_category_name((tsr_mem_category_t)c), (unsigned long long)r->mem.peak[c]);
-        printf("\"total\":%llu}}\n", (unsigned long long)r->mem.total_peak);
+        printf("\"total\":%llu}", (unsigned long long)r->mem.total_peak);
+        if (o->breakdown)
+            report_breakdown_json(o, r);
+        printf("}\n");
     } else {
         const char *unit = o->device == TSR_DEVICE_CUDA ? "GPU" : "rank";
         snprintf(mfu_text, sizeof mfu_text, isfinite(mfu) ? "%.2f%%" : "-", 100 * mfu);
@@ -341,6 +468,8 @@ static void report(const opts_t *o, const result_t *r)
         for (int c = 0; c < TSR_MEM_CATEGORY_COUNT; c++)
             printf(" %s %.2f", tsr_mem_category_name((tsr_mem_category_t)c), r->mem.peak[c] / 1048576.0);
         printf(", total %.2f\n", r->mem.total_peak / 1048576.0);
+        if (o->breakdown)
+            report_breakdown_text(o, r);
     }
     fflush(stdout);
 }
@@ -397,6 +526,10 @@ static tsr_status_t run_steps(const opts_t *o, tsr_device_t dev, tsr_gpt_t gpt, 
         goto done;
     tsr_gpt_set_trace(gpt, trace);
     MPI_Barrier(MPI_COMM_WORLD);
+    if (o->breakdown) {
+        tsr_prof_reset();
+        tsr_prof_set_level(TSR_PROF_TOTALS);
+    }
     double t0 = tsr_time_now();
     for (int s = 0; s < o->steps && st == TSR_OK; s++) {
         int b = (o->warmup + s) % DATA_BATCHES;
@@ -405,6 +538,10 @@ static tsr_status_t run_steps(const opts_t *o, tsr_device_t dev, tsr_gpt_t gpt, 
     }
     if (st == TSR_OK)
         st = tsr_device_sync(dev);
+    r->own_seconds = tsr_time_now() - t0;
+    tsr_prof_set_level(TSR_PROF_OFF);
+    if (st == TSR_OK && o->breakdown)
+        st = tsr_prof_totals(&r->prof, &r->nprof);
     if (failed(st, "step", NULL))
         goto done;
     MPI_Barrier(MPI_COMM_WORLD);
@@ -471,6 +608,7 @@ int bench_train(int argc, char **argv)
         report(&o, &r);
     status = 0;
 done:
+    free(r.prof);
     free(in);
     free(tg);
     tsr_gpt_destroy(&gpt);

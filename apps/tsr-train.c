@@ -71,7 +71,9 @@ static const char usage[] =
     "  --resume [latest|FILE]      continue from DIR/latest (needs --ckpt-dir) or from FILE\n"
     "  --log-json FILE             one JSON object per step (step, time, tokens_seen, loss, grad_norm, lr,\n"
     "                              ms, tokens_per_s, mfu, peak bytes per memory category)\n"
-    "  --trace FILE                Chrome trace JSON of the last step's pipeline (when pp > 1)\n"
+    "  --trace FILE                Chrome trace JSON of the last step on every rank (any layout): data,\n"
+    "                              pipeline actions, communication by axis, waits, optimizer, checkpoint\n"
+    "  --trace-kernels             the trace also holds every kernel (a larger file)\n"
     "  --help, --version\n"
     "The optimizer's hyperparameters are stored in each checkpoint: a resume that changes one warns\n"
     "(the run goes on with the new value); one that changes --optimizer is an error.\n"
@@ -96,7 +98,7 @@ typedef struct options {
     tsr_device_kind_t device;
     const char *data, *ckpt_dir, *resume, *log_json, *trace;
     long steps, ckpt_every, ckpt_keep, max_bad_steps;
-    int shuffle;
+    int shuffle, trace_kernels;
     double time_limit_s; /* 0: none */
     float peak_tflops;   /* 0: measure (cpu) or the datasheet's (cuda) */
     int64_t staleness;
@@ -223,7 +225,7 @@ static int parse_options(int argc, char **argv, options_t *o)
     enum { O_LAYOUT = 256, O_ZERO, O_SCHEDULE, O_MODEL, O_DATA, O_BATCH, O_MICRO, O_STEPS, O_LR, O_SEED,
            O_DEVICE, O_PRECISION, O_RECOMPUTE, O_COMPUTE, O_CKPT_DIR, O_CKPT_EVERY, O_RESUME, O_LOG_JSON, O_TRACE, O_HELP, O_VERSION,
            O_STALENESS, O_LR_SCHEDULE, O_WARMUP, O_MIN_LR, O_OPTIMIZER, O_WD, O_BETA1, O_BETA2, O_EPS, O_MOMENTUM, O_PEAK,
-           O_CLIP, O_CKPT_KEEP, O_TIME_LIMIT, O_MAX_BAD, O_SHUFFLE };
+           O_CLIP, O_CKPT_KEEP, O_TIME_LIMIT, O_MAX_BAD, O_SHUFFLE, O_TRACE_KERNELS };
     static const struct option longopts[] = {
         {"layout", required_argument, 0, O_LAYOUT}, {"zero", required_argument, 0, O_ZERO},
         {"schedule", required_argument, 0, O_SCHEDULE}, {"model", required_argument, 0, O_MODEL},
@@ -234,7 +236,8 @@ static int parse_options(int argc, char **argv, options_t *o)
         {"recompute", required_argument, 0, O_RECOMPUTE}, {"compute", required_argument, 0, O_COMPUTE},
         {"ckpt-dir", required_argument, 0, O_CKPT_DIR}, {"ckpt-every", required_argument, 0, O_CKPT_EVERY},
         {"resume", optional_argument, 0, O_RESUME}, {"log-json", required_argument, 0, O_LOG_JSON},
-        {"trace", required_argument, 0, O_TRACE}, {"help", no_argument, 0, O_HELP},
+        {"trace", required_argument, 0, O_TRACE}, {"trace-kernels", no_argument, 0, O_TRACE_KERNELS},
+        {"help", no_argument, 0, O_HELP},
         {"version", no_argument, 0, O_VERSION}, {"staleness", required_argument, 0, O_STALENESS},
         {"lr-schedule", required_argument, 0, O_LR_SCHEDULE},
         {"warmup-steps", required_argument, 0, O_WARMUP}, {"min-lr", required_argument, 0, O_MIN_LR},
@@ -419,6 +422,7 @@ static int parse_options(int argc, char **argv, options_t *o)
             if (parse_path("--trace", optarg, &o->trace))
                 return 2;
             break;
+        case O_TRACE_KERNELS: o->trace_kernels = 1; break;
         case O_HELP:
             if (world_rank == 0)
                 fputs(usage, stdout);
@@ -469,6 +473,8 @@ static int parse_options(int argc, char **argv, options_t *o)
     o->zero.total_steps = o->steps;
     if (o->ckpt_every > 0 && !o->ckpt_dir)
         return usage_error("--ckpt-every needs --ckpt-dir");
+    if (o->trace_kernels && !o->trace)
+        return usage_error("--trace-kernels needs --trace FILE (it adds the kernels to that trace)");
     if (o->ckpt_keep > 0 && !o->ckpt_dir)
         return usage_error("--ckpt-keep needs --ckpt-dir");
     if (o->resume && strcmp(o->resume, "latest") == 0 && !o->ckpt_dir)
@@ -855,7 +861,6 @@ static int train(const options_t *o)
     tsr_grid_t grid = NULL;
     tsr_gpt_t gpt = NULL;
     tsr_dataset_t ds = NULL;
-    tsr_pipe_trace_t trace = NULL;
     FILE *json = NULL;
     int32_t *in = NULL, *tg = NULL;
     tsr_ckpt_lock_t lock = NULL;
@@ -939,11 +944,8 @@ static int train(const options_t *o)
             goto done;
         }
     }
-    if (o->trace && o->layout.pp > 1) {
-        if (failed(tsr_pipe_trace_create(&trace), "--trace"))
-            goto done;
-        tsr_gpt_set_trace(gpt, trace);
-    }
+    if (o->trace)
+        tsr_prof_set_level(o->trace_kernels ? TSR_PROF_KERNEL_EVENTS : TSR_PROF_EVENTS);
     if (world_rank == 0 && o->log_json && !(json = fopen(o->log_json, o->resume ? "a" : "w")))
         rc = set_app_error(TSR_ERR_IO, "%s: %s", o->log_json, strerror(errno));
     if (failed(rc, "--log-json"))
@@ -955,11 +957,12 @@ static int train(const options_t *o)
         goto done;
     for (; step < o->steps; step++) {
         tsr_gpt_step_info_t info;
+        tsr_prof_clear_events(); /* the trace: the last step and what follows it */
+        int region = tsr_prof_begin(TSR_PROF_HOST, "data", NULL, -1);
         rc = tsr_dataset_batch(ds, seen / o->model.seq, o->gpt.batch, o->model.seq, first, count, in, tg);
+        tsr_prof_end(region);
         if (failed(rc, "--data"))
             goto done;
-        if (trace)
-            tsr_pipe_trace_clear(trace);
         double t0 = MPI_Wtime();
         if (failed(tsr_gpt_train_step(gpt, in, tg, &info), NULL))
             goto done;
@@ -970,15 +973,20 @@ static int train(const options_t *o)
             if (bad_steps > o->max_bad_steps)
                 goto done;
         }
+        region = tsr_prof_begin(TSR_PROF_HOST, "log", NULL, -1);
         if (world_rank == 0)
             log_step(o, json, step + 1, o->steps, &info, ms, (double)o->gpt.batch * o->model.seq, seen);
+        tsr_prof_end(region);
         step_s = fmax(step_s, ms / 1e3);
         int stop = step + 1 < o->steps ? should_stop(o, start, step_s, ckpt_s) : 0;
         double stop_at = MPI_Wtime() - start;
         int due = o->ckpt_dir &&
                   ((o->ckpt_every > 0 && (step + 1) % o->ckpt_every == 0) || step + 1 == o->steps || stop);
         double c0 = MPI_Wtime();
-        if (due && failed(save(o, grid, gpt, ds, step + 1, seen), "checkpoint"))
+        region = due ? tsr_prof_begin(TSR_PROF_CKPT, "save checkpoint", NULL, (int)(step + 1)) : -1;
+        rc = due ? save(o, grid, gpt, ds, step + 1, seen) : TSR_OK;
+        tsr_prof_end(region);
+        if (failed(rc, "checkpoint"))
             goto done;
         ckpt_s = due ? fmax(ckpt_s, MPI_Wtime() - c0) : ckpt_s;
         if (due && world_rank == 0)
@@ -991,7 +999,8 @@ static int train(const options_t *o)
             break;
         }
     }
-    if (trace && failed(tsr_pipe_trace_write(trace, tsr_grid_comm(grid, TSR_AXIS_WORLD), o->trace), "--trace"))
+    tsr_prof_set_level(TSR_PROF_OFF);
+    if (o->trace && failed(tsr_prof_write_trace(grid, o->trace), "--trace"))
         goto done;
     status = 0;
 done:
@@ -1001,7 +1010,6 @@ done:
     tsr_ckpt_unlock(&lock);
     free(in);
     free(tg);
-    tsr_pipe_trace_destroy(&trace);
     tsr_gpt_destroy(&gpt);
     if (agree_comm != MPI_COMM_WORLD)
         status = ps_final(status, tsr_grid_is_server(grid), serve_rc);

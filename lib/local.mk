@@ -15,6 +15,7 @@ libtessera_la_SOURCES = \
 	lib/core/status.c \
 	lib/core/log.c \
 	lib/core/timer.c \
+	lib/core/prof.c \
 	lib/core/memory.c \
 	lib/core/rng.c \
 	lib/core/dtype.c \
@@ -72,6 +73,7 @@ tsr_include_HEADERS = \
 	lib/include/tessera/dtype.h \
 	lib/include/tessera/log.h \
 	lib/include/tessera/timer.h \
+	lib/include/tessera/prof.h \
 	lib/include/tessera/memory.h \
 	lib/include/tessera/rng.h \
 	lib/include/tessera/options.h \

@@ -58,6 +58,16 @@ tests_test_core_memory_LDFLAGS = $(AM_LDFLAGS) -Wl,--export-dynamic
 check_PROGRAMS += tests/test_kernels_attention
 TESTS += tests/test_kernels_attention
 
+# The profiler (tessera/prof.h): exclusive times, levels, axis labels and the whole-step trace.
+check_PROGRAMS += tests/test_prof_regions
+TESTS += tests/test_prof_regions
+EXTRA_DIST += tests/json_check.h
+# tsr-train --trace on every layout; json_valid checks the file's syntax for it.
+check_PROGRAMS += tests/json_valid
+tests_json_valid_LDADD =
+TESTS += tests/test_train_trace.sh
+EXTRA_DIST += tests/test_train_trace.sh
+
 # tsr-train refuses what would lose a job or a result (issue 16), before step 1 where it can.
 TESTS += tests/test_train_guard.sh
 EXTRA_DIST += tests/test_train_guard.sh

@@ -2,9 +2,11 @@
 # test_bench_train.sh: tsr-bench train under mpiexec with the tiny model on the CPU. One JSON
 # line on 1 rank and on 2 (dp=2, pp=2) with tokens_per_s > 0, a finite loss, peak total > 0
 # and the layout; the same loss on every layout (the synthetic tokens do not depend on it);
-# the text table; one-line errors and a non-zero exit for an unknown model, a layout that
-# does not fit the ranks, a batch that does not divide, and --device cuda where this build
-# has no CUDA backend or no GPU is visible. Prints TAP.
+# the text table; --breakdown's parts summing to the measured step within 5% on 1 rank, dp=2
+# and tp=1x2, with the kernels and the communication of each axis named (on a GPU: by CUDA
+# events, the device parts within 5% of the step); one-line errors and a non-zero exit for an
+# unknown model, a layout that does not fit the ranks, a batch that does not divide, and
+# --device cuda where this build has no CUDA backend or no GPU is visible. Prints TAP.
 # shellcheck disable=SC2016,SC2086 # conditions are eval'd later; option lists are meant to split
 bin=${TSR_BUILDDIR:-.}/apps
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-bench-train.XXXXXX") || exit 99
@@ -77,6 +79,26 @@ run 1 --steps 1 --warmup 0 --peak-tflops 1
 check "the text table shows tokens/s and an MFU in percent" \
     eval 'test $status -eq 0 && has "$out" "tokens/s" && has "$out" "%" && has "$out" "peak MiB per rank"'
 
+within5() { # within5 SUM STEP: STEP > 0 and |SUM - STEP| <= 5% of STEP
+    awk -v s="$1" -v t="$2" 'BEGIN { d = s - t; if (d < 0) d = -d; exit !(t + 0 > 0 && d <= 0.05 * t) }'
+}
+run 1 --json --breakdown $short
+check "1 rank --breakdown: the parts sum to the measured step within 5%, GEMMs named" \
+    eval 'good_json dp=1,pp=1,tp=1x1 && within5 "$(field sum_ms)" "$(field step_ms)" &&
+          has "$out" "\"cat\":\"kernel\",\"name\":\"gemm\"" && has "$out" "\"clock\":\"host\""'
+run 2 --json --breakdown $short --layout dp=2
+check "dp=2 --breakdown: the sum within 5% of the step, the dp allreduce named" \
+    eval 'good_json dp=2,pp=1,tp=1x1 && within5 "$(field sum_ms)" "$(field step_ms)" &&
+          has "$out" "\"name\":\"allreduce\",\"axis\":\"dp\""'
+run 2 --json --breakdown $short --layout tp=1x2
+check "tp=1x2 --breakdown: the sum within 5% of the step, the tp row communication named" \
+    eval 'good_json dp=1,pp=1,tp=1x2 && within5 "$(field sum_ms)" "$(field step_ms)" &&
+          has "$out" "\"axis\":\"tp_row\""'
+run 1 --breakdown $short
+check "the text breakdown prints the parts, other and the sum against the step" \
+    eval 'test $status -eq 0 && has "$out" "where a step'"'"'s time goes" && has "$out" "other (untracked)" &&
+          has "$out" "measured step"'
+
 run 2 --model huge
 check "an unknown model is one line of error" eval 'one_error "--model huge"'
 run 2 --layout dp=4
@@ -85,11 +107,15 @@ run 2 --batch 5
 check "a batch not divisible by dp is refused" eval 'one_error "--batch 5 is not divisible by dp=2"'
 run 2 --layout pp=2 --model layers=1
 check "a model with fewer layers than stages is one line from the model" eval 'one_error "cannot fill 2 pipeline stages"'
-run 1 --device cuda $short
+run 1 --device cuda --json --breakdown $short
 if test "$status" -eq 0; then
     skip "--device cuda without CUDA or a GPU is refused" "a GPU is visible"
+    check "cuda --breakdown: kernels by CUDA events, the device parts within 5% of the step" \
+        eval 'test "$(field clock)" = "cuda events" && within5 "$(field sum_ms)" "$(field step_ms)" &&
+              has "$out" "\"cat\":\"kernel\",\"name\":\"gemm"'
 else
     check "--device cuda without CUDA or a GPU is refused" \
         eval 'one_error "--device cuda: this build has no CUDA backend" || one_error "--device cuda: no GPU visible"'
+    skip "cuda --breakdown: kernels by CUDA events, the device parts within 5% of the step" "no GPU"
 fi
 echo "1..$n"

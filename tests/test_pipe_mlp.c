@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "tap.h"
+#include "json_check.h"
 
 enum { D = 8, R = 3, M = 8, STEPS = 3, MAXL = 16 };
 static const float LR = 0.5f;
@@ -247,63 +248,6 @@ static tsr_status_t train(mlp_t *n, tsr_pipe_kind_t kind, tsr_comm_t pp, tsr_pip
         fprintf(stderr, "#   [rank %d] %s: %s\n", tap_rank(), tsr_pipe_kind_name(kind), tsr_last_error());
     tsr_pipe_schedule_destroy(&s);
     return st;
-}
-
-/* A minimal JSON syntax check: value := object | array | string | number | literal. */
-static const char *json_value(const char *s);
-static const char *json_ws(const char *s)
-{
-    while (*s == ' ' || *s == '\n' || *s == '\t' || *s == '\r')
-        s++;
-    return s;
-}
-static const char *json_string(const char *s)
-{
-    if (*s++ != '"')
-        return NULL;
-    for (; *s && *s != '"'; s++)
-        if (*s == '\\' && !*++s)
-            return NULL;
-    return *s == '"' ? s + 1 : NULL;
-}
-static const char *json_seq(const char *s, char close, int object)
-{
-    s = json_ws(s + 1);
-    if (*s == close)
-        return s + 1;
-    for (;;) {
-        if (object) {
-            if (!(s = json_string(json_ws(s))))
-                return NULL;
-            s = json_ws(s);
-            if (*s++ != ':')
-                return NULL;
-        }
-        if (!(s = json_value(s)))
-            return NULL;
-        s = json_ws(s);
-        if (*s == close)
-            return s + 1;
-        if (*s++ != ',')
-            return NULL;
-    }
-}
-static const char *json_value(const char *s)
-{
-    s = json_ws(s);
-    if (*s == '{')
-        return json_seq(s, '}', 1);
-    if (*s == '[')
-        return json_seq(s, ']', 0);
-    if (*s == '"')
-        return json_string(s);
-    if (!strncmp(s, "true", 4) || !strncmp(s, "null", 4))
-        return s + 4;
-    if (!strncmp(s, "false", 5))
-        return s + 5;
-    char *end;
-    strtod(s, &end);
-    return end == s ? NULL : end;
 }
 
 static void check_trace_file(const char *path, int ranks)

@@ -162,6 +162,7 @@ static tsr_status_t get_attr(struct tsr_ckpt_reader *r, const char *group, const
 
 tsr_status_t tsr_ckpt_reader_open(tsr_comm_t comm, const char *path, tsr_ckpt_reader_t *out)
 {
+    TSR__REGION(NULL, TSR_PROF_CKPT, "open", NULL);
     tsr_status_t rc = TSR_OK;
     hid_t fapl = -1;
     attr_value_t v;
@@ -333,6 +334,7 @@ static tsr_status_t reader_agree(struct tsr_ckpt_reader *r, tsr_status_t mine)
 tsr_status_t tsr_ckpt_read_f32(tsr_ckpt_reader_t r, const char *name, int ndim, const int64_t dims[],
                                const tsr_ckpt_piece_t *piece, float *data)
 {
+    TSR__REGION(NULL, TSR_PROF_CKPT, "read", NULL);
     tsr_status_t rc = TSR_OK, mine;
     hid_t dset = -1;
     tsr_ckpt_piece_t nothing = tsr_ckpt_nothing();
@@ -388,6 +390,7 @@ cleanup:
 
 tsr_status_t tsr_ckpt_read_i64(tsr_ckpt_reader_t r, const char *name, int64_t n, int64_t *values)
 {
+    TSR__REGION(NULL, TSR_PROF_CKPT, "read", NULL);
     tsr_status_t rc = TSR_OK;
     hid_t dset = -1;
     const int64_t dims[1] = {n};
@@ -659,6 +662,7 @@ tsr_status_t tsr_ckpt_verify_metadata(tsr_ckpt_reader_t r)
 
 tsr_status_t tsr_ckpt_verify(tsr_ckpt_reader_t r)
 {
+    TSR__REGION(NULL, TSR_PROF_CKPT, "verify", NULL);
     tsr_ckpt_dataset_info_t *list = NULL;
     size_t n = 0;
     tsr_status_t rc = tsr_ckpt_verify_metadata(r);

@@ -235,6 +235,7 @@ static void reserve_dataset(struct tsr_ckpt_writer *w, hid_t dset, const char *n
 
 tsr_status_t tsr_ckpt_writer_create(tsr_comm_t comm, const char *dir, int64_t step, tsr_ckpt_writer_t *out)
 {
+    TSR__REGION(NULL, TSR_PROF_CKPT, "create", NULL);
     tsr_status_t rc = TSR_OK;
     hid_t fapl = -1;
     struct tsr_ckpt_writer *w = tsr__calloc(1, sizeof *w);
@@ -358,6 +359,7 @@ static int injected(const struct tsr_ckpt_writer *w, const char *name)
 tsr_status_t tsr_ckpt_write_f32(tsr_ckpt_writer_t w, const char *name, int ndim, const int64_t dims[],
                                 const tsr_ckpt_piece_t *piece, const float *data)
 {
+    TSR__REGION(NULL, TSR_PROF_CKPT, "write", NULL);
     tsr_status_t rc = TSR_OK;
     hid_t dset = -1, fspace = -1, mspace = -1, dxpl = -1;
     char doing[300];
@@ -415,6 +417,7 @@ cleanup:
 
 tsr_status_t tsr_ckpt_write_i64(tsr_ckpt_writer_t w, const char *name, int64_t n, const int64_t *values)
 {
+    TSR__REGION(NULL, TSR_PROF_CKPT, "write", NULL);
     tsr_status_t rc = TSR_OK;
     hid_t dset = -1, space = -1, dxpl = -1;
     const int64_t dims[1] = {n};
@@ -627,6 +630,7 @@ static void free_writer(struct tsr_ckpt_writer *w)
 
 tsr_status_t tsr_ckpt_commit(tsr_ckpt_writer_t *wp, int keep)
 {
+    TSR__REGION(NULL, TSR_PROF_CKPT, "commit", NULL);
     struct tsr_ckpt_writer *w = *wp;
     tsr__ckpt_quiet();
     tsr_status_t rc = agree(w);

@@ -32,6 +32,22 @@ static const tsr_comm_ops_t *ops_for(tsr_comm_t c, const void *buf)
     return c ? c->ops : NULL;
 }
 
+void tsr__comm_set_label(tsr_comm_t c, const char *label)
+{
+    if (c)
+        c->label = label;
+}
+
+/* The device whose stream an operation of ops is timed on: NCCL's operations are queued on
+ * the device; MPI's, staged or not, have finished (or been posted) when the call returns. */
+static tsr_device_t timed_device(tsr_comm_t c, const tsr_comm_ops_t *ops)
+{
+    return c && ops == &tsr__comm_nccl_ops ? c->dev : NULL;
+}
+
+/* The profiler region of an operation of c through ops. */
+#define COMM_REGION(c, ops, op) TSR__REGION(timed_device((c), (ops)), TSR_PROF_COMM, op_names[op], (c) ? (c)->label : NULL)
+
 static const char *const op_names[TSR_COMM_OP_COUNT] = {
     [TSR_COMM_ALLREDUCE] = "allreduce", [TSR_COMM_REDUCE_SCATTER] = "reduce_scatter",
     [TSR_COMM_ALLGATHER] = "allgather", [TSR_COMM_BCAST] = "bcast",
@@ -183,6 +199,7 @@ void tsr_comm_reset_counters(tsr_comm_t comm)
 tsr_status_t tsr_comm_barrier(tsr_comm_t comm)
 {
     tsr_status_t rc = TSR_OK;
+    TSR__REGION(NULL, TSR_PROF_COMM, "barrier", comm->label);
     TSR_CALL_MPI(MPI_Barrier(comm->mpi));
 cleanup:
     return rc;
@@ -274,6 +291,7 @@ static tsr_status_t do_allreduce(tsr_comm_t c, const void *send, void *recv, siz
 {
     struct tsr_request *r;
     const tsr_comm_ops_t *ops = ops_for(c, recv);
+    COMM_REGION(c, ops, TSR_COMM_ALLREDUCE);
     tsr_status_t rc = begin(c, ops, TSR_COMM_ALLREDUCE, n, dtype, NONE, (int)op, NONE, req, &r);
     if (rc != TSR_OK)
         return rc;
@@ -285,6 +303,7 @@ static tsr_status_t do_reduce_scatter(tsr_comm_t c, const void *send, void *recv
 {
     struct tsr_request *r;
     const tsr_comm_ops_t *ops = ops_for(c, recv);
+    COMM_REGION(c, ops, TSR_COMM_REDUCE_SCATTER);
     tsr_status_t rc = begin(c, ops, TSR_COMM_REDUCE_SCATTER, n, dtype, NONE, (int)op, NONE, req, &r);
     if (rc != TSR_OK)
         return rc;
@@ -297,6 +316,7 @@ static tsr_status_t do_allgather(tsr_comm_t c, const void *send, void *recv, siz
 {
     struct tsr_request *r;
     const tsr_comm_ops_t *ops = ops_for(c, recv);
+    COMM_REGION(c, ops, TSR_COMM_ALLGATHER);
     tsr_status_t rc = begin(c, ops, TSR_COMM_ALLGATHER, n, dtype, NONE, NONE, NONE, req, &r);
     if (rc != TSR_OK)
         return rc;
@@ -307,6 +327,7 @@ static tsr_status_t do_bcast(tsr_comm_t c, void *buf, size_t n, tsr_dtype_t dtyp
 {
     struct tsr_request *r;
     const tsr_comm_ops_t *ops = ops_for(c, buf);
+    COMM_REGION(c, ops, TSR_COMM_BCAST);
     tsr_status_t rc = begin(c, ops, TSR_COMM_BCAST, n, dtype, root, NONE, NONE, req, &r);
     if (rc != TSR_OK)
         return rc;
@@ -318,6 +339,7 @@ static tsr_status_t do_send(tsr_comm_t c, const void *buf, size_t n, tsr_dtype_t
 {
     struct tsr_request *r;
     const tsr_comm_ops_t *ops = ops_for(c, buf);
+    COMM_REGION(c, ops, TSR_COMM_SEND);
     tsr_status_t rc = begin(c, ops, TSR_COMM_SEND, n, dtype, dest, NONE, tag, req, &r);
     if (rc != TSR_OK)
         return rc;
@@ -329,6 +351,7 @@ static tsr_status_t do_recv(tsr_comm_t c, void *buf, size_t n, tsr_dtype_t dtype
 {
     struct tsr_request *r;
     const tsr_comm_ops_t *ops = ops_for(c, buf);
+    COMM_REGION(c, ops, TSR_COMM_RECV);
     tsr_status_t rc = begin(c, ops, TSR_COMM_RECV, n, dtype, src, NONE, tag, req, &r);
     if (rc != TSR_OK)
         return rc;
@@ -424,6 +447,7 @@ tsr_status_t tsr_request_wait(tsr_request_t *req)
 {
     if (!req || !*req)
         return TSR_OK;
+    TSR__REGION(timed_device((*req)->comm, (*req)->ops), TSR_PROF_WAIT, "wait", (*req)->comm->label);
     return request_complete(req, 1, NULL);
 }
 

@@ -58,6 +58,7 @@ struct tsr_comm {
     struct tsr_stage **stages; /* staging buffers of comm_stage.c, idle or held by a request */
     size_t nstages;
     void *nccl; /* comm_nccl.c's state while the backend is NCCL */
+    const char *label; /* the profiler's name of its axis (tsr__comm_set_label), or NULL */
 };
 
 extern const tsr_comm_ops_t tsr__comm_mpi_ops;

@@ -142,4 +142,53 @@ void tsr__zero_set_grad_divisor(tsr_zero_t z, double divisor);
 void tsr__zero_set_loss(tsr_zero_t z, double loss);
 double tsr__zero_loss(tsr_zero_t z);
 
+/* ---- profiling (lib/core/prof.c, tessera/prof.h) ---- */
+
+/* Whether the profiler records: the one branch a region costs when it is off. */
+extern int tsr__prof_on;
+
+/* Seconds between two device events, after waiting for the second; releases both. Negative
+ * when the device cannot tell. */
+typedef double (*tsr__prof_elapsed_fn)(void *e0, void *e1);
+
+/* tsr_prof_end() for a region timed on a device between events e0 and e1. */
+void tsr__prof_end_device(int region, void *e0, void *e1, tsr__prof_elapsed_fn elapsed);
+
+/* A region that closes when its variable goes out of scope (GCC's and clang's cleanup
+ * attribute), so that every return of an instrumented function closes it: one line at the
+ * top of the function. On a CUDA device, also timed with events on the device's stream;
+ * dev may be NULL (host only). */
+typedef struct tsr__region {
+    int region;
+    void *e0; /* the device event recorded at the start, or NULL */
+    tsr_device_t dev;
+} tsr__region_t;
+
+/* lib/device/device.c */
+tsr__region_t tsr__region_start(tsr_device_t dev, tsr_prof_cat_t cat, const char *name, const char *label);
+void tsr__region_stop(tsr__region_t *r);
+
+static inline tsr__region_t tsr__region_begin(tsr_device_t dev, tsr_prof_cat_t cat, const char *name,
+                                              const char *label)
+{
+    if (__builtin_expect(!tsr__prof_on, 1)) {
+        tsr__region_t none = {-1, NULL, NULL};
+        return none;
+    }
+    return tsr__region_start(dev, cat, name, label);
+}
+
+static inline void tsr__region_end(tsr__region_t *r)
+{
+    if (r->region >= 0)
+        tsr__region_stop(r);
+}
+
+#define TSR__REGION(dev, cat, name, label)                                                        \
+    tsr__region_t tsr__region_ __attribute__((cleanup(tsr__region_end))) =                        \
+        tsr__region_begin((dev), (cat), (name), (label))
+
+/* The axis name a communicator's regions carry ("dp", "tp_row", ...; lib/comm/comm.c). */
+void tsr__comm_set_label(tsr_comm_t c, const char *label);
+
 #endif /* TESSERA_CORE_INTERNAL_H */

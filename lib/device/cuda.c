@@ -202,6 +202,37 @@ static int cuda_holds(struct tsr_device *dev, const void *ptr)
     return a.type == cudaMemoryTypeDevice || a.type == cudaMemoryTypeManaged;
 }
 
+/* An event recorded on the device's stream for the profiler; NULL if CUDA refuses (the region
+ * then has host times only). Created per region: profiling is off in normal runs. */
+static void *cuda_prof_mark(struct tsr_device *dev)
+{
+    cudaEvent_t e = NULL;
+    if (cudaEventCreate(&e) != cudaSuccess) {
+        cudaGetLastError();
+        return NULL;
+    }
+    if (cudaEventRecord(e, state(dev)->stream) != cudaSuccess) {
+        cudaGetLastError();
+        cudaEventDestroy(e);
+        return NULL;
+    }
+    return e;
+}
+
+/* Seconds from e0 to e1 once e1 has happened; destroys both (once if they are the same). */
+static double cuda_prof_elapsed(void *e0, void *e1)
+{
+    float ms = -1.0f;
+    int ok = e0 != e1 && cudaEventSynchronize((cudaEvent_t)e1) == cudaSuccess &&
+             cudaEventElapsedTime(&ms, (cudaEvent_t)e0, (cudaEvent_t)e1) == cudaSuccess;
+    if (!ok)
+        cudaGetLastError();
+    cudaEventDestroy((cudaEvent_t)e0);
+    if (e1 != e0)
+        cudaEventDestroy((cudaEvent_t)e1);
+    return ok ? 1e-3 * ms : -1.0;
+}
+
 const tsr_device_ops_t tsr__device_cuda_ops = {
     .name = "cuda",
     .count = cuda_count,
@@ -216,6 +247,8 @@ const tsr_device_ops_t tsr__device_cuda_ops = {
     .gemm_f32 = cuda_gemm_f32,
     .sync = cuda_sync,
     .holds = cuda_holds,
+    .prof_mark = cuda_prof_mark,
+    .prof_elapsed = cuda_prof_elapsed,
 };
 
 #else /* !TSR_HAVE_CUDA */

@@ -107,8 +107,34 @@ cleanup:
     return rc;
 }
 
+/* Device-timed regions open now: one nested in another (a copy inside a reduction) is timed on
+ * the host only, so that device times never count the same work twice. */
+static int device_regions_open;
+
+tsr__region_t tsr__region_start(tsr_device_t dev, tsr_prof_cat_t cat, const char *name, const char *label)
+{
+    tsr__region_t r = {tsr_prof_begin(cat, name, label, -1), NULL, dev};
+    if (r.region >= 0 && dev && dev->ops->prof_mark && device_regions_open == 0)
+        r.e0 = dev->ops->prof_mark(dev);
+    device_regions_open += r.e0 != NULL;
+    return r;
+}
+
+void tsr__region_stop(tsr__region_t *r)
+{
+    device_regions_open -= r->e0 != NULL;
+    void *e1 = r->e0 ? r->dev->ops->prof_mark(r->dev) : NULL;
+    if (r->e0 && !e1)
+        r->dev->ops->prof_elapsed(r->e0, r->e0); /* releases e0 */
+    if (e1)
+        tsr__prof_end_device(r->region, r->e0, e1, r->dev->ops->prof_elapsed);
+    else
+        tsr_prof_end(r->region);
+}
+
 tsr_status_t tsr_device_copy(tsr_device_t dev, void *dst, const void *src, size_t bytes, tsr_copy_dir_t dir)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "copy", NULL);
     if (bytes == 0)
         return TSR_OK;
     if (!dst || !src || (unsigned)dir > TSR_COPY_DEVICE_TO_DEVICE)
@@ -119,6 +145,7 @@ tsr_status_t tsr_device_copy(tsr_device_t dev, void *dst, const void *src, size_
 tsr_status_t tsr_device_copy_2d(tsr_device_t dev, void *dst, size_t dst_pitch, const void *src, size_t src_pitch,
                                 size_t row_bytes, size_t rows, tsr_copy_dir_t dir)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "copy 2d", NULL);
     if (row_bytes == 0 || rows == 0)
         return TSR_OK;
     if (!dst || !src || (unsigned)dir > TSR_COPY_DEVICE_TO_DEVICE)
@@ -133,6 +160,7 @@ tsr_status_t tsr_device_copy_2d(tsr_device_t dev, void *dst, size_t dst_pitch, c
 
 tsr_status_t tsr_device_memset(tsr_device_t dev, void *ptr, int value, size_t bytes)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "memset", NULL);
     if (bytes == 0)
         return TSR_OK;
     if (!ptr)
@@ -142,6 +170,7 @@ tsr_status_t tsr_device_memset(tsr_device_t dev, void *ptr, int value, size_t by
 
 tsr_status_t tsr_device_fill_f32(tsr_device_t dev, float *x, float value, size_t n)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "memset", NULL);
     if (n == 0)
         return TSR_OK;
     if (!x)
@@ -153,6 +182,7 @@ tsr_status_t tsr_device_gemm_f32(tsr_device_t dev, tsr_trans_t trans_a, tsr_tran
                                  float alpha, const float *a, int lda, const float *b, int ldb, float beta,
                                  float *c, int ldc)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "gemm", NULL);
     /* Row-major: a stored row holds k elements of op(A) = A, or m of op(A) = A^T. */
     int a_cols = trans_a == TSR_NO_TRANS ? k : m;
     int b_cols = trans_b == TSR_NO_TRANS ? n : k;
@@ -169,6 +199,7 @@ tsr_status_t tsr_device_gemm_f32(tsr_device_t dev, tsr_trans_t trans_a, tsr_tran
 
 tsr_status_t tsr_device_sync(tsr_device_t dev)
 {
+    TSR__REGION(NULL, TSR_PROF_WAIT, "device sync", NULL);
     return dev->ops->sync(dev);
 }
 

@@ -29,6 +29,10 @@ typedef struct tsr_device_ops {
     /* Whether ptr points into memory of the device rather than the host; NULL: device memory
      * is host memory (the CPU). */
     int (*holds)(struct tsr_device *dev, const void *ptr);
+    /* Profiling on the device's own clock, NULL where the host clock is the device's: an
+     * event recorded on the device's stream (NULL on failure), and the seconds between two. */
+    void *(*prof_mark)(struct tsr_device *dev);
+    tsr__prof_elapsed_fn prof_elapsed;
 } tsr_device_ops_t;
 
 struct tsr_device {

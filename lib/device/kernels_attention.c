@@ -56,6 +56,7 @@ tsr_status_t tsr_kernel_attention_forward(tsr_device_t dev, tsr_dtype_t dt, int 
                                           const void *q, const void *k, const void *v, int ld_in, void *o, int ld_o,
                                           float *lse)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "attention fwd", NULL);
     tsr_status_t rc = TSR_OK;
     int empty = 0;
     TSR_TRY(check_args(dev, dt, seqs, T, heads, hd, ld_in, ld_o, "attention forward", &empty));
@@ -82,6 +83,7 @@ tsr_status_t tsr_kernel_attention_backward(tsr_device_t dev, tsr_dtype_t dt, int
                                            const void *d_o, int ld_o, const float *lse, float *delta, void *dq,
                                            void *dk, void *dv)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "attention bwd", NULL);
     tsr_status_t rc = TSR_OK;
     int empty = 0;
     TSR_TRY(check_args(dev, dt, seqs, T, heads, hd, ld_in, ld_o, "attention backward", &empty));

@@ -59,6 +59,7 @@ tsr_status_t tsr_kernel_attention_cached(tsr_device_t dev, tsr_dtype_t dt, int s
                                          int heads, int hd, const void *q, int ld_q, const void *kc, const void *vc,
                                          int ld_c, void *o, int ld_o)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "attention cached", NULL);
     static const char what[] = "attention with a KV cache";
     tsr_status_t rc = TSR_OK;
     float *score = NULL;

@@ -12,6 +12,18 @@ static const char *const epilogue_names[] = {
     [TSR_EPILOGUE_DGELU] = "DGELU",
 };
 
+/* The profiler's name of a GEMM: its family, by epilogue. */
+static const char *gemm_family(const tsr_gemm_t *g)
+{
+    static const char *const family[] = {
+        [TSR_EPILOGUE_NONE] = "gemm",
+        [TSR_EPILOGUE_BIAS] = "gemm+bias",
+        [TSR_EPILOGUE_BIAS_GELU] = "gemm+bias+gelu",
+        [TSR_EPILOGUE_DGELU] = "gemm+dgelu",
+    };
+    return g && (unsigned)g->epilogue <= TSR_EPILOGUE_DGELU ? family[g->epilogue] : "gemm";
+}
+
 /* A stored row of @p cols elements needs ld >= cols, and ld >= 1 even when cols is 0 (BLAS). */
 static int ld_fits(int ld, int cols)
 {
@@ -85,6 +97,7 @@ static tsr_status_t check_gemm(tsr_device_t dev, const tsr_gemm_t *g)
 
 tsr_status_t tsr_kernel_gemm(tsr_device_t dev, const tsr_gemm_t *g)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, gemm_family(g), NULL);
     if (!dev || !g)
         return TSR_ERROR(TSR_ERR_INVALID_ARG, "gemm: NULL %s", !dev ? "device" : "description");
     tsr_status_t rc = check_gemm(dev, g);

@@ -41,6 +41,7 @@ tsr_status_t tsr_kernel_layernorm_forward(tsr_device_t dev, tsr_dtype_t dt, int 
                                           const void *gamma, const void *beta, float eps, void *y, float *mean,
                                           float *rstd)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "layernorm fwd", NULL);
     static const char what[] = "layernorm forward";
     tsr_status_t rc = TSR_OK;
     TSR_TRY(check_device(dev, dt, what));
@@ -62,6 +63,7 @@ tsr_status_t tsr_kernel_layernorm_backward(tsr_device_t dev, tsr_dtype_t dt, int
                                            const void *x, const void *gamma, const float *mean, const float *rstd,
                                            void *dx, float *dgamma, float *dbeta)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "layernorm bwd", NULL);
     static const char what[] = "layernorm backward";
     tsr_status_t rc = TSR_OK;
     TSR_TRY(check_device(dev, dt, what));
@@ -95,6 +97,7 @@ cleanup:
 tsr_status_t tsr_kernel_layernorm_stats(tsr_device_t dev, tsr_dtype_t dt, int rows, int cols, const void *x,
                                         float *stats)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "layernorm fwd", NULL);
     static const char what[] = "layernorm stats";
     tsr_status_t rc = TSR_OK;
     TSR_TRY(check_ln_block(dev, dt, rows, cols, cols, what));
@@ -111,6 +114,7 @@ tsr_status_t tsr_kernel_layernorm_apply(tsr_device_t dev, tsr_dtype_t dt, int ro
                                         const void *x, const void *gamma, const void *beta, float eps,
                                         const float *stats, void *y, float *mean, float *rstd)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "layernorm fwd", NULL);
     static const char what[] = "layernorm apply";
     tsr_status_t rc = TSR_OK;
     TSR_TRY(check_ln_block(dev, dt, rows, cols, width, what));
@@ -130,6 +134,7 @@ tsr_status_t tsr_kernel_layernorm_backward_stats(tsr_device_t dev, tsr_dtype_t d
                                                  const void *dy, const void *x, const void *gamma, const float *mean,
                                                  const float *rstd, float *stats)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "layernorm bwd", NULL);
     static const char what[] = "layernorm backward stats";
     tsr_status_t rc = TSR_OK;
     TSR_TRY(check_ln_block(dev, dt, rows, cols, cols, what));
@@ -148,6 +153,7 @@ tsr_status_t tsr_kernel_layernorm_backward_apply(tsr_device_t dev, tsr_dtype_t d
                                                  const void *dy, const void *x, const void *gamma, const float *mean,
                                                  const float *rstd, const float *stats, void *dx)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "layernorm bwd", NULL);
     static const char what[] = "layernorm backward apply";
     tsr_status_t rc = TSR_OK;
     TSR_TRY(check_ln_block(dev, dt, rows, cols, width, what));
@@ -164,6 +170,7 @@ cleanup:
 
 tsr_status_t tsr_kernel_gelu_forward(tsr_device_t dev, tsr_dtype_t dt, size_t n, const void *x, void *y)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "gelu fwd", NULL);
     static const char what[] = "gelu forward";
     tsr_status_t rc = TSR_OK;
     TSR_TRY(check_device(dev, dt, what));
@@ -180,6 +187,7 @@ cleanup:
 tsr_status_t tsr_kernel_gelu_backward(tsr_device_t dev, tsr_dtype_t dt, size_t n, const void *x, const void *dy,
                                       void *dx)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "gelu bwd", NULL);
     static const char what[] = "gelu backward";
     tsr_status_t rc = TSR_OK;
     TSR_TRY(check_device(dev, dt, what));
@@ -195,6 +203,7 @@ cleanup:
 
 tsr_status_t tsr_kernel_add(tsr_device_t dev, tsr_dtype_t dt, size_t n, const void *a, const void *b, void *y)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "add", NULL);
     static const char what[] = "add";
     tsr_status_t rc = TSR_OK;
     TSR_TRY(check_device(dev, dt, what));
@@ -211,6 +220,7 @@ cleanup:
 tsr_status_t tsr_kernel_axpby_2d(tsr_device_t dev, int rows, int cols, float alpha, tsr_dtype_t src_type,
                                  const void *src, int lds, float beta, tsr_dtype_t dst_type, void *dst, int ldd)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "axpby", NULL);
     static const char what[] = "axpby 2d";
     tsr_status_t rc = TSR_OK;
     TSR_TRY(check_device(dev, src_type, what));
@@ -233,6 +243,7 @@ cleanup:
 tsr_status_t tsr_kernel_bias_grad(tsr_device_t dev, tsr_dtype_t dt, int rows, int cols, const void *dy, int ld,
                                   float *db)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "bias grad", NULL);
     static const char what[] = "bias gradient";
     tsr_status_t rc = TSR_OK;
     TSR_TRY(check_device(dev, dt, what));
@@ -282,6 +293,7 @@ static tsr_status_t check_vocab_block(int v0, int nv, int have_wte, const char *
 tsr_status_t tsr_kernel_embedding_forward(tsr_device_t dev, tsr_dtype_t dt, const int32_t *tokens, int seqs, int T,
                                           int C, int v0, int nv, const void *wte, const void *wpe, void *out)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "embedding fwd", NULL);
     static const char what[] = "embedding forward";
     tsr_status_t rc = TSR_OK;
     TSR_TRY(check_device(dev, dt, what));
@@ -300,6 +312,7 @@ cleanup:
 tsr_status_t tsr_kernel_embedding_backward(tsr_device_t dev, tsr_dtype_t dt, const int32_t *tokens, int seqs,
                                            int T, int C, int v0, int nv, const void *dout, float *dwte, float *dwpe)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "embedding bwd", NULL);
     static const char what[] = "embedding backward";
     tsr_status_t rc = TSR_OK;
     TSR_TRY(check_device(dev, dt, what));
@@ -337,6 +350,7 @@ cleanup:
 tsr_status_t tsr_kernel_cross_entropy_stats(tsr_device_t dev, tsr_dtype_t dt, int rows, int V, int v0,
                                             const void *logits, int ld, const int32_t *targets, float *stats)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "cross-entropy", NULL);
     static const char what[] = "cross-entropy stats";
     tsr_status_t rc = TSR_OK;
     TSR_TRY(check_cross_entropy(dev, dt, rows, V, v0, logits, ld, targets, what));
@@ -354,6 +368,7 @@ tsr_status_t tsr_kernel_cross_entropy_finish(tsr_device_t dev, tsr_dtype_t dt, i
                                              int ld, const int32_t *targets, int parts, const float *stats,
                                              float *losses, float dscale)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "cross-entropy", NULL);
     static const char what[] = "cross-entropy finish";
     tsr_status_t rc = TSR_OK;
     TSR_TRY(check_cross_entropy(dev, dt, rows, V, v0, logits, ld, targets, what));

@@ -69,6 +69,7 @@ static void *work_bf16(tsr_dtype_t work_dt, void *work)
 tsr_status_t tsr_kernel_adamw(tsr_device_t dev, size_t n, float *p, const float *g, float *m, float *v,
                               const tsr_adamw_params_t *hp, tsr_dtype_t work_dt, void *work)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "optimizer", NULL);
     tsr_status_t rc = TSR_OK;
     TSR_TRY(check_device(dev, "adamw"));
     TSR_CHECK(hp, TSR_ERR_INVALID_ARG, "adamw: NULL hyper-parameters");
@@ -106,6 +107,7 @@ cleanup:
 tsr_status_t tsr_kernel_sgd(tsr_device_t dev, size_t n, float *p, const float *g, float *m, float lr,
                             float momentum, float weight_decay, float grad_coef, tsr_dtype_t work_dt, void *work)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "optimizer", NULL);
     tsr_status_t rc = TSR_OK;
     TSR_TRY(check_device(dev, "sgd"));
     if (work)
@@ -164,16 +166,19 @@ cleanup:
 
 tsr_status_t tsr_kernel_sumsq(tsr_device_t dev, const float *x, size_t n, double *out)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "norm", NULL);
     return reduce(dev, x, n, 1, out, "sumsq");
 }
 
 tsr_status_t tsr_kernel_sum(tsr_device_t dev, const float *x, size_t n, double *out)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "reduction", NULL);
     return reduce(dev, x, n, 0, out, "sum");
 }
 
 tsr_status_t tsr_kernel_axpy(tsr_device_t dev, size_t n, float alpha, const float *x, float *y)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "axpy", NULL);
     tsr_status_t rc = TSR_OK;
     TSR_TRY(check_device(dev, "axpy"));
     TSR_CHECK(n == 0 || (x && y), TSR_ERR_INVALID_ARG, "axpy of %zu values: x or y is NULL", n);
@@ -192,6 +197,7 @@ cleanup:
 
 tsr_status_t tsr_kernel_scale(tsr_device_t dev, tsr_dtype_t dt, size_t n, void *x, float alpha)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "scale", NULL);
     tsr_status_t rc = TSR_OK;
     TSR_TRY(check_device(dev, "scale"));
     TSR_TRY(check_float_type(dt, "scale", "element type"));
@@ -222,6 +228,7 @@ static int overlap(const void *a, size_t a_bytes, const void *b, size_t b_bytes)
 tsr_status_t tsr_kernel_cast(tsr_device_t dev, tsr_dtype_t src_type, const void *src, tsr_dtype_t dst_type,
                              void *dst, size_t n)
 {
+    TSR__REGION(dev, TSR_PROF_KERNEL, "cast", NULL);
     tsr_status_t rc = TSR_OK;
     TSR_TRY(check_device(dev, "cast"));
     TSR_CHECK((unsigned)src_type < TSR_DTYPE_COUNT && (unsigned)dst_type < TSR_DTYPE_COUNT, TSR_ERR_INVALID_ARG,

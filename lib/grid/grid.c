@@ -24,6 +24,14 @@ const char *tsr_axis_name(tsr_axis_t axis)
     return (unsigned)axis < TSR_AXIS_COUNT ? axis_names[axis] : "unknown";
 }
 
+/* Name each communicator by its axis for the profiler; the job's, with servers, is "ps". */
+static void label_comms(struct tsr_grid *g)
+{
+    for (int a = 0; a < TSR_AXIS_COUNT; a++)
+        tsr__comm_set_label(g->comms[a], axis_names[a]);
+    tsr__comm_set_label(g->job, "ps");
+}
+
 /* Coordinates of a rank; the inverse of tsr_grid_rank_of(). */
 static tsr_grid_coords_t coords_of(const tsr_layout_t *l, int rank)
 {
@@ -124,6 +132,7 @@ tsr_status_t tsr_grid_create(MPI_Comm comm, const tsr_layout_t *layout, tsr_grid
             TSR_TRY(split(world, g->coords.rank, 0, &g->comms[a]));
         snprintf(prefix, sizeof prefix, "[ps%d]", g->coords.rank);
         tsr_log_set_prefix(prefix);
+        label_comms(g);
         *out = g;
         g = NULL;
         goto cleanup;
@@ -144,6 +153,7 @@ tsr_status_t tsr_grid_create(MPI_Comm comm, const tsr_layout_t *layout, tsr_grid
 
     snprintf(prefix, sizeof prefix, "[dp%d pp%d tp(%d,%d)]", c->dp, c->pp, c->tp_row, c->tp_col);
     tsr_log_set_prefix(prefix);
+    label_comms(g);
     *out = g;
     g = NULL;
 cleanup:

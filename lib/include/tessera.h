@@ -38,5 +38,6 @@
 #include <tessera/ckpt.h>
 #include <tessera/data.h>
 #include <tessera/model.h>
+#include <tessera/prof.h>
 
 #endif /* TESSERA_H */

@@ -615,6 +615,7 @@ cleanup:
 tsr_status_t tsr_gpt_train_step(tsr_gpt_t gpt, const int32_t *inputs, const int32_t *targets,
                                 tsr_gpt_step_info_t *info)
 {
+    TSR__REGION(NULL, TSR_PROF_STEP, "train step", NULL);
     tsr_status_t rc = TSR_OK;
     tsr_pipe_stage_t stage = TSR_PIPE_STAGE_INIT;
     tsr_pipe_exec_config_t exec = TSR_PIPE_EXEC_INIT;

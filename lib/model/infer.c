@@ -402,6 +402,7 @@ cleanup:
 
 tsr_status_t tsr_gpt_eval(tsr_gpt_t gpt, const int32_t *inputs, const int32_t *targets, double *loss)
 {
+    TSR__REGION(NULL, TSR_PROF_STEP, "eval step", NULL);
     tsr_status_t rc = TSR_OK;
     step_mats_t m = {0};
     double mine = 0.0;

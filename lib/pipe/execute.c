@@ -224,7 +224,12 @@ static tsr_status_t run_action(exec_t *x, size_t i)
 {
     tsr_status_t rc = TSR_OK;
     const tsr_pipe_action_t *a = &x->acts[i];
+    int region = -1;
     TSR_TRY(post_receives(x, i));
+    /* a receive is the wait for its message: a host wait, not work */
+    if (!x->planning)
+        region = tsr_prof_begin(tsr__pipe_is_recv(a->op) ? TSR_PROF_WAIT : TSR_PROF_PIPE,
+                                tsr_pipe_op_name(a->op), "pp", a->mb);
     double t0 = x->planning ? 0 : tsr_time_now();
     if (tsr__pipe_is_recv(a->op)) {
         if (!x->planning)
@@ -238,6 +243,7 @@ static tsr_status_t run_action(exec_t *x, size_t i)
     }
     TSR_TRY(record(x, a, t0, x->planning ? 0 : tsr_time_now()));
 cleanup:
+    tsr_prof_end(region);
     return rc;
 }
 

@@ -1,13 +1,16 @@
 /*
- * trace.c: executed timelines as Chrome trace JSON, simulated schedules as SVG Gantt charts.
+ * trace.c: executed timelines as Chrome trace JSON (the pipeline's own, and the profiler's
+ * whole-step trace of tessera/prof.h), simulated schedules as SVG Gantt charts.
  *
  * Clocks: tsr_time_now() is a per-host monotonic clock. Rank 0 estimates every other
  * rank's offset from its own by a few ping-pongs (Cristian's method: the reply's time
  * against the middle of the round trip, from the round with the shortest trip), so all
  * ranks share rank 0's time axis to within half a round trip, also across nodes.
  */
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "pipe_impl.h"
 
@@ -156,6 +159,176 @@ cleanup:
     free(all);
     free(counts);
     free(mine);
+    return rc;
+}
+
+/* ---- the profiler's trace ---- */
+
+/* A growing text buffer; ok turns 0 when memory runs out. */
+typedef struct text {
+    char *s;
+    size_t n, cap;
+    int ok;
+} text_t;
+
+static void put(text_t *t, const char *fmt, ...) TSR_PRINTF(2, 3);
+
+static void put(text_t *t, const char *fmt, ...)
+{
+    for (int tries = 0; t->ok && tries < 2; tries++) {
+        va_list ap;
+        va_start(ap, fmt);
+        int len = vsnprintf(t->s ? t->s + t->n : NULL, t->s ? t->cap - t->n : 0, fmt, ap);
+        va_end(ap);
+        if (len < 0) {
+            t->ok = 0;
+        } else if (t->s && (size_t)len < t->cap - t->n) {
+            t->n += (size_t)len;
+            return;
+        } else {
+            size_t cap = 2 * (t->cap + (size_t)len) + 256;
+            char *s = realloc(t->s, cap);
+            t->ok = s != NULL;
+            t->s = s ? s : t->s;
+            t->cap = s ? cap : t->cap;
+        }
+    }
+}
+
+/* A name as a JSON string body: quotes, backslashes and control characters escaped. */
+static void put_escaped(text_t *t, const char *s)
+{
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            put(t, "\\%c", c);
+        else if (c < 0x20)
+            put(t, "\\u%04x", c);
+        else
+            put(t, "%c", c);
+    }
+}
+
+/* This rank's part of the trace: its process and thread names, then its events, times in
+ * microseconds from origin on rank 0's clock (offset: this clock minus rank 0's). */
+static void format_rank(text_t *t, tsr_grid_t grid, int pid, const tsr_prof_event_t *ev, size_t n, double offset,
+                        double origin)
+{
+    tsr_grid_coords_t c;
+    tsr_grid_coords(grid, &c);
+    char name[96];
+    if (tsr_grid_is_server(grid))
+        snprintf(name, sizeof name, "ps%d", c.rank);
+    else
+        snprintf(name, sizeof name, "dp%d pp%d tp%d,%d", c.dp, c.pp, c.tp_row, c.tp_col);
+    put(t, ",\n{\"name\":\"process_name\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"name\":\"%s\"}}", pid, name);
+    put(t, ",\n{\"name\":\"process_sort_index\",\"ph\":\"M\",\"pid\":%d,\"args\":{\"sort_index\":%d}}", pid, pid);
+    for (int k = 0; k < TSR_PROF_CAT_COUNT; k++)
+        put(t, ",\n{\"name\":\"thread_name\",\"ph\":\"M\",\"pid\":%d,\"tid\":%d,\"args\":{\"name\":\"%s\"}}", pid, k,
+            tsr_prof_cat_name((tsr_prof_cat_t)k));
+    for (size_t i = 0; i < n; i++) {
+        const tsr_prof_event_t *e = &ev[i];
+        if (e->end < e->start)
+            continue; /* still open */
+        put(t, ",\n{\"name\":\"");
+        put_escaped(t, e->name);
+        if (e->label) {
+            put(t, " ");
+            put_escaped(t, e->label);
+        }
+        put(t, "\",\"cat\":\"%s\",\"ph\":\"X\",\"pid\":%d,\"tid\":%d,\"ts\":%.3f,\"dur\":%.3f", tsr_prof_cat_name(e->cat),
+            pid, (int)e->cat, (e->start - offset - origin) * 1e6, (e->end - e->start) * 1e6);
+        if (e->arg >= 0 || e->device > 0) {
+            put(t, ",\"args\":{");
+            if (e->arg >= 0)
+                put(t, "\"mb\":%d%s", e->arg, e->device > 0 ? "," : "");
+            if (e->device > 0)
+                put(t, "\"device_ms\":%.6f", e->device * 1e3);
+            put(t, "}");
+        }
+        put(t, "}");
+    }
+}
+
+tsr_status_t tsr_prof_write_trace(tsr_grid_t grid, const char *path)
+{
+    tsr_status_t rc = TSR_OK;
+    text_t t = {NULL, 0, 0, 1};
+    char *buf = NULL;
+    FILE *f = NULL;
+    tsr_prof_level_t level = tsr_prof_level();
+    TSR_CHECK(grid, TSR_ERR_INVALID_ARG, "tsr_prof_write_trace: NULL grid");
+    tsr_prof_set_level(TSR_PROF_OFF); /* its own communication is no part of the trace */
+    tsr_comm_t comm = tsr_grid_comm(grid, TSR_AXIS_WORLD);
+    int me = tsr_comm_rank(comm), ranks = tsr_comm_size(comm);
+    size_t n = 0;
+    const tsr_prof_event_t *ev = tsr_prof_events(&n, NULL);
+
+    /* every rank's offset from rank 0's clock, measured by rank 0 and sent back */
+    double offset = 0.0;
+    for (int r = 1; r < ranks; r++) {
+        if (me == 0) {
+            double off;
+            TSR_TRY(clock_offset(comm, r, &off));
+            TSR_TRY(tsr_comm_send(comm, &off, 1, TSR_DTYPE_F64, r, 4));
+        } else if (me == r) {
+            TSR_TRY(clock_offset(comm, r, &offset));
+            TSR_TRY(tsr_comm_recv(comm, &offset, 1, TSR_DTYPE_F64, 0, 4));
+        }
+    }
+    double origin = 1e300;
+    for (size_t i = 0; i < n; i++)
+        if (ev[i].start - offset < origin)
+            origin = ev[i].start - offset;
+    TSR_TRY(tsr_comm_allreduce(comm, TSR_IN_PLACE, &origin, 1, TSR_DTYPE_F64, TSR_REDUCE_MIN));
+    if (origin == 1e300)
+        origin = 0;
+    format_rank(&t, grid, me, ev, n, offset, origin);
+    int64_t len = t.ok ? (int64_t)t.n : -1;
+    if (me != 0) {
+        TSR_TRY(tsr_comm_send(comm, &len, 1, TSR_DTYPE_I64, 0, 5));
+        if (len > 0)
+            TSR_TRY(tsr_comm_send(comm, t.s, (size_t)len, TSR_DTYPE_U8, 0, 6));
+        goto cleanup;
+    }
+    TSR_CHECK(len >= 0, TSR_ERR_OUT_OF_MEMORY, "formatting %zu trace events", n);
+    /* with parameter servers every replica has a rank 0: replica 0's writes, the others gather only */
+    tsr_grid_coords_t c;
+    tsr_grid_coords(grid, &c);
+    int writer = c.dp == 0 && !tsr_grid_is_server(grid);
+    if (writer)
+        f = fopen(path ? path : "", "w");
+    if (f) {
+        /* the leading comma of the first item is replaced by the metadata's own first item */
+        fprintf(f, "{\"displayTimeUnit\":\"ms\",\"traceEvents\":[\n{\"name\":\"tessera\",\"ph\":\"M\",\"pid\":0,"
+                   "\"args\":{}}");
+        fwrite(t.s, 1, t.n, f);
+    }
+    for (int r = 1; r < ranks; r++) {
+        int64_t rlen = 0;
+        TSR_TRY(tsr_comm_recv(comm, &rlen, 1, TSR_DTYPE_I64, r, 5));
+        TSR_CHECK(rlen >= 0, TSR_ERR_OUT_OF_MEMORY, "rank %d could not format its trace events", r);
+        if (rlen == 0)
+            continue;
+        free(buf);
+        buf = malloc((size_t)rlen);
+        TSR_CHECK(buf, TSR_ERR_OUT_OF_MEMORY, "%lld bytes of trace events of rank %d", (long long)rlen, r);
+        TSR_TRY(tsr_comm_recv(comm, buf, (size_t)rlen, TSR_DTYPE_U8, r, 6));
+        if (f)
+            fwrite(buf, 1, (size_t)rlen, f);
+    }
+    /* only now, so that the other ranks' messages are received whatever happens here */
+    TSR_CHECK(f || !writer, TSR_ERR_IO, "cannot open trace file \"%s\" for writing", path ? path : "(null)");
+    if (f) {
+        fprintf(f, "\n]}\n");
+        TSR_CHECK(fflush(f) == 0 && !ferror(f), TSR_ERR_IO, "writing trace file \"%s\" failed", path);
+    }
+cleanup:
+    if (f && fclose(f) != 0 && rc == TSR_OK)
+        rc = TSR_ERROR(TSR_ERR_IO, "closing trace file \"%s\" failed", path);
+    free(buf);
+    free(t.s);
+    tsr_prof_set_level(level);
     return rc;
 }
 

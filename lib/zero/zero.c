@@ -812,6 +812,7 @@ static void adjust_loss_scale(tsr_zero_t z, int overflow)
 
 tsr_status_t tsr_zero_step(tsr_zero_t z, tsr_zero_step_info_t *info)
 {
+    TSR__REGION(NULL, TSR_PROF_OPTIM, "optimizer step", NULL);
     tsr_status_t rc = TSR_OK;
     TSR_CHECK(z->committed, TSR_ERR_INVALID_ARG, "optimizer not committed: call tsr_zero_commit first");
     for (int b = 0; b < z->nbuckets; b++)
