@@ -67,8 +67,12 @@ static const char usage[] =
     "  --max-bad-steps N           steps whose loss or gradient norm is not finite that the run\n"
     "                              survives, without an update (default 0: the first ends it)\n"
     "  --resume [latest|FILE]      continue from DIR/latest (needs --ckpt-dir) or from FILE\n"
-    "  --log-json FILE             one JSON object per step (step, time, tokens_seen, loss, grad_norm, lr,\n"
-    "                              ms, tokens_per_s, mfu, peak bytes per memory category)\n"
+    "  --val-data SHARDS           validation shards (a file, a glob or a comma-separated list): the mean\n"
+    "                              loss over their first --val-batches x --batch sequences, never shuffled\n"
+    "  --val-every K               validation loss every K steps (default 0: at the last step only)\n"
+    "  --val-batches N             global batches of validation sequences, at least 1 (default 1)\n"
+    "  --log-json FILE             one JSON object per step (step, time, tokens_seen, loss, val_loss,\n"
+    "                              grad_norm, lr, ms, tokens_per_s, mfu, peak bytes per memory category)\n"
     "  --trace FILE                Chrome trace JSON of the last step's pipeline (when pp > 1)\n"
     "  --help, --version\n"
     "The optimizer's hyperparameters are stored in each checkpoint: a resume that changes one warns\n"
@@ -92,8 +96,9 @@ typedef struct options {
     char model_text[TSR_GPT_CONFIG_STRLEN];
     char schedule_text[32];
     tsr_device_kind_t device;
-    const char *data, *ckpt_dir, *resume, *log_json, *trace;
-    long steps, ckpt_every, ckpt_keep, max_bad_steps;
+    const char *data, *ckpt_dir, *resume, *log_json, *trace, *val_data;
+    long steps, ckpt_every, ckpt_keep, max_bad_steps, val_every, val_batches;
+    int have_val_every, have_val_batches;
     int shuffle;
     double time_limit_s; /* 0: none */
     int64_t staleness;
@@ -208,9 +213,9 @@ static int check_ps(options_t *o)
                                world_size, o->layout.ps, group);
         o->layout.dp = workers / group;
     }
-    if (o->ckpt_dir || o->resume || o->trace)
+    if (o->ckpt_dir || o->resume || o->trace || o->val_data)
         return usage_error("%s is not built with parameter servers (ps=S) yet",
-                           o->ckpt_dir ? "--ckpt-dir" : o->resume ? "--resume" : "--trace");
+                           o->ckpt_dir ? "--ckpt-dir" : o->resume ? "--resume" : o->trace ? "--trace" : "--val-data");
     return 0;
 }
 
@@ -220,7 +225,7 @@ static int parse_options(int argc, char **argv, options_t *o)
     enum { O_LAYOUT = 256, O_ZERO, O_SCHEDULE, O_MODEL, O_DATA, O_BATCH, O_MICRO, O_STEPS, O_LR, O_SEED,
            O_DEVICE, O_PRECISION, O_RECOMPUTE, O_COMPUTE, O_CKPT_DIR, O_CKPT_EVERY, O_RESUME, O_LOG_JSON, O_TRACE, O_HELP, O_VERSION,
            O_STALENESS, O_LR_SCHEDULE, O_WARMUP, O_MIN_LR, O_OPTIMIZER, O_WD, O_BETA1, O_BETA2, O_EPS, O_MOMENTUM,
-           O_CLIP, O_CKPT_KEEP, O_TIME_LIMIT, O_MAX_BAD, O_SHUFFLE };
+           O_CLIP, O_CKPT_KEEP, O_TIME_LIMIT, O_MAX_BAD, O_SHUFFLE, O_VAL_DATA, O_VAL_EVERY, O_VAL_BATCHES };
     static const struct option longopts[] = {
         {"layout", required_argument, 0, O_LAYOUT}, {"zero", required_argument, 0, O_ZERO},
         {"schedule", required_argument, 0, O_SCHEDULE}, {"model", required_argument, 0, O_MODEL},
@@ -240,7 +245,8 @@ static int parse_options(int argc, char **argv, options_t *o)
         {"eps", required_argument, 0, O_EPS}, {"momentum", required_argument, 0, O_MOMENTUM},
         {"grad-clip", required_argument, 0, O_CLIP}, {"ckpt-keep", required_argument, 0, O_CKPT_KEEP},
         {"time-limit", required_argument, 0, O_TIME_LIMIT}, {"max-bad-steps", required_argument, 0, O_MAX_BAD},
-        {"shuffle", no_argument, 0, O_SHUFFLE},
+        {"shuffle", no_argument, 0, O_SHUFFLE}, {"val-data", required_argument, 0, O_VAL_DATA},
+        {"val-every", required_argument, 0, O_VAL_EVERY}, {"val-batches", required_argument, 0, O_VAL_BATCHES},
         {0, 0, 0, 0}};
     long v;
     double x;
@@ -338,6 +344,20 @@ static int parse_options(int argc, char **argv, options_t *o)
             break;
         case O_SHUFFLE:
             o->shuffle = 1;
+            break;
+        case O_VAL_DATA:
+            if (parse_path("--val-data", optarg, &o->val_data))
+                return 2;
+            break;
+        case O_VAL_EVERY:
+            if (parse_long("--val-every", optarg, 0, LONG_MAX, &o->val_every))
+                return 2;
+            o->have_val_every = 1;
+            break;
+        case O_VAL_BATCHES:
+            if (parse_long("--val-batches", optarg, 1, INT_MAX, &o->val_batches))
+                return 2;
+            o->have_val_batches = 1;
             break;
         case O_CKPT_KEEP:
             if (parse_long("--ckpt-keep", optarg, 0, INT_MAX, &o->ckpt_keep))
@@ -461,6 +481,11 @@ static int parse_options(int argc, char **argv, options_t *o)
         return usage_error("--ckpt-every needs --ckpt-dir");
     if (o->ckpt_keep > 0 && !o->ckpt_dir)
         return usage_error("--ckpt-keep needs --ckpt-dir");
+    if ((o->have_val_every || o->have_val_batches) && !o->val_data)
+        return usage_error("%s needs --val-data", o->have_val_every ? "--val-every" : "--val-batches");
+    if (o->val_data && (int64_t)o->val_batches * o->gpt.batch * o->model.seq > INT_MAX / 4)
+        return usage_error("--val-batches %ld: %ld batches of %d x %d tokens exceed %d validation tokens",
+                           o->val_batches, o->val_batches, o->gpt.batch, o->model.seq, INT_MAX / 4);
     if (o->resume && strcmp(o->resume, "latest") == 0 && !o->ckpt_dir)
         return usage_error("--resume latest needs --ckpt-dir");
     return 0;
@@ -509,6 +534,69 @@ static int open_synthetic(int vocab, tsr_dataset_t *ds)
 done:
     free(path);
     return status;
+}
+
+/* ---------- validation ---------- */
+
+/* The fixed validation sequences: the first batches x --batch of --val-data, this replica's
+ * share of each batch read once before step 1. */
+typedef struct val_set {
+    int batches, count; /* global batches; this replica's sequences of each */
+    int32_t *in, *tg;   /* [batches][count * seq] */
+    double *seq_loss;   /* one global batch's summed losses per sequence */
+} val_set_t;
+
+static void val_free(val_set_t *v)
+{
+    free(v->in);
+    free(v->tg);
+    free(v->seq_loss);
+    memset(v, 0, sizeof *v);
+}
+
+/* Open --val-data and read this replica's sequences of its first --val-batches global batches,
+ * in order (no shuffling, whatever --shuffle says). */
+static tsr_status_t val_load(const options_t *o, tsr_gpt_t gpt, val_set_t *v)
+{
+    tsr_dataset_t vds = NULL;
+    int first = 0, T = o->model.seq, B = o->gpt.batch;
+    tsr_gpt_batch_slice(gpt, &first, &v->count);
+    v->batches = (int)o->val_batches;
+    tsr_status_t rc = tsr_dataset_open(o->val_data, o->model.vocab, &vds);
+    if (rc != TSR_OK)
+        return rc;
+    int64_t have = tsr_dataset_sequences(vds, T), want = (int64_t)v->batches * B;
+    size_t n = (size_t)v->batches * (size_t)v->count * (size_t)T;
+    if (have < want)
+        rc = set_app_error(TSR_ERR_INVALID_ARG, "%s holds %lld sequences of %d tokens, fewer than --val-batches %d x "
+                           "--batch %d = %lld", o->val_data, (long long)have, T, v->batches, B, (long long)want);
+    else if (!(v->in = malloc(sizeof *v->in * n)) || !(v->tg = malloc(sizeof *v->tg * n)) ||
+             !(v->seq_loss = malloc(sizeof *v->seq_loss * (size_t)B)))
+        rc = set_app_error(TSR_ERR_OUT_OF_MEMORY, "no memory for %zu validation tokens", n);
+    for (int b = 0; rc == TSR_OK && b < v->batches; b++) {
+        size_t off = (size_t)b * (size_t)v->count * (size_t)T;
+        rc = tsr_dataset_batch(vds, (int64_t)b * B, B, T, first, v->count, v->in + off, v->tg + off);
+    }
+    tsr_dataset_close(&vds);
+    return rc;
+}
+
+/* The mean loss over the validation sequences: each sequence's summed loss (the same on every
+ * rank), added in double in sequence order, so the sum's order does not depend on the layout. */
+static tsr_status_t val_loss(const options_t *o, tsr_gpt_t gpt, val_set_t *v, double *loss)
+{
+    double sum = 0.0;
+    int B = o->gpt.batch, T = o->model.seq;
+    for (int b = 0; b < v->batches; b++) {
+        size_t off = (size_t)b * (size_t)v->count * (size_t)T;
+        tsr_status_t rc = tsr_gpt_eval_sequences(gpt, v->in + off, v->tg + off, v->seq_loss);
+        if (rc != TSR_OK)
+            return rc;
+        for (int i = 0; i < B; i++)
+            sum += v->seq_loss[i];
+    }
+    *loss = sum / ((double)v->batches * B * T);
+    return TSR_OK;
 }
 
 /* ---------- checkpoints ---------- */
@@ -729,19 +817,23 @@ static void json_number(FILE *f, const char *key, const char *fmt, double x)
 }
 
 static void log_step(const options_t *o, FILE *json, long step, long steps, const tsr_gpt_step_info_t *info,
-                     double ms, double tokens, int64_t seen)
+                     double val, double ms, double tokens, int64_t seen)
 {
     tsr_mem_stats_t mem;
     tsr_mem_stats(o->device, &mem);
     double tps = tokens / (ms / 1e3), mfu = tsr_gpt_flops_per_token(&o->model) * tps / peak_flops;
-    printf("step %ld/%ld  loss %.4f  grad norm %.3f  lr %.2e  %.1f ms  %.0f tok/s  MFU %.2f%%  peak mem %.1f MiB\n",
-           step, steps, info->loss, info->grad_norm, info->lr, ms, tps, 100 * mfu,
+    char vtext[32] = "";
+    if (!isnan(val))
+        snprintf(vtext, sizeof vtext, "  val loss %.4f", val);
+    printf("step %ld/%ld  loss %.4f%s  grad norm %.3f  lr %.2e  %.1f ms  %.0f tok/s  MFU %.2f%%  peak mem %.1f MiB\n",
+           step, steps, info->loss, vtext, info->grad_norm, info->lr, ms, tps, 100 * mfu,
            (double)mem.total_peak / (1 << 20));
     fflush(stdout);
     if (!json)
         return;
     fprintf(json, "{\"step\":%ld,\"time\":%.3f,\"tokens_seen\":%lld,", step, wall_clock(), (long long)seen);
     json_number(json, "loss", "%.17g", info->loss);
+    json_number(json, "val_loss", "%.17g", val); /* null when not computed this step */
     json_number(json, "grad_norm", "%.17g", info->grad_norm);
     json_number(json, "lr", "%.9g", info->lr);
     json_number(json, "ms", "%.3f", ms);
@@ -849,6 +941,7 @@ static int train(const options_t *o)
     FILE *json = NULL;
     int32_t *in = NULL, *tg = NULL;
     tsr_ckpt_lock_t lock = NULL;
+    val_set_t val = {0};
     int status = 1, first = 0, count = 0;
     long step = 0, bad_steps = 0;
     int64_t seen = 0; /* tokens the loader has given: its position */
@@ -941,6 +1034,8 @@ static int train(const options_t *o)
     tg = malloc(sizeof *tg * (size_t)count * o->model.seq);
     if (failed(in && tg ? TSR_OK : set_app_error(TSR_ERR_OUT_OF_MEMORY, "no memory for the batch"), NULL))
         goto done;
+    if (o->val_data && failed(val_load(o, gpt, &val), "--val-data"))
+        goto done;
     for (; step < o->steps; step++) {
         tsr_gpt_step_info_t info;
         rc = tsr_dataset_batch(ds, seen / o->model.seq, o->gpt.batch, o->model.seq, first, count, in, tg);
@@ -958,8 +1053,12 @@ static int train(const options_t *o)
             if (bad_steps > o->max_bad_steps)
                 goto done;
         }
+        double vl = NAN;
+        if (o->val_data && ((o->val_every > 0 && (step + 1) % o->val_every == 0) || step + 1 == o->steps) &&
+            failed(val_loss(o, gpt, &val, &vl), "--val-data"))
+            goto done;
         if (world_rank == 0)
-            log_step(o, json, step + 1, o->steps, &info, ms, (double)o->gpt.batch * o->model.seq, seen);
+            log_step(o, json, step + 1, o->steps, &info, vl, ms, (double)o->gpt.batch * o->model.seq, seen);
         step_s = fmax(step_s, ms / 1e3);
         int stop = step + 1 < o->steps ? should_stop(o, start, step_s, ckpt_s) : 0;
         double stop_at = MPI_Wtime() - start;
@@ -989,6 +1088,7 @@ done:
     tsr_ckpt_unlock(&lock);
     free(in);
     free(tg);
+    val_free(&val);
     tsr_pipe_trace_destroy(&trace);
     tsr_gpt_destroy(&gpt);
     if (agree_comm != MPI_COMM_WORLD)
@@ -1014,6 +1114,7 @@ int main(int argc, char **argv)
     o.zero.beta2 = 0.95f, o.zero.weight_decay = 0.1f, o.zero.clip_norm = 1.0f, o.zero.momentum = 0.9f;
     o.gpt.poll_us = 50;
     o.steps = 10;
+    o.val_batches = 1;
     snprintf(o.model_text, sizeof o.model_text, "tiny");
     snprintf(o.schedule_text, sizeof o.schedule_text, "1f1b");
     int status = parse_options(argc, argv, &o);

@@ -252,6 +252,17 @@ TSR_API tsr_status_t tsr_gpt_train_step(tsr_gpt_t gpt, const int32_t *inputs, co
 TSR_API tsr_status_t tsr_gpt_eval(tsr_gpt_t gpt, const int32_t *inputs, const int32_t *targets, double *loss);
 
 /**
+ * The summed cross-entropy of each sequence of the global batch, forward only, as for
+ * tsr_gpt_eval(): @p seq_loss[i] (the options' batch of them, on every rank) is the sum, in
+ * double and in token order, of sequence i's token losses. Each sum is formed on one rank and
+ * exchanged exactly, so a caller that adds them in sequence order gets a value whose only
+ * dependence on the layout is in the token losses themselves (tsr_gpt_eval() does so).
+ * Collective over the grid.
+ */
+TSR_API tsr_status_t tsr_gpt_eval_sequences(tsr_gpt_t gpt, const int32_t *inputs, const int32_t *targets,
+                                            double *seq_loss);
+
+/**
  * An inference context (generation): for @p batch sequences in all, split over the dp
  * replicas as a training batch is (tsr_gpt_infer_slice()), a key and a value cache per block
  * of this rank, each (sequences × seq) × dim and sharded like the attention (2D: sequences
