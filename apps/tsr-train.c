@@ -816,8 +816,23 @@ static void json_number(FILE *f, const char *key, const char *fmt, double x)
     fputc(',', f);
 }
 
+/* The largest peak of tracked memory over the ranks that train (agree_comm), and its rank. */
+typedef struct peak {
+    double bytes;
+    int rank;
+} peak_t;
+
+static peak_t peak_over_ranks(const options_t *o)
+{
+    tsr_mem_stats_t mem;
+    tsr_mem_stats(o->device, &mem);
+    peak_t mine = {(double)mem.total_peak, world_rank}, max;
+    MPI_Allreduce(&mine, &max, 1, MPI_DOUBLE_INT, MPI_MAXLOC, agree_comm);
+    return max;
+}
+
 static void log_step(const options_t *o, FILE *json, long step, long steps, const tsr_gpt_step_info_t *info,
-                     double val, double ms, double tokens, int64_t seen)
+                     double val, peak_t peak, double ms, double tokens, int64_t seen)
 {
     tsr_mem_stats_t mem;
     tsr_mem_stats(o->device, &mem);
@@ -825,9 +840,9 @@ static void log_step(const options_t *o, FILE *json, long step, long steps, cons
     char vtext[32] = "";
     if (!isnan(val))
         snprintf(vtext, sizeof vtext, "  val loss %.4f", val);
-    printf("step %ld/%ld  loss %.4f%s  grad norm %.3f  lr %.2e  %.1f ms  %.0f tok/s  MFU %.2f%%  peak mem %.1f MiB\n",
-           step, steps, info->loss, vtext, info->grad_norm, info->lr, ms, tps, 100 * mfu,
-           (double)mem.total_peak / (1 << 20));
+    printf("step %ld/%ld  loss %.4f%s  grad norm %.3f  lr %.2e  %.1f ms  %.0f tok/s  MFU %.2f%%  peak mem %.1f MiB "
+           "(rank %d)\n", step, steps, info->loss, vtext, info->grad_norm, info->lr, ms, tps, 100 * mfu,
+           peak.bytes / (1 << 20), peak.rank);
     fflush(stdout);
     if (!json)
         return;
@@ -842,7 +857,8 @@ static void log_step(const options_t *o, FILE *json, long step, long steps, cons
     fputs("\"peak_bytes\":{", json);
     for (int c = 0; c < TSR_MEM_CATEGORY_COUNT; c++)
         fprintf(json, "\"%s\":%llu,", tsr_mem_category_name((tsr_mem_category_t)c), (unsigned long long)mem.peak[c]);
-    fprintf(json, "\"total\":%llu}}\n", (unsigned long long)mem.total_peak);
+    fprintf(json, "\"total\":%llu},\"peak_max_bytes\":%.0f,\"peak_rank\":%d}\n", (unsigned long long)mem.total_peak,
+            peak.bytes, peak.rank);
     fflush(json);
 }
 
@@ -931,6 +947,77 @@ static int ps_final(int status, int server, tsr_status_t serve_rc)
     return all[0] > all[1] ? all[0] : all[1];
 }
 
+/* ---------- the start-up summary ---------- */
+
+/* Rank 0: the libraries the run uses, with versions: Tessera's build, the first line of
+ * MPI_Get_library_version and HDF5's H5get_libversion. */
+static void print_libraries(void)
+{
+    char mpi[MPI_MAX_LIBRARY_VERSION_STRING] = "";
+    int len = 0;
+    MPI_Get_library_version(mpi, &len);
+    mpi[strcspn(mpi, "\n")] = '\0';
+    for (char *p = mpi; *p; p++)
+        if (*p == '\t')
+            *p = ' ';
+    for (size_t n = strlen(mpi); n > 0 && mpi[n - 1] == ' '; n--)
+        mpi[n - 1] = '\0';
+    printf("tsr-train: libraries: %s; MPI: %s; %s\n", tsr_build_info(), mpi, tsr_ckpt_hdf5_version());
+}
+
+/* Rank 0: the ranks, the layout and the device of each rank (the CPU threads per rank follow). */
+static void print_placement(const options_t *o)
+{
+    char lay[TSR_LAYOUT_STRLEN], dev[64];
+    if (o->device == TSR_DEVICE_CPU)
+        snprintf(dev, sizeof dev, "cpu");
+    else
+        snprintf(dev, sizeof dev, "%s (rank r: GPU local rank mod %d)", tsr_device_kind_name(o->device),
+                 tsr_device_count(o->device));
+    printf("tsr-train: %d rank%s, layout %s, device %s\n", world_size, world_size == 1 ? "" : "s",
+           tsr_layout_format(&o->layout, lay, sizeof lay), dev);
+}
+
+/* Rank 0: which blocks sit on which pipeline stage (and where the embeddings and the head are). */
+static void print_stages(const options_t *o, tsr_gpt_t gpt)
+{
+    int stage, first, end, last_k = 0;
+    while (tsr_gpt_stage_blocks(gpt, last_k + 1, &stage, &first, &end) == 0)
+        last_k++;
+    fputs("tsr-train: blocks per pipeline stage:", stdout);
+    for (int s = 0; s < o->layout.pp; s++) {
+        printf("%sstage %d:", s ? "; " : " ", s);
+        for (int k = s, sep = 0; tsr_gpt_stage_blocks(gpt, k, &stage, &first, &end) == 0; k += o->layout.pp) {
+            if (end > first)
+                printf("%s %d-%d", sep++ ? "," : "", first, end - 1);
+            else
+                printf("%s none", sep++ ? "," : "");
+            if (k == 0)
+                fputs(" + embeddings", stdout);
+            if (k == last_k)
+                fputs(" + head", stdout);
+        }
+    }
+    putchar('\n');
+}
+
+/* Bytes of a file, or -1. */
+static double file_bytes(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (double)st.st_size : -1;
+}
+
+/* "1.53 MB in 0.04 s, 0.04 GB/s" (decimal units) for a checkpoint moved in `s` seconds. */
+static const char *io_rate(double bytes, double s, char *buf, size_t len)
+{
+    if (bytes < 0)
+        snprintf(buf, len, "%.2f s", s);
+    else
+        snprintf(buf, len, "%.2f MB in %.2f s, %.3f GB/s", bytes / 1e6, s, s > 0 ? bytes / s / 1e9 : 0.0);
+    return buf;
+}
+
 static int train(const options_t *o)
 {
     tsr_device_t dev = NULL;
@@ -957,6 +1044,10 @@ static int train(const options_t *o)
     if (failed(tsr_gpt_peak_flops(dev, o->zero.precision, &peak_flops), NULL))
         goto done;
     MPI_Allreduce(MPI_IN_PLACE, &peak_flops, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    if (world_rank == 0) {
+        print_libraries();
+        print_placement(o);
+    }
     if (world_rank == 0 && o->device == TSR_DEVICE_CPU) {
         const char *how = NULL;
         int threads = tsr_device_cpu_threads(&how);
@@ -981,10 +1072,6 @@ static int train(const options_t *o)
             goto done;
         }
     }
-    if (failed(tsr_gpt_create(grid, dev, &o->model, &o->gpt, &o->zero, &gpt), NULL)) {
-        tsr_ps_cancel(grid);
-        goto done;
-    }
     int64_t params = tsr_gpt_param_count(&o->model);
     if (world_rank == 0) {
         char lay[TSR_LAYOUT_STRLEN], model[TSR_GPT_CONFIG_STRLEN];
@@ -1002,16 +1089,32 @@ static int train(const options_t *o)
                o->zero.precision == TSR_PRECISION_BF16 ? "bf16" : "fp32", tsr_optim_kind_name(o->zero.optim),
                (double)o->zero.lr, tsr_lr_schedule_name(o->zero.schedule), o->zero.warmup_steps,
                (double)o->zero.weight_decay, (double)o->zero.clip_norm);
+        fflush(stdout); /* a large model takes a while to build */
+    }
+    double built = MPI_Wtime();
+    if (failed(tsr_gpt_create(grid, dev, &o->model, &o->gpt, &o->zero, &gpt), NULL)) {
+        tsr_ps_cancel(grid);
+        goto done;
+    }
+    built = MPI_Wtime() - built;
+    MPI_Allreduce(MPI_IN_PLACE, &built, 1, MPI_DOUBLE, MPI_MAX, agree_comm);
+    if (world_rank == 0) {
+        printf("tsr-train: model built in %.2f s (the slowest rank)\n", built);
+        print_stages(o, gpt);
+        fflush(stdout);
     }
     /* Before anything is read from or written to them: the directory is this job's alone. */
     if (check_outputs(o, tsr_grid_comm(grid, TSR_AXIS_WORLD), &lock))
         goto done;
     if (o->resume) {
+        char rate[96];
+        double r0 = MPI_Wtime();
         if (failed(resume_path(o, &path), "--resume") ||
             failed(resume(o, grid, gpt, ds, path, &step, &seen), "--resume"))
             goto done;
         if (world_rank == 0)
-            printf("tsr-train: resumed from %s at step %ld\n", path, step);
+            printf("tsr-train: resumed from %s at step %ld (read %s)\n", path, step,
+                   io_rate(file_bytes(path), MPI_Wtime() - r0, rate, sizeof rate));
         if (step >= o->steps) {
             if (world_rank == 0)
                 printf("tsr-train: nothing to train: the checkpoint is at step %ld, not before --steps %ld\n", step,
@@ -1057,8 +1160,9 @@ static int train(const options_t *o)
         if (o->val_data && ((o->val_every > 0 && (step + 1) % o->val_every == 0) || step + 1 == o->steps) &&
             failed(val_loss(o, gpt, &val, &vl), "--val-data"))
             goto done;
+        peak_t peak = peak_over_ranks(o);
         if (world_rank == 0)
-            log_step(o, json, step + 1, o->steps, &info, vl, ms, (double)o->gpt.batch * o->model.seq, seen);
+            log_step(o, json, step + 1, o->steps, &info, vl, peak, ms, (double)o->gpt.batch * o->model.seq, seen);
         step_s = fmax(step_s, ms / 1e3);
         int stop = step + 1 < o->steps ? should_stop(o, start, step_s, ckpt_s) : 0;
         double stop_at = MPI_Wtime() - start;
@@ -1068,8 +1172,13 @@ static int train(const options_t *o)
         if (due && failed(save(o, grid, gpt, ds, step + 1, seen), "checkpoint"))
             goto done;
         ckpt_s = due ? fmax(ckpt_s, MPI_Wtime() - c0) : ckpt_s;
-        if (due && world_rank == 0)
-            printf("tsr-train: checkpoint %s/step_%ld.h5\n", o->ckpt_dir, step + 1);
+        if (due && world_rank == 0) {
+            char file[4096], rate[96];
+            snprintf(file, sizeof file, "%s/step_%ld.h5", o->ckpt_dir, step + 1);
+            printf("tsr-train: checkpoint %s (wrote %s)\n", file, io_rate(file_bytes(file), MPI_Wtime() - c0, rate,
+                                                                          sizeof rate));
+            fflush(stdout);
+        }
         if (stop) {
             if (world_rank == 0)
                 printf("tsr-train: %s: stopped after step %ld of %ld, %.1f s into the run%s\n",

@@ -221,6 +221,13 @@ TSR_API tsr_zero_t tsr_gpt_optimizer(tsr_gpt_t gpt);
  */
 TSR_API void tsr_gpt_batch_slice(tsr_gpt_t gpt, int *first, int *count);
 
+/**
+ * The blocks of virtual stage @p k (0 to pp x chunks - 1): [*first, *end), on pipeline stage
+ * *stage (k mod pp). The partition is the same on every rank. Returns 0, or -1 (and sets
+ * nothing) for a @p k past the last virtual stage.
+ */
+TSR_API int tsr_gpt_stage_blocks(tsr_gpt_t gpt, int k, int *stage, int *first, int *end);
+
 /** Record the pipeline's executed actions into @p trace (NULL: stop recording). */
 TSR_API void tsr_gpt_set_trace(tsr_gpt_t gpt, tsr_pipe_trace_t trace);
 
