@@ -71,8 +71,9 @@ static const char usage[] =
     "                              loss over their first --val-batches x --batch sequences, never shuffled\n"
     "  --val-every K               validation loss every K steps (default 0: at the last step only)\n"
     "  --val-batches N             global batches of validation sequences, at least 1 (default 1)\n"
-    "  --log-json FILE             one JSON object per step (step, time, tokens_seen, loss, val_loss,\n"
-    "                              grad_norm, lr, ms, tokens_per_s, mfu, peak bytes per memory category)\n"
+    "  --log-json FILE             one JSON object per step (step, time, tokens_seen, loss, grad_norm,\n"
+    "                              val_loss, lr, ms, tokens_per_s, mfu, peak bytes per memory category,\n"
+    "                              peak_max_bytes and peak_rank: the largest peak over the ranks)\n"
     "  --trace FILE                Chrome trace JSON of the last step's pipeline (when pp > 1)\n"
     "  --help, --version\n"
     "The optimizer's hyperparameters are stored in each checkpoint: a resume that changes one warns\n"
@@ -848,8 +849,8 @@ static void log_step(const options_t *o, FILE *json, long step, long steps, cons
         return;
     fprintf(json, "{\"step\":%ld,\"time\":%.3f,\"tokens_seen\":%lld,", step, wall_clock(), (long long)seen);
     json_number(json, "loss", "%.17g", info->loss);
-    json_number(json, "val_loss", "%.17g", val); /* null when not computed this step */
     json_number(json, "grad_norm", "%.17g", info->grad_norm);
+    json_number(json, "val_loss", "%.17g", val); /* null when not computed this step */
     json_number(json, "lr", "%.9g", info->lr);
     json_number(json, "ms", "%.3f", ms);
     json_number(json, "tokens_per_s", "%.1f", tps);
