@@ -254,7 +254,8 @@ TSR_API tsr_status_t tsr_gpt_train_step(tsr_gpt_t gpt, const int32_t *inputs, co
  * untouched. Runs the pipeline's stages in turn, micro-batch by micro-batch, on the model's
  * device and layout, with the same kernels as training (it equals the loss that
  * tsr_gpt_train_step() reports for the same batch before it steps, up to rounding). @p loss
- * is the same on every rank. Collective over the grid.
+ * is the same on every rank: tsr_gpt_eval_sequences()'s sums added in sequence order.
+ * Collective over the grid.
  */
 TSR_API tsr_status_t tsr_gpt_eval(tsr_gpt_t gpt, const int32_t *inputs, const int32_t *targets, double *loss);
 
