@@ -52,6 +52,7 @@ int main(int argc, char **argv)
                 argv[1]);
         return 1;
     }
+    tsr_mem_keep_freed_host_memory(); /* before MPI_Init: MPI's buffers too */
     MPI_Init(&argc, &argv);
     int status = subcommands[i].run(argc - 1, argv + 1);
     MPI_Finalize();

@@ -558,6 +558,7 @@ int main(int argc, char **argv)
     options_t o = {0};
     tsr_layout_t lay = TSR_LAYOUT_INIT;
     tsr_gpt_sampler_t s = TSR_GPT_SAMPLER_INIT;
+    tsr_mem_keep_freed_host_memory(); /* before MPI_Init: MPI's buffers too */
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);

@@ -54,6 +54,8 @@ static const char usage[] =
     "  --momentum X                SGD's momentum, in [0, 1) (default 0.9)\n"
     "  --grad-clip X               clip gradients to global norm X; 0: no clipping (default 1)\n"
     "  --seed N                    seed of the initial weights (default 1234)\n"
+    "  --peak-tflops X             peak TFLOP/s of one rank for MFU, instead of measuring it (cpu) or\n"
+    "                              the H100 figure (cuda)\n"
     "  --device cpu|cuda           device (default cpu); cuda: rank r uses GPU (local rank mod GPUs)\n"
     "  --precision fp32|bf16       precision (default fp32); bf16 (cuda only): bf16 compute, fp32 master\n"
     "  --recompute none|attention|block  replay each block's attention sublayer, or the whole block,\n"
@@ -102,6 +104,7 @@ typedef struct options {
     int have_val_every, have_val_batches;
     int shuffle;
     double time_limit_s; /* 0: none */
+    float peak_tflops;   /* 0: measure (cpu) or the datasheet's (cuda) */
     int64_t staleness;
     int have_staleness;
     int layout_has_dp;
@@ -225,7 +228,7 @@ static int parse_options(int argc, char **argv, options_t *o)
 {
     enum { O_LAYOUT = 256, O_ZERO, O_SCHEDULE, O_MODEL, O_DATA, O_BATCH, O_MICRO, O_STEPS, O_LR, O_SEED,
            O_DEVICE, O_PRECISION, O_RECOMPUTE, O_COMPUTE, O_CKPT_DIR, O_CKPT_EVERY, O_RESUME, O_LOG_JSON, O_TRACE, O_HELP, O_VERSION,
-           O_STALENESS, O_LR_SCHEDULE, O_WARMUP, O_MIN_LR, O_OPTIMIZER, O_WD, O_BETA1, O_BETA2, O_EPS, O_MOMENTUM,
+           O_STALENESS, O_LR_SCHEDULE, O_WARMUP, O_MIN_LR, O_OPTIMIZER, O_WD, O_BETA1, O_BETA2, O_EPS, O_MOMENTUM, O_PEAK,
            O_CLIP, O_CKPT_KEEP, O_TIME_LIMIT, O_MAX_BAD, O_SHUFFLE, O_VAL_DATA, O_VAL_EVERY, O_VAL_BATCHES };
     static const struct option longopts[] = {
         {"layout", required_argument, 0, O_LAYOUT}, {"zero", required_argument, 0, O_ZERO},
@@ -244,6 +247,7 @@ static int parse_options(int argc, char **argv, options_t *o)
         {"optimizer", required_argument, 0, O_OPTIMIZER}, {"weight-decay", required_argument, 0, O_WD},
         {"beta1", required_argument, 0, O_BETA1}, {"beta2", required_argument, 0, O_BETA2},
         {"eps", required_argument, 0, O_EPS}, {"momentum", required_argument, 0, O_MOMENTUM},
+        {"peak-tflops", required_argument, 0, O_PEAK},
         {"grad-clip", required_argument, 0, O_CLIP}, {"ckpt-keep", required_argument, 0, O_CKPT_KEEP},
         {"time-limit", required_argument, 0, O_TIME_LIMIT}, {"max-bad-steps", required_argument, 0, O_MAX_BAD},
         {"shuffle", no_argument, 0, O_SHUFFLE}, {"val-data", required_argument, 0, O_VAL_DATA},
@@ -337,6 +341,12 @@ static int parse_options(int argc, char **argv, options_t *o)
         case O_MOMENTUM:
             if (parse_real("--momentum", optarg, 0, 1, 1, "a number in [0, 1)", &o->zero.momentum))
                 return 2;
+            break;
+        case O_PEAK:
+            if (parse_real("--peak-tflops", optarg, 0, FLT_MAX, 0, "a finite positive number", &o->peak_tflops))
+                return 2;
+            if (o->peak_tflops == 0)
+                return usage_error("--peak-tflops %s: expected a finite positive number", optarg);
             break;
         case O_CLIP:
             if (parse_real("--grad-clip", optarg, 0, FLT_MAX, 0, "a finite number >= 0 (0: no clipping)",
@@ -1042,7 +1052,9 @@ static int train(const options_t *o)
     if (failed(tsr_grid_create(MPI_COMM_WORLD, &o->layout, &grid), NULL))
         goto done;
     MPI_Barrier(MPI_COMM_WORLD); /* the ranks of a node measure their shares together */
-    if (failed(tsr_gpt_peak_flops(dev, o->zero.precision, &peak_flops), NULL))
+    if (o->peak_tflops > 0)
+        peak_flops = o->peak_tflops * 1e12;
+    else if (failed(tsr_gpt_peak_flops(dev, o->zero.precision, &peak_flops), NULL))
         goto done;
     MPI_Allreduce(MPI_IN_PLACE, &peak_flops, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
     if (world_rank == 0) {
@@ -1052,8 +1064,8 @@ static int train(const options_t *o)
     if (world_rank == 0 && o->device == TSR_DEVICE_CPU) {
         const char *how = NULL;
         int threads = tsr_device_cpu_threads(&how);
-        printf("tsr-train: %d CPU thread%s per rank (%s); measured fp32 GEMM peak %.1f GFLOP/s per rank\n", threads,
-               threads == 1 ? "" : "s", how, peak_flops / world_size / 1e9);
+        printf("tsr-train: %d CPU thread%s per rank (%s); %s fp32 GEMM peak %.1f GFLOP/s per rank\n", threads,
+               threads == 1 ? "" : "s", how, o->peak_tflops > 0 ? "given" : "measured", peak_flops / world_size / 1e9);
     }
     if (o->data && strcmp(o->data, "synthetic") != 0) {
         if (failed(tsr_dataset_open(o->data, o->model.vocab, &ds), "--data"))
@@ -1216,6 +1228,7 @@ int main(int argc, char **argv)
     tsr_zero_config_t z = TSR_ZERO_CONFIG_INIT;
     tsr_gpt_options_t g = TSR_GPT_OPTIONS_INIT;
     tsr_gpt_config_t m = TSR_GPT_CONFIG_INIT;
+    tsr_mem_keep_freed_host_memory(); /* before MPI_Init: MPI's buffers too */
     MPI_Init(&argc, &argv);
     MPI_Comm_rank(MPI_COMM_WORLD, &world_rank);
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);

@@ -35,9 +35,22 @@ tsr_cc_name=`basename "$CC" | cut -d' ' -f1`
 AS_CASE([$tsr_cc_name], [*.openmpi|*.mpich], [tsr_mpi_suffix=`echo "$tsr_cc_name" | sed 's/.*\././'`],
         [tsr_mpi_suffix=])
 AC_PATH_PROGS([MPIEXEC], [mpiexec$tsr_mpi_suffix mpirun$tsr_mpi_suffix mpiexec mpirun], [mpiexec])
-# Open MPI refuses more ranks than cores unless told; the tests run up to 9 ranks.
-AS_IF([test -z "$MPIEXEC_FLAGS" && $MPIEXEC --version 2>&1 | grep -q "Open MPI\|OpenRTE"],
-      [MPIEXEC_FLAGS="--oversubscribe"])
+# Open MPI's mpirun ends a run that exits non-zero with a multi-line "Primary job terminated
+# normally, but 1 process returned a non-zero exit code" banner; -q (--quiet) leaves the
+# program's own one-line error alone. Open MPI 4.1's MPI-IO (OMPIO) overflows a buffer in its
+# sharedfp/lockedfile component on a file path of about 1000 bytes or more and aborts; Tessera
+# uses no shared file pointers, so "--mca sharedfp ^lockedfile" leaves that component out.
+# That is configure's launcher for users too (tessera.pc,
+# doc/examples/demo.sh). The tests' --oversubscribe (more ranks than cores) is not: they get it
+# from OMPI_MCA_rmaps_base_oversubscribe in tests/local.mk, so no user's job oversubscribes.
+AC_MSG_CHECKING([which MPI library $MPIEXEC launches])
+AS_IF([$MPIEXEC --version 2>&1 | grep -q "Open MPI\|OpenRTE"], [tsr_mpiexec_flavor=openmpi],
+      [$MPIEXEC --version 2>&1 | grep -q "HYDRA\|MPICH"], [tsr_mpiexec_flavor=mpich],
+      [tsr_mpiexec_flavor=other])
+AC_MSG_RESULT([$tsr_mpiexec_flavor])
+AS_IF([test "$tsr_mpiexec_flavor" = openmpi && test "${MPIEXEC_FLAGS+set}" != set], [MPIEXEC_FLAGS="-q --mca sharedfp ^lockedfile"])
+AS_IF([test "$tsr_mpiexec_flavor" != other && test "$tsr_mpiexec_flavor" != "$tsr_mpi_flavor"],
+      [AC_MSG_WARN([$MPIEXEC is $tsr_mpiexec_flavor's launcher but $CC builds for $tsr_mpi_flavor: set MPIEXEC to the launcher of the same MPI])])
 # The Makefiles hold configure's choice as TSR_MPIEXEC(_FLAGS), not as make variables named
 # MPIEXEC(_FLAGS), which would hide the user's: `MPIEXEC=srun make check` (the environment)
 # and `make check MPIEXEC=srun` both win over configure's launcher (tests/local.mk).

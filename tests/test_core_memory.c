@@ -2,6 +2,9 @@
  * test_core_memory: the tracked allocator's accounting, through the CPU device. Every figure
  * is checked as a change from a snapshot, since the library may hold allocations of its own.
  */
+#include <stdlib.h>
+#include <string.h>
+
 #include <tessera.h>
 
 #include "tap.h"
@@ -48,10 +51,43 @@ static int current_is(const tsr_mem_stats_t *s, const tsr_mem_stats_t *base, int
     return good;
 }
 
+/* Does a block of `bytes`, written, freed and allocated again, come back with what was written
+ * (malloc kept it) rather than as the kernel's fresh zeroed pages (malloc gave it back)? */
+static volatile char sink;
+
+static int comes_back_unzeroed(size_t bytes)
+{
+    char *p = malloc(bytes);
+    if (!p)
+        return -1;
+    memset(p, 0x5a, bytes);
+    /* The block escapes to the outside world: the compiler keeps malloc and memset, and
+     * cannot assume what the second malloc's memory holds. */
+    __asm__ __volatile__("" : : "r"(p) : "memory");
+    free(p);
+    p = malloc(bytes);
+    if (!p)
+        return -1;
+    __asm__ __volatile__("" : : "r"(p) : "memory");
+    int kept = p[bytes / 2] == 0x5a;
+    sink = p[bytes / 3];
+    free(p);
+    return kept;
+}
+
 static int stats_equal(const tsr_mem_stats_t *a, const tsr_mem_stats_t *b) { return memcmp(a, b, sizeof *a) == 0; }
 
 int main(int argc, char **argv)
 {
+    /* Before MPI_Init, as the drivers do: an MPI library may interpose on malloc (UCX does). */
+    size_t big = (size_t)64 << 20;
+    setenv("MALLOC_TRIM_THRESHOLD_", "131072", 1);
+    int malloc_env_left = tsr_mem_keep_freed_host_memory();
+    unsetenv("MALLOC_TRIM_THRESHOLD_");
+    int kept_before = comes_back_unzeroed(big);
+    int malloc_changed = tsr_mem_keep_freed_host_memory();
+    int kept_after = comes_back_unzeroed(big);
+
     tap_init(&argc, &argv, "1");
 
     /* Category names. */
@@ -222,6 +258,18 @@ int main(int argc, char **argv)
         tsr_mem_stats(TSR_DEVICE_CPU, &s);
         ok(current_is(&s, &base, -1, 0, 0), "everything is freed at the end");
     }
+
+    /* Freed large blocks kept for reuse (measured before MPI_Init, above): a 64 MiB block
+     * comes back as fresh zeroed pages without the setting (malloc returns it to the kernel),
+     * with its old contents with it. */
+    is_int(malloc_env_left, 0, "tsr_mem_keep_freed_host_memory leaves the user's malloc settings");
+#if defined(__SANITIZE_ADDRESS__) || !defined(__GLIBC__)
+    skip(3, "malloc is not glibc's here");
+#else
+    is_int(kept_before, 0, "without the setting a freed 64 MiB block goes back to the kernel");
+    is_int(malloc_changed, 1, "tsr_mem_keep_freed_host_memory changes glibc's settings");
+    is_int(kept_after, 1, "with it the block is kept and reused");
+#endif
 
     tsr_device_destroy(&dev);
     ok(dev == NULL, "tsr_device_destroy sets the handle to NULL");

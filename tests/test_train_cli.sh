@@ -10,7 +10,7 @@
 # under each --lr-schedule with warmup; the optimizer options, stored in the checkpoint: a resume
 # that changes one warns, one that changes --optimizer is refused; three llm.c shards (one of
 # uint32 tokens) by a glob, resumed mid-shard bitwise, in order and shuffled; --batch changed on
-# resume; a resume on other data warns. Prints TAP.
+# resume; a resume on other data warns; --peak-tflops as the MFU's denominator. Prints TAP.
 bin=${TSR_BUILDDIR:-.}/apps
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-train-cli.XXXXXX") || exit 99
 trap 'rm -rf "$tmp"' EXIT
@@ -76,6 +76,14 @@ check "pp=2 run writes a Chrome trace and one JSON line per step" \
     eval 'test $status -eq 0 && grep -q traceEvents "$tmp/trace.json" && test "$(grep -c "\"peak_bytes\"" "$tmp/p.json")" -eq 2'
 
 # Checkpoint at step 5 of 10 on dp=2; resume from it on dp=2 and on tp=1x2 (ZeRO 1 and 3).
+# --peak-tflops replaces the measured peak: MFU = (6P + 12LHT) tokens/s / peak, with P = 34176 and
+# 12LHT = 12288 for this model, so 217344 FLOPs a token against 1 GFLOP/s.
+run 1 $model --steps 2 --peak-tflops 0.001 --log-json "$tmp/peak.json"
+check "--peak-tflops is the MFU's denominator" eval 'test $status -eq 0 && has "$out" "given fp32 GEMM peak 1.0 GFLOP/s" &&
+    tail -n 1 "$tmp/peak.json" | sed "s/.*\"tokens_per_s\":\([^,]*\),\"mfu\":\([^,]*\).*/\1 \2/" |
+    awk "{ d = \$2 - 217344 * \$1 / 1e9; if (d < 0) d = -d; exit !(\$2 > 0 && d <= 1e-3 * \$2) }"'
+run 1 $model --steps 1 --peak-tflops 0
+check "--peak-tflops 0 is refused" eval 'test $status -eq 2 && one_error "--peak-tflops 0: expected a finite positive number"'
 run 2 $model --layout dp=2 --zero 1 --steps 10 --lr 3e-3 --ckpt-dir "$tmp/ck" --ckpt-every 5 --log-json "$tmp/a.json"
 check "10 steps on dp=2 write checkpoints at steps 5 and 10" \
     eval 'test $status -eq 0 && test -f "$tmp/ck/step_5.h5" -a -f "$tmp/ck/step_10.h5" && test "$(wc -l <"$tmp/a.json")" -eq 10'

@@ -40,7 +40,13 @@ signal_run() {
         test "$(cat "$json" 2>/dev/null | wc -l)" -ge 3 && break
         sleep 0.1
     done
-    kill -"$sig" "$bg"
+    # Open MPI's mpirun does not forward SIGTERM (it ends the job itself, and its
+    # ess_base_forward_signals refuses SIGTERM): the ranks, its children, get it, as srun sends it.
+    if [ "$sig" = TERM ] && ${MPIEXEC:-mpiexec} --version 2>&1 | grep -q "Open MPI\|OpenRTE"; then
+        pkill -TERM -P "$bg"
+    else
+        kill -"$sig" "$bg"
+    fi
     # A run that does not stop within a minute is killed: a failed point, not a hung test.
     ( sleep 60; kill -KILL "$bg" 2>/dev/null ) &
     watchdog=$!

@@ -3,6 +3,11 @@
  * remembers each live allocation (pointer -> size, category) in a hash table so that a
  * free needs only the pointer, and keeps current and peak bytes per (device, category).
  */
+#include "config.h"
+#if HAVE_MALLOPT
+#include <malloc.h>
+#endif
+#include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -35,6 +40,17 @@ static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 void *tsr__calloc(size_t count, size_t size)
 {
     return calloc(count ? count : 1, size ? size : 1);
+}
+
+int tsr_mem_keep_freed_host_memory(void)
+{
+#if HAVE_MALLOPT && defined(M_MMAP_THRESHOLD) && defined(M_TRIM_THRESHOLD)
+    if (getenv("MALLOC_MMAP_THRESHOLD_") || getenv("MALLOC_TRIM_THRESHOLD_") || getenv("GLIBC_TUNABLES"))
+        return 0;
+    return mallopt(M_MMAP_THRESHOLD, 1 << 30) == 1 && mallopt(M_TRIM_THRESHOLD, INT_MAX) == 1;
+#else
+    return 0;
+#endif
 }
 
 const char *tsr_mem_category_name(tsr_mem_category_t category)

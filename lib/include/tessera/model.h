@@ -118,8 +118,8 @@ TSR_API double tsr_gpt_flops_per_token(const tsr_gpt_config_t *cfg);
 
 /**
  * The peak FLOP/s of one rank, the denominator of its MFU. On the CPU it is measured: the best
- * of a few fp32 GEMMs of 1024 x 1024 x 1024 on @p dev (through tsr_device_gemm_f32, on the
- * threads of tsr_device_cpu_threads()), about a tenth of a second; ranks sharing a node should
+ * of at least eight fp32 GEMMs of 1024 x 1024 x 1024 on @p dev (through tsr_device_gemm_f32, on
+ * the threads of tsr_device_cpu_threads()), at least a quarter of a second; ranks sharing a node should
  * call it together (after a barrier), so that each measures its share. On a GPU it is the
  * datasheet's dense figure of an H100 SXM: 989.4e12 in bf16, 66.9e12 in fp32.
  */
