@@ -24,13 +24,20 @@ static const char usage[] =
     "                     instead of reading IN\n"
     "  --seed N           seed of the synthetic text, 0 to 2^64-1 (default 1)\n"
     "  --uint32           write llm.c's uint32 shard (magic 20240801, version 7) instead of uint16\n"
-    "  --help, --version\n";
+    "  --help, --version\n"
+    "The input is streamed, 64 KiB at a time (memory does not grow with it); when standard error\n"
+    "is a terminal, a progress line goes there.\n";
 
-/* Read all of a regular file of at most TSR_DATA_MAX_TOKENS bytes; prints the error. */
-static char *read_text(const char *path, size_t *n)
+/* Bytes read from the input at a time: memory does not depend on the input's size. */
+#define CHUNK (1 << 16)
+/* A progress line every this many bytes (on a terminal). */
+#define PROGRESS_EVERY (1 << 22)
+
+/* Open a regular file of at most TSR_DATA_MAX_TOKENS bytes for reading; its size in *size.
+ * Returns the descriptor, or -1 after printing the error. */
+static int open_text(const char *path, off_t *size)
 {
     struct stat st;
-    char *text = NULL;
     /* O_NONBLOCK: a FIFO without a writer must not block; it is refused below. */
     int fd = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC);
     if (fd < 0 || fstat(fd, &st) != 0) {
@@ -47,39 +54,76 @@ static char *read_text(const char *path, size_t *n)
                 (long long)st.st_size, TSR_DATA_MAX_TOKENS);
         goto fail;
     }
-    /* One byte more than its size: a file that grows while it is read is noticed. */
-    size_t cap = (size_t)st.st_size + 1;
-    text = malloc(cap);
-    if (!text) {
-        fprintf(stderr, "tsr-tokenize: no memory for the %lld bytes of %s\n", (long long)st.st_size, path);
-        goto fail;
-    }
-    *n = 0;
-    for (ssize_t got; *n < cap; *n += (size_t)got) {
-        got = read(fd, text + *n, cap - *n);
-        if (got < 0 && errno == EINTR) {
-            got = 0;
-            continue;
-        }
-        if (got < 0) {
-            fprintf(stderr, "tsr-tokenize: cannot read %s: %s\n", path, strerror(errno));
-            goto fail;
-        }
-        if (got == 0)
-            break;
-    }
-    if (*n != (size_t)st.st_size) {
-        fprintf(stderr, "tsr-tokenize: %s changed while it was read (%lld bytes, then %zu)\n", path,
-                (long long)st.st_size, *n);
-        goto fail;
-    }
-    close(fd);
-    return text;
+    *size = st.st_size;
+    return fd;
 fail:
     if (fd >= 0)
         close(fd);
-    free(text);
-    return NULL;
+    return -1;
+}
+
+/* On a terminal: how far the input is, on one line rewritten in place. */
+static void progress(size_t done, off_t size)
+{
+    fprintf(stderr, "\rtsr-tokenize: %3.0f%% (%.1f of %.1f MB)", size > 0 ? 100.0 * (double)done / (double)size : 100.0,
+            (double)done / 1e6, (double)size / 1e6);
+}
+
+/* Append the bytes of text[0..m) as tokens. */
+static tsr_status_t append_bytes(tsr_dataset_writer_t w, const char *text, size_t m)
+{
+    uint32_t block[4096];
+    tsr_status_t rc = TSR_OK;
+    for (size_t i = 0; rc == TSR_OK && i < m; i += 4096) {
+        size_t k = m - i < 4096 ? m - i : 4096;
+        for (size_t j = 0; j < k; j++)
+            block[j] = (unsigned char)text[i + j];
+        rc = tsr_dataset_writer_append(w, block, k);
+    }
+    return rc;
+}
+
+/* Stream the file `path` (open as fd, `size` bytes when opened) into w, CHUNK bytes at a time;
+ * *n gets the bytes read. Returns 0, or 1 after printing the error. */
+static int stream_text(int fd, const char *path, off_t size, tsr_dataset_writer_t w, size_t *n)
+{
+    static char buf[CHUNK];
+    int tty = isatty(STDERR_FILENO);
+    size_t next = PROGRESS_EVERY;
+    *n = 0;
+    for (;;) {
+        ssize_t got = read(fd, buf, sizeof buf);
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0) {
+            fprintf(stderr, "%stsr-tokenize: cannot read %s: %s\n", tty ? "\n" : "", path, strerror(errno));
+            return 1;
+        }
+        if (got == 0)
+            break;
+        /* Past the size it had when opened: the file grows while it is read. */
+        if (*n + (size_t)got > (size_t)size)
+            break;
+        if (append_bytes(w, buf, (size_t)got) != TSR_OK) {
+            fprintf(stderr, "%stsr-tokenize: %s\n", tty ? "\n" : "", tsr_last_error());
+            return 1;
+        }
+        *n += (size_t)got;
+        if (tty && *n >= next) {
+            progress(*n, size);
+            next = *n + PROGRESS_EVERY;
+        }
+    }
+    if (tty) {
+        progress(*n, size);
+        fputc('\n', stderr);
+    }
+    if (*n != (size_t)size) {
+        fprintf(stderr, "tsr-tokenize: %s changed while it was read (%lld bytes, then %s%zu)\n", path,
+                (long long)size, *n < (size_t)size ? "" : "more than ", *n);
+        return 1;
+    }
+    return 0;
 }
 
 int main(int argc, char **argv)
@@ -133,38 +177,42 @@ int main(int argc, char **argv)
         fprintf(stderr, "tsr-tokenize: the output path is empty (expected OUT.bin)\n");
         return 2;
     }
-    char *text = NULL;
     size_t n = 0;
-    if (synthetic > 0) {
-        n = (size_t)synthetic;
-        text = malloc(n);
-        if (text)
-            tsr_data_synthetic_text(seed, n, text);
-        else
-            fprintf(stderr, "tsr-tokenize: no memory for %zu bytes of text\n", n);
-    } else {
-        text = read_text(argv[optind], &n);
-    }
-    if (!text)
+    off_t size = 0;
+    int fd = -1;
+    if (synthetic <= 0 && (fd = open_text(argv[optind], &size)) < 0)
         return 1;
-    /* Streamed through the shard writer: a block of tokens at a time. */
+    /* Streamed through the shard writer: the input a chunk at a time, the tokens a block at a time. */
     tsr_dataset_writer_t w = NULL;
-    uint32_t block[4096];
     tsr_status_t rc = tsr_dataset_writer_create(out, token_bytes, &w);
-    for (size_t i = 0; rc == TSR_OK && i < n; i += 4096) {
-        size_t m = n - i < 4096 ? n - i : 4096;
-        for (size_t k = 0; k < m; k++)
-            block[k] = (unsigned char)text[i + k];
-        rc = tsr_dataset_writer_append(w, block, m);
+    int bad = rc != TSR_OK;
+    if (!bad && synthetic > 0) {
+        /* The synthetic corpus is generated whole (its generator is not resumable). */
+        char *text = malloc((size_t)synthetic);
+        n = (size_t)synthetic;
+        if (!text) {
+            fprintf(stderr, "tsr-tokenize: no memory for %zu bytes of text\n", n);
+            bad = 1;
+        } else {
+            tsr_data_synthetic_text(seed, n, text);
+            rc = append_bytes(w, text, n);
+            bad = rc != TSR_OK;
+        }
+        free(text);
+    } else if (!bad) {
+        bad = stream_text(fd, argv[optind], size, w, &n);
     }
-    if (rc == TSR_OK)
+    if (fd >= 0)
+        close(fd);
+    if (!bad)
         rc = tsr_dataset_writer_close(&w);
     tsr_dataset_writer_abort(&w);
-    free(text);
     if (rc != TSR_OK) {
         fprintf(stderr, "tsr-tokenize: %s\n", tsr_last_error());
         return 1;
     }
+    if (bad)
+        return 1;
     printf("tsr-tokenize: wrote %zu tokens to %s\n", n, out);
     return 0;
 }

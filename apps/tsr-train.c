@@ -69,8 +69,13 @@ static const char usage[] =
     "  --max-bad-steps N           steps whose loss or gradient norm is not finite that the run\n"
     "                              survives, without an update (default 0: the first ends it)\n"
     "  --resume [latest|FILE]      continue from DIR/latest (needs --ckpt-dir) or from FILE\n"
-    "  --log-json FILE             one JSON object per step (step, time, tokens_seen, loss, grad_norm, lr,\n"
-    "                              ms, tokens_per_s, mfu, peak bytes per memory category)\n"
+    "  --val-data SHARDS           validation shards (a file, a glob or a comma-separated list): the mean\n"
+    "                              loss over their first --val-batches x --batch sequences, never shuffled\n"
+    "  --val-every K               validation loss every K steps (default 0: at the last step only)\n"
+    "  --val-batches N             global batches of validation sequences, at least 1 (default 1)\n"
+    "  --log-json FILE             one JSON object per step (step, time, tokens_seen, loss, grad_norm,\n"
+    "                              val_loss, lr, ms, tokens_per_s, mfu, peak bytes per memory category,\n"
+    "                              peak_max_bytes and peak_rank: the largest peak over the ranks)\n"
     "  --trace FILE                Chrome trace JSON of the last step on every rank (any layout): data,\n"
     "                              pipeline actions, communication by axis, waits, optimizer, checkpoint\n"
     "  --trace-kernels             the trace also holds every kernel (a larger file)\n"
@@ -96,8 +101,9 @@ typedef struct options {
     char model_text[TSR_GPT_CONFIG_STRLEN];
     char schedule_text[32];
     tsr_device_kind_t device;
-    const char *data, *ckpt_dir, *resume, *log_json, *trace;
-    long steps, ckpt_every, ckpt_keep, max_bad_steps;
+    const char *data, *ckpt_dir, *resume, *log_json, *trace, *val_data;
+    long steps, ckpt_every, ckpt_keep, max_bad_steps, val_every, val_batches;
+    int have_val_every, have_val_batches;
     int shuffle, trace_kernels;
     double time_limit_s; /* 0: none */
     float peak_tflops;   /* 0: measure (cpu) or the datasheet's (cuda) */
@@ -213,9 +219,9 @@ static int check_ps(options_t *o)
                                world_size, o->layout.ps, group);
         o->layout.dp = workers / group;
     }
-    if (o->ckpt_dir || o->resume || o->trace)
+    if (o->ckpt_dir || o->resume || o->trace || o->val_data)
         return usage_error("%s is not built with parameter servers (ps=S) yet",
-                           o->ckpt_dir ? "--ckpt-dir" : o->resume ? "--resume" : "--trace");
+                           o->ckpt_dir ? "--ckpt-dir" : o->resume ? "--resume" : o->trace ? "--trace" : "--val-data");
     return 0;
 }
 
@@ -225,7 +231,8 @@ static int parse_options(int argc, char **argv, options_t *o)
     enum { O_LAYOUT = 256, O_ZERO, O_SCHEDULE, O_MODEL, O_DATA, O_BATCH, O_MICRO, O_STEPS, O_LR, O_SEED,
            O_DEVICE, O_PRECISION, O_RECOMPUTE, O_COMPUTE, O_CKPT_DIR, O_CKPT_EVERY, O_RESUME, O_LOG_JSON, O_TRACE, O_HELP, O_VERSION,
            O_STALENESS, O_LR_SCHEDULE, O_WARMUP, O_MIN_LR, O_OPTIMIZER, O_WD, O_BETA1, O_BETA2, O_EPS, O_MOMENTUM, O_PEAK,
-           O_CLIP, O_CKPT_KEEP, O_TIME_LIMIT, O_MAX_BAD, O_SHUFFLE, O_TRACE_KERNELS };
+           O_CLIP, O_CKPT_KEEP, O_TIME_LIMIT, O_MAX_BAD, O_SHUFFLE, O_TRACE_KERNELS, O_VAL_DATA, O_VAL_EVERY,
+           O_VAL_BATCHES };
     static const struct option longopts[] = {
         {"layout", required_argument, 0, O_LAYOUT}, {"zero", required_argument, 0, O_ZERO},
         {"schedule", required_argument, 0, O_SCHEDULE}, {"model", required_argument, 0, O_MODEL},
@@ -247,7 +254,8 @@ static int parse_options(int argc, char **argv, options_t *o)
         {"peak-tflops", required_argument, 0, O_PEAK},
         {"grad-clip", required_argument, 0, O_CLIP}, {"ckpt-keep", required_argument, 0, O_CKPT_KEEP},
         {"time-limit", required_argument, 0, O_TIME_LIMIT}, {"max-bad-steps", required_argument, 0, O_MAX_BAD},
-        {"shuffle", no_argument, 0, O_SHUFFLE},
+        {"shuffle", no_argument, 0, O_SHUFFLE}, {"val-data", required_argument, 0, O_VAL_DATA},
+        {"val-every", required_argument, 0, O_VAL_EVERY}, {"val-batches", required_argument, 0, O_VAL_BATCHES},
         {0, 0, 0, 0}};
     long v;
     double x;
@@ -351,6 +359,20 @@ static int parse_options(int argc, char **argv, options_t *o)
             break;
         case O_SHUFFLE:
             o->shuffle = 1;
+            break;
+        case O_VAL_DATA:
+            if (parse_path("--val-data", optarg, &o->val_data))
+                return 2;
+            break;
+        case O_VAL_EVERY:
+            if (parse_long("--val-every", optarg, 0, LONG_MAX, &o->val_every))
+                return 2;
+            o->have_val_every = 1;
+            break;
+        case O_VAL_BATCHES:
+            if (parse_long("--val-batches", optarg, 1, INT_MAX, &o->val_batches))
+                return 2;
+            o->have_val_batches = 1;
             break;
         case O_CKPT_KEEP:
             if (parse_long("--ckpt-keep", optarg, 0, INT_MAX, &o->ckpt_keep))
@@ -477,6 +499,11 @@ static int parse_options(int argc, char **argv, options_t *o)
         return usage_error("--trace-kernels needs --trace FILE (it adds the kernels to that trace)");
     if (o->ckpt_keep > 0 && !o->ckpt_dir)
         return usage_error("--ckpt-keep needs --ckpt-dir");
+    if ((o->have_val_every || o->have_val_batches) && !o->val_data)
+        return usage_error("%s needs --val-data", o->have_val_every ? "--val-every" : "--val-batches");
+    if (o->val_data && (int64_t)o->val_batches * o->gpt.batch * o->model.seq > INT_MAX / 4)
+        return usage_error("--val-batches %ld: %ld batches of %d x %d tokens exceed %d validation tokens",
+                           o->val_batches, o->val_batches, o->gpt.batch, o->model.seq, INT_MAX / 4);
     if (o->resume && strcmp(o->resume, "latest") == 0 && !o->ckpt_dir)
         return usage_error("--resume latest needs --ckpt-dir");
     return 0;
@@ -525,6 +552,69 @@ static int open_synthetic(int vocab, tsr_dataset_t *ds)
 done:
     free(path);
     return status;
+}
+
+/* ---------- validation ---------- */
+
+/* The fixed validation sequences: the first batches x --batch of --val-data, this replica's
+ * share of each batch read once before step 1. */
+typedef struct val_set {
+    int batches, count; /* global batches; this replica's sequences of each */
+    int32_t *in, *tg;   /* [batches][count * seq] */
+    double *seq_loss;   /* one global batch's summed losses per sequence */
+} val_set_t;
+
+static void val_free(val_set_t *v)
+{
+    free(v->in);
+    free(v->tg);
+    free(v->seq_loss);
+    memset(v, 0, sizeof *v);
+}
+
+/* Open --val-data and read this replica's sequences of its first --val-batches global batches,
+ * in order (no shuffling, whatever --shuffle says). */
+static tsr_status_t val_load(const options_t *o, tsr_gpt_t gpt, val_set_t *v)
+{
+    tsr_dataset_t vds = NULL;
+    int first = 0, T = o->model.seq, B = o->gpt.batch;
+    tsr_gpt_batch_slice(gpt, &first, &v->count);
+    v->batches = (int)o->val_batches;
+    tsr_status_t rc = tsr_dataset_open(o->val_data, o->model.vocab, &vds);
+    if (rc != TSR_OK)
+        return rc;
+    int64_t have = tsr_dataset_sequences(vds, T), want = (int64_t)v->batches * B;
+    size_t n = (size_t)v->batches * (size_t)v->count * (size_t)T;
+    if (have < want)
+        rc = set_app_error(TSR_ERR_INVALID_ARG, "%s holds %lld sequences of %d tokens, fewer than --val-batches %d x "
+                           "--batch %d = %lld", o->val_data, (long long)have, T, v->batches, B, (long long)want);
+    else if (!(v->in = malloc(sizeof *v->in * n)) || !(v->tg = malloc(sizeof *v->tg * n)) ||
+             !(v->seq_loss = malloc(sizeof *v->seq_loss * (size_t)B)))
+        rc = set_app_error(TSR_ERR_OUT_OF_MEMORY, "no memory for %zu validation tokens", n);
+    for (int b = 0; rc == TSR_OK && b < v->batches; b++) {
+        size_t off = (size_t)b * (size_t)v->count * (size_t)T;
+        rc = tsr_dataset_batch(vds, (int64_t)b * B, B, T, first, v->count, v->in + off, v->tg + off);
+    }
+    tsr_dataset_close(&vds);
+    return rc;
+}
+
+/* The mean loss over the validation sequences: each sequence's summed loss (the same on every
+ * rank), added in double in sequence order, so the sum's order does not depend on the layout. */
+static tsr_status_t val_loss(const options_t *o, tsr_gpt_t gpt, val_set_t *v, double *loss)
+{
+    double sum = 0.0;
+    int B = o->gpt.batch, T = o->model.seq;
+    for (int b = 0; b < v->batches; b++) {
+        size_t off = (size_t)b * (size_t)v->count * (size_t)T;
+        tsr_status_t rc = tsr_gpt_eval_sequences(gpt, v->in + off, v->tg + off, v->seq_loss);
+        if (rc != TSR_OK)
+            return rc;
+        for (int i = 0; i < B; i++)
+            sum += v->seq_loss[i];
+    }
+    *loss = sum / ((double)v->batches * B * T);
+    return TSR_OK;
 }
 
 /* ---------- checkpoints ---------- */
@@ -744,21 +834,40 @@ static void json_number(FILE *f, const char *key, const char *fmt, double x)
     fputc(',', f);
 }
 
+/* The largest peak of tracked memory over the ranks that train (agree_comm), and its rank. */
+typedef struct peak {
+    double bytes;
+    int rank;
+} peak_t;
+
+static peak_t peak_over_ranks(const options_t *o)
+{
+    tsr_mem_stats_t mem;
+    tsr_mem_stats(o->device, &mem);
+    peak_t mine = {(double)mem.total_peak, world_rank}, max;
+    MPI_Allreduce(&mine, &max, 1, MPI_DOUBLE_INT, MPI_MAXLOC, agree_comm);
+    return max;
+}
+
 static void log_step(const options_t *o, FILE *json, long step, long steps, const tsr_gpt_step_info_t *info,
-                     double ms, double tokens, int64_t seen)
+                     double val, peak_t peak, double ms, double tokens, int64_t seen)
 {
     tsr_mem_stats_t mem;
     tsr_mem_stats(o->device, &mem);
     double tps = tokens / (ms / 1e3), mfu = tsr_gpt_flops_per_token(&o->model) * tps / peak_flops;
-    printf("step %ld/%ld  loss %.4f  grad norm %.3f  lr %.2e  %.1f ms  %.0f tok/s  MFU %.2f%%  peak mem %.1f MiB\n",
-           step, steps, info->loss, info->grad_norm, info->lr, ms, tps, 100 * mfu,
-           (double)mem.total_peak / (1 << 20));
+    char vtext[32] = "";
+    if (!isnan(val))
+        snprintf(vtext, sizeof vtext, "  val loss %.4f", val);
+    printf("step %ld/%ld  loss %.4f%s  grad norm %.3f  lr %.2e  %.1f ms  %.0f tok/s  MFU %.2f%%  peak mem %.1f MiB "
+           "(rank %d)\n", step, steps, info->loss, vtext, info->grad_norm, info->lr, ms, tps, 100 * mfu,
+           peak.bytes / (1 << 20), peak.rank);
     fflush(stdout);
     if (!json)
         return;
     fprintf(json, "{\"step\":%ld,\"time\":%.3f,\"tokens_seen\":%lld,", step, wall_clock(), (long long)seen);
     json_number(json, "loss", "%.17g", info->loss);
     json_number(json, "grad_norm", "%.17g", info->grad_norm);
+    json_number(json, "val_loss", "%.17g", val); /* null when not computed this step */
     json_number(json, "lr", "%.9g", info->lr);
     json_number(json, "ms", "%.3f", ms);
     json_number(json, "tokens_per_s", "%.1f", tps);
@@ -766,7 +875,8 @@ static void log_step(const options_t *o, FILE *json, long step, long steps, cons
     fputs("\"peak_bytes\":{", json);
     for (int c = 0; c < TSR_MEM_CATEGORY_COUNT; c++)
         fprintf(json, "\"%s\":%llu,", tsr_mem_category_name((tsr_mem_category_t)c), (unsigned long long)mem.peak[c]);
-    fprintf(json, "\"total\":%llu}}\n", (unsigned long long)mem.total_peak);
+    fprintf(json, "\"total\":%llu},\"peak_max_bytes\":%.0f,\"peak_rank\":%d}\n", (unsigned long long)mem.total_peak,
+            peak.bytes, peak.rank);
     fflush(json);
 }
 
@@ -855,6 +965,77 @@ static int ps_final(int status, int server, tsr_status_t serve_rc)
     return all[0] > all[1] ? all[0] : all[1];
 }
 
+/* ---------- the start-up summary ---------- */
+
+/* Rank 0: the libraries the run uses, with versions: Tessera's build, the first line of
+ * MPI_Get_library_version and HDF5's H5get_libversion. */
+static void print_libraries(void)
+{
+    char mpi[MPI_MAX_LIBRARY_VERSION_STRING] = "";
+    int len = 0;
+    MPI_Get_library_version(mpi, &len);
+    mpi[strcspn(mpi, "\n")] = '\0';
+    for (char *p = mpi; *p; p++)
+        if (*p == '\t')
+            *p = ' ';
+    for (size_t n = strlen(mpi); n > 0 && mpi[n - 1] == ' '; n--)
+        mpi[n - 1] = '\0';
+    printf("tsr-train: libraries: %s; MPI: %s; %s\n", tsr_build_info(), mpi, tsr_ckpt_hdf5_version());
+}
+
+/* Rank 0: the ranks, the layout and the device of each rank (the CPU threads per rank follow). */
+static void print_placement(const options_t *o)
+{
+    char lay[TSR_LAYOUT_STRLEN], dev[64];
+    if (o->device == TSR_DEVICE_CPU)
+        snprintf(dev, sizeof dev, "cpu");
+    else
+        snprintf(dev, sizeof dev, "%s (rank r: GPU local rank mod %d)", tsr_device_kind_name(o->device),
+                 tsr_device_count(o->device));
+    printf("tsr-train: %d rank%s, layout %s, device %s\n", world_size, world_size == 1 ? "" : "s",
+           tsr_layout_format(&o->layout, lay, sizeof lay), dev);
+}
+
+/* Rank 0: which blocks sit on which pipeline stage (and where the embeddings and the head are). */
+static void print_stages(const options_t *o, tsr_gpt_t gpt)
+{
+    int stage, first, end, last_k = 0;
+    while (tsr_gpt_stage_blocks(gpt, last_k + 1, &stage, &first, &end) == 0)
+        last_k++;
+    fputs("tsr-train: blocks per pipeline stage:", stdout);
+    for (int s = 0; s < o->layout.pp; s++) {
+        printf("%sstage %d:", s ? "; " : " ", s);
+        for (int k = s, sep = 0; tsr_gpt_stage_blocks(gpt, k, &stage, &first, &end) == 0; k += o->layout.pp) {
+            if (end > first)
+                printf("%s %d-%d", sep++ ? "," : "", first, end - 1);
+            else
+                printf("%s none", sep++ ? "," : "");
+            if (k == 0)
+                fputs(" + embeddings", stdout);
+            if (k == last_k)
+                fputs(" + head", stdout);
+        }
+    }
+    putchar('\n');
+}
+
+/* Bytes of a file, or -1. */
+static double file_bytes(const char *path)
+{
+    struct stat st;
+    return stat(path, &st) == 0 ? (double)st.st_size : -1;
+}
+
+/* "1.53 MB in 0.04 s, 0.04 GB/s" (decimal units) for a checkpoint moved in `s` seconds. */
+static const char *io_rate(double bytes, double s, char *buf, size_t len)
+{
+    if (bytes < 0)
+        snprintf(buf, len, "%.2f s", s);
+    else
+        snprintf(buf, len, "%.2f MB in %.2f s, %.3f GB/s", bytes / 1e6, s, s > 0 ? bytes / s / 1e9 : 0.0);
+    return buf;
+}
+
 static int train(const options_t *o)
 {
     tsr_device_t dev = NULL;
@@ -864,6 +1045,7 @@ static int train(const options_t *o)
     FILE *json = NULL;
     int32_t *in = NULL, *tg = NULL;
     tsr_ckpt_lock_t lock = NULL;
+    val_set_t val = {0};
     int status = 1, first = 0, count = 0;
     long step = 0, bad_steps = 0;
     int64_t seen = 0; /* tokens the loader has given: its position */
@@ -881,6 +1063,10 @@ static int train(const options_t *o)
     else if (failed(tsr_gpt_peak_flops(dev, o->zero.precision, &peak_flops), NULL))
         goto done;
     MPI_Allreduce(MPI_IN_PLACE, &peak_flops, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
+    if (world_rank == 0) {
+        print_libraries();
+        print_placement(o);
+    }
     if (world_rank == 0 && o->device == TSR_DEVICE_CPU) {
         const char *how = NULL;
         int threads = tsr_device_cpu_threads(&how);
@@ -905,10 +1091,6 @@ static int train(const options_t *o)
             goto done;
         }
     }
-    if (failed(tsr_gpt_create(grid, dev, &o->model, &o->gpt, &o->zero, &gpt), NULL)) {
-        tsr_ps_cancel(grid);
-        goto done;
-    }
     int64_t params = tsr_gpt_param_count(&o->model);
     if (world_rank == 0) {
         char lay[TSR_LAYOUT_STRLEN], model[TSR_GPT_CONFIG_STRLEN];
@@ -926,16 +1108,32 @@ static int train(const options_t *o)
                o->zero.precision == TSR_PRECISION_BF16 ? "bf16" : "fp32", tsr_optim_kind_name(o->zero.optim),
                (double)o->zero.lr, tsr_lr_schedule_name(o->zero.schedule), o->zero.warmup_steps,
                (double)o->zero.weight_decay, (double)o->zero.clip_norm);
+        fflush(stdout); /* a large model takes a while to build */
+    }
+    double built = MPI_Wtime();
+    if (failed(tsr_gpt_create(grid, dev, &o->model, &o->gpt, &o->zero, &gpt), NULL)) {
+        tsr_ps_cancel(grid);
+        goto done;
+    }
+    built = MPI_Wtime() - built;
+    MPI_Allreduce(MPI_IN_PLACE, &built, 1, MPI_DOUBLE, MPI_MAX, agree_comm);
+    if (world_rank == 0) {
+        printf("tsr-train: model built in %.2f s (the slowest rank)\n", built);
+        print_stages(o, gpt);
+        fflush(stdout);
     }
     /* Before anything is read from or written to them: the directory is this job's alone. */
     if (check_outputs(o, tsr_grid_comm(grid, TSR_AXIS_WORLD), &lock))
         goto done;
     if (o->resume) {
+        char rate[96];
+        double r0 = MPI_Wtime();
         if (failed(resume_path(o, &path), "--resume") ||
             failed(resume(o, grid, gpt, ds, path, &step, &seen), "--resume"))
             goto done;
         if (world_rank == 0)
-            printf("tsr-train: resumed from %s at step %ld\n", path, step);
+            printf("tsr-train: resumed from %s at step %ld (read %s)\n", path, step,
+                   io_rate(file_bytes(path), MPI_Wtime() - r0, rate, sizeof rate));
         if (step >= o->steps) {
             if (world_rank == 0)
                 printf("tsr-train: nothing to train: the checkpoint is at step %ld, not before --steps %ld\n", step,
@@ -955,6 +1153,8 @@ static int train(const options_t *o)
     tg = malloc(sizeof *tg * (size_t)count * o->model.seq);
     if (failed(in && tg ? TSR_OK : set_app_error(TSR_ERR_OUT_OF_MEMORY, "no memory for the batch"), NULL))
         goto done;
+    if (o->val_data && failed(val_load(o, gpt, &val), "--val-data"))
+        goto done;
     for (; step < o->steps; step++) {
         tsr_gpt_step_info_t info;
         tsr_prof_clear_events(); /* the trace: the last step and what follows it */
@@ -973,9 +1173,14 @@ static int train(const options_t *o)
             if (bad_steps > o->max_bad_steps)
                 goto done;
         }
+        double vl = NAN;
+        if (o->val_data && ((o->val_every > 0 && (step + 1) % o->val_every == 0) || step + 1 == o->steps) &&
+            failed(val_loss(o, gpt, &val, &vl), "--val-data"))
+            goto done;
         region = tsr_prof_begin(TSR_PROF_HOST, "log", NULL, -1);
+        peak_t peak = peak_over_ranks(o);
         if (world_rank == 0)
-            log_step(o, json, step + 1, o->steps, &info, ms, (double)o->gpt.batch * o->model.seq, seen);
+            log_step(o, json, step + 1, o->steps, &info, vl, peak, ms, (double)o->gpt.batch * o->model.seq, seen);
         tsr_prof_end(region);
         step_s = fmax(step_s, ms / 1e3);
         int stop = step + 1 < o->steps ? should_stop(o, start, step_s, ckpt_s) : 0;
@@ -989,8 +1194,13 @@ static int train(const options_t *o)
         if (failed(rc, "checkpoint"))
             goto done;
         ckpt_s = due ? fmax(ckpt_s, MPI_Wtime() - c0) : ckpt_s;
-        if (due && world_rank == 0)
-            printf("tsr-train: checkpoint %s/step_%ld.h5\n", o->ckpt_dir, step + 1);
+        if (due && world_rank == 0) {
+            char file[4096], rate[96];
+            snprintf(file, sizeof file, "%s/step_%ld.h5", o->ckpt_dir, step + 1);
+            printf("tsr-train: checkpoint %s (wrote %s)\n", file, io_rate(file_bytes(file), MPI_Wtime() - c0, rate,
+                                                                          sizeof rate));
+            fflush(stdout);
+        }
         if (stop) {
             if (world_rank == 0)
                 printf("tsr-train: %s: stopped after step %ld of %ld, %.1f s into the run%s\n",
@@ -1010,6 +1220,7 @@ done:
     tsr_ckpt_unlock(&lock);
     free(in);
     free(tg);
+    val_free(&val);
     tsr_gpt_destroy(&gpt);
     if (agree_comm != MPI_COMM_WORLD)
         status = ps_final(status, tsr_grid_is_server(grid), serve_rc);
@@ -1035,6 +1246,7 @@ int main(int argc, char **argv)
     o.zero.beta2 = 0.95f, o.zero.weight_decay = 0.1f, o.zero.clip_norm = 1.0f, o.zero.momentum = 0.9f;
     o.gpt.poll_us = 50;
     o.steps = 10;
+    o.val_batches = 1;
     snprintf(o.model_text, sizeof o.model_text, "tiny");
     snprintf(o.schedule_text, sizeof o.schedule_text, "1f1b");
     int status = parse_options(argc, argv, &o);

@@ -1,7 +1,7 @@
 #!/bin/sh
 # test_manpages.sh: every option that a tool's --help lists is in its man page, and every option
 # the page describes (an option tag under .TP) is in --help, for tsr-train, tsr-generate,
-# tsr-ckpt, tsr-tokenize and tsr-bench; each subcommand of tsr-bench (from its --help) has a
+# tsr-ckpt, tsr-tokenize, tsr-bench and tsr-plot; each subcommand of tsr-bench (from its --help) has a
 # ".SS SUBCOMMAND" section of tsr-bench(1) holding every option of `tsr-bench SUBCOMMAND
 # --help`. The options come from the programs, so options added later are checked as well.
 # Every tool page has an ENVIRONMENT section naming TSR_LOG and the variables its program reads
@@ -38,7 +38,7 @@ missing() {
 # not_in OPTIONS ALLOWED: the options (a file) that are not lines of ALLOWED (a file).
 not_in() { comm -23 "$1" "$2" | tr '\n' ' '; }
 
-for tool in tsr-train tsr-generate tsr-ckpt tsr-tokenize tsr-bench; do
+for tool in tsr-train tsr-generate tsr-ckpt tsr-tokenize tsr-bench tsr-plot; do
     page=$src/doc/$tool.1
     "$bin/$tool" --help >"$tmp/help" 2>"$tmp/err"
     status=$?

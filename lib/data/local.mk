@@ -10,3 +10,6 @@ apps_tsr_tokenize_LDFLAGS =
 check_PROGRAMS += tests/test_data_shards
 TESTS += tests/test_data_shards tests/test_data_tokenize.sh
 EXTRA_DIST += tests/test_data_tokenize.sh
+# tsr-tokenize streams its input and shows progress on a terminal (issue 17).
+TESTS += tests/test_data_tokenize_stream.sh
+EXTRA_DIST += tests/test_data_tokenize_stream.sh

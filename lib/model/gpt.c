@@ -548,6 +548,16 @@ void tsr_gpt_batch_slice(tsr_gpt_t gpt, int *first, int *count)
 
 void tsr_gpt_set_trace(tsr_gpt_t gpt, tsr_pipe_trace_t trace) { gpt->trace = trace; }
 
+int tsr_gpt_stage_blocks(tsr_gpt_t gpt, int k, int *stage, int *first, int *end)
+{
+    if (k < 0 || k >= gpt->stages * gpt->chunks)
+        return -1;
+    *stage = k % gpt->stages;
+    *first = gpt->bounds[k];
+    *end = gpt->bounds[k + 1];
+    return 0;
+}
+
 /* ---------- the step ---------- */
 
 /* First and last stage both hold the tied embedding: each adds the other's gradient. */

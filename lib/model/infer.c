@@ -400,15 +400,33 @@ cleanup:
 
 /* ---------- evaluation ---------- */
 
-tsr_status_t tsr_gpt_eval(tsr_gpt_t gpt, const int32_t *inputs, const int32_t *targets, double *loss)
+/* Add the summed cross-entropy of each whole sequence among the @p rows token losses of the
+ * last stage's block into seq_loss[first + (row0 + i) / T], in token order, in double: the sum
+ * of a sequence is then computed the same way whatever the layout. */
+static tsr_status_t add_sequence_losses(tsr_gpt_t g, const float *d_losses, int rows, int row0, int first,
+                                        double *seq_loss)
+{
+    tsr_status_t rc = TSR_OK;
+    int T = g->cfg.seq;
+    float *h = malloc(sizeof *h * (size_t)rows);
+    TSR_CHECK(h, TSR_ERR_OUT_OF_MEMORY, "no memory for %d token losses", rows);
+    TSR_TRY(tsr_device_copy(g->dev, h, d_losses, sizeof *h * (size_t)rows, TSR_COPY_DEVICE_TO_HOST));
+    for (int i = 0; i < rows; i++)
+        seq_loss[first + (row0 + i) / T] += (double)h[i];
+cleanup:
+    free(h);
+    return rc;
+}
+
+tsr_status_t tsr_gpt_eval_sequences(tsr_gpt_t gpt, const int32_t *inputs, const int32_t *targets, double *seq_loss)
 {
     TSR__REGION(NULL, TSR_PROF_STEP, "eval step", NULL);
     tsr_status_t rc = TSR_OK;
     step_mats_t m = {0};
-    double mine = 0.0;
-    TSR_CHECK(gpt && inputs && targets && loss, TSR_ERR_INVALID_ARG, "tsr_gpt_eval: NULL argument");
-    int T = gpt->cfg.seq;
+    TSR_CHECK(gpt && inputs && targets && seq_loss, TSR_ERR_INVALID_ARG, "tsr_gpt_eval_sequences: NULL argument");
+    int T = gpt->cfg.seq, B = gpt->opts.batch;
     size_t ntok = (size_t)gpt->seqs * (size_t)T, mb_tok = (size_t)gpt->mb_seqs * (size_t)T;
+    memset(seq_loss, 0, sizeof *seq_loss * (size_t)B);
     TSR_TRY(check_tokens(gpt, inputs, ntok, "input token"));
     TSR_TRY(check_tokens(gpt, targets, ntok, "target token"));
     if (!gpt->eval)
@@ -429,18 +447,33 @@ tsr_status_t tsr_gpt_eval(tsr_gpt_t gpt, const int32_t *inputs, const int32_t *t
                                 TSR_COPY_HOST_TO_DEVICE));
         TSR_TRY(tsr_tp_cross_entropy(gpt->tp, m.logits, c->d_targets, 0.0f, c->losses));
         tsr_dmat_local(m.logits, &v);
-        if (gpt->at.tp_col == 0 && v.rows > 0) {
-            double sum = 0.0;
-            TSR_TRY(tsr_kernel_sum(gpt->dev, c->losses, (size_t)v.rows, &sum));
-            mine += sum;
-        }
+        /* one rank of the replica's tp row holds each row's loss: its sequence gets one addend */
+        if (gpt->at.tp_col == 0 && v.rows > 0)
+            TSR_TRY(add_sequence_losses(gpt, c->losses, v.rows, v.row0, gpt->at.dp * gpt->seqs + mb * gpt->mb_seqs,
+                                        seq_loss));
         tsr_dmat_destroy(&m.logits);
     }
     c->pos = 0;
-    *loss = mine / ((double)gpt->opts.batch * (double)T);
-    TSR_TRY(tsr_comm_allreduce(tsr_grid_comm(gpt->grid, TSR_AXIS_WORLD), TSR_IN_PLACE, loss, 1, TSR_DTYPE_F64,
-                               TSR_REDUCE_SUM));
+    /* Each sequence's sum comes from one rank and zeros from the others: exact. */
+    TSR_TRY(tsr_comm_allreduce(tsr_grid_comm(gpt->grid, TSR_AXIS_WORLD), TSR_IN_PLACE, seq_loss, (size_t)B,
+                               TSR_DTYPE_F64, TSR_REDUCE_SUM));
 cleanup:
     free_mats(&m);
+    return rc;
+}
+
+tsr_status_t tsr_gpt_eval(tsr_gpt_t gpt, const int32_t *inputs, const int32_t *targets, double *loss)
+{
+    tsr_status_t rc = TSR_OK;
+    double *seq_loss = NULL, sum = 0.0;
+    TSR_CHECK(gpt && inputs && targets && loss, TSR_ERR_INVALID_ARG, "tsr_gpt_eval: NULL argument");
+    seq_loss = malloc(sizeof *seq_loss * (size_t)gpt->opts.batch);
+    TSR_CHECK(seq_loss, TSR_ERR_OUT_OF_MEMORY, "no memory for %d sequence losses", gpt->opts.batch);
+    TSR_TRY(tsr_gpt_eval_sequences(gpt, inputs, targets, seq_loss));
+    for (int i = 0; i < gpt->opts.batch; i++)
+        sum += seq_loss[i];
+    *loss = sum / ((double)gpt->opts.batch * (double)gpt->cfg.seq);
+cleanup:
+    free(seq_loss);
     return rc;
 }

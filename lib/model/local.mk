@@ -25,6 +25,12 @@ EXTRA_DIST += tests/test_train_cli.sh tests/test_train_gpu.sh
 # How a run ends: signals, --time-limit, --ckpt-keep, --max-bad-steps (issue 17).
 TESTS += tests/test_train_stop.sh
 EXTRA_DIST += tests/test_train_stop.sh
+# The validation loss: the same on every layout (issue 17).
+TESTS += tests/test_train_val.sh
+EXTRA_DIST += tests/test_train_val.sh
+# The start-up summary, checkpoint I/O rates, peak memory over the ranks, the checkpoint's size.
+TESTS += tests/test_train_progress.sh
+EXTRA_DIST += tests/test_train_progress.sh
 
 # The training-driver example (public API only) and the documentation.
 noinst_PROGRAMS += doc/examples/train_driver

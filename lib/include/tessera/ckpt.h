@@ -147,6 +147,10 @@ TSR_API void tsr_ckpt_abort(tsr_ckpt_writer_t *w);
  */
 TSR_API tsr_status_t tsr_ckpt_latest(const char *dir, char *path, size_t len);
 
+/** The HDF5 library the checkpoints go through, as H5get_libversion() gives it at run time
+ * ("HDF5 1.10.8"). */
+TSR_API const char *tsr_ckpt_hdf5_version(void);
+
 /**
  * Open a checkpoint file. Checks that it is a regular file (not a FIFO, which would block,
  * nor a directory), an HDF5 file with format "tessera-ckpt" and a version this library

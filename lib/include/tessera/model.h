@@ -221,6 +221,13 @@ TSR_API tsr_zero_t tsr_gpt_optimizer(tsr_gpt_t gpt);
  */
 TSR_API void tsr_gpt_batch_slice(tsr_gpt_t gpt, int *first, int *count);
 
+/**
+ * The blocks of virtual stage @p k (0 to pp x chunks - 1): [*first, *end), on pipeline stage
+ * *stage (k mod pp). The partition is the same on every rank. Returns 0, or -1 (and sets
+ * nothing) for a @p k past the last virtual stage.
+ */
+TSR_API int tsr_gpt_stage_blocks(tsr_gpt_t gpt, int k, int *stage, int *first, int *end);
+
 /** Record the pipeline's executed actions into @p trace (NULL: stop recording). */
 TSR_API void tsr_gpt_set_trace(tsr_gpt_t gpt, tsr_pipe_trace_t trace);
 
@@ -247,9 +254,21 @@ TSR_API tsr_status_t tsr_gpt_train_step(tsr_gpt_t gpt, const int32_t *inputs, co
  * untouched. Runs the pipeline's stages in turn, micro-batch by micro-batch, on the model's
  * device and layout, with the same kernels as training (it equals the loss that
  * tsr_gpt_train_step() reports for the same batch before it steps, up to rounding). @p loss
- * is the same on every rank. Collective over the grid.
+ * is the same on every rank: tsr_gpt_eval_sequences()'s sums added in sequence order.
+ * Collective over the grid.
  */
 TSR_API tsr_status_t tsr_gpt_eval(tsr_gpt_t gpt, const int32_t *inputs, const int32_t *targets, double *loss);
+
+/**
+ * The summed cross-entropy of each sequence of the global batch, forward only, as for
+ * tsr_gpt_eval(): @p seq_loss[i] (the options' batch of them, on every rank) is the sum, in
+ * double and in token order, of sequence i's token losses. Each sum is formed on one rank and
+ * exchanged exactly, so a caller that adds them in sequence order gets a value whose only
+ * dependence on the layout is in the token losses themselves (tsr_gpt_eval() does so).
+ * Collective over the grid.
+ */
+TSR_API tsr_status_t tsr_gpt_eval_sequences(tsr_gpt_t gpt, const int32_t *inputs, const int32_t *targets,
+                                            double *seq_loss);
 
 /**
  * An inference context (generation): for @p batch sequences in all, split over the dp
