@@ -15,15 +15,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-train-progress.XXXXXX") || exit 99
 trap 'rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/tap-sh.sh"
 
-run() { # run RANKS ARGS...: tsr-train on RANKS ranks; sets $out, $err and $status
-    ranks=$1
-    shift
-    # shellcheck disable=SC2086
-    timeout 120 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n "$ranks" "$bin/tsr-train" "$@" >"$tmp/out" 2>"$tmp/err"
-    status=$?
-    out=$(cat "$tmp/out")
-    err=$(cat "$tmp/err")
-}
+run() { run_tool tsr-train "$@"; } # run RANKS ARGS...: tsr-train on RANKS ranks (tap-sh.sh)
 line() { echo "$out" | grep "$1"; } # line PATTERN: the output's lines matching PATTERN
 
 t0=$(date +%s)

@@ -15,15 +15,7 @@ trap 'test -n "$bg" && kill -KILL "$bg" 2>/dev/null; rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/tap-sh.sh"
 model="--model layers=2,dim=32,heads=4,vocab=256,seq=16 --batch 4"
 
-run() { # run RANKS ARGS...: tsr-train on RANKS ranks; sets $out, $err and $status
-    ranks=$1
-    shift
-    # shellcheck disable=SC2086
-    timeout 120 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n "$ranks" "$bin/tsr-train" "$@" >"$tmp/out" 2>"$tmp/err"
-    status=$?
-    out=$(cat "$tmp/out")
-    err=$(cat "$tmp/err")
-}
+run() { run_tool tsr-train "$@"; } # run RANKS ARGS...: tsr-train on RANKS ranks (tap-sh.sh)
 # The loss column of a --log-json file, steps FIRST..LAST.
 losses() { sed -n "$2,$3p" "$1" | sed 's/.*"loss":\([^,]*\),.*/\1/'; }
 

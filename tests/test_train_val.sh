@@ -16,15 +16,7 @@ trap 'rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/tap-sh.sh"
 model="--model layers=2,dim=32,heads=4,vocab=256,seq=16 --batch 4 --steps 3"
 
-run() { # run RANKS ARGS...: tsr-train on RANKS ranks; sets $out, $err and $status
-    ranks=$1
-    shift
-    # shellcheck disable=SC2086
-    timeout 120 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n "$ranks" "$bin/tsr-train" "$@" >"$tmp/out" 2>"$tmp/err"
-    status=$?
-    out=$(cat "$tmp/out")
-    err=$(cat "$tmp/err")
-}
+run() { run_tool tsr-train "$@"; } # run RANKS ARGS...: tsr-train on RANKS ranks (tap-sh.sh)
 # The val_loss column of a --log-json file, one line per step.
 vals() { sed 's/.*"val_loss":\([^,]*\),.*/\1/' "$1" | tr '\n' ' '; }
 # close A B: every pair of numbers of the lists A and B within 1e-6 relative (nulls equal)
