@@ -856,7 +856,8 @@ static void test_adamw(size_t n, size_t shift, work_kind w, size_t work_shift, i
             pr[i] = pr[i] * (1 - (double)lr * wd) - (double)lr / bc1 * mr[i] / (sqrt(vr[i]) / sqrt((double)bc2) + eps);
         }
     }
-    check(rc, rel_err(doubles(b.p.get(), n), pr), TOL_F32, name, "p");
+    // Against p's starting scale (0.5): a p that ends near zero has lost the digits it had.
+    check(rc, rel_err(doubles(b.p.get(), n), pr, 0.5), TOL_F32, name, "p");
     check(rc, rel_err(doubles(b.m.get(), n), mr), TOL_F32, name, "m");
     check(rc, rel_err(doubles(b.v.get(), n), vr), TOL_F32, name, "v");
     if (w != WORK_NONE)
@@ -893,7 +894,8 @@ static void test_sgd(size_t n, size_t shift, bool momentum, work_kind w, size_t 
             pr[i] = pr[i] * (1 - (double)lr * wd) - lr * d;
         }
     }
-    check(rc, rel_err(doubles(b.p.get(), n), pr), TOL_F32, name, "p");
+    // Against p's starting scale (0.5): a p that ends near zero has lost the digits it had.
+    check(rc, rel_err(doubles(b.p.get(), n), pr, 0.5), TOL_F32, name, "p");
     if (momentum)
         check(rc, rel_err(doubles(b.m.get(), n), mr), TOL_F32, name, "m");
     if (w != WORK_NONE)
