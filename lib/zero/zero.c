@@ -548,9 +548,9 @@ cleanup:
     return rc;
 }
 
-/* Wait for a bucket's reduction. Stage 1 copies the result into its shard of the whole
- * gradient (the rest of it is not read again before it is zeroed); stages 2-3 add it into the
- * gradient shard and free the layer's whole gradient. */
+/* Wait for a bucket's reduction. Stage 1 keeps the result in its staging shard, which the
+ * step reads (shard_grad) and tsr_zero_zero_grad frees; stages 2-3 add it into the gradient
+ * shard and free the layer's whole gradient. */
 static tsr_status_t finish_reduce(tsr_zero_t z, bucket_t *k)
 {
     tsr_status_t rc = TSR_OK;
@@ -558,11 +558,7 @@ static tsr_status_t finish_reduce(tsr_zero_t z, bucket_t *k)
         goto cleanup;
     TSR_TRY(tsr_request_wait(&k->req));
     k->launched = 0;
-    if (z->cfg.stage == 1 && k->rs_recv) {
-        TSR_TRY(tsr_device_copy(z->dev, z->grads_full + k->off + (size_t)z->r * k->s, k->rs_recv,
-                                k->s * sizeof(float), TSR_COPY_DEVICE_TO_DEVICE));
-        free_buf(z, &k->rs_recv);
-    } else if (z->cfg.stage >= 2) {
+    if (z->cfg.stage >= 2) {
         const float *src = z->N == 1 ? k->grad_full : k->rs_recv;
         TSR_TRY(tsr_kernel_axpy(z->dev, k->s, 1.0f, src, z->grads_shard + k->shard_off));
         free_buf(z, &k->rs_recv);
@@ -629,6 +625,8 @@ cleanup:
 /* Reduced (summed) gradient at bucket element i, for i in this rank's shard. */
 static const float *shard_grad(tsr_zero_t z, const bucket_t *k)
 {
+    if (z->cfg.stage == 1 && k->rs_recv)
+        return k->rs_recv;
     if (z->cfg.stage < 2)
         return z->grads_full + k->off + (size_t)z->r * k->s;
     return z->grads_shard + k->shard_off;
