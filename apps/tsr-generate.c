@@ -18,6 +18,10 @@
 #include <sys/stat.h>
 #include <tessera.h>
 
+#include "app.h"
+
+const char app_name[] = "tsr-generate";
+
 /* llm.c's tokenizer file: a header of 256 uint32 (magic, version, vocabulary size, and in
  * version 2 the end-of-text id), then per token its length (one byte) and bytes. */
 #define TOKENIZER_MAGIC 20240328u
@@ -54,42 +58,6 @@ typedef struct options {
 } options_t;
 
 static int world_rank, world_size;
-static char app_error[512];
-
-static tsr_status_t set_app_error(tsr_status_t status, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(app_error, sizeof app_error, fmt, ap);
-    va_end(ap);
-    return status;
-}
-
-static int usage_error(const char *fmt, ...)
-{
-    if (world_rank == 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        fputs("tsr-generate: ", stderr);
-        vfprintf(stderr, fmt, ap);
-        fputs(" (try --help)\n", stderr);
-        va_end(ap);
-    }
-    return 2;
-}
-
-/* Agree on failure: the lowest failing rank prints its error; every rank returns 1. */
-static int failed(tsr_status_t rc, const char *what)
-{
-    int mine = rc != TSR_OK ? world_rank : world_size, first = world_size;
-    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-    if (first == world_size)
-        return 0;
-    if (world_rank == first)
-        fprintf(stderr, "tsr-generate: %s%s%s\n", what ? what : "", what ? ": " : "",
-                app_error[0] ? app_error : tsr_last_error());
-    return 1;
-}
 
 static int parse_int(const char *opt, const char *text, long lo, long hi, int *out)
 {

@@ -23,6 +23,10 @@
 #include <unistd.h>
 #include <tessera.h>
 
+#include "app.h"
+
+const char app_name[] = "tsr-train";
+
 /* Bytes of synthetic text behind --data synthetic. */
 #define SYNTHETIC_BYTES (1 << 20)
 
@@ -116,55 +120,8 @@ typedef struct options {
 static volatile sig_atomic_t stop_signal;
 
 static int world_rank, world_size;
-/* The ranks that agree on failure: the job, or with parameter servers the workers (their
- * training loop) and the servers apart until the end (ps_final()). */
-static MPI_Comm agree_comm = MPI_COMM_WORLD;
 /* The ranks' summed peak FLOP/s, the MFU's denominator (tsr_gpt_peak_flops). */
 static double peak_flops;
-static char app_error[512]; /* an error found by tsr-train itself, not by the library */
-
-/* Record an error of tsr-train's own for failed() to print. */
-static tsr_status_t set_app_error(tsr_status_t status, const char *fmt, ...)
-{
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(app_error, sizeof app_error, fmt, ap);
-    va_end(ap);
-    return status;
-}
-
-/* Print a one-line error on rank 0 (usage errors: every rank sees the same). */
-static int usage_error(const char *fmt, ...)
-{
-    if (world_rank == 0) {
-        va_list ap;
-        va_start(ap, fmt);
-        fputs("tsr-train: ", stderr);
-        vfprintf(stderr, fmt, ap);
-        fputs(" (try --help)\n", stderr);
-        va_end(ap);
-    }
-    return 2;
-}
-
-/*
- * Agree on failure across the world: if any rank's rc is not TSR_OK, the lowest failing
- * rank prints its error and every rank returns 1.
- */
-static int failed(tsr_status_t rc, const char *what)
-{
-    int rank, size;
-    MPI_Comm_rank(agree_comm, &rank);
-    MPI_Comm_size(agree_comm, &size);
-    int mine = rc != TSR_OK ? rank : size, first = size;
-    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, agree_comm);
-    if (first == size)
-        return 0;
-    if (rank == first)
-        fprintf(stderr, "tsr-train: %s%s%s\n", what ? what : "", what ? ": " : "",
-                app_error[0] ? app_error : tsr_last_error());
-    return 1;
-}
 
 static int parse_long(const char *opt, const char *text, long lo, long hi, long *out)
 {

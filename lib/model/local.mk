@@ -4,11 +4,13 @@ libtessera_la_SOURCES += lib/model/model_impl.h lib/model/config.c lib/model/gpt
 tsr_include_HEADERS += lib/include/tessera/model.h
 
 bin_PROGRAMS += apps/tsr-train
+apps_tsr_train_SOURCES = apps/tsr-train.c apps/app.h apps/app.c
 apps_tsr_train_LDADD = libtessera.la -lm
 apps_tsr_train_LDFLAGS =
 
 # tsr-generate (issue 19): text from a checkpoint, with KV caches, on any layout.
 bin_PROGRAMS += apps/tsr-generate
+apps_tsr_generate_SOURCES = apps/tsr-generate.c apps/app.h apps/app.c
 apps_tsr_generate_LDADD = libtessera.la -lm
 apps_tsr_generate_LDFLAGS =
 TESTS += tests/test_generate_cli.sh
