@@ -13,6 +13,7 @@ int bench_pipe(int argc, char **argv);
 int bench_zero(int argc, char **argv);
 int bench_ckpt(int argc, char **argv);
 int bench_train(int argc, char **argv);
+int bench_ps(int argc, char **argv);
 
 /* Print "tsr-bench SUB: message" on rank 0 and return 1 (for one-line errors on bad input). */
 int bench_fail(const char *sub, const char *fmt, ...) TSR_PRINTF(2, 3);

@@ -9,3 +9,7 @@ EXTRA_DIST += doc/ps.md
 # tsr-train with parameter servers: options, errors, staleness 0 against dp.
 TESTS += tests/test_ps_train.sh
 EXTRA_DIST += tests/test_ps_train.sh
+# tsr-bench ps (apps/bench_ps.c) and its test.
+apps_tsr_bench_SOURCES += apps/bench_ps.c
+TESTS += tests/test_bench_ps.sh
+EXTRA_DIST += tests/test_bench_ps.sh
