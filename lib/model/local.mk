@@ -1,6 +1,6 @@
 # lib/model/local.mk: the GPT model (issue 7), the tsr-train driver, their tests and docs.
 libtessera_la_SOURCES += lib/model/model_impl.h lib/model/config.c lib/model/gpt.c lib/model/layers.c \
-	lib/model/stage.c lib/model/infer.c lib/model/sample.c
+	lib/model/stage.c lib/model/infer.c lib/model/sample.c lib/model/weights.c
 tsr_include_HEADERS += lib/include/tessera/model.h
 
 bin_PROGRAMS += apps/tsr-train
@@ -47,3 +47,4 @@ EXTRA_DIST += tests/test_bench_train.sh
 
 # What a checkpoint of the model must hold, from its /config (tsr-ckpt verify).
 libtessera_la_SOURCES += lib/model/ckpt_check.c
+
