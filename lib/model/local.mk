@@ -48,3 +48,9 @@ EXTRA_DIST += tests/test_bench_train.sh
 # What a checkpoint of the model must hold, from its /config (tsr-ckpt verify).
 libtessera_la_SOURCES += lib/model/ckpt_check.c
 
+# GPT-2 weights in and out (issue 19): tsr-ckpt import and export of llm.c's and Hugging
+# Face's files (lib/model/weights.c), on files that tests/weights-craft writes on its own.
+check_PROGRAMS += tests/weights-craft
+tests_weights_craft_LDADD = libtessera.la -lm
+TESTS += tests/test_ckpt_import.sh
+EXTRA_DIST += tests/test_ckpt_import.sh
