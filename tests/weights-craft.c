@@ -434,7 +434,7 @@ done:
 
 static const char *const bad_cases[] = {
     "llmc-short", "llmc-magic", "llmc-version", "llmc-zero", "llmc-heads", "llmc-vp", "llmc-size", "llmc-huge",
-    "llmc-nan", "hf-short", "hf-hlen", "hf-limit", "hf-json", "hf-trailing", "hf-range", "hf-overlap", "hf-gap",
+    "llmc-layers", "llmc-nan", "hf-short", "hf-hlen", "hf-limit", "hf-json", "hf-trailing", "hf-range", "hf-overlap", "hf-gap",
     "hf-missing", "hf-extra", "hf-shape", "hf-dtype", "hf-unknown-dtype", "hf-inf", "hf-lm-head", "hf-twice",
     "hf-no-heads", NULL};
 
@@ -480,7 +480,7 @@ static int write_bad(const char *c, const char *path, const model_t *m)
         const struct { const char *name; int32_t e[6]; } edits[] = {
             {"llmc-magic", {0, 20240520, -1}}, {"llmc-version", {1, 4, -1}}, {"llmc-zero", {4, 0, -1}},
             {"llmc-heads", {5, 5, -1}},        {"llmc-vp", {7, 128, -1}},    {"llmc-size", {4, 3, -1}},
-            {"llmc-huge", {4, 1 << 30, 6, 1 << 30, -1}}};
+            {"llmc-huge", {6, 1 << 30, -1}},   {"llmc-layers", {4, 5000, -1}}};
         for (size_t i = 0; i < sizeof edits / sizeof *edits; i++)
             if (strcmp(c, edits[i].name) == 0)
                 memcpy(e, edits[i].e, sizeof edits[i].e);

@@ -33,6 +33,11 @@
 #define HF_MAX_HEADER 100000000ull
 #define HF_MAX_DIMS 8
 #define HF_NAME_MAX 256
+/* Bounds on what a file may declare beyond its length: a model's tables grow with its blocks
+ * (kilobytes each, whatever their width), a header's with its tensors. GPT-2 XL has 48 blocks,
+ * 580 tensors. */
+#define MAX_LAYERS 4096
+#define HF_MAX_TENSORS 65536
 
 static const char *const format_names[] = {[TSR_GPT_WEIGHTS_LLMC] = "llmc", [TSR_GPT_WEIGHTS_HF] = "hf"};
 
@@ -362,6 +367,8 @@ static tsr_status_t llmc_read(const char *path, tsr_gpt_config_t *cfg_out, float
               path, (long long)C, (long long)NH);
     TSR_CHECK(Vp >= V, TSR_ERR_FORMAT, "%s: the header's padded vocabulary Vp=%lld is smaller than its vocabulary "
               "V=%lld", path, (long long)Vp, (long long)V);
+    TSR_CHECK(L <= MAX_LAYERS, TSR_ERR_FORMAT, "%s: the header's L=%lld layers are more than the %d this reader "
+              "takes", path, (long long)L, MAX_LAYERS);
     elem_t e = h[1] == 3 ? E_F32 : E_BF16;
     uint64_t esize = e == E_F32 ? 4 : 2;
     /* elements: Vp C + T C + L (12 C^2 + 13 C) + 2 C */
@@ -643,6 +650,8 @@ static tsr_status_t json_header(json_t *j, hf_entry_t **out, size_t *count)
                 TSR_TRY(json_metadata(j));
                 continue;
             }
+            TSR_CHECK(n < HF_MAX_TENSORS, TSR_ERR_FORMAT, "%s: the safetensors header has more than %d tensors "
+                      "(a GPT-2 has 4 and 12 per block)", j->path, HF_MAX_TENSORS);
             if (n == cap) {
                 cap = cap ? 2 * cap : 64;
                 hf_entry_t *grown = realloc(e, cap * sizeof *e);
@@ -805,6 +814,9 @@ static tsr_status_t hf_config(const char *path, hf_entry_t *e, size_t n, const t
                          shape_text(wpe->shape, wpe->ndim, got, sizeof got), (unsigned long long)wte->shape[1]);
     if (layers == 0)
         return TSR_ERROR(TSR_ERR_FORMAT, "%s: has no transformer blocks (tensors h.0.*)", path);
+    if (layers > MAX_LAYERS)
+        return TSR_ERROR(TSR_ERR_FORMAT, "%s: has a block h.%d, more than the %d this reader takes", path, layers - 1,
+                         MAX_LAYERS);
     int dim = (int)wte->shape[1];
     if (opts->heads == 0 && dim % 64 != 0)
         return TSR_ERROR(TSR_ERR_FORMAT, "%s: the model's dim %d is not a multiple of GPT-2's head size 64, so the "
