@@ -42,6 +42,8 @@ EXTRA_DIST += doc/model.md
 
 # tsr-bench train (apps/bench_train.c) and its test, a shell script that prints TAP.
 apps_tsr_bench_SOURCES += apps/bench_train.c
+# tsr-bench generate (apps/bench_generate.c, issue 19): generation speed and KV-cache bytes.
+apps_tsr_bench_SOURCES += apps/bench_generate.c
 TESTS += tests/test_bench_train.sh
 EXTRA_DIST += tests/test_bench_train.sh
 
