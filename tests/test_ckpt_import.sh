@@ -148,6 +148,7 @@ expect hf-unknown-dtype "unknown dtype \"F33\""
 expect hf-inf "tensor h.1.ln_1.weight holds inf at element 5"
 expect hf-lm-head "lm_head.weight differs from wte.weight (element 100:"
 expect hf-twice "tensor ln_f.bias appears twice"
+expect hf-name "a name with the character U+000A before byte"
 expect hf-no-heads "dim 48 is not a multiple of GPT-2's head size 64, so the file does not say its heads"
 ckpt import hf "$tmp/bad" "$tmp/nothing" --heads 5
 check "hf heads that do not divide the dim are refused" eval 'failed_alone "dim=48 is not a multiple of heads=5"'

@@ -436,7 +436,7 @@ static const char *const bad_cases[] = {
     "llmc-short", "llmc-magic", "llmc-version", "llmc-zero", "llmc-heads", "llmc-vp", "llmc-size", "llmc-huge",
     "llmc-layers", "llmc-nan", "hf-short", "hf-hlen", "hf-limit", "hf-json", "hf-trailing", "hf-range", "hf-overlap", "hf-gap",
     "hf-missing", "hf-extra", "hf-shape", "hf-dtype", "hf-unknown-dtype", "hf-inf", "hf-lm-head", "hf-twice",
-    "hf-no-heads", NULL};
+    "hf-name", "hf-no-heads", NULL};
 
 static hf_tensor_t *find_tensor(hf_tensor_t *t, int n, const char *name)
 {
@@ -540,6 +540,9 @@ static int write_bad(const char *c, const char *path, const model_t *m)
         snprintf(name, sizeof name, "transformer.%.80s", t[n - 1].name); /* ln_f.bias and transformer.ln_f.bias */
         rc = append_copy(&t, &n, n - 1, name);
         rc = rc ? rc : write_hf(path, t, n, 0, NULL, 0);
+    } else if (strcmp(c, "hf-name") == 0) {
+        snprintf(t[2].name, sizeof t[2].name, "h.0.ln_1\\nweight"); /* an escaped newline in a name */
+        rc = write_hf(path, t, n, 0, NULL, 0);
     } else if (strcmp(c, "hf-no-heads") == 0) {
         rc = -2; /* written by the caller with another shape */
     } else {

@@ -468,8 +468,9 @@ static int hex4(const char *s, unsigned *v)
     return 1;
 }
 
-/* A JSON string, decoded to UTF-8 into buf (cap bytes with the NUL; longer is an error). */
-static tsr_status_t json_string(json_t *j, char *buf, size_t cap)
+/* A JSON string, decoded to UTF-8 into buf (cap bytes with the NUL; longer is an error). With
+ * `ascii`, only printable ASCII is accepted: names and dtypes, which error messages print. */
+static tsr_status_t json_string(json_t *j, char *buf, size_t cap, int ascii)
 {
     size_t len = 0;
     if (!json_eat(j, '"'))
@@ -521,6 +522,10 @@ static tsr_status_t json_string(json_t *j, char *buf, size_t cap)
                              "%zu (expected tensor names and values up to that)", j->path, cap - 1, 8 + j->i);
         if (cp == 0)
             return json_fail(j, "no NUL character in a string");
+        if (ascii && (cp < 0x20 || cp > 0x7e))
+            return TSR_ERROR(TSR_ERR_FORMAT, "%s: the safetensors header has a name with the character U+%04X before "
+                             "byte %zu (expected printable ASCII, as tensor names and dtypes are)", j->path, cp,
+                             8 + j->i);
         memcpy(buf + len, u, m);
         len += m;
     }
@@ -577,7 +582,7 @@ static tsr_status_t json_tensor(json_t *j, hf_entry_t *t)
     if (!json_eat(j, '{'))
         return json_fail(j, "a tensor's {dtype, shape, data_offsets}");
     do {
-        TSR_TRY(json_string(j, key, sizeof key));
+        TSR_TRY(json_string(j, key, sizeof key, 1));
         if (!json_eat(j, ':'))
             return json_fail(j, "':'");
         int k = strcmp(key, "dtype") == 0 ? 0 : strcmp(key, "shape") == 0 ? 1 : strcmp(key, "data_offsets") == 0 ? 2 : -1;
@@ -585,7 +590,7 @@ static tsr_status_t json_tensor(json_t *j, hf_entry_t *t)
                   "data_offsets once each)", j->path, t->name, k < 0 ? "an unknown" : "a second", key);
         seen[k] = 1;
         if (k == 0) {
-            TSR_TRY(json_string(j, dtype, sizeof dtype));
+            TSR_TRY(json_string(j, dtype, sizeof dtype, 1));
             t->dtype = -1;
             for (int d = 0; d < (int)(sizeof hf_dtypes / sizeof *hf_dtypes); d++)
                 if (strcmp(dtype, hf_dtypes[d].name) == 0)
@@ -618,11 +623,11 @@ static tsr_status_t json_metadata(json_t *j)
     if (json_eat(j, '}'))
         return TSR_OK;
     do {
-        tsr_status_t rc = json_string(j, text, sizeof text);
+        tsr_status_t rc = json_string(j, text, sizeof text, 0);
         if (rc == TSR_OK && !json_eat(j, ':'))
             rc = json_fail(j, "':'");
         if (rc == TSR_OK)
-            rc = json_string(j, text, sizeof text);
+            rc = json_string(j, text, sizeof text, 0);
         if (rc != TSR_OK)
             return rc;
     } while (json_eat(j, ','));
@@ -641,7 +646,7 @@ static tsr_status_t json_header(json_t *j, hf_entry_t **out, size_t *count)
               j->path, 8 + j->i);
     if (!json_eat(j, '}')) {
         do {
-            TSR_TRY(json_string(j, name, sizeof name));
+            TSR_TRY(json_string(j, name, sizeof name, 1));
             TSR_CHECK(json_eat(j, ':'), TSR_ERR_FORMAT, "%s: the safetensors header is not valid: expected ':' at "
                       "byte %zu", j->path, 8 + j->i);
             if (strcmp(name, "__metadata__") == 0) {
