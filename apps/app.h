@@ -1,7 +1,7 @@
 /*
  * apps/app.h: the error conventions tsr-train and tsr-generate share. Every failure is one
  * line on stderr, "TOOL: what: why", printed once for the job; usage errors exit 2, other
- * failures 1.
+ * failures 1. Also tsr-train's optimizer defaults, which tsr-ckpt import records.
  */
 #ifndef TSR_APP_H
 #define TSR_APP_H
@@ -26,5 +26,15 @@ int usage_error(const char *fmt, ...) TSR_PRINTF(1, 2);
  * prints "TOOL: what: the error" (its set_app_error() message, else the library's) and every
  * rank returns 1; 0 when every rank succeeded. Collective. */
 int failed(tsr_status_t rc, const char *what);
+
+/* tsr-train's optimizer defaults: TSR_ZERO_CONFIG_INIT's but beta2 0.95, weight decay 0.1,
+ * clipping at a norm of 1 and SGD momentum 0.9. tsr-ckpt import records them in the
+ * checkpoints it writes, so that tsr-train --resume with its defaults warns of no change. */
+static inline tsr_zero_config_t train_zero_defaults(void)
+{
+    tsr_zero_config_t z = TSR_ZERO_CONFIG_INIT;
+    z.beta2 = 0.95f, z.weight_decay = 0.1f, z.clip_norm = 1.0f, z.momentum = 0.9f;
+    return z;
+}
 
 #endif

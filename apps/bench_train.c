@@ -187,12 +187,8 @@ static int parse(int argc, char **argv, int world, opts_t *o)
     }
     if (optind < argc)
         return bench_fail("train", "unexpected argument %s", argv[optind]);
-    if (!o->have_layout)
-        o->layout.dp = world;
-    char text[TSR_LAYOUT_STRLEN];
-    if (tsr_layout_ranks(&o->layout) != world)
-        return bench_fail("train", "--layout %s needs %d ranks, but mpiexec started %d",
-                          tsr_layout_format(&o->layout, text, sizeof text), tsr_layout_ranks(&o->layout), world);
+    if (bench_layout("train", o->have_layout, world, &o->layout))
+        return 1;
     if (o->gpt.batch % ((int64_t)o->layout.dp * o->gpt.micro_batches))
         return bench_fail("train", "--batch %d is not divisible by dp=%d x %d micro-batches", o->gpt.batch,
                           o->layout.dp, o->gpt.micro_batches);
@@ -208,33 +204,10 @@ static int parse(int argc, char **argv, int world, opts_t *o)
     return 0;
 }
 
-/*
- * Agree on failure: if any rank's st is not TSR_OK, the lowest failing rank prints "what:"
- * and the library's error (or only @p own, an error of tsr-bench's own) as one line, and
- * every rank returns 1.
- */
+/* Agree on failure (bench_failed()), as tsr-bench train. */
 static int failed(tsr_status_t st, const char *what, const char *own)
 {
-    int rank = bench_rank(), size = 0, first;
-    MPI_Comm_size(MPI_COMM_WORLD, &size);
-    int mine = st != TSR_OK ? rank : size;
-    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
-    if (first == size)
-        return 0;
-    if (rank == first)
-        fprintf(stderr, "tsr-bench train: %s%s%s\n", own ? "" : what, own ? "" : ": ", own ? own : tsr_last_error());
-    return 1;
-}
-
-/* This rank's index among the ranks of its node. */
-static int local_rank(void)
-{
-    MPI_Comm node;
-    int r = 0;
-    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
-    MPI_Comm_rank(node, &r);
-    MPI_Comm_free(&node);
-    return r;
+    return bench_failed("train", st, what, own);
 }
 
 /* One rank's device, by host name and index. */
@@ -574,7 +547,7 @@ int bench_train(int argc, char **argv)
         MPI_Allreduce(MPI_IN_PLACE, &gpus, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
         if (gpus < 1)
             return bench_fail("train", "--device cuda: no GPU visible");
-        index = local_rank() % gpus;
+        index = bench_local_rank() % gpus;
     }
     tsr_device_t dev = NULL;
     tsr_grid_t grid = NULL;

@@ -1,6 +1,7 @@
 /* bench_util.c: helpers shared by the tsr-bench subcommands. */
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "bench.h"
 
@@ -40,4 +41,38 @@ int bench_number(const char *sub, const char *opt, const char *text, double lo, 
         return bench_fail(sub, "%s %s: expected a finite number in [%g, %g]", opt, text, lo, hi);
     *out = v;
     return 0;
+}
+
+int bench_failed(const char *sub, tsr_status_t st, const char *what, const char *own)
+{
+    int rank = bench_rank(), size = 0, first;
+    MPI_Comm_size(MPI_COMM_WORLD, &size);
+    int mine = st != TSR_OK ? rank : size;
+    MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, MPI_COMM_WORLD);
+    if (first == size)
+        return 0;
+    if (rank == first)
+        fprintf(stderr, "tsr-bench %s: %s%s%s\n", sub, own ? "" : what, own ? "" : ": ", own ? own : tsr_last_error());
+    return 1;
+}
+
+int bench_local_rank(void)
+{
+    MPI_Comm node;
+    int r = 0;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, 0, MPI_INFO_NULL, &node);
+    MPI_Comm_rank(node, &r);
+    MPI_Comm_free(&node);
+    return r;
+}
+
+int bench_layout(const char *sub, int given, int world, tsr_layout_t *layout)
+{
+    char text[TSR_LAYOUT_STRLEN];
+    if (!given)
+        layout->dp = world;
+    if (tsr_layout_ranks(layout) == world)
+        return 0;
+    return bench_fail(sub, "--layout %s needs %d ranks, but mpiexec started %d",
+                      tsr_layout_format(layout, text, sizeof text), tsr_layout_ranks(layout), world);
 }

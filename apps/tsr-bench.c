@@ -1,7 +1,7 @@
 /*
  * tsr-bench: Tessera's performance measurements, one subcommand per module.
  *
- *   mpiexec -n N tsr-bench tp|pipe|zero|ckpt|train|ps [--json] [OPTIONS]
+ *   mpiexec -n N tsr-bench tp|pipe|zero|ckpt|train|generate|ps [--json] [OPTIONS]
  *
  * Figures come from the library's own counters (bytes sent per communicator, the tracked
  * allocator) next to the analytical formulas; with --json each measured configuration is
@@ -22,6 +22,7 @@ static const struct {
     {"zero", bench_zero, "ZeRO stages: measured bytes per rank against the ZeRO formulas"},
     {"ckpt", bench_ckpt, "checkpoint write and read bandwidth against a plain sequential write"},
     {"train", bench_train, "GPT training throughput: tokens/s, ms per step, MFU, loss, peak bytes"},
+    {"generate", bench_generate, "GPT generation through the KV caches: prompt and decode tokens/s, KV bytes"},
     {"ps", bench_ps, "parameter servers by staleness, with a straggler, against synchronous dp"},
 };
 #define NSUB (sizeof subcommands / sizeof subcommands[0])
@@ -31,7 +32,7 @@ static void usage(FILE *out)
     fprintf(out, "Usage: mpiexec -n N tsr-bench SUBCOMMAND [--json] [OPTIONS]\n"
                  "       tsr-bench SUBCOMMAND --help\n\nSubcommands:\n");
     for (size_t i = 0; i < NSUB; i++)
-        fprintf(out, "  %-6s %s\n", subcommands[i].name, subcommands[i].summary);
+        fprintf(out, "  %-8s %s\n", subcommands[i].name, subcommands[i].summary);
     fprintf(out, "\nOptions for all: --json (one JSON object per configuration), --help, --version.\n");
 }
 
@@ -49,7 +50,7 @@ int main(int argc, char **argv)
     for (i = 0; i < NSUB && strcmp(argv[1], subcommands[i].name) != 0; i++)
         ;
     if (i == NSUB) {
-        fprintf(stderr, "tsr-bench: unknown subcommand \"%s\" (expected tp, pipe, zero, ckpt, train or ps; see tsr-bench --help)\n",
+        fprintf(stderr, "tsr-bench: unknown subcommand \"%s\" (expected tp, pipe, zero, ckpt, train, generate or ps; see tsr-bench --help)\n",
                 argv[1]);
         return 1;
     }

@@ -617,29 +617,16 @@ static tsr_status_t save(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, tsr
 {
     tsr_ckpt_writer_t w = NULL;
     char layout[TSR_LAYOUT_STRLEN];
-    const tsr_gpt_config_t *m = &o->model;
     tsr_comm_t world = tsr_grid_comm(grid, TSR_AXIS_WORLD);
     tsr_status_t rc = tsr_ckpt_writer_create(world, o->ckpt_dir, step, &w);
     if (rc == TSR_OK)
-        rc = tsr_ckpt_save_zero(w, grid, tsr_gpt_optimizer(gpt), &o->zero);
-    if (rc == TSR_OK)
-        rc = tsr_gpt_config_save(w, m);
-    if (rc == TSR_OK)
-        rc = tsr_ckpt_set_i64(w, "/layout", "batch", o->gpt.batch);
+        rc = tsr_gpt_ckpt_save(w, gpt, &o->zero, seen);
     if (rc == TSR_OK)
         rc = save_data_record(w, o, ds);
     if (rc == TSR_OK)
         rc = tsr_ckpt_set_str(w, "/layout", "grid", tsr_layout_format(&o->layout, layout, sizeof layout));
     if (rc == TSR_OK)
         rc = tsr_ckpt_set_str(w, "/layout", "schedule", o->schedule_text);
-    if (rc == TSR_OK)
-        rc = tsr_ckpt_set_i64(w, "/layout", "micro_batches", o->gpt.micro_batches);
-    if (rc == TSR_OK)
-        rc = tsr_ckpt_set_i64(w, "/", "tokens_seen", seen);
-    if (rc == TSR_OK)
-        rc = tsr_ckpt_set_i64(w, "/", "seed", (int64_t)o->gpt.seed);
-    if (rc == TSR_OK)
-        rc = tsr_ckpt_write_i64(w, "/data/tokens", 1, &seen);
     if (rc != TSR_OK) {
         tsr_ckpt_abort(&w);
         return rc;
@@ -1191,7 +1178,7 @@ int main(int argc, char **argv)
 {
     options_t o = {0};
     tsr_layout_t lay = TSR_LAYOUT_INIT;
-    tsr_zero_config_t z = TSR_ZERO_CONFIG_INIT;
+    tsr_zero_config_t z = train_zero_defaults();
     tsr_gpt_options_t g = TSR_GPT_OPTIONS_INIT;
     tsr_gpt_config_t m = TSR_GPT_CONFIG_INIT;
     tsr_mem_keep_freed_host_memory(); /* before MPI_Init: MPI's buffers too */
@@ -1200,7 +1187,6 @@ int main(int argc, char **argv)
     MPI_Comm_size(MPI_COMM_WORLD, &world_size);
     catch_stop_signals();
     o.layout = lay, o.zero = z, o.gpt = g, o.model = m;
-    o.zero.beta2 = 0.95f, o.zero.weight_decay = 0.1f, o.zero.clip_norm = 1.0f, o.zero.momentum = 0.9f;
     o.gpt.poll_us = 50;
     o.steps = 10;
     o.val_batches = 1;

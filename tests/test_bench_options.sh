@@ -37,6 +37,9 @@ check tp --shapes "64,64,99999999999" "expected M,N,K[;M,N,K...] of integers in 
 check tp --shapes "64,64,64;" "expected M,N,K[;M,N,K...] of integers in [1, 1048576]"
 check train --batch 0 "expected an integer in [1, 2147483647]"
 check train --peak-tflops nan "expected a finite number >= 0"
+check generate --prompt-len 0 "expected an integer in [1, 1073741824]"
+check generate --batch 1.5 "expected an integer in [1, 65536]"
+check generate --runs -1 "expected an integer in [1, 1000000]"
 # shellcheck disable=SC2086
 timeout 60 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n 1 "$bin/tsr-bench" ckpt --bytes inf >"$tmp/out" 2>"$tmp/err"
 status=$?

@@ -6,7 +6,10 @@
 # and tp=1x2, with the kernels and the communication of each axis named (on a GPU: by CUDA
 # events, the device parts within 5% of the step); one-line errors and a non-zero exit for an
 # unknown model, a layout that does not fit the ranks, a batch that does not divide, and
-# --device cuda where this build has no CUDA backend or no GPU is visible. Prints TAP.
+# --device cuda where this build has no CUDA backend or no GPU is visible. tsr-bench generate:
+# one valid JSON line (tests/json_valid) with both speeds and the KV caches' bytes per rank
+# equal to 2*L*B*T*C*4 over the ranks on 1 rank, tp=1x2, pp=2 and dp=2; the text table; its
+# one-line errors. Prints TAP.
 # shellcheck disable=SC2016,SC2086 # conditions are eval'd later; option lists are meant to split
 bin=${TSR_BUILDDIR:-.}/apps
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-bench-train.XXXXXX") || exit 99
@@ -118,4 +121,51 @@ else
         eval 'one_error "--device cuda: this build has no CUDA backend" || one_error "--device cuda: no GPU visible"'
     skip "cuda --breakdown: kernels by CUDA events, the device parts within 5% of the step" "no GPU"
 fi
+
+# ---- tsr-bench generate ----
+valid=${TSR_BUILDDIR:-.}/tests/json_valid
+gen() { # gen RANKS ARGS...: tsr-bench generate; sets $out, $err and $status
+    ranks=$1
+    shift
+    # shellcheck disable=SC2086
+    timeout 120 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n "$ranks" "$bin/tsr-bench" generate "$@" >"$tmp/out" 2>"$tmp/err"
+    status=$?
+    out=$(cat "$tmp/out")
+    err=$(cat "$tmp/err")
+}
+# good_gen LAYOUT KV: exit 0, one valid JSON line, the layout, both speeds > 0, the KV bytes per rank KV
+# equal to the formula's share
+good_gen() {
+    test "$status" -eq 0 && test "$(wc -l <"$tmp/out")" -eq 1 && "$valid" "$tmp/out" && test "$(field layout)" = "$1" &&
+        test "$(field bench)" = generate && test "$(field kv_cache_bytes)" = "$2" &&
+        test "$(field kv_formula_bytes_per_rank)" = "$2" &&
+        awk -v p="$(field prompt_tokens_per_s)" -v d="$(field decode_tokens_per_s)" -v m="$(field ms_per_token)" \
+            'BEGIN { exit !(p + 0 > 0 && d + 0 > 0 && m + 0 > 0) }'
+}
+gshort="--runs 1 --warmup 0 --prompt-len 8 --max-tokens 8"
+gen 1 --help
+check "generate --help states the KV-cache formula and exits 0" eval 'test $status -eq 0 && has "$out" "2*L*B*T*C*bytes"'
+# tiny: L=2, T=64, C=64, fp32: 2*2*B*64*64*4 = 65536 B bytes in all
+gen 1 --json $gshort --batch 2
+check "generate on 1 rank: valid JSON, both speeds, KV bytes 131072 (2*L*B*T*C*4, B=2)" eval 'good_gen dp=1,pp=1,tp=1x1 131072'
+gen 2 --json $gshort --batch 2 --layout tp=1x2
+check "generate on tp=1x2: the caches split by heads, 65536 bytes a rank" eval 'good_gen dp=1,pp=1,tp=1x2 65536'
+gen 2 --json $gshort --batch 2 --layout pp=2
+check "generate on pp=2: the caches split by blocks, 65536 bytes a rank" eval 'good_gen dp=1,pp=2,tp=1x1 65536'
+gen 2 --json $gshort --batch 4 --layout dp=2
+check "generate on dp=2: the caches split by sequences, 131072 bytes a rank" \
+    eval 'good_gen dp=2,pp=1,tp=1x1 131072 && test "$(field kv_cache_bytes_total)" = 262144'
+gen 1 $gshort
+check "generate's text table: both speeds, ms/token and the KV line" \
+    eval 'test $status -eq 0 && has "$out" "decode tokens/s" && has "$out" "ms/token" &&
+          has "$out" "KV cache: 65536 bytes per rank"'
+gen 1 --prompt-len 60 --max-tokens 10
+check "generate: a prompt and decode past the context are refused" \
+    eval 'one_error "--prompt-len 60 and --max-tokens 10 pass the model'"'"'s context of 64"'
+gen 2 --batch 3
+check "generate: a batch not divisible by dp is refused" eval 'one_error "--batch 3 is not divisible by dp=2"'
+gen 1 --model tiny --ckpt "$tmp/none"
+check "generate: --model and --ckpt together are refused" eval 'one_error "--model and --ckpt both name the model"'
+gen 1 --ckpt "$tmp/none"
+check "generate: a missing checkpoint is one line" eval 'one_error "No such file or directory"'
 echo "1..$n"

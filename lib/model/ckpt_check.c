@@ -1,8 +1,11 @@
 /*
  * ckpt_check.c: what a checkpoint of a GPT must hold, derived from its own /config: the
  * model's tensors (the names and global shapes gpt.c registers) and a valid configuration.
- * tsr-ckpt verify uses it, so that a file that cannot be resumed does not "verify".
+ * tsr-ckpt verify uses it, so that a file that cannot be resumed does not "verify". Also the
+ * one way a model is saved (tsr-train, tsr-ckpt import) and its parameters read back whole
+ * (tsr-ckpt export).
  */
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -126,6 +129,65 @@ tsr_status_t tsr_gpt_ckpt_verify(tsr_ckpt_reader_t r, tsr_gpt_config_t *cfg_out)
     if (cfg_out)
         *cfg_out = cfg;
 cleanup:
+    free(info);
+    return rc;
+}
+
+tsr_status_t tsr_gpt_ckpt_save(tsr_ckpt_writer_t w, tsr_gpt_t gpt, const tsr_zero_config_t *zcfg,
+                               int64_t tokens_seen)
+{
+    tsr_status_t rc = TSR_OK;
+    TSR_CHECK(w && gpt && zcfg, TSR_ERR_INVALID_ARG, "tsr_gpt_ckpt_save: NULL argument");
+    TSR_TRY(tsr_ckpt_save_zero(w, gpt->grid, gpt->zero, zcfg));
+    TSR_TRY(tsr_gpt_config_save(w, &gpt->cfg));
+    TSR_TRY(tsr_ckpt_set_i64(w, "/layout", "batch", gpt->opts.batch));
+    TSR_TRY(tsr_ckpt_set_i64(w, "/layout", "micro_batches", gpt->opts.micro_batches));
+    TSR_TRY(tsr_ckpt_set_i64(w, "/", "tokens_seen", tokens_seen));
+    TSR_TRY(tsr_ckpt_set_i64(w, "/", "seed", (int64_t)gpt->opts.seed));
+    TSR_TRY(tsr_ckpt_write_i64(w, "/data/tokens", 1, &tokens_seen));
+cleanup:
+    return rc;
+}
+
+tsr_status_t tsr_gpt_ckpt_read_params(tsr_ckpt_reader_t r, tsr_gpt_config_t *cfg_out, float **params)
+{
+    tsr_status_t rc = TSR_OK;
+    tsr_ckpt_dataset_info_t *info = NULL, key;
+    size_t n = 0;
+    tsr_gpt_config_t cfg;
+    float *p = NULL;
+    char name[TSR_ZERO_NAME_MAX];
+    int64_t rows, cols, off = 0;
+    TSR_CHECK(r && cfg_out && params, TSR_ERR_INVALID_ARG, "tsr_gpt_ckpt_read_params: NULL argument");
+    *params = NULL;
+    TSR_TRY(tsr_ckpt_verify_metadata(r));
+    TSR_TRY(tsr_gpt_ckpt_verify(r, &cfg)); /* every dataset of its model, of its shape: the sizes below */
+    TSR_TRY(tsr_ckpt_list(r, &info, &n));
+    p = malloc((size_t)tsr_gpt_param_count(&cfg) * sizeof *p);
+    TSR_CHECK(p, TSR_ERR_OUT_OF_MEMORY, "no memory for the %lld parameters of the checkpoint's model",
+              (long long)tsr_gpt_param_count(&cfg));
+    for (int i = 0; i < tsr_gpt_tensor_count(&cfg); i++) {
+        TSR_TRY(tsr_gpt_tensor_info(&cfg, i, name, sizeof name, &rows, &cols));
+        snprintf(key.name, sizeof key.name, "/params/%s", name);
+        const tsr_ckpt_dataset_info_t *d = bsearch(&key, info, n, sizeof *info, by_name);
+        TSR_CHECK(d, TSR_ERR_FORMAT, "the checkpoint has no dataset %s", key.name);
+        tsr_ckpt_piece_t all = tsr_ckpt_block(0, d->ndim == 2 ? rows : 1, 0, d->ndim == 2 ? cols : rows * cols);
+        TSR_TRY(tsr_ckpt_read_f32(r, key.name, d->ndim, d->dims, &all, p + off));
+        /* the checksum and the values, as tsr_ckpt_verify_dataset() checks them, on what was read */
+        uint64_t sum = tsr_ckpt_checksum(0, (size_t)(rows * cols), p + off);
+        TSR_CHECK(d->has_checksum && sum == d->checksum, TSR_ERR_CORRUPT,
+                  "checkpoint dataset %s fails its checksum (stored %016llx, computed %016llx)", key.name,
+                  (unsigned long long)d->checksum, (unsigned long long)sum);
+        for (int64_t k = 0; k < rows * cols; k++)
+            TSR_CHECK(isfinite(p[off + k]), TSR_ERR_CORRUPT, "checkpoint dataset %s holds %g at element %lld "
+                      "(expected finite values)", key.name, (double)p[off + k], (long long)k);
+        off += rows * cols;
+    }
+    *cfg_out = cfg;
+    *params = p;
+    p = NULL;
+cleanup:
+    free(p);
     free(info);
     return rc;
 }

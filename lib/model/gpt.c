@@ -540,6 +540,64 @@ void tsr_gpt_destroy(tsr_gpt_t *gpt)
 
 tsr_zero_t tsr_gpt_optimizer(tsr_gpt_t gpt) { return gpt ? gpt->zero : NULL; }
 
+/* The index of local tensor t in tsr_gpt_tensor_info()'s order. */
+static int tensor_index(tsr_gpt_t gpt, const gpt_tensor_t *t)
+{
+    int L = gpt->cfg.layers;
+    if (t == &gpt->wte)
+        return 0;
+    if (t == &gpt->wpe)
+        return 1;
+    if (t == &gpt->lnfg)
+        return 2 + L * NBLOCK;
+    if (t == &gpt->lnfb)
+        return 3 + L * NBLOCK;
+    return 2 + (int)(t - &gpt->block[0][0]);
+}
+
+tsr_status_t tsr_gpt_set_params(tsr_gpt_t gpt, const float *params)
+{
+    tsr_status_t rc = TSR_OK;
+    int n = 0;
+    int64_t *off = NULL;
+    float *host = NULL;
+    TSR_CHECK(gpt && params, TSR_ERR_INVALID_ARG, "tsr_gpt_set_params: NULL argument");
+    n = tsr_gpt_tensor_count(&gpt->cfg);
+    off = tsr__calloc((size_t)n + 1, sizeof *off);
+    TSR_CHECK(off, TSR_ERR_OUT_OF_MEMORY, "no memory for the model's tensor offsets");
+    for (int i = 0; i < n; i++) {
+        char name[TSR_ZERO_NAME_MAX];
+        int64_t rows, cols;
+        TSR_TRY(tsr_gpt_tensor_info(&gpt->cfg, i, name, sizeof name, &rows, &cols));
+        off[i + 1] = off[i] + rows * cols;
+    }
+    for (int i = 0; i < gpt->nlocal; i++) {
+        const gpt_tensor_t *t = gpt->local[i];
+        tsr_zero_tensor_t td;
+        tsr_zero_piece_t pc;
+        TSR_TRY(tsr_zero_tensor_desc(gpt->zero, t->zid, &td));
+        TSR_TRY(tsr_zero_piece(gpt->zero, t->zid, TSR_ZERO_PARAM, &pc));
+        if (pc.end == pc.begin)
+            continue;
+        /* local element k is global element (row_off + k / local_cols, col_off + k % local_cols) */
+        float *grown = realloc(host, (pc.end - pc.begin) * sizeof *host);
+        TSR_CHECK(grown, TSR_ERR_OUT_OF_MEMORY, "no memory to set tensor %s", td.name);
+        host = grown;
+        const float *src = params + off[tensor_index(gpt, t)];
+        for (size_t k = pc.begin; k < pc.end; k++) {
+            size_t r = (size_t)td.row_off + k / (size_t)td.local_cols, c = (size_t)td.col_off + k % (size_t)td.local_cols;
+            host[k - pc.begin] = src[r * (size_t)td.cols + c];
+        }
+        TSR_TRY(tsr_device_copy(gpt->dev, pc.data, host, (pc.end - pc.begin) * sizeof *host,
+                                TSR_COPY_HOST_TO_DEVICE));
+    }
+    TSR_TRY(tsr_zero_sync_params(gpt->zero));
+cleanup:
+    free(host);
+    free(off);
+    return rc;
+}
+
 void tsr_gpt_batch_slice(tsr_gpt_t gpt, int *first, int *count)
 {
     *first = gpt->at.dp * gpt->seqs;

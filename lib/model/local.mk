@@ -1,6 +1,6 @@
 # lib/model/local.mk: the GPT model (issue 7), the tsr-train driver, their tests and docs.
 libtessera_la_SOURCES += lib/model/model_impl.h lib/model/config.c lib/model/gpt.c lib/model/layers.c \
-	lib/model/stage.c lib/model/infer.c lib/model/sample.c
+	lib/model/stage.c lib/model/infer.c lib/model/sample.c lib/model/weights.c
 tsr_include_HEADERS += lib/include/tessera/model.h
 
 bin_PROGRAMS += apps/tsr-train
@@ -42,8 +42,17 @@ EXTRA_DIST += doc/model.md
 
 # tsr-bench train (apps/bench_train.c) and its test, a shell script that prints TAP.
 apps_tsr_bench_SOURCES += apps/bench_train.c
+# tsr-bench generate (apps/bench_generate.c, issue 19): generation speed and KV-cache bytes.
+apps_tsr_bench_SOURCES += apps/bench_generate.c
 TESTS += tests/test_bench_train.sh
 EXTRA_DIST += tests/test_bench_train.sh
 
 # What a checkpoint of the model must hold, from its /config (tsr-ckpt verify).
 libtessera_la_SOURCES += lib/model/ckpt_check.c
+
+# GPT-2 weights in and out (issue 19): tsr-ckpt import and export of llm.c's and Hugging
+# Face's files (lib/model/weights.c), on files that tests/weights-craft writes on its own.
+check_PROGRAMS += tests/weights-craft
+tests_weights_craft_LDADD = libtessera.la -lm
+TESTS += tests/test_ckpt_import.sh
+EXTRA_DIST += tests/test_ckpt_import.sh

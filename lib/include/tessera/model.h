@@ -65,6 +65,7 @@
 #include <stdint.h>
 #include <tessera/ckpt.h>
 #include <tessera/device.h>
+#include <tessera/dtype.h>
 #include <tessera/grid.h>
 #include <tessera/pipe.h>
 #include <tessera/status.h>
@@ -163,6 +164,63 @@ TSR_API tsr_status_t tsr_gpt_config_load(tsr_ckpt_reader_t r, tsr_gpt_config_t *
  */
 TSR_API tsr_status_t tsr_gpt_ckpt_verify(tsr_ckpt_reader_t r, tsr_gpt_config_t *cfg);
 
+/**
+ * Read the parameters of a checkpoint of any layout whole: its metadata checksum, its model
+ * (tsr_gpt_ckpt_verify()), then every /params dataset, each checked against its stored
+ * checksum and for finite values. @p params gets a malloc'ed array of tsr_gpt_param_count()
+ * floats, the tensors of tsr_gpt_tensor_info() one after the other, each row-major (free()
+ * it); @p cfg the model. Collective over the reader's communicator (every rank reads all).
+ */
+TSR_API tsr_status_t tsr_gpt_ckpt_read_params(tsr_ckpt_reader_t r, tsr_gpt_config_t *cfg, float **params);
+
+/** Formats of GPT-2 weights files outside Tessera (tsr-ckpt import and export). */
+typedef enum tsr_gpt_weights_format {
+    TSR_GPT_WEIGHTS_LLMC = 0, /**< llm.c's model file (gpt2_124M.bin): fp32 (version 3) or bf16 (5) */
+    TSR_GPT_WEIGHTS_HF        /**< Hugging Face GPT-2 safetensors (model.safetensors) */
+} tsr_gpt_weights_format_t;
+
+/** "llmc" or "hf" into *out; TSR_ERR_INVALID_ARG naming the choices otherwise. */
+TSR_API tsr_status_t tsr_gpt_weights_format_parse(const char *name, tsr_gpt_weights_format_t *out);
+
+/** "llmc", "hf" or "unknown". */
+TSR_API const char *tsr_gpt_weights_format_name(tsr_gpt_weights_format_t format);
+
+/** Choices of reading and writing weights files. Start from #TSR_GPT_WEIGHTS_OPTIONS_INIT. */
+typedef struct tsr_gpt_weights_options {
+    size_t struct_size; /**< sizeof(tsr_gpt_weights_options_t) */
+    int heads;          /**< reading hf (the file does not say): attention heads; 0: dim / 64, GPT-2's */
+    int padded_vocab;   /**< writing llmc: rows of wte in the file, >= vocab; 0: vocab rounded up to 128 */
+    tsr_dtype_t dtype;  /**< writing llmc: TSR_DTYPE_F32 (version 3) or TSR_DTYPE_BF16 (5); hf: F32 only */
+} tsr_gpt_weights_options_t;
+
+/** Heads dim / 64, llm.c's padding, fp32. */
+#define TSR_GPT_WEIGHTS_OPTIONS_INIT {sizeof(tsr_gpt_weights_options_t), 0, 0, TSR_DTYPE_F32}
+
+/**
+ * Read a GPT-2 weights file of @p format (doc/model.md, "Weights exchange"): the model it
+ * holds into @p cfg and its parameters into a malloc'ed array as tsr_gpt_ckpt_read_params()
+ * gives them (free() it). Weights are transposed and the fused attention weights split into
+ * Tessera's Q, K and V; llm.c's padding rows of wte are ignored. Every size is checked
+ * against the file's length before anything is allocated. TSR_ERR_FORMAT (TSR_ERR_IO for a
+ * file that cannot be read) with one line naming what is wrong: a bad magic number or version,
+ * shapes that disagree with each other or with the file's size, a malformed safetensors header,
+ * overlapping or out-of-range data, a missing, extra or misshapen tensor, an unknown dtype, a
+ * value that is not finite. Local.
+ */
+TSR_API tsr_status_t tsr_gpt_weights_read(tsr_gpt_weights_format_t format, const char *path,
+                                          const tsr_gpt_weights_options_t *opts, tsr_gpt_config_t *cfg,
+                                          float **params);
+
+/**
+ * Write the model @p cfg with @p params (as tsr_gpt_ckpt_read_params() gives them) as a
+ * weights file of @p format: llm.c's tensors in its order, bf16 rounded to nearest even, the
+ * padding rows of wte zero; safetensors in F32, one canonical key order, no prefix. Written
+ * to a temporary file beside @p path, renamed over it only when complete. Local.
+ */
+TSR_API tsr_status_t tsr_gpt_weights_write(tsr_gpt_weights_format_t format, const char *path,
+                                           const tsr_gpt_weights_options_t *opts, const tsr_gpt_config_t *cfg,
+                                           const float *params);
+
 /** What a block's backward recomputes instead of keeping it from the forward. */
 typedef enum tsr_gpt_recompute {
     TSR_GPT_RECOMPUTE_NONE = 0,  /**< keep every activation the backward reads */
@@ -210,6 +268,24 @@ TSR_API tsr_status_t tsr_gpt_create(tsr_grid_t grid, tsr_device_t dev, const tsr
 
 /** Free the model and its optimizer; sets *gpt to NULL and accepts NULL. */
 TSR_API void tsr_gpt_destroy(tsr_gpt_t *gpt);
+
+/**
+ * Overwrite the model's parameters with @p params: the whole model on every rank, the
+ * tensors of tsr_gpt_tensor_info() one after the other, each row-major (as
+ * tsr_gpt_ckpt_read_params() and tsr_gpt_weights_read() give them). Each rank copies its
+ * blocks and tsr_zero_sync_params() refreshes the working parameters. Collective over the grid.
+ */
+TSR_API tsr_status_t tsr_gpt_set_params(tsr_gpt_t gpt, const float *params);
+
+/**
+ * Write the model's checkpoint into @p w, the one way tsr-train and tsr-ckpt import save a
+ * model: tsr_ckpt_save_zero() of its optimizer (created with @p zcfg) on its grid,
+ * tsr_gpt_config_save(), /layout batch and micro_batches, the root attributes tokens_seen
+ * and seed, and /data/tokens (the loader's position, @p tokens_seen). The caller adds what
+ * else it records and commits. Collective over the model's grid.
+ */
+TSR_API tsr_status_t tsr_gpt_ckpt_save(tsr_ckpt_writer_t w, tsr_gpt_t gpt, const tsr_zero_config_t *zcfg,
+                                       int64_t tokens_seen);
 
 /** The optimizer holding the parameters (for checkpoints). Owned by the model. */
 TSR_API tsr_zero_t tsr_gpt_optimizer(tsr_gpt_t gpt);
