@@ -5,7 +5,8 @@
 #   - bad input gets one line and exit 2 before step 1: ps=0, more servers than ranks, a
 #     negative staleness, --staleness without ps, worker ranks that do not make whole
 #     pp x tp groups, a layout of the wrong size, a ZeRO stage above 0, a malformed
-#     TSR_PS_DELAY (exit 1), and what is not built with servers yet (--ckpt-dir).
+#     TSR_PS_DELAY (exit 1), a staleness that is not a number, and what is not built with
+#     servers yet (--trace). Checkpoints and faults: test_ps_ckpt.sh.
 # Prints TAP.
 bin=${TSR_BUILDDIR:-.}/apps
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-ps-train.XXXXXX") || exit 99
@@ -50,6 +51,8 @@ check "ZeRO 2 with servers is refused" \
     eval 'test $status -eq 1 && one_error "the servers hold the optimizer state: the ZeRO stage must be 0, got 2"'
 TSR_PS_DELAY=x run 3 $model --layout ps=1
 check "a malformed TSR_PS_DELAY is refused" eval 'test $status -eq 1 && one_error "TSR_PS_DELAY=x: expected WORKER:MS"'
-run 3 $model --layout ps=1 --ckpt-dir "$tmp/ckpt"
-check "--ckpt-dir with servers says it is not built yet" before_step1 "--ckpt-dir is not built with parameter servers"
+run 3 $model --layout ps=1 --staleness 2x
+check "a staleness that is not a number is refused" before_step1 "--staleness 2x: expected a non-negative integer or inf"
+run 3 $model --layout ps=1 --trace "$tmp/trace.json"
+check "--trace with servers says it is not built yet" before_step1 "--trace is not built with parameter servers"
 echo "1..$n"

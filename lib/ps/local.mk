@@ -9,3 +9,6 @@ EXTRA_DIST += doc/ps.md
 # tsr-train with parameter servers: options, errors, staleness 0 against dp.
 TESTS += tests/test_ps_train.sh
 EXTRA_DIST += tests/test_ps_train.sh
+# Checkpoints of a PS run, resumed on PS and ZeRO layouts bitwise; a failing server or worker.
+TESTS += tests/test_ps_ckpt.sh
+EXTRA_DIST += tests/test_ps_ckpt.sh

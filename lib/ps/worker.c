@@ -306,21 +306,16 @@ static tsr_status_t link_of(tsr_zero_t opt, const char *call, tsr__ps_worker_t *
 
 tsr_status_t tsr_ps_checkpoint(tsr_zero_t opt, int64_t note)
 {
-    tsr_status_t rc = TSR_OK, first = TSR_OK;
+    tsr_status_t rc = TSR_OK;
     tsr__ps_worker_t *w = NULL;
     tsr_zero_state_t st;
     TSR_TRY(link_of(opt, "tsr_ps_checkpoint", &w));
     tsr_zero_get_state(opt, &st);
     TSR_TRY(ask(w, PS_SAVE, st.step, note));
-    for (int j = 0; j < w->S; j++) { /* the servers agree; the first error is reported */
+    for (int j = 0; j < w->S && rc == TSR_OK; j++) { /* the servers agree: the first error is theirs */
         ps_header_t h;
-        tsr_status_t one = answer_of(w, j, PS_SAVE, &h);
-        if (first == TSR_OK && one != TSR_OK)
-            first = one;
-        else if (one != TSR_OK)
-            tsr_clear_error();
+        rc = answer_of(w, j, PS_SAVE, &h);
     }
-    rc = first;
 cleanup:
     return rc;
 }
