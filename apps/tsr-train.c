@@ -176,8 +176,8 @@ static int check_ps(options_t *o)
                                world_size, o->layout.ps, group);
         o->layout.dp = workers / group;
     }
-    if (o->trace || o->val_data)
-        return usage_error("%s is not built with parameter servers (ps=S) yet", o->trace ? "--trace" : "--val-data");
+    if (o->trace)
+        return usage_error("--trace is not built with parameter servers (ps=S) yet");
     return 0;
 }
 
@@ -518,6 +518,8 @@ typedef struct val_set {
     int batches, count; /* global batches; this replica's sequences of each */
     int32_t *in, *tg;   /* [batches][count * seq] */
     double *seq_loss;   /* one global batch's summed losses per sequence */
+    MPI_Comm across;    /* with parameter servers (has_across): this rank's place in every replica */
+    int has_across;
 } val_set_t;
 
 static void val_free(val_set_t *v)
@@ -525,6 +527,8 @@ static void val_free(val_set_t *v)
     free(v->in);
     free(v->tg);
     free(v->seq_loss);
+    if (v->has_across)
+        MPI_Comm_free(&v->across);
     memset(v, 0, sizeof *v);
 }
 
@@ -536,6 +540,11 @@ static tsr_status_t val_load(const options_t *o, tsr_gpt_t gpt, val_set_t *v)
     int first = 0, T = o->model.seq, B = o->gpt.batch;
     tsr_gpt_batch_slice(gpt, &first, &v->count);
     v->batches = (int)o->val_batches;
+    if (o->layout.ps > 0) { /* the workers: world ranks [0, dp x group) in replica order */
+        MPI_Comm_split(agree_comm, world_rank % (o->layout.pp * o->layout.tp_rows * o->layout.tp_cols), world_rank,
+                       &v->across);
+        v->has_across = 1;
+    }
     tsr_status_t rc = tsr_dataset_open(o->val_data, o->model.vocab, &vds);
     if (rc != TSR_OK)
         return rc;
@@ -556,7 +565,10 @@ static tsr_status_t val_load(const options_t *o, tsr_gpt_t gpt, val_set_t *v)
 }
 
 /* The mean loss over the validation sequences: each sequence's summed loss (the same on every
- * rank), added in double in sequence order, so the sum's order does not depend on the layout. */
+ * rank), added in double in sequence order, so the sum's order does not depend on the layout.
+ * With parameter servers a replica's model holds the losses of its own sequences only, computed
+ * with the parameters it pulled last (those of every replica alike at staleness 0): the
+ * replicas' losses are added (one non-zero addend per sequence, exact) over v->across. */
 static tsr_status_t val_loss(const options_t *o, tsr_gpt_t gpt, val_set_t *v, double *loss)
 {
     double sum = 0.0;
@@ -566,6 +578,8 @@ static tsr_status_t val_loss(const options_t *o, tsr_gpt_t gpt, val_set_t *v, do
         tsr_status_t rc = tsr_gpt_eval_sequences(gpt, v->in + off, v->tg + off, v->seq_loss);
         if (rc != TSR_OK)
             return rc;
+        if (v->has_across)
+            MPI_Allreduce(MPI_IN_PLACE, v->seq_loss, B, MPI_DOUBLE, MPI_SUM, v->across);
         for (int i = 0; i < B; i++)
             sum += v->seq_loss[i];
     }
