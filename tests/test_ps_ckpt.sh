@@ -9,6 +9,8 @@
 #     written, bit for bit, or the six values of a step would drift;
 #   - --grad-clip 0 in these runs: the clipping norm is a sum whose order depends on how the
 #     gradient is sharded, and clipping would carry its last bits into the parameters;
+#   - at --staleness inf, with one replica delayed (TSR_PS_DELAY), the checkpoint of step K
+#     holds the state after exactly K rounds (/optim step, read with h5dump);
 #   - a resume that changes the optimizer (adamw to sgd) is one error line;
 #   - faults: a server that fails writing the second checkpoint (TSR_CKPT_FAULT on server 1
 #     of ps=2) ends the run with one error line, and the first checkpoint still verifies and
@@ -54,6 +56,18 @@ check "the ZeRO 2 checkpoint resumes on ps=1 and reaches its step 6 bitwise" \
 run 4 $model --layout ps=2 --steps 6 --ckpt-dir "$tmp/z2-ps2" --resume "$tmp/z2/step_3.h5"
 check "... and on ps=2, two servers writing one checkpoint" \
     eval 'test $status -eq 0 && same "$tmp/z2/step_6.h5" "$tmp/z2-ps2/step_6.h5"'
+
+TSR_PS_DELAY=1:20 run 3 $model --layout ps=1 --staleness inf --steps 4 --ckpt-dir "$tmp/inf" --ckpt-every 2
+check "--staleness inf with replica 1 delayed: the checkpoints verify" \
+    eval 'test $status -eq 0 && "$bin/tsr-ckpt" verify "$tmp/inf/step_2.h5" >/dev/null 2>>"$tmp/err" &&
+        "$bin/tsr-ckpt" verify "$tmp/inf/step_4.h5" >/dev/null 2>>"$tmp/err"'
+if command -v h5dump >/dev/null 2>&1; then
+    optim_step() { h5dump -a /optim/step "$1" 2>/dev/null | sed -n 's/.*(0): *//p'; }
+    check "... and hold every round up to their step (the barrier drained the servers)" \
+        eval 'test "$(optim_step "$tmp/inf/step_2.h5")" = 2 && test "$(optim_step "$tmp/inf/step_4.h5")" = 4'
+else
+    skip "... and hold every round up to their step" "no h5dump"
+fi
 
 run 3 $model --layout ps=1 --steps 6 --optimizer sgd --ckpt-dir "$tmp/sgd" --resume "$tmp/ps/step_3.h5"
 check "a resume on ps=1 that changes the optimizer is an error" \
