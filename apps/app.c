@@ -36,11 +36,12 @@ int failed(tsr_status_t rc, const char *what)
     int rank, size;
     MPI_Comm_rank(agree_comm, &rank);
     MPI_Comm_size(agree_comm, &size);
-    int mine = rc != TSR_OK ? rank : size, first = size;
+    /* the lowest rank with a cause, else the lowest with an echo of another's failure */
+    int mine = rc == TSR_OK ? 2 * size : rc == TSR_ERR_ABORTED ? size + rank : rank, first = 2 * size;
     MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, agree_comm);
-    if (first == size)
+    if (first == 2 * size)
         return 0;
-    if (rank == first)
+    if (rank == first % size)
         fprintf(stderr, "%s: %s%s%s\n", app_name, what ? what : "", what ? ": " : "",
                 app_error[0] ? app_error : tsr_last_error());
     return 1;

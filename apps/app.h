@@ -24,7 +24,8 @@ int usage_error(const char *fmt, ...) TSR_PRINTF(1, 2);
 
 /* Agree on failure over agree_comm: if any rank's rc is not TSR_OK, the lowest failing rank
  * prints "TOOL: what: the error" (its set_app_error() message, else the library's) and every
- * rank returns 1; 0 when every rank succeeded. Collective. */
+ * rank returns 1; 0 when every rank succeeded. A rank whose rc is TSR_ERR_ABORTED (it failed
+ * because another did) prints only when no rank failed otherwise. Collective. */
 int failed(tsr_status_t rc, const char *what);
 
 /* tsr-train's optimizer defaults: TSR_ZERO_CONFIG_INIT's but beta2 0.95, weight decay 0.1,

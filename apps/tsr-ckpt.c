@@ -283,7 +283,7 @@ static int cmd_import(const weights_args_t *a, const char *in, const char *dir)
         tsr_ckpt_lock(tsr_grid_comm(grid, TSR_AXIS_WORLD), dir, &lock) != TSR_OK ||
         tsr_gpt_create(grid, dev, &cfg, &go, &z, &gpt) != TSR_OK || tsr_gpt_set_params(gpt, params) != TSR_OK ||
         tsr_ckpt_writer_create(tsr_grid_comm(grid, TSR_AXIS_WORLD), dir, 0, &w) != TSR_OK ||
-        tsr_gpt_ckpt_save(w, gpt, &z, 0) != TSR_OK || tsr_ckpt_set_str(w, "/", "imported_from", from) != TSR_OK ||
+        tsr_gpt_ckpt_save(w, grid, tsr_gpt_optimizer(gpt), &z, &cfg, &go, 0) != TSR_OK || tsr_ckpt_set_str(w, "/", "imported_from", from) != TSR_OK ||
         tsr_ckpt_commit(&w, 0) != TSR_OK) {
         status = fail();
         tsr_ckpt_abort(&w);

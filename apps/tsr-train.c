@@ -34,7 +34,8 @@ static const char usage[] =
     "Usage: mpiexec -n N tsr-train [OPTIONS]\n"
     "Train a GPT-2 model on a dp x pp x tp grid of ranks.\n"
     "  --layout dp=D,pp=P,tp=RxC   process grid (default dp=N); tp=1xC is 1D (Megatron), else 2D (SUMMA);\n"
-    "                              ps=S adds S parameter-server ranks (dp defaults to what is left)\n"
+    "                              ps=S adds S parameter-server ranks (dp defaults to what is left),\n"
+    "                              which hold the state and write the checkpoints (not with --trace)\n"
     "  --staleness K|inf           with ps=S: a worker runs at most K rounds ahead of the servers'\n"
     "                              updates (default 0: synchronous); inf: fully asynchronous\n"
     "  --zero 0..3                 ZeRO stage (default 0)\n"
@@ -72,7 +73,8 @@ static const char usage[] =
     "  --time-limit MINUTES        stop (checkpoint, exit 0) before MINUTES of wall time have passed\n"
     "  --max-bad-steps N           steps whose loss or gradient norm is not finite that the run\n"
     "                              survives, without an update (default 0: the first ends it)\n"
-    "  --resume [latest|FILE]      continue from DIR/latest (needs --ckpt-dir) or from FILE\n"
+    "  --resume [latest|FILE]      continue from DIR/latest (needs --ckpt-dir) or from FILE, on any\n"
+    "                              layout, ZeRO stage or ps=S, whatever wrote it\n"
     "  --val-data SHARDS           validation shards (a file, a glob or a comma-separated list): the mean\n"
     "                              loss over their first --val-batches x --batch sequences, never shuffled\n"
     "  --val-every K               validation loss every K steps (default 0: at the last step only)\n"
@@ -176,9 +178,8 @@ static int check_ps(options_t *o)
                                world_size, o->layout.ps, group);
         o->layout.dp = workers / group;
     }
-    if (o->ckpt_dir || o->resume || o->trace || o->val_data)
-        return usage_error("%s is not built with parameter servers (ps=S) yet",
-                           o->ckpt_dir ? "--ckpt-dir" : o->resume ? "--resume" : o->trace ? "--trace" : "--val-data");
+    if (o->trace)
+        return usage_error("--trace is not built with parameter servers (ps=S) yet");
     return 0;
 }
 
@@ -519,6 +520,8 @@ typedef struct val_set {
     int batches, count; /* global batches; this replica's sequences of each */
     int32_t *in, *tg;   /* [batches][count * seq] */
     double *seq_loss;   /* one global batch's summed losses per sequence */
+    MPI_Comm across;    /* with parameter servers (has_across): this rank's place in every replica */
+    int has_across;
 } val_set_t;
 
 static void val_free(val_set_t *v)
@@ -526,6 +529,8 @@ static void val_free(val_set_t *v)
     free(v->in);
     free(v->tg);
     free(v->seq_loss);
+    if (v->has_across)
+        MPI_Comm_free(&v->across);
     memset(v, 0, sizeof *v);
 }
 
@@ -537,6 +542,11 @@ static tsr_status_t val_load(const options_t *o, tsr_gpt_t gpt, val_set_t *v)
     int first = 0, T = o->model.seq, B = o->gpt.batch;
     tsr_gpt_batch_slice(gpt, &first, &v->count);
     v->batches = (int)o->val_batches;
+    if (o->layout.ps > 0) { /* the workers: world ranks [0, dp x group) in replica order */
+        MPI_Comm_split(agree_comm, world_rank % (o->layout.pp * o->layout.tp_rows * o->layout.tp_cols), world_rank,
+                       &v->across);
+        v->has_across = 1;
+    }
     tsr_status_t rc = tsr_dataset_open(o->val_data, o->model.vocab, &vds);
     if (rc != TSR_OK)
         return rc;
@@ -557,7 +567,10 @@ static tsr_status_t val_load(const options_t *o, tsr_gpt_t gpt, val_set_t *v)
 }
 
 /* The mean loss over the validation sequences: each sequence's summed loss (the same on every
- * rank), added in double in sequence order, so the sum's order does not depend on the layout. */
+ * rank), added in double in sequence order, so the sum's order does not depend on the layout.
+ * With parameter servers a replica's model holds the losses of its own sequences only, computed
+ * with the parameters it pulled last (those of every replica alike at staleness 0): the
+ * replicas' losses are added (one non-zero addend per sequence, exact) over v->across. */
 static tsr_status_t val_loss(const options_t *o, tsr_gpt_t gpt, val_set_t *v, double *loss)
 {
     double sum = 0.0;
@@ -567,6 +580,8 @@ static tsr_status_t val_loss(const options_t *o, tsr_gpt_t gpt, val_set_t *v, do
         tsr_status_t rc = tsr_gpt_eval_sequences(gpt, v->in + off, v->tg + off, v->seq_loss);
         if (rc != TSR_OK)
             return rc;
+        if (v->has_across)
+            MPI_Allreduce(MPI_IN_PLACE, v->seq_loss, B, MPI_DOUBLE, MPI_SUM, v->across);
         for (int i = 0; i < B; i++)
             sum += v->seq_loss[i];
     }
@@ -611,8 +626,9 @@ static void warn_changed_data(tsr_ckpt_reader_t r, const options_t *o, tsr_datas
                 shuffle ? "shuffled" : "did not shuffle", o->shuffle ? "shuffles" : "does not");
 }
 
-/* The checkpoint of step `step`, after `seen` tokens of the data (the loader's position). */
-static tsr_status_t save(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, tsr_dataset_t ds, long step,
+/* The checkpoint of step `step`, after `seen` tokens of the data (the loader's position), of
+ * the optimizer `opt` on `grid`: the model's, or with parameter servers the servers'. */
+static tsr_status_t save(const options_t *o, tsr_grid_t grid, tsr_zero_t opt, tsr_dataset_t ds, long step,
                          int64_t seen)
 {
     tsr_ckpt_writer_t w = NULL;
@@ -620,7 +636,7 @@ static tsr_status_t save(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, tsr
     tsr_comm_t world = tsr_grid_comm(grid, TSR_AXIS_WORLD);
     tsr_status_t rc = tsr_ckpt_writer_create(world, o->ckpt_dir, step, &w);
     if (rc == TSR_OK)
-        rc = tsr_gpt_ckpt_save(w, gpt, &o->zero, seen);
+        rc = tsr_gpt_ckpt_save(w, grid, opt, &o->zero, &o->model, &o->gpt, seen);
     if (rc == TSR_OK)
         rc = save_data_record(w, o, ds);
     if (rc == TSR_OK)
@@ -691,6 +707,8 @@ static void warn_changed_optimizer(tsr_ckpt_reader_t r, const char *path, const 
  * position in tokens. Every value read is covered by a checksum, and they must agree: the
  * position /data/tokens is the root's tokens_seen, whole sequences of this model, and the
  * optimizer has taken no more steps than the checkpoint's. The global batch may differ.
+ * With parameter servers the workers check the file and the servers load it (ps_load()),
+ * once every worker has found it good.
  */
 static tsr_status_t resume(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, tsr_dataset_t ds, const char *path,
                            long *step, int64_t *seen)
@@ -703,7 +721,7 @@ static tsr_status_t resume(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, t
         rc = tsr_ckpt_verify_metadata(r);
     if (rc == TSR_OK)
         rc = tsr_gpt_config_expect(r, &o->model);
-    if (rc == TSR_OK)
+    if (rc == TSR_OK && o->layout.ps == 0)
         rc = tsr_ckpt_load_zero(r, grid, tsr_gpt_optimizer(gpt), &o->zero);
     if (rc == TSR_OK)
         warn_changed_optimizer(r, path, &o->zero);
@@ -715,6 +733,13 @@ static tsr_status_t resume(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, t
         rc = tsr_ckpt_get_i64(r, "/", "tokens_seen", &tokens_seen);
     if (rc == TSR_OK)
         rc = tsr_ckpt_get_i64(r, "/", "step", &at);
+    if (rc == TSR_OK && o->layout.ps > 0) {
+        int64_t restored = -1;
+        rc = tsr_ps_restore(tsr_gpt_optimizer(gpt), &restored);
+        if (rc == TSR_OK && restored != at)
+            rc = set_app_error(TSR_ERR_INTERNAL, "%s: the servers resumed at step %lld, the file says %lld", path,
+                               (long long)restored, (long long)at);
+    }
     tsr_zero_get_state(tsr_gpt_optimizer(gpt), &state);
     if (rc == TSR_OK && (pos != tokens_seen || pos < 0 || pos % o->model.seq != 0))
         rc = set_app_error(TSR_ERR_FORMAT, "%s: the loader's position /data/tokens is %lld, but the checkpoint's "
@@ -726,6 +751,40 @@ static tsr_status_t resume(const options_t *o, tsr_grid_t grid, tsr_gpt_t gpt, t
     *step = (long)at;
     *seen = pos;
     tsr_ckpt_reader_close(&r);
+    return rc;
+}
+
+/* What the parameter servers' checkpoint callbacks need (tessera/ps.h). */
+typedef struct ps_io {
+    const options_t *o;
+    tsr_dataset_t ds;
+} ps_io_t;
+
+/* The servers' save callback: the checkpoint of their shards, as save() writes a ZeRO run's. */
+static tsr_status_t ps_save(void *ctx, tsr_grid_t grid, tsr_zero_t opt, int64_t step, int64_t seen)
+{
+    const ps_io_t *io = ctx;
+    return save(io->o, grid, opt, io->ds, (long)step, seen);
+}
+
+/* The servers' load callback: their shards of the checkpoint --resume names (the workers
+ * have checked it), and its step. */
+static tsr_status_t ps_load(void *ctx, tsr_grid_t grid, tsr_zero_t opt, int64_t *step)
+{
+    const ps_io_t *io = ctx;
+    tsr_ckpt_reader_t r = NULL;
+    char *path = NULL;
+    tsr_status_t rc = resume_path(io->o, &path);
+    if (rc == TSR_OK)
+        rc = tsr_ckpt_reader_open(tsr_grid_comm(grid, TSR_AXIS_WORLD), path, &r);
+    if (rc == TSR_OK)
+        rc = tsr_gpt_config_expect(r, &io->o->model);
+    if (rc == TSR_OK)
+        rc = tsr_ckpt_load_zero(r, grid, opt, &io->o->zero);
+    if (rc == TSR_OK)
+        rc = tsr_ckpt_get_i64(r, "/", "step", step);
+    tsr_ckpt_reader_close(&r);
+    free(path);
     return rc;
 }
 
@@ -894,6 +953,16 @@ static tsr_status_t open_device(tsr_device_kind_t kind, tsr_device_t *dev)
     return tsr_device_create(kind, local % n, dev);
 }
 
+/* failed() after the model joined the parameter servers: a worker rank that fails first tells
+ * the servers (tsr_ps_cancel()), so that the workers waiting in a step for its push are
+ * released and fail too, with TSR_ERR_ABORTED. Without servers, failed(). */
+static int worker_failed(tsr_grid_t grid, tsr_status_t rc, const char *what)
+{
+    if (rc != TSR_OK)
+        tsr_ps_cancel(grid);
+    return failed(rc, what);
+}
+
 /* With parameter servers, once the workers' optimizers are gone (the servers have
  * returned): the job's exit status, non-zero if any rank failed. A worker that failed has
  * said why; a server's error (serve_rc) is printed only when no worker failed, for then
@@ -1025,11 +1094,17 @@ static int train(const options_t *o)
     }
     tsr_dataset_set_shuffle(ds, o->shuffle, o->gpt.seed);
     if (o->layout.ps > 0) {
+        /* The servers write the checkpoints, but the whole job locks the directory, before
+         * the servers start serving. */
+        if (check_outputs(o, tsr_grid_ps_comm(grid), &lock))
+            goto done;
         /* from here the workers and the servers agree apart, and together in ps_final() */
         MPI_Comm_split(MPI_COMM_WORLD, tsr_grid_is_server(grid), world_rank, &agree_comm);
         if (tsr_grid_is_server(grid)) {
             tsr_ps_config_t ps = TSR_PS_CONFIG_INIT;
+            ps_io_t io = {o, ds};
             ps.staleness = o->have_staleness ? o->staleness : 0;
+            ps.save = ps_save, ps.load = ps_load, ps.ctx = &io;
             serve_rc = tsr_ps_serve(grid, dev, &o->zero, &ps, NULL);
             status = serve_rc != TSR_OK;
             goto done;
@@ -1067,13 +1142,13 @@ static int train(const options_t *o)
         fflush(stdout);
     }
     /* Before anything is read from or written to them: the directory is this job's alone. */
-    if (check_outputs(o, tsr_grid_comm(grid, TSR_AXIS_WORLD), &lock))
+    if (o->layout.ps == 0 && check_outputs(o, tsr_grid_comm(grid, TSR_AXIS_WORLD), &lock))
         goto done;
     if (o->resume) {
         char rate[96];
         double r0 = MPI_Wtime();
-        if (failed(resume_path(o, &path), "--resume") ||
-            failed(resume(o, grid, gpt, ds, path, &step, &seen), "--resume"))
+        if (worker_failed(grid, resume_path(o, &path), "--resume") ||
+            worker_failed(grid, resume(o, grid, gpt, ds, path, &step, &seen), "--resume"))
             goto done;
         if (world_rank == 0)
             printf("tsr-train: resumed from %s at step %ld (read %s)\n", path, step,
@@ -1090,14 +1165,14 @@ static int train(const options_t *o)
         tsr_prof_set_level(o->trace_kernels ? TSR_PROF_KERNEL_EVENTS : TSR_PROF_EVENTS);
     if (world_rank == 0 && o->log_json && !(json = fopen(o->log_json, o->resume ? "a" : "w")))
         rc = set_app_error(TSR_ERR_IO, "%s: %s", o->log_json, strerror(errno));
-    if (failed(rc, "--log-json"))
+    if (worker_failed(grid, rc, "--log-json"))
         goto done;
     tsr_gpt_batch_slice(gpt, &first, &count);
     in = malloc(sizeof *in * (size_t)count * o->model.seq);
     tg = malloc(sizeof *tg * (size_t)count * o->model.seq);
-    if (failed(in && tg ? TSR_OK : set_app_error(TSR_ERR_OUT_OF_MEMORY, "no memory for the batch"), NULL))
+    if (worker_failed(grid, in && tg ? TSR_OK : set_app_error(TSR_ERR_OUT_OF_MEMORY, "no memory for the batch"), NULL))
         goto done;
-    if (o->val_data && failed(val_load(o, gpt, &val), "--val-data"))
+    if (o->val_data && worker_failed(grid, val_load(o, gpt, &val), "--val-data"))
         goto done;
     for (; step < o->steps; step++) {
         tsr_gpt_step_info_t info;
@@ -1105,10 +1180,10 @@ static int train(const options_t *o)
         int region = tsr_prof_begin(TSR_PROF_HOST, "data", NULL, -1);
         rc = tsr_dataset_batch(ds, seen / o->model.seq, o->gpt.batch, o->model.seq, first, count, in, tg);
         tsr_prof_end(region);
-        if (failed(rc, "--data"))
+        if (worker_failed(grid, rc, "--data"))
             goto done;
         double t0 = MPI_Wtime();
-        if (failed(tsr_gpt_train_step(gpt, in, tg, &info), NULL))
+        if (worker_failed(grid, tsr_gpt_train_step(gpt, in, tg, &info), NULL))
             goto done;
         double ms = (MPI_Wtime() - t0) * 1e3;
         seen += (int64_t)o->gpt.batch * o->model.seq;
@@ -1119,7 +1194,7 @@ static int train(const options_t *o)
         }
         double vl = NAN;
         if (o->val_data && ((o->val_every > 0 && (step + 1) % o->val_every == 0) || step + 1 == o->steps) &&
-            failed(val_loss(o, gpt, &val, &vl), "--val-data"))
+            worker_failed(grid, val_loss(o, gpt, &val, &vl), "--val-data"))
             goto done;
         region = tsr_prof_begin(TSR_PROF_HOST, "log", NULL, -1);
         peak_t peak = peak_over_ranks(o);
@@ -1133,9 +1208,13 @@ static int train(const options_t *o)
                   ((o->ckpt_every > 0 && (step + 1) % o->ckpt_every == 0) || step + 1 == o->steps || stop);
         double c0 = MPI_Wtime();
         region = due ? tsr_prof_begin(TSR_PROF_CKPT, "save checkpoint", NULL, (int)(step + 1)) : -1;
-        rc = due ? save(o, grid, gpt, ds, step + 1, seen) : TSR_OK;
+        rc = TSR_OK;
+        if (due && o->layout.ps > 0)
+            rc = tsr_ps_checkpoint(tsr_gpt_optimizer(gpt), seen);
+        else if (due)
+            rc = save(o, grid, tsr_gpt_optimizer(gpt), ds, step + 1, seen);
         tsr_prof_end(region);
-        if (failed(rc, "checkpoint"))
+        if (worker_failed(grid, rc, "checkpoint"))
             goto done;
         ckpt_s = due ? fmax(ckpt_s, MPI_Wtime() - c0) : ckpt_s;
         if (due && world_rank == 0) {
@@ -1154,7 +1233,7 @@ static int train(const options_t *o)
         }
     }
     tsr_prof_set_level(TSR_PROF_OFF);
-    if (o->trace && failed(tsr_prof_write_trace(grid, o->trace), "--trace"))
+    if (o->trace && worker_failed(grid, tsr_prof_write_trace(grid, o->trace), "--trace"))
         goto done;
     status = 0;
 done:

@@ -1,11 +1,13 @@
 #!/bin/sh
 # test_ps_train.sh: tsr-train with parameter servers (issue 18):
 #   - --layout ps=1,tp=1x2 on 5 ranks (dp inferred: 2) prints the losses of dp=2,tp=1x2 on 4
-#     ranks at staleness 0 (to the 4 decimals printed), and --staleness inf runs to the end;
+#     ranks at staleness 0 (to the 4 decimals printed), and so the validation losses of
+#     --val-data, and --staleness inf runs to the end;
 #   - bad input gets one line and exit 2 before step 1: ps=0, more servers than ranks, a
 #     negative staleness, --staleness without ps, worker ranks that do not make whole
 #     pp x tp groups, a layout of the wrong size, a ZeRO stage above 0, a malformed
-#     TSR_PS_DELAY (exit 1), and what is not built with servers yet (--ckpt-dir).
+#     TSR_PS_DELAY (exit 1), a staleness that is not a number, and what is not built with
+#     servers yet (--trace). Checkpoints and faults: test_ps_ckpt.sh.
 # Prints TAP.
 bin=${TSR_BUILDDIR:-.}/apps
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-ps-train.XXXXXX") || exit 99
@@ -29,6 +31,14 @@ sync=$(losses)
 run 5 $model --layout ps=1,tp=1x2
 check "ps=1,tp=1x2 on 5 ranks: staleness 0 gives dp=2,tp=1x2's losses ($sync)" \
     eval 'test $status -eq 0 && test "$(losses)" = "$sync" && has "$out" "layout ps=1,dp=2,pp=1,tp=1x2, staleness 0"'
+printf 'Validation text, not the training text: a sentence or two, repeated. %.0s' $(seq 30) >"$tmp/val.txt"
+"$bin/tsr-tokenize" "$tmp/val.txt" "$tmp/val.bin" >/dev/null 2>&1
+vlosses() { grep '^step' "$tmp/out" | sed 's/.*val loss \([0-9.]*\).*/\1/' | tr '\n' ' '; }
+run 4 $model --layout dp=2,tp=1x2 --val-data "$tmp/val.bin" --val-every 1
+vsync=$(vlosses)
+run 5 $model --layout ps=1,tp=1x2 --val-data "$tmp/val.bin" --val-every 1
+check "ps=1,tp=1x2 --val-data: the validation losses of dp=2,tp=1x2 ($vsync)" \
+    eval 'test $status -eq 0 && has "$vsync" "." && test "$(vlosses)" = "$vsync"'
 run 3 $model --layout ps=1 --staleness inf
 check "ps=1 on 3 ranks, --staleness inf: 3 steps" eval 'test $status -eq 0 && has "$out" "step 3/3"'
 
@@ -50,6 +60,8 @@ check "ZeRO 2 with servers is refused" \
     eval 'test $status -eq 1 && one_error "the servers hold the optimizer state: the ZeRO stage must be 0, got 2"'
 TSR_PS_DELAY=x run 3 $model --layout ps=1
 check "a malformed TSR_PS_DELAY is refused" eval 'test $status -eq 1 && one_error "TSR_PS_DELAY=x: expected WORKER:MS"'
-run 3 $model --layout ps=1 --ckpt-dir "$tmp/ckpt"
-check "--ckpt-dir with servers says it is not built yet" before_step1 "--ckpt-dir is not built with parameter servers"
+run 3 $model --layout ps=1 --staleness 2x
+check "a staleness that is not a number is refused" before_step1 "--staleness 2x: expected a non-negative integer or inf"
+run 3 $model --layout ps=1 --trace "$tmp/trace.json"
+check "--trace with servers says it is not built yet" before_step1 "--trace is not built with parameter servers"
 echo "1..$n"

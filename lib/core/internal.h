@@ -128,9 +128,16 @@ tsr_status_t tsr__ps_worker_exchange(tsr__ps_worker_t *w, int64_t clock, double 
 /* Tell the servers this rank is done, and free. Accepts NULL. */
 void tsr__ps_worker_leave(tsr__ps_worker_t **w);
 
-/* A grid's record that this worker took part in the servers' first agreement (lib/grid). */
+/* A grid's record that this worker took part in the servers' first agreement (lib/grid),
+ * and its link to the servers while it has one (NULL before the join and after the leave),
+ * for tsr_ps_cancel(). */
 void tsr__grid_set_ps_joined(tsr_grid_t grid);
 int tsr__grid_ps_joined(tsr_grid_t grid);
+void tsr__grid_set_ps_worker(tsr_grid_t grid, tsr__ps_worker_t *w);
+tsr__ps_worker_t *tsr__grid_ps_worker(tsr_grid_t grid);
+
+/* A worker's optimizer's link to the servers, NULL on any other optimizer (lib/zero). */
+tsr__ps_worker_t *tsr__zero_ps_worker(tsr_zero_t z);
 
 /* The number the step divides the summed gradients by (default the dp size): a server's
  * optimizer divides by the number of gradients in a round (lib/zero). */

@@ -12,6 +12,7 @@ struct tsr_grid {
     tsr_comm_t job; /* with ps: every rank, servers and workers */
     int server;     /* this rank is a parameter server */
     int ps_joined;  /* a worker that took part in the servers' first agreement */
+    tsr__ps_worker_t *ps_worker; /* its link to the servers, while it has one */
 };
 
 static const char *const axis_names[TSR_AXIS_COUNT] = {
@@ -260,6 +261,16 @@ void tsr__grid_set_ps_joined(tsr_grid_t grid)
 int tsr__grid_ps_joined(tsr_grid_t grid)
 {
     return grid->ps_joined;
+}
+
+void tsr__grid_set_ps_worker(tsr_grid_t grid, tsr__ps_worker_t *w)
+{
+    grid->ps_worker = w;
+}
+
+tsr__ps_worker_t *tsr__grid_ps_worker(tsr_grid_t grid)
+{
+    return grid->ps_worker;
 }
 
 int tsr_grid_rank_of(tsr_grid_t grid, int dp, int pp, int tp_row, int tp_col)

@@ -133,17 +133,17 @@ cleanup:
     return rc;
 }
 
-tsr_status_t tsr_gpt_ckpt_save(tsr_ckpt_writer_t w, tsr_gpt_t gpt, const tsr_zero_config_t *zcfg,
-                               int64_t tokens_seen)
+tsr_status_t tsr_gpt_ckpt_save(tsr_ckpt_writer_t w, tsr_grid_t grid, tsr_zero_t opt, const tsr_zero_config_t *zcfg,
+                               const tsr_gpt_config_t *cfg, const tsr_gpt_options_t *opts, int64_t tokens_seen)
 {
     tsr_status_t rc = TSR_OK;
-    TSR_CHECK(w && gpt && zcfg, TSR_ERR_INVALID_ARG, "tsr_gpt_ckpt_save: NULL argument");
-    TSR_TRY(tsr_ckpt_save_zero(w, gpt->grid, gpt->zero, zcfg));
-    TSR_TRY(tsr_gpt_config_save(w, &gpt->cfg));
-    TSR_TRY(tsr_ckpt_set_i64(w, "/layout", "batch", gpt->opts.batch));
-    TSR_TRY(tsr_ckpt_set_i64(w, "/layout", "micro_batches", gpt->opts.micro_batches));
+    TSR_CHECK(w && grid && opt && zcfg && cfg && opts, TSR_ERR_INVALID_ARG, "tsr_gpt_ckpt_save: NULL argument");
+    TSR_TRY(tsr_ckpt_save_zero(w, grid, opt, zcfg));
+    TSR_TRY(tsr_gpt_config_save(w, cfg));
+    TSR_TRY(tsr_ckpt_set_i64(w, "/layout", "batch", opts->batch));
+    TSR_TRY(tsr_ckpt_set_i64(w, "/layout", "micro_batches", opts->micro_batches));
     TSR_TRY(tsr_ckpt_set_i64(w, "/", "tokens_seen", tokens_seen));
-    TSR_TRY(tsr_ckpt_set_i64(w, "/", "seed", (int64_t)gpt->opts.seed));
+    TSR_TRY(tsr_ckpt_set_i64(w, "/", "seed", (int64_t)opts->seed));
     TSR_TRY(tsr_ckpt_write_i64(w, "/data/tokens", 1, &tokens_seen));
 cleanup:
     return rc;

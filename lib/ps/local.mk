@@ -9,6 +9,9 @@ EXTRA_DIST += doc/ps.md
 # tsr-train with parameter servers: options, errors, staleness 0 against dp.
 TESTS += tests/test_ps_train.sh
 EXTRA_DIST += tests/test_ps_train.sh
+# Checkpoints of a PS run, resumed on PS and ZeRO layouts bitwise; a failing server or worker.
+TESTS += tests/test_ps_ckpt.sh
+EXTRA_DIST += tests/test_ps_ckpt.sh
 # tsr-bench ps (apps/bench_ps.c) and its test.
 apps_tsr_bench_SOURCES += apps/bench_ps.c
 TESTS += tests/test_bench_ps.sh

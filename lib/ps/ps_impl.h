@@ -13,13 +13,27 @@
 /* Every PS message travels on the job communicator with this tag. */
 #define PS_TAG 0x5053
 
-enum { PS_PUSH = 1, PS_REPLY, PS_INIT, PS_DONE };
+/*
+ * comm receives a message of exactly the size posted, so every message from a worker has
+ * the size of its push (PUSH, INIT carry floats; DONE, SAVE, LOAD and ABORT none that are
+ * read), every answer to a push the size of its pull (REPLY, or ABORT), and every answer
+ * to a request that of the larger of its pull and PS_MSG_MAX. The server answers SAVE and
+ * LOAD with a message of the same type whose round is the status of its callback: on
+ * success LOAD's payload holds the parameters the worker pulls (clock: the step resumed
+ * at); on failure the payload is the error's text (count: its bytes). It answers any
+ * message with ABORT (round: the job rank of the worker that failed, or the server's own)
+ * once a worker left by ABORT or the server failed.
+ */
+enum { PS_PUSH = 1, PS_REPLY, PS_INIT, PS_DONE, PS_SAVE, PS_LOAD, PS_ABORT };
+
+/* The longest error text a server sends back (bytes, with its NUL). */
+#define PS_MSG_MAX 512
 
 /* The header of every message; its payload of floats follows. */
 typedef struct ps_header {
     int64_t type;  /* PS_PUSH, ... */
-    int64_t clock; /* PUSH: the worker's step; REPLY: echoed */
-    int64_t round; /* REPLY: rounds the server has applied */
+    int64_t clock; /* PUSH, SAVE: the worker's step; REPLY: echoed; LOAD's answer: the step */
+    int64_t round; /* REPLY: rounds the server has applied; SAVE: the note; answers: see above */
     double norm;   /* REPLY: gradient norm of the last round applied */
     double lr;     /* REPLY: learning rate of the last round applied */
     int64_t count; /* floats in the payload */
@@ -77,6 +91,10 @@ tsr_status_t tsr__ps_agree(tsr_comm_t job, tsr_status_t mine, const char *stage)
 
 /* Test every request until all are done, sleeping between polls (up to max_us). */
 tsr_status_t tsr__ps_wait_all(tsr_request_t *reqs, int n, int max_us);
+
+/* Tell every server that this worker rank failed and leaves (tsr_ps_cancel() after the
+ * join); from then on it sends nothing more. */
+tsr_status_t tsr__ps_worker_abort(tsr__ps_worker_t *w);
 
 /* Sleep us microseconds. */
 void tsr__ps_sleep_us(long us);

@@ -10,7 +10,14 @@
  * gradients) steps the optimizer. A worker whose clock c has c − rounds <= s is answered
  * with its parameters. When nothing happens the loop sleeps, doubling the sleep up to
  * poll_us, so that a server sharing cores with workers leaves them the cores.
+ *
+ * A SAVE or LOAD request is a barrier: the source's next receive is posted only once it is
+ * answered, so that nothing it sends after it is taken before. When every source has asked
+ * (and, for SAVE, every round up to the clock is applied) the servers call their callback
+ * together and answer everyone with its status. A source that leaves by ABORT breaks the
+ * server: from then on every waiting and every later message is answered with ABORT.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,6 +39,8 @@ typedef struct source {
     tsr_request_t rreq, sreq;
     int received; /* rbuf holds a message not yet taken */
     int awaiting; /* a push taken, not yet answered */
+    int64_t request; /* PS_SAVE or PS_LOAD taken, not yet answered (its receive not re-posted); or 0 */
+    int64_t note;    /* the request's note */
     int done;
     int64_t clock;
     double loss; /* of its last push */
@@ -39,6 +48,8 @@ typedef struct source {
 
 typedef struct server {
     tsr_comm_t job;
+    tsr_grid_t grid;
+    const tsr_ps_config_t *cfg;
     ps_table_t t;
     tsr_zero_t opt;
     int64_t lo, hi; /* this shard */
@@ -48,6 +59,9 @@ typedef struct server {
     int nsrc, positions, replicas;
     int *filled; /* gradients in the current round, per position */
     int64_t rounds;
+    int64_t rounds0; /* rounds at the start (a restored step): the replies' loss is of a round applied here */
+    int broken;      /* a worker left by ABORT, or this server failed: everything is answered with ABORT */
+    int64_t failed_rank; /* the job rank that did */
     double norm, lr, loss;
     double loss_sum; /* the current round's replica losses (position 0's pushes) */
     tsr_ps_stats_t stats;
@@ -145,7 +159,8 @@ static tsr_status_t build_sources(server_t *s)
         for (int i = 0; i < w->npull; i++)
             w->pull_n += w->pull[i].n;
         w->rbuf = malloc(sizeof(ps_header_t) + w->push_n * sizeof(float));
-        w->sbuf = malloc(sizeof(ps_header_t) + w->pull_n * sizeof(float));
+        w->sbuf = malloc(sizeof(ps_header_t) + (w->pull_n * sizeof(float) > PS_MSG_MAX ? w->pull_n * sizeof(float)
+                                                                                           : PS_MSG_MAX));
         TSR_CHECK(w->rbuf && w->sbuf, TSR_ERR_OUT_OF_MEMORY, "no memory for the messages of worker %d", r);
     }
 cleanup:
@@ -159,14 +174,50 @@ static tsr_status_t post_receive(server_t *s, source_t *w)
                           PS_TAG, &w->rreq);
 }
 
-/* The header of a message from w, checked. */
+/* The header of a message from w, checked. Every message from a worker has the size of its
+ * push (comm receives messages of the size posted). */
 static tsr_status_t header_of(const source_t *w, int64_t expect, ps_header_t *h)
 {
     memcpy(h, w->rbuf, sizeof *h);
-    if (h->count != (int64_t)w->push_n || (expect && h->type != expect) || h->type < PS_PUSH || h->type > PS_DONE)
+    if (h->count != (int64_t)w->push_n || (expect && h->type != expect) || h->type < PS_PUSH ||
+        h->type > PS_ABORT || h->type == PS_REPLY)
         return TSR_ERROR(TSR_ERR_INTERNAL, "worker rank %d sent a message of type %lld with %lld floats (expected %zu)",
                          w->rank, (long long)h->type, (long long)h->count, w->push_n);
     return TSR_OK;
+}
+
+/* The payload bytes of an answer to w: a REPLY's parameters (or an ABORT in its place), or,
+ * to a request, room for the parameters or an error's text. */
+static size_t answer_bytes(const source_t *w, int request)
+{
+    size_t params = w->pull_n * sizeof(float);
+    return request && params < PS_MSG_MAX ? PS_MSG_MAX : params;
+}
+
+/* Send w a header (and len bytes of payload already in its send buffer after it). */
+static tsr_status_t send_header(server_t *s, source_t *w, const ps_header_t *h, size_t len)
+{
+    tsr_status_t rc = TSR_OK;
+    TSR_TRY(tsr_request_wait(&w->sreq));
+    memcpy(w->sbuf, h, sizeof *h);
+    TSR_TRY(tsr_comm_isend(s->job, w->sbuf, sizeof *h + len, TSR_DTYPE_U8, w->rank, PS_TAG, &w->sreq));
+cleanup:
+    return rc;
+}
+
+/* Answer w's waiting push or request with ABORT; its receive is posted again if it was not. */
+static tsr_status_t send_abort(server_t *s, source_t *w)
+{
+    tsr_status_t rc = TSR_OK;
+    ps_header_t h = {PS_ABORT, w->clock, s->failed_rank, 0.0, 0.0, 0, 0.0};
+    TSR_TRY(send_header(s, w, &h, answer_bytes(w, w->request != 0)));
+    w->awaiting = 0;
+    if (w->request) {
+        w->request = 0;
+        TSR_TRY(post_receive(s, w));
+    }
+cleanup:
+    return rc;
 }
 
 /* Replica 0's initial parameters into the shard. */
@@ -196,9 +247,30 @@ static tsr_status_t take(server_t *s, source_t *w, int *took)
     ps_header_t h;
     *took = 0;
     TSR_TRY(header_of(w, 0, &h));
-    if (h.type == PS_DONE) {
+    if (h.type == PS_DONE || h.type == PS_ABORT) {
         w->done = 1;
         w->received = 0;
+        *took = 1;
+        if (h.type == PS_ABORT && !s->broken)
+            s->broken = 1, s->failed_rank = w->rank;
+        goto cleanup;
+    }
+    TSR_CHECK(!w->awaiting && !w->request && h.type != PS_INIT, TSR_ERR_INTERNAL,
+              "worker rank %d sent a message of type %lld before its last one was answered", w->rank,
+              (long long)h.type);
+    if (s->broken) { /* whatever it asks, the answer is ABORT */
+        w->received = 0;
+        w->clock = h.clock;
+        *took = 1;
+        TSR_TRY(post_receive(s, w));
+        TSR_TRY(send_abort(s, w));
+        goto cleanup;
+    }
+    if (h.type == PS_SAVE || h.type == PS_LOAD) { /* its receive waits until the answer */
+        w->received = 0;
+        w->request = h.type;
+        w->clock = h.clock;
+        w->note = h.round;
         *took = 1;
         goto cleanup;
     }
@@ -252,8 +324,9 @@ static tsr_status_t answer(server_t *s, source_t *w)
 {
     tsr_status_t rc = TSR_OK;
     TSR_TRY(tsr_request_wait(&w->sreq));
-    /* before the first round, a worker hears back its own loss */
-    ps_header_t h = {PS_REPLY, w->clock, s->rounds, s->norm, s->lr, (int64_t)w->pull_n, s->rounds ? s->loss : w->loss};
+    /* before the first round applied here, a worker hears back its own loss */
+    ps_header_t h = {PS_REPLY, w->clock, s->rounds, s->norm, s->lr, (int64_t)w->pull_n,
+                     s->rounds > s->rounds0 ? s->loss : w->loss};
     memcpy(w->sbuf, &h, sizeof h);
     float *dst = (float *)(w->sbuf + sizeof h);
     for (int i = 0; i < w->npull; i++) {
@@ -267,18 +340,128 @@ cleanup:
     return rc;
 }
 
+/* Answer w's request with the callback's status (and its message), or with LOAD's parameters;
+ * then post its next receive. */
+static tsr_status_t answer_request(server_t *s, source_t *w, tsr_status_t status, const char *msg, int64_t step)
+{
+    tsr_status_t rc = TSR_OK;
+    ps_header_t h = {w->request, w->request == PS_LOAD ? step : w->clock, status, 0.0, 0.0, 0, 0.0};
+    size_t len = strlen(msg) + 1;
+    TSR_TRY(tsr_request_wait(&w->sreq));
+    if (status != TSR_OK) {
+        memcpy(w->sbuf + sizeof h, msg, len);
+        h.count = (int64_t)len;
+    } else if (w->request == PS_LOAD) {
+        float *dst = (float *)(w->sbuf + sizeof h);
+        for (int i = 0; i < w->npull; i++) {
+            memcpy(dst, w->pull[i].param, w->pull[i].n * sizeof(float));
+            dst += w->pull[i].n;
+        }
+        h.count = (int64_t)w->pull_n;
+    }
+    TSR_TRY(send_header(s, w, &h, answer_bytes(w, 1)));
+    w->request = 0;
+    TSR_TRY(post_receive(s, w));
+cleanup:
+    return rc;
+}
+
+/* Whether the requests the sources made can be served together now: every source asked the
+ * same (type, clock, note), none has left, and for SAVE every round up to the clock is
+ * applied. *ready: serve now; *why: an error to answer with instead (set when they cannot
+ * agree); neither: wait. */
+static void requests_ready(const server_t *s, int *ready, char *why, size_t len)
+{
+    const source_t *a = NULL;
+    *ready = 0;
+    why[0] = '\0';
+    for (int r = 0; r < s->nsrc; r++)
+        if (s->src[r].request) {
+            a = &s->src[r];
+            break;
+        }
+    if (!a)
+        return;
+    for (int r = 0; r < s->nsrc; r++) {
+        const source_t *w = &s->src[r];
+        if (w->done) {
+            snprintf(why, len, "worker rank %d left before every worker rank asked for the %s (expected all of them)",
+                     w->rank, a->request == PS_SAVE ? "checkpoint" : "resume");
+            return;
+        }
+        if (!w->request)
+            return; /* not yet */
+        if (w->request != a->request || w->clock != a->clock || w->note != a->note) {
+            snprintf(why, len, "worker ranks %d and %d asked for a %s at step %lld and a %s at step %lld (expected "
+                     "every worker rank after the same step)", a->rank, w->rank,
+                     a->request == PS_SAVE ? "checkpoint" : "resume", (long long)a->clock,
+                     w->request == PS_SAVE ? "checkpoint" : "resume", (long long)w->clock);
+            return;
+        }
+    }
+    if (a->request == PS_LOAD && s->stats.pushes > 0)
+        snprintf(why, len, "the workers asked for a resume after training started (expected it before step 1)");
+    else if (a->request == PS_SAVE && s->rounds > a->clock)
+        snprintf(why, len, "the workers asked for a checkpoint of step %lld, but the servers have applied %lld rounds",
+                 (long long)a->clock, (long long)s->rounds);
+    else if (a->request == PS_LOAD || s->rounds == a->clock)
+        *ready = 1;
+}
+
+/* Serve the sources' requests when they are ready: the callback on every server together. */
+static tsr_status_t maybe_serve_requests(server_t *s, int *served)
+{
+    tsr_status_t rc = TSR_OK, status = TSR_OK;
+    char why[PS_MSG_MAX];
+    int ready = 0;
+    int64_t step = s->rounds;
+    *served = 0;
+    requests_ready(s, &ready, why, sizeof why);
+    if (!ready && !why[0])
+        goto cleanup;
+    const source_t *a = &s->src[0];
+    if (why[0]) {
+        status = TSR_ERR_MISMATCH;
+    } else if (a->request == PS_SAVE) {
+        status = s->cfg->save ? s->cfg->save(s->cfg->ctx, s->grid, s->opt, a->clock, a->note)
+                              : TSR_ERROR(TSR_ERR_INVALID_ARG, "the parameter servers write no checkpoints (no save "
+                                          "callback)");
+    } else {
+        status = s->cfg->load ? s->cfg->load(s->cfg->ctx, s->grid, s->opt, &step)
+                              : TSR_ERROR(TSR_ERR_INVALID_ARG, "the parameter servers restore no checkpoints (no load "
+                                          "callback)");
+        if (status == TSR_OK && step < 0)
+            status = TSR_ERROR(TSR_ERR_INTERNAL, "the servers' load callback returned step %lld", (long long)step);
+        if (status == TSR_OK)
+            s->rounds = s->rounds0 = step;
+    }
+    if (status != TSR_OK && !why[0])
+        snprintf(why, sizeof why, "%s", tsr_last_error());
+    for (int r = 0; r < s->nsrc; r++)
+        if (s->src[r].request)
+            TSR_TRY(answer_request(s, &s->src[r], status, why, step));
+    *served = 1;
+cleanup:
+    return rc;
+}
+
 static tsr_status_t serve_loop(server_t *s, const tsr_ps_config_t *cfg)
 {
     tsr_status_t rc = TSR_OK;
-    int left = s->nsrc;
+    int left = 0;
     long us = 1;
     for (int r = 0; r < s->nsrc; r++)
-        TSR_TRY(post_receive(s, &s->src[r]));
+        left += !s->src[r].done;
     while (left > 0) {
-        int progress = 0, took = 0, applied = 0;
+        int progress = 0, took = 0, applied = 0, served = 0;
+        for (int r = 0; s->broken && r < s->nsrc; r++)
+            if (s->src[r].awaiting || s->src[r].request) {
+                TSR_TRY(send_abort(s, &s->src[r]));
+                progress = 1;
+            }
         for (int r = 0; r < s->nsrc; r++) {
             source_t *w = &s->src[r];
-            if (w->done)
+            if (w->done || w->request)
                 continue;
             if (!w->received) {
                 int done = 0;
@@ -291,8 +474,11 @@ static tsr_status_t serve_loop(server_t *s, const tsr_ps_config_t *cfg)
                 left -= w->done;
             }
         }
-        TSR_TRY(maybe_apply(s, &applied));
-        progress |= applied;
+        if (!s->broken) {
+            TSR_TRY(maybe_apply(s, &applied));
+            TSR_TRY(maybe_serve_requests(s, &served));
+        }
+        progress |= applied | served;
         for (int r = 0; r < s->nsrc; r++) {
             source_t *w = &s->src[r];
             if (w->awaiting && (cfg->staleness == TSR_PS_STALENESS_INF || w->clock - s->rounds <= cfg->staleness)) {
@@ -357,7 +543,23 @@ tsr_status_t tsr_ps_serve(tsr_grid_t grid, tsr_device_t dev, const tsr_zero_conf
     TSR_TRY(tsr__ps_agree(s.job, mine, "set-up"));
     TSR_TRY(receive_init(&s));
     TSR_TRY(tsr_comm_barrier(s.job));
-    TSR_TRY(serve_loop(&s, cfg));
+    s.grid = grid;
+    s.cfg = cfg;
+    for (int r = 0; r < s.nsrc; r++)
+        TSR_TRY(post_receive(&s, &s.src[r]));
+    rc = serve_loop(&s, cfg);
+    if (rc != TSR_OK && !s.broken) {
+        /* This server failed: it answers ABORT to everyone until every worker rank has left,
+         * so that none waits forever for it, and then returns its own error. */
+        char why[PS_MSG_MAX];
+        snprintf(why, sizeof why, "%s", tsr_last_error());
+        s.broken = 1;
+        s.failed_rank = tsr_comm_rank(s.job);
+        if (serve_loop(&s, cfg) == TSR_OK)
+            rc = TSR_ERROR(rc, "%s", why);
+    } else if (rc == TSR_OK && s.broken) {
+        rc = TSR_ERROR(TSR_ERR_ABORTED, "worker rank %lld of the job failed (see its error)", (long long)s.failed_rank);
+    }
 cleanup:
     if (stats)
         *stats = s.stats, stats->rounds = s.rounds;
@@ -369,8 +571,10 @@ tsr_status_t tsr_ps_cancel(tsr_grid_t grid)
 {
     tsr_status_t rc = TSR_OK;
     ps_table_t t;
-    if (!grid || !tsr_grid_ps_comm(grid) || tsr_grid_is_server(grid) || tsr__grid_ps_joined(grid))
+    if (!grid || !tsr_grid_ps_comm(grid) || tsr_grid_is_server(grid))
         return TSR_OK;
+    if (tsr__grid_ps_joined(grid))
+        return tsr__grid_ps_worker(grid) ? tsr__ps_worker_abort(tsr__grid_ps_worker(grid)) : TSR_OK;
     tsr__grid_set_ps_joined(grid);
     tsr_layout_t lay;
     tsr_grid_layout(grid, &lay);

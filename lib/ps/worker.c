@@ -22,10 +22,12 @@ typedef struct link {
     int npush, npull;
     size_t push_n, pull_n; /* floats */
     unsigned char *sbuf, *rbuf;
+    size_t rcap; /* bytes of rbuf: a reply, or an answer to SAVE or LOAD */
 } link_t;
 
 struct tsr__ps_worker {
-    tsr_comm_t job;
+    tsr_grid_t grid;
+    tsr_comm_t job; /* NULL: the servers expect nothing more from this rank */
     int S, first_server, replica;
     link_t *link;
     tsr_request_t *reqs; /* 2 S */
@@ -144,12 +146,15 @@ tsr_status_t tsr__ps_worker_join(tsr_grid_t grid, tsr_zero_t z, tsr__ps_worker_t
             break;
         l->push_n = span_total(l->push, l->npush);
         l->pull_n = span_total(l->pull, l->npull);
+        l->rcap = sizeof(ps_header_t) + (l->pull_n * sizeof(float) > PS_MSG_MAX ? l->pull_n * sizeof(float) : PS_MSG_MAX);
         l->sbuf = malloc(sizeof(ps_header_t) + l->push_n * sizeof(float));
-        l->rbuf = malloc(sizeof(ps_header_t) + l->pull_n * sizeof(float));
+        l->rbuf = malloc(l->rcap);
         if (!l->sbuf || !l->rbuf)
             mine = TSR_ERROR(TSR_ERR_OUT_OF_MEMORY, "no memory for the messages to server %d", j);
     }
     TSR_TRY(tsr__ps_agree(w->job, mine, "set-up"));
+    w->grid = grid;
+    tsr__grid_set_ps_worker(grid, w);
     *out = w;
     w = NULL;
 cleanup:
@@ -191,6 +196,15 @@ cleanup:
     return rc;
 }
 
+/* The error of an ABORT answer from server j. */
+static tsr_status_t aborted(const tsr__ps_worker_t *w, int j, const ps_header_t *h)
+{
+    if (h->round >= w->first_server)
+        return TSR_ERROR(TSR_ERR_ABORTED, "parameter server %d failed (see its error), so the job ends", j);
+    return TSR_ERROR(TSR_ERR_ABORTED, "worker rank %lld of the job failed (see its error), so the servers stopped "
+                     "answering", (long long)h->round);
+}
+
 tsr_status_t tsr__ps_worker_exchange(tsr__ps_worker_t *w, int64_t clock, double *loss, double *norm, float *lr)
 {
     tsr_status_t rc = TSR_OK;
@@ -208,6 +222,10 @@ tsr_status_t tsr__ps_worker_exchange(tsr__ps_worker_t *w, int64_t clock, double 
         link_t *l = &w->link[j];
         ps_header_t h;
         memcpy(&h, l->rbuf, sizeof h);
+        if (h.type == PS_ABORT) {
+            rc = aborted(w, j, &h);
+            goto cleanup;
+        }
         TSR_CHECK(h.type == PS_REPLY && h.clock == clock && h.count == (int64_t)l->pull_n, TSR_ERR_INTERNAL,
                   "server %d answered clock %lld with a message of type %lld, clock %lld, %lld floats (expected a "
                   "reply to clock %lld of %zu)", j, (long long)clock, (long long)h.type, (long long)h.clock,
@@ -226,11 +244,132 @@ cleanup:
     return rc;
 }
 
+/* A request (SAVE, LOAD, ABORT) to server j in link l's send buffer: every message to a
+ * server has the size of a push (comm receives messages of the size posted), its floats
+ * unused. Returns its bytes. */
+static size_t pack_request(link_t *l, int64_t type, int64_t clock, int64_t note)
+{
+    ps_header_t h = {type, clock, note, 0.0, 0.0, (int64_t)l->push_n, 0.0};
+    memcpy(l->sbuf, &h, sizeof h);
+    memset(l->sbuf + sizeof h, 0, l->push_n * sizeof(float));
+    return sizeof h + l->push_n * sizeof(float);
+}
+
+/* Send a request (SAVE, LOAD) to every server and wait for their answers in rbuf. */
+static tsr_status_t ask(tsr__ps_worker_t *w, int64_t type, int64_t clock, int64_t note)
+{
+    tsr_status_t rc = TSR_OK;
+    for (int j = 0; j < w->S; j++) {
+        link_t *l = &w->link[j];
+        TSR_TRY(tsr_comm_irecv(w->job, l->rbuf, l->rcap, TSR_DTYPE_U8, w->first_server + j, PS_TAG,
+                               &w->reqs[w->S + j]));
+        size_t bytes = pack_request(l, type, clock, note);
+        TSR_TRY(tsr_comm_isend(w->job, l->sbuf, bytes, TSR_DTYPE_U8, w->first_server + j, PS_TAG, &w->reqs[j]));
+    }
+    TSR_TRY(tsr__ps_wait_all(w->reqs, 2 * w->S, 200));
+cleanup:
+    if (rc != TSR_OK)
+        tsr_request_waitall(2 * (size_t)w->S, w->reqs);
+    return rc;
+}
+
+/* Server j's answer to a request of `type`: TSR_OK, or its error (the callback's, or an abort). */
+static tsr_status_t answer_of(const tsr__ps_worker_t *w, int j, int64_t type, ps_header_t *h)
+{
+    const link_t *l = &w->link[j];
+    memcpy(h, l->rbuf, sizeof *h);
+    if (h->type == PS_ABORT)
+        return aborted(w, j, h);
+    if (h->type != type || h->round < 0 || h->round >= TSR_STATUS_COUNT_ ||
+        (h->round != TSR_OK && (h->count < 1 || h->count > PS_MSG_MAX)))
+        return TSR_ERROR(TSR_ERR_INTERNAL, "server %d answered a request of type %lld with type %lld, status %lld, "
+                         "%lld payload items", j, (long long)type, (long long)h->type, (long long)h->round,
+                         (long long)h->count);
+    if (h->round != TSR_OK) {
+        char msg[PS_MSG_MAX];
+        memcpy(msg, l->rbuf + sizeof *h, (size_t)h->count);
+        msg[h->count - 1] = '\0';
+        return TSR_ERROR((tsr_status_t)h->round, "%s", msg);
+    }
+    return TSR_OK;
+}
+
+/* The worker optimizer's link, or an error naming the call. */
+static tsr_status_t link_of(tsr_zero_t opt, const char *call, tsr__ps_worker_t **w)
+{
+    *w = opt ? tsr__zero_ps_worker(opt) : NULL;
+    if (!*w || !(*w)->job)
+        return TSR_ERROR(TSR_ERR_INVALID_ARG, "%s: not the optimizer of a parameter-server worker that trains (a "
+                         "layout with ps=S, committed, not cancelled)", call);
+    return TSR_OK;
+}
+
+tsr_status_t tsr_ps_checkpoint(tsr_zero_t opt, int64_t note)
+{
+    tsr_status_t rc = TSR_OK;
+    tsr__ps_worker_t *w = NULL;
+    tsr_zero_state_t st;
+    TSR_TRY(link_of(opt, "tsr_ps_checkpoint", &w));
+    tsr_zero_get_state(opt, &st);
+    TSR_TRY(ask(w, PS_SAVE, st.step, note));
+    for (int j = 0; j < w->S && rc == TSR_OK; j++) { /* the servers agree: the first error is theirs */
+        ps_header_t h;
+        rc = answer_of(w, j, PS_SAVE, &h);
+    }
+cleanup:
+    return rc;
+}
+
+tsr_status_t tsr_ps_restore(tsr_zero_t opt, int64_t *step)
+{
+    tsr_status_t rc = TSR_OK;
+    tsr__ps_worker_t *w = NULL;
+    tsr_zero_state_t st;
+    int64_t at = -1;
+    TSR_TRY(link_of(opt, "tsr_ps_restore", &w));
+    tsr_zero_get_state(opt, &st);
+    TSR_TRY(ask(w, PS_LOAD, st.step, 0));
+    for (int j = 0; j < w->S; j++) {
+        ps_header_t h;
+        TSR_TRY(answer_of(w, j, PS_LOAD, &h));
+        link_t *l = &w->link[j];
+        TSR_CHECK(h.count == (int64_t)l->pull_n && h.clock >= 0 && (at < 0 || h.clock == at), TSR_ERR_INTERNAL,
+                  "server %d restored step %lld with %lld floats (expected step %lld, %zu floats)", j,
+                  (long long)h.clock, (long long)h.count, (long long)at, l->pull_n);
+        at = h.clock;
+        const float *src = (const float *)(l->rbuf + sizeof h);
+        for (int i = 0; i < l->npull; i++) {
+            memcpy(l->pull[i].param, src, l->pull[i].n * sizeof(float));
+            src += l->pull[i].n;
+        }
+    }
+    st.step = (long)at;
+    TSR_TRY(tsr_zero_set_state(opt, &st));
+    if (step)
+        *step = at;
+cleanup:
+    return rc;
+}
+
+tsr_status_t tsr__ps_worker_abort(tsr__ps_worker_t *w)
+{
+    tsr_status_t rc = TSR_OK;
+    for (int j = 0; w->job && j < w->S; j++) {
+        size_t bytes = pack_request(&w->link[j], PS_ABORT, 0, 0);
+        tsr_status_t one = tsr_comm_send(w->job, w->link[j].sbuf, bytes, TSR_DTYPE_U8, w->first_server + j, PS_TAG);
+        rc = rc == TSR_OK ? one : rc;
+    }
+    w->job = NULL; /* the servers count this rank as gone: no DONE at the leave */
+    return rc;
+}
+
 void tsr__ps_worker_leave(tsr__ps_worker_t **wp)
 {
     if (!wp || !*wp)
         return;
     tsr__ps_worker_t *w = *wp;
+    if (w->grid)
+        tsr__grid_set_ps_worker(w->grid, NULL);
     for (int j = 0; w->job && w->link && j < w->S; j++) {
         size_t bytes = pack(&w->link[j], PS_DONE, 0, 0.0, 0);
         tsr_comm_send(w->job, w->link[j].sbuf, bytes, TSR_DTYPE_U8, w->first_server + j, PS_TAG);

@@ -160,6 +160,11 @@ double tsr__zero_loss(tsr_zero_t z)
     return z->loss;
 }
 
+tsr__ps_worker_t *tsr__zero_ps_worker(tsr_zero_t z)
+{
+    return z->ps;
+}
+
 tsr_device_t tsr_zero_device(tsr_zero_t z)
 {
     return z->dev;

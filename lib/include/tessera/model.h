@@ -278,14 +278,17 @@ TSR_API void tsr_gpt_destroy(tsr_gpt_t *gpt);
 TSR_API tsr_status_t tsr_gpt_set_params(tsr_gpt_t gpt, const float *params);
 
 /**
- * Write the model's checkpoint into @p w, the one way tsr-train and tsr-ckpt import save a
- * model: tsr_ckpt_save_zero() of its optimizer (created with @p zcfg) on its grid,
- * tsr_gpt_config_save(), /layout batch and micro_batches, the root attributes tokens_seen
- * and seed, and /data/tokens (the loader's position, @p tokens_seen). The caller adds what
- * else it records and commits. Collective over the model's grid.
+ * Write a GPT's checkpoint into @p w, the one way tsr-train and tsr-ckpt import save a
+ * model: tsr_ckpt_save_zero() of @p opt (created with @p zcfg) on @p grid, which is the
+ * model's optimizer on its grid (tsr_gpt_optimizer()) or, with parameter servers, a
+ * server's optimizer over its shard on the servers' grid; tsr_gpt_config_save() of @p cfg;
+ * /layout batch and micro_batches and the root attribute seed from @p opts; the root
+ * attribute tokens_seen and /data/tokens (the loader's position, @p tokens_seen). The caller
+ * adds what else it records and commits. Collective over @p grid.
  */
-TSR_API tsr_status_t tsr_gpt_ckpt_save(tsr_ckpt_writer_t w, tsr_gpt_t gpt, const tsr_zero_config_t *zcfg,
-                                       int64_t tokens_seen);
+TSR_API tsr_status_t tsr_gpt_ckpt_save(tsr_ckpt_writer_t w, tsr_grid_t grid, tsr_zero_t opt,
+                                       const tsr_zero_config_t *zcfg, const tsr_gpt_config_t *cfg,
+                                       const tsr_gpt_options_t *opts, int64_t tokens_seen);
 
 /** The optimizer holding the parameters (for checkpoints). Owned by the model. */
 TSR_API tsr_zero_t tsr_gpt_optimizer(tsr_gpt_t gpt);

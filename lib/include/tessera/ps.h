@@ -39,6 +39,20 @@
  * Straggler injection: the environment variable TSR_PS_DELAY=WORKER:MS makes every rank of
  * replica WORKER sleep MS milliseconds before each push.
  *
+ * Checkpoints (doc/ps.md). The servers write them: every worker rank calls
+ * tsr_ps_checkpoint() after the same step K; each server waits until every worker rank has
+ * asked and it has applied K rounds (with s > 0 too: every push up to clock K is in), then
+ * all servers call the save callback of their configuration together, on their own grid
+ * (whose TSR_AXIS_WORLD is the servers) and their optimizer, so that tsr_ckpt_save_zero()
+ * writes the global /params and /optim datasets a ZeRO run writes. A resume is the same
+ * barrier before step 1 (tsr_ps_restore()): the load callback (tsr_ckpt_load_zero() on
+ * the servers' grid) restores the shards, and every worker rank gets its parameters back.
+ *
+ * Faults. A worker rank that fails after joining calls tsr_ps_cancel(): the servers then
+ * answer every waiting and later message with an abort, so that no worker waits forever
+ * for a round that the failed rank would have completed; tsr_ps_serve() returns once every
+ * worker rank has left. A rank that dies is MPI's to report: mpiexec ends the job.
+ *
  * The transport is two-sided MPI with a polling server loop (doc/ps.md says why); servers
  * and waiting workers sleep between polls, so that co-located ranks are not starved.
  * Workers and servers run on the CPU device.
@@ -63,15 +77,35 @@ extern "C" {
 /** Bytes of the header of every PUSH and REPLY message. */
 #define TSR_PS_HEADER_BYTES 56
 
+/**
+ * Write a checkpoint of the servers' state after @p step rounds. Called on every server
+ * together, collective over tsr_grid_comm(@p grid, TSR_AXIS_WORLD) (the servers), with the
+ * server's grid and optimizer (pass them to tsr_ckpt_save_zero()). @p note is the value
+ * the workers passed to tsr_ps_checkpoint() (tsr-train: the loader's position in tokens).
+ * The status (and tsr_last_error()) goes back to every worker rank: return the same on
+ * every server (tsr_ckpt_commit() does).
+ */
+typedef tsr_status_t (*tsr_ps_save_fn)(void *ctx, tsr_grid_t grid, tsr_zero_t opt, int64_t step, int64_t note);
+
+/**
+ * Restore the servers' state (tsr_ckpt_load_zero() on @p grid and @p opt) and set *@p step
+ * to the step the run resumes at (the rounds the checkpoint had applied). Called and
+ * collective as ::tsr_ps_save_fn; return the same status on every server.
+ */
+typedef tsr_status_t (*tsr_ps_load_fn)(void *ctx, tsr_grid_t grid, tsr_zero_t opt, int64_t *step);
+
 /** Server configuration. Start from #TSR_PS_CONFIG_INIT. */
 typedef struct tsr_ps_config {
     size_t struct_size; /**< sizeof(tsr_ps_config_t), set by #TSR_PS_CONFIG_INIT */
     int64_t staleness;  /**< s >= 0 rounds, or #TSR_PS_STALENESS_INF */
     int poll_us;        /**< longest sleep between two polls of an idle server (microseconds, >= 1) */
+    tsr_ps_save_fn save; /**< for tsr_ps_checkpoint(); NULL: the workers' requests fail */
+    tsr_ps_load_fn load; /**< for tsr_ps_restore(); NULL: the workers' requests fail */
+    void *ctx;           /**< passed to save and load */
 } tsr_ps_config_t;
 
-/** Synchronous (s = 0), polling at most every 1000 microseconds when idle. */
-#define TSR_PS_CONFIG_INIT {sizeof(tsr_ps_config_t), 0, 1000}
+/** Synchronous (s = 0), polling at most every 1000 microseconds when idle, no checkpoints. */
+#define TSR_PS_CONFIG_INIT {sizeof(tsr_ps_config_t), 0, 1000, NULL, NULL, NULL}
 
 /** What a server did, for benchmarks and tests. */
 typedef struct tsr_ps_stats {
@@ -93,19 +127,49 @@ TSR_API tsr_status_t tsr_ps_staleness_parse(const char *text, int64_t *out);
  * with their tsr_ps_cancel(). @p zcfg is the optimizer configuration the workers use
  * (stage and micro_batches are ignored). @p stats may be NULL.
  * @return TSR_ERR_INVALID_ARG for a bad configuration or a rank that is not a server;
- *         TSR_ERR_MISMATCH when the workers cancelled.
+ *         TSR_ERR_MISMATCH when the workers cancelled before joining; TSR_ERR_ABORTED when
+ *         a worker rank cancelled after (see tsr_ps_cancel()).
  */
 TSR_API tsr_status_t tsr_ps_serve(tsr_grid_t grid, tsr_device_t dev, const tsr_zero_config_t *zcfg,
                                   const tsr_ps_config_t *cfg, tsr_ps_stats_t *stats);
 
 /**
- * On a worker that failed before its optimizer joined the servers (tsr_gpt_create() or
- * tsr_zero_commit() returned an error): release the servers, whose tsr_ps_serve() then
- * returns an error. Every worker rank must call either this or tsr_zero_commit(): call it
- * only after an agreement among the workers that creation failed. No-op on a worker whose
- * optimizer has joined. Collective over tsr_grid_ps_comm().
+ * Release the servers from a worker that failed.
+ *
+ * Before its optimizer joined the servers (tsr_gpt_create() or tsr_zero_commit() returned
+ * an error): every worker rank must call either this or tsr_zero_commit(), so call it only
+ * after an agreement among the workers that creation failed; collective over
+ * tsr_grid_ps_comm(), and tsr_ps_serve() returns an error.
+ *
+ * After it joined (a step, a checkpoint or a resume failed on this rank): local. It tells
+ * every server that this rank has left; the servers answer every worker's waiting and later
+ * requests with an abort (their tsr_zero_step(), tsr_ps_checkpoint() or tsr_ps_restore() then
+ * fails with TSR_ERR_ABORTED naming this rank), and tsr_ps_serve() returns TSR_ERR_ABORTED
+ * once every worker rank has left. Call it before any agreement that the other workers
+ * could only reach after a step that waits for this rank. No-op on a server, without
+ * servers, and when called again.
  */
 TSR_API tsr_status_t tsr_ps_cancel(tsr_grid_t grid);
+
+/**
+ * On every worker rank, after the same step (tsr_zero_step() calls of @p opt, the worker's
+ * optimizer): have the servers write a checkpoint of that step, at a consistent point: every
+ * worker at that clock and every round up to it applied. Waits for the servers' save
+ * callback and returns its status with its message. @p note goes to the callback.
+ * Collective over tsr_grid_ps_comm() with the servers (in their tsr_ps_serve()).
+ * @return TSR_ERR_ABORTED when a worker rank failed (tsr_ps_cancel()) or a server did;
+ *         TSR_ERR_MISMATCH when the worker ranks asked after different steps (or one had
+ *         left); TSR_ERR_INVALID_ARG on a rank that is not a joined worker.
+ */
+TSR_API tsr_status_t tsr_ps_checkpoint(tsr_zero_t opt, int64_t note);
+
+/**
+ * On every worker rank, before the first step: have the servers restore their state with
+ * their load callback, pull this rank's parameters from them and set @p opt's step to the
+ * one the callback returns (also in *@p step). Collective as tsr_ps_checkpoint(); the
+ * callback's status and message come back on every worker rank.
+ */
+TSR_API tsr_status_t tsr_ps_restore(tsr_zero_t opt, int64_t *step);
 
 #ifdef __cplusplus
 }

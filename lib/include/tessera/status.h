@@ -32,7 +32,8 @@ extern "C" {
     X(ERR_FORMAT, "unrecognized or malformed file")                               \
     X(ERR_CORRUPT, "data failed its checksum")                                    \
     X(ERR_MISMATCH, "configuration does not match")                               \
-    X(ERR_INTERNAL, "internal error (a bug in Tessera)")
+    X(ERR_INTERNAL, "internal error (a bug in Tessera)")                          \
+    X(ERR_ABORTED, "ended because another rank failed")
 
 /** A status code: #TSR_OK or one of the TSR_ERR_* values. */
 typedef enum tsr_status {
