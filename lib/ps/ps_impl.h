@@ -71,6 +71,17 @@ typedef struct ps_run {
     int record; /* index into table->rec */
 } ps_run_t;
 
+/* A run as a rank copies it: n floats of a message at param / grad of the optimizer's views. */
+typedef struct ps_span {
+    float *param, *grad;
+    size_t n;
+} ps_span_t;
+
+/* Merge each span into the one before it where both its param and grad continue that one's
+ * (whole rows of a block, blocks laid end to end): one copy or addition instead of one per
+ * row. Returns the new count; the message's order and bytes are unchanged. */
+int tsr__ps_spans_merge(ps_span_t *s, int n);
+
 /* Collective over the job: the first agreement (status of every rank: a worker's
  * tsr_ps_cancel() passes an error), then each worker rank's records. */
 tsr_status_t tsr__ps_table_build(tsr_comm_t job, int servers, const ps_record_t *mine, int nmine, tsr_status_t status,

@@ -23,16 +23,10 @@
 
 #include "ps/ps_impl.h"
 
-/* A run as the server copies it: n floats of a worker's message at param / grad. */
-typedef struct span {
-    float *param, *grad;
-    size_t n;
-} span_t;
-
 /* One worker rank as this server sees it. */
 typedef struct source {
     int rank, position;
-    span_t *push, *pull;
+    ps_span_t *push, *pull;
     int npush, npull;
     size_t push_n, pull_n;
     unsigned char *rbuf, *sbuf;
@@ -115,11 +109,11 @@ cleanup:
 }
 
 /* Runs of worker rank r into spans over this server's optimizer views. */
-static tsr_status_t make_spans(server_t *s, int r, int counted, span_t **out, int *n)
+static tsr_status_t make_spans(server_t *s, int r, int counted, ps_span_t **out, int *n)
 {
     tsr_status_t rc = TSR_OK;
     ps_run_t *runs = NULL;
-    span_t *sp = NULL;
+    ps_span_t *sp = NULL;
     int j = tsr_comm_rank(s->job) - s->t.workers;
     TSR_TRY(tsr__ps_runs(&s->t, r, j, counted, &runs, n));
     sp = tsr__calloc((size_t)*n + 1, sizeof *sp);
@@ -130,8 +124,9 @@ static tsr_status_t make_spans(server_t *s, int r, int counted, span_t **out, in
         float *p = NULL, *g = NULL;
         TSR_TRY(tsr_zero_view(s->opt, s->tensor_of[k], &p, &g));
         int64_t off = runs[i].global - (x->base + s->row0[k] * x->cols);
-        sp[i] = (span_t){p + off, g + off, (size_t)runs[i].n};
+        sp[i] = (ps_span_t){p + off, g + off, (size_t)runs[i].n};
     }
+    *n = tsr__ps_spans_merge(sp, *n);
     *out = sp;
     sp = NULL;
 cleanup:

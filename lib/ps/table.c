@@ -17,6 +17,18 @@ void tsr__ps_sleep_us(long us)
     nanosleep(&ts, NULL);
 }
 
+int tsr__ps_spans_merge(ps_span_t *s, int n)
+{
+    int m = 0;
+    for (int i = 0; i < n; i++) {
+        if (m > 0 && s[m - 1].param + s[m - 1].n == s[i].param && s[m - 1].grad + s[m - 1].n == s[i].grad)
+            s[m - 1].n += s[i].n;
+        else
+            s[m++] = s[i];
+    }
+    return m;
+}
+
 tsr_status_t tsr__ps_wait_all(tsr_request_t *reqs, int n, int max_us)
 {
     tsr_status_t rc = TSR_OK;

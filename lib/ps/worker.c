@@ -10,15 +10,9 @@
 
 #include "ps/ps_impl.h"
 
-/* A run as a worker copies it: n floats at param / grad of the optimizer's views. */
-typedef struct span {
-    float *param, *grad;
-    size_t n;
-} span_t;
-
 /* What this rank exchanges with one server. */
 typedef struct link {
-    span_t *push, *pull;
+    ps_span_t *push, *pull;
     int npush, npull;
     size_t push_n, pull_n; /* floats */
     unsigned char *sbuf, *rbuf;
@@ -79,17 +73,20 @@ cleanup:
     return rc;
 }
 
-/* Runs into spans over the optimizer's views (record i of this rank is its tensor i - first). */
-static tsr_status_t make_spans(tsr_zero_t z, const ps_table_t *t, int me, const ps_run_t *runs, int n, span_t **out)
+/* Runs into spans over the optimizer's views (record i of this rank is its tensor i - first),
+ * merged where contiguous: their count into *nspans. */
+static tsr_status_t make_spans(tsr_zero_t z, const ps_table_t *t, int me, const ps_run_t *runs, int n, ps_span_t **out,
+                               int *nspans)
 {
     tsr_status_t rc = TSR_OK;
-    span_t *s = tsr__calloc((size_t)n + 1, sizeof *s);
+    ps_span_t *s = tsr__calloc((size_t)n + 1, sizeof *s);
     TSR_CHECK(s, TSR_ERR_OUT_OF_MEMORY, "no memory for %d runs", n);
     for (int i = 0; i < n; i++) {
         float *p = NULL, *g = NULL;
         TSR_TRY(tsr_zero_view(z, runs[i].record - t->first[me], &p, &g));
-        s[i] = (span_t){p + runs[i].local, g + runs[i].local, (size_t)runs[i].n};
+        s[i] = (ps_span_t){p + runs[i].local, g + runs[i].local, (size_t)runs[i].n};
     }
+    *nspans = tsr__ps_spans_merge(s, n);
     *out = s;
     s = NULL;
 cleanup:
@@ -97,7 +94,7 @@ cleanup:
     return rc;
 }
 
-static size_t span_total(const span_t *s, int n)
+static size_t span_total(const ps_span_t *s, int n)
 {
     size_t k = 0;
     for (int i = 0; i < n; i++)
@@ -137,8 +134,8 @@ tsr_status_t tsr__ps_worker_join(tsr_grid_t grid, tsr_zero_t z, tsr__ps_worker_t
         for (int counted = 0; counted < 2 && mine == TSR_OK; counted++) {
             mine = tsr__ps_runs(&t, me, j, counted, &runs, &nruns);
             if (mine == TSR_OK)
-                mine = make_spans(z, &t, me, runs, nruns, counted ? &l->push : &l->pull);
-            *(counted ? &l->npush : &l->npull) = nruns;
+                mine = make_spans(z, &t, me, runs, nruns, counted ? &l->push : &l->pull,
+                                  counted ? &l->npush : &l->npull);
             free(runs);
             runs = NULL;
         }
