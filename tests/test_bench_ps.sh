@@ -12,39 +12,14 @@ bin=${TSR_BUILDDIR:-.}/apps
 valid=${TSR_BUILDDIR:-.}/tests/json_valid
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-bench-ps.XXXXXX") || exit 99
 trap 'rm -rf "$tmp"' EXIT
-n=0
+. "$(dirname "$0")/tap-sh.sh"
 model="--model layers=2,dim=32,heads=4,vocab=256,seq=16 --rounds 6 --val-batches 2"
 
 if [ "${TSR_TEST_MAX_RANKS:-64}" -lt 3 ]; then
     echo "1..0 # SKIP needs 3 ranks, TSR_TEST_MAX_RANKS=$TSR_TEST_MAX_RANKS"
     exit 0
 fi
-check() { # check DESCRIPTION CONDITION...
-    desc=$1
-    shift
-    n=$((n + 1))
-    if "$@"; then
-        echo "ok $n - $desc"
-    else
-        echo "not ok $n - $desc"
-        sed 's/^/# stdout: /' "$tmp/out"
-        sed 's/^/# stderr: /' "$tmp/err"
-    fi
-}
-run() { # run RANKS ARGS...: tsr-bench ps on RANKS ranks; sets $out, $err and $status
-    ranks=$1
-    shift
-    # shellcheck disable=SC2086
-    timeout 300 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n "$ranks" "$bin/tsr-bench" ps "$@" >"$tmp/out" 2>"$tmp/err"
-    status=$?
-    out=$(cat "$tmp/out")
-    err=$(cat "$tmp/err")
-}
-has() { case $1 in *"$2"*) return 0 ;; esac; return 1; }
-one_error() { # one_error TEXT: failed (not killed), one line on stderr containing TEXT, nothing on stdout
-    test "$status" -ne 0 -a "$status" -lt 124 && has "$err" "$1" && test "$(wc -l <"$tmp/err")" -eq 1 &&
-        test ! -s "$tmp/out"
-}
+run() { ranks=$1; shift; run_tool tsr-bench "$ranks" ps "$@"; } # run RANKS ARGS...
 # every_line_valid: each line of $tmp/out is one JSON value
 every_line_valid() {
     i=0
