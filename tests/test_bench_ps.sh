@@ -30,25 +30,21 @@ every_line_valid() {
     done <"$tmp/out"
     test "$i" -gt 0
 }
-# field LINE NAME: the value of "NAME": in LINE (a string without its quotes)
-field() {
-    printf '%s\n' "$1" | sed -n -e "s/.*\"$2\":\"\([^\"]*\)\".*/\1/p; t" -e "s/.*\"$2\":\([^,}]*\).*/\1/p"
-}
 # ps_lines CONDITION: CONDITION (an awk expression over r, f, m, p, pf, rb, rf) holds on every
 # ps line; r = server_rounds, m = bytes_match, p/pf = push bytes and formula, rb/rf = replies
 ps_lines() {
     grep '"mode":"ps"' "$tmp/out" >"$tmp/ps" || return 1
     while IFS= read -r line; do
-        awk -v r="$(field "$line" server_rounds)" -v m="$(field "$line" bytes_match)" \
-            -v p="$(field "$line" push_bytes_per_step)" -v pf="$(field "$line" push_bytes_formula)" \
-            -v rb="$(field "$line" reply_bytes)" -v rf="$(field "$line" reply_bytes_formula)" \
+        awk -v r="$(field server_rounds "$line")" -v m="$(field bytes_match "$line")" \
+            -v p="$(field push_bytes_per_step "$line")" -v pf="$(field push_bytes_formula "$line")" \
+            -v rb="$(field reply_bytes "$line")" -v rf="$(field reply_bytes_formula "$line")" \
             "BEGIN { exit !($1) }" || return 1
     done <"$tmp/ps"
 }
 # losses_sane: every val_loss finite, positive, below ln(256) = 5.545
 losses_sane() {
     while IFS= read -r line; do
-        awk -v l="$(field "$line" val_loss)" 'BEGIN { exit !(l ~ /^[0-9]+\.[0-9]+$/ && l > 0 && l < 5.545) }' ||
+        awk -v l="$(field val_loss "$line")" 'BEGIN { exit !(l ~ /^[0-9]+\.[0-9]+$/ && l > 0 && l < 5.545) }' ||
             return 1
     done <"$tmp/out"
 }
@@ -56,8 +52,7 @@ losses_sane() {
 s0_equals_sync() {
     a=$(grep "\"staleness\":\"sync\",\"straggler\":\"$1\"" "$tmp/out")
     b=$(grep "\"staleness\":\"0\",\"straggler\":\"$1\"" "$tmp/out")
-    awk -v a="$(field "$a" val_loss)" -v b="$(field "$b" val_loss)" \
-        'BEGIN { d = a - b; if (d < 0) d = -d; exit !(a != "" && b != "" && d <= 1e-5 * a) }'
+    close_to "$(field val_loss "$a")" "$(field val_loss "$b")" 1e-5
 }
 
 run 3 --layout ps=1,dp=2 $model --staleness 0,2,inf --straggler none,fixed --delay-ms 5 --json

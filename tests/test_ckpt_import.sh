@@ -17,21 +17,12 @@ trap 'rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/tap-sh.sh"
 seed=${TSR_TEST_SEED:-$(date +%s)}
 echo "# seed $seed (TSR_TEST_SEED=$seed repeats this run)"
-run() { # run RANKS PROGRAM ARGS...: sets $out, $err and $status
-    ranks=$1 prog=$2
-    shift 2
-    # shellcheck disable=SC2086
-    timeout 120 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n "$ranks" "$prog" "$@" >"$tmp/out" 2>"$tmp/err"
-    status=$?
-    out=$(cat "$tmp/out")
-    err=$(cat "$tmp/err")
-}
-ckpt() { run 1 "$bin/tsr-ckpt" "$@"; }
+ckpt() { run_tool tsr-ckpt 1 "$@"; }
 # loss KIND CKPT RANKS LAYOUT [ARGS...]: weights-craft's check of the imported model's loss
 loss() {
     kind=$1 file=$2 ranks=$3 lay=$4
     shift 4
-    run "$ranks" "$craft" loss "$kind" "$file" --seed "$seed" --layout "$lay" "$@"
+    run_tool "$craft" "$ranks" loss "$kind" "$file" --seed "$seed" --layout "$lay" "$@"
     echo "# $kind on $lay: $out"
 }
 ok_run() { test "$status" -eq 0; }
@@ -55,14 +46,14 @@ check "llmc: the imported model's loss is the reference's (1 rank)" ok_run
 loss llmc "$tmp/ck/step_0.h5" 2 tp=1x2
 check "llmc: the imported model's loss is the reference's (tp=1x2)" ok_run
 
-run 1 "$bin/tsr-train" --model $tiny --batch 2 --lr 1e-3 --steps 1 --ckpt-dir "$tmp/ck" --resume latest
+run_tool tsr-train 1 --model $tiny --batch 2 --lr 1e-3 --steps 1 --ckpt-dir "$tmp/ck" --resume latest
 check "tsr-train --resume trains one step on the import, without warnings" \
     eval 'ok_run && test -s "$tmp/ck/step_1.h5" && ! has "$err" "warning"'
 ckpt export llmc "$tmp/ck" "$tmp/trained.bin" --padded-vocab 384
 check "the trained checkpoint exports: another file of the same size" \
     eval 'ok_run && test "$(wc -c <"$tmp/trained.bin")" -eq "$(wc -c <"$tmp/a.bin")" && ! cmp -s "$tmp/trained.bin" "$tmp/a.bin"'
 
-gen() { ranks=$1; shift; run "$ranks" "$bin/tsr-generate" --ckpt "$tmp/ck/step_0.h5" --prompt-tokens 1,2,3 \
+gen() { ranks=$1; shift; run_tool tsr-generate "$ranks" --ckpt "$tmp/ck/step_0.h5" --prompt-tokens 1,2,3 \
     --max-tokens 16 --temperature 0 --json "$@"; }
 tokens() { echo "$1" | sed -e 's/.*"tokens":\[//' -e 's/\].*//'; } # the generated ids
 gen 1

@@ -10,21 +10,12 @@ bin=${TSR_BUILDDIR:-.}/apps
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-generate-cli.XXXXXX") || exit 99
 trap 'rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/tap-sh.sh"
-run() { # run RANKS PROGRAM ARGS...: sets $out, $err and $status
-    ranks=$1 prog=$2
-    shift 2
-    # shellcheck disable=SC2086
-    timeout 120 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n "$ranks" "$bin/$prog" "$@" >"$tmp/out" 2>"$tmp/err"
-    status=$?
-    out=$(cat "$tmp/out")
-    err=$(cat "$tmp/err")
-}
-gen() { ranks=$1; shift; run "$ranks" tsr-generate --ckpt "$tmp/ck" --prompt "The cat " "$@"; }
+gen() { ranks=$1; shift; run_tool tsr-generate "$ranks" --ckpt "$tmp/ck" --prompt "The cat " "$@"; }
 
-run 2 tsr-train --model layers=2,dim=32,heads=4,vocab=256,seq=48 --batch 4 --lr 1e-2 --steps 10 \
+run_tool tsr-train 2 --model layers=2,dim=32,heads=4,vocab=256,seq=48 --batch 4 --lr 1e-2 --steps 10 \
     --ckpt-dir "$tmp/ck"
 check "tsr-train writes the checkpoint" test "$status" -eq 0
-run 1 tsr-generate --help
+run_tool tsr-generate 1 --help
 check "--help prints the usage" eval 'test $status -eq 0 && has "$out" "--prompt-tokens IDS"'
 
 gen 1 --max-tokens 32 --temperature 0
@@ -47,26 +38,26 @@ gen 1 --max-tokens 24 --top-k 20 --top-p 0.9 --seed 6 --json
 check "another seed: other tokens" eval 'test "$(tokens "$out")" != "$(tokens "$first")"'
 check "--json: tokens, text and both speeds" eval 'has "$first" "\"tokens\":[" && has "$first" "\"text\":\"" && \
     has "$first" "\"decode_tokens_per_s\":"'
-run 1 tsr-generate --ckpt "$tmp/ck/latest" --prompt-tokens "84,104,101" --max-tokens 4 --temperature 0
+run_tool tsr-generate 1 --ckpt "$tmp/ck/latest" --prompt-tokens "84,104,101" --max-tokens 4 --temperature 0
 check "DIR/latest and --prompt-tokens" eval 'test $status -eq 0 && has "$out" "The"'
-run 1 tsr-generate --ckpt "$tmp/ck/step_10.h5" --prompt "The cat " --max-tokens 32 --temperature 0
+run_tool tsr-generate 1 --ckpt "$tmp/ck/step_10.h5" --prompt "The cat " --max-tokens 32 --temperature 0
 check "a checkpoint file" eval 'test "$out" = "$one"'
 
 long=$(printf '%049d' 0)
-run 1 tsr-generate --ckpt "$tmp/ck" --prompt "$long"
+run_tool tsr-generate 1 --ckpt "$tmp/ck" --prompt "$long"
 check "a prompt longer than the context is refused" \
     eval 'one_error "the prompt of 49 tokens is longer than the model'"'"'s context of 48"'
 gen 1 --max-tokens 41
 check "--max-tokens past the context is refused" eval 'one_error "--max-tokens 41 after a prompt of 8 tokens passes"'
-run 1 tsr-generate --ckpt "$tmp/ck" --prompt-tokens "1,256"
+run_tool tsr-generate 1 --ckpt "$tmp/ck" --prompt-tokens "1,256"
 check "a token id outside the vocabulary is refused" eval 'one_error "token id 256 is outside the vocabulary (expected 0 to 255)"'
 for p in 0 1.5; do
     gen 1 --top-p $p
     check "top-p $p is refused" eval 'one_error "top-p '$p' is outside (0, 1]"'
 done
 head -c 5000 /dev/urandom >"$tmp/junk.h5"
-run 1 tsr-generate --ckpt "$tmp/junk.h5" --prompt x
+run_tool tsr-generate 1 --ckpt "$tmp/junk.h5" --prompt x
 check "a file that is no checkpoint is refused" eval 'one_error "junk.h5"'
-run 2 tsr-generate --ckpt "$tmp/ck" --layout tp=1x4 --prompt x
+run_tool tsr-generate 2 --ckpt "$tmp/ck" --layout tp=1x4 --prompt x
 check "a layout of 4 ranks on 2 is refused" eval 'one_error "needs 4 ranks, but mpiexec started 2"'
 echo "1..$n"

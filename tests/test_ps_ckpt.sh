@@ -25,8 +25,6 @@ trap 'rm -rf "$tmp"' EXIT
 model="--model layers=2,dim=32,heads=4,vocab=256,seq=16 --batch 4 --grad-clip 0"
 
 run() { run_tool tsr-train "$@"; } # run RANKS ARGS...: tsr-train on RANKS ranks (tap-sh.sh)
-# The loss column of a --log-json file, steps FIRST..LAST.
-losses() { sed -n "$2,$3p" "$1" | sed 's/.*"loss":\([^,]*\),.*/\1/'; }
 # same A B: checkpoints A and B hold the same datasets, bit for bit (tsr-ckpt diff exits 0).
 same() { "$bin/tsr-ckpt" diff "$1" "$2" >"$tmp/diff" 2>>"$tmp/err"; }
 

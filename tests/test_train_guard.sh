@@ -19,16 +19,8 @@ trap 'test -n "$holder" && kill "$holder" 2>/dev/null; rm -rf "$tmp"' EXIT
 . "$(dirname "$0")/tap-sh.sh"
 model="--model layers=2,dim=32,heads=4,vocab=256,seq=16 --batch 4"
 
-run() { # run RANKS ARGS...: tsr-train on RANKS ranks; sets $out, $err and $status (124: it hung)
-    ranks=$1
-    shift
-    # shellcheck disable=SC2086
-    timeout 60 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n "$ranks" "$bin/tsr-train" "$@" >"$tmp/out" 2>"$tmp/err"
-    status=$?
-    out=$(cat "$tmp/out")
-    err=$(cat "$tmp/err")
-}
-before_step1() { one_error "$1" && ! has "$out" "step 1/"; }
+TIMEOUT=60
+run() { run_tool tsr-train "$@"; } # run RANKS ARGS...: tsr-train on RANKS ranks (tap-sh.sh)
 
 # --- non-finite values ---
 for lr in inf nan 1e999 -inf; do

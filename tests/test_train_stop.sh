@@ -16,8 +16,6 @@ trap 'test -n "$bg" && kill -KILL "$bg" 2>/dev/null; rm -rf "$tmp"' EXIT
 model="--model layers=2,dim=32,heads=4,vocab=256,seq=16 --batch 4"
 
 run() { run_tool tsr-train "$@"; } # run RANKS ARGS...: tsr-train on RANKS ranks (tap-sh.sh)
-# The loss column of a --log-json file, steps FIRST..LAST.
-losses() { sed -n "$2,$3p" "$1" | sed 's/.*"loss":\([^,]*\),.*/\1/'; }
 
 # signal_run SIG DIR JSON RANKS ARGS...: start a long run in the background, send SIG to the
 # launcher once 3 steps are logged, wait for it; sets $status, $out, $err.
