@@ -14,47 +14,15 @@
 bin=${TSR_BUILDDIR:-.}/apps
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-bench-train.XXXXXX") || exit 99
 trap 'rm -rf "$tmp"' EXIT
-n=0
+. "$(dirname "$0")/tap-sh.sh"
 short="--steps 2 --warmup 1"
 
-check() { # check DESCRIPTION CONDITION...
-    desc=$1
-    shift
-    n=$((n + 1))
-    if "$@"; then
-        echo "ok $n - $desc"
-    else
-        echo "not ok $n - $desc"
-        sed 's/^/# stdout: /' "$tmp/out"
-        sed 's/^/# stderr: /' "$tmp/err"
-    fi
-}
-skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
-run() { # run RANKS ARGS...: tsr-bench train on RANKS ranks; sets $out, $err and $status
-    ranks=$1
-    shift
-    # shellcheck disable=SC2086
-    timeout 120 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n "$ranks" "$bin/tsr-bench" train "$@" >"$tmp/out" 2>"$tmp/err"
-    status=$?
-    out=$(cat "$tmp/out")
-    err=$(cat "$tmp/err")
-}
-has() { case $1 in *"$2"*) return 0 ;; esac; return 1; }
-one_error() { # one_error TEXT: failed (not killed), one line on stderr containing TEXT, nothing on stdout
-    test "$status" -ne 0 -a "$status" -lt 124 && has "$err" "$1" && test "$(wc -l <"$tmp/err")" -eq 1 &&
-        test ! -s "$tmp/out"
-}
-field() { # field NAME: the value of "NAME": in the JSON line $out (a string without its quotes)
-    printf '%s\n' "$out" | sed -n -e "s/.*\"$1\":\"\([^\"]*\)\".*/\1/p; t" -e "s/.*\"$1\":\([^,}]*\).*/\1/p"
-}
+run() { ranks=$1; shift; run_tool tsr-bench "$ranks" train "$@"; } # run RANKS ARGS...: tsr-bench train
 # good_json LAYOUT: exit 0, one line, the layout, tokens_per_s > 0, a numeric loss, total peak > 0
 good_json() {
     test "$status" -eq 0 && test "$(wc -l <"$tmp/out")" -eq 1 && test "$(field layout)" = "$1" &&
         awk -v t="$(field tokens_per_s)" -v l="$(field loss)" -v p="$(field total)" \
             'BEGIN { exit !(t + 0 > 0 && l ~ /^-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?$/ && p + 0 > 0) }'
-}
-close_to() { # close_to A B: |A - B| <= 1e-4 |A|
-    awk -v a="$1" -v b="$2" 'BEGIN { d = a - b; if (d < 0) d = -d; m = a < 0 ? -a : a; exit !(a != "" && d <= 1e-4 * m) }'
 }
 
 run 1 --help
@@ -103,13 +71,13 @@ check "the text breakdown prints the parts, other and the sum against the step" 
           has "$out" "measured step"'
 
 run 2 --model huge
-check "an unknown model is one line of error" eval 'one_error "--model huge"'
+check "an unknown model is one line of error" eval 'one_error_only "--model huge"'
 run 2 --layout dp=4
-check "a layout of 4 ranks on 2 is refused naming both numbers" eval 'one_error "needs 4 ranks, but mpiexec started 2"'
+check "a layout of 4 ranks on 2 is refused naming both numbers" eval 'one_error_only "needs 4 ranks, but mpiexec started 2"'
 run 2 --batch 5
-check "a batch not divisible by dp is refused" eval 'one_error "--batch 5 is not divisible by dp=2"'
+check "a batch not divisible by dp is refused" eval 'one_error_only "--batch 5 is not divisible by dp=2"'
 run 2 --layout pp=2 --model layers=1
-check "a model with fewer layers than stages is one line from the model" eval 'one_error "cannot fill 2 pipeline stages"'
+check "a model with fewer layers than stages is one line from the model" eval 'one_error_only "cannot fill 2 pipeline stages"'
 run 1 --device cuda --json --breakdown $short
 if test "$status" -eq 0; then
     skip "--device cuda without CUDA or a GPU is refused" "a GPU is visible"
@@ -118,21 +86,13 @@ if test "$status" -eq 0; then
               has "$out" "\"cat\":\"kernel\",\"name\":\"gemm"'
 else
     check "--device cuda without CUDA or a GPU is refused" \
-        eval 'one_error "--device cuda: this build has no CUDA backend" || one_error "--device cuda: no GPU visible"'
+        eval 'one_error_only "--device cuda: this build has no CUDA backend" || one_error_only "--device cuda: no GPU visible"'
     skip "cuda --breakdown: kernels by CUDA events, the device parts within 5% of the step" "no GPU"
 fi
 
 # ---- tsr-bench generate ----
 valid=${TSR_BUILDDIR:-.}/tests/json_valid
-gen() { # gen RANKS ARGS...: tsr-bench generate; sets $out, $err and $status
-    ranks=$1
-    shift
-    # shellcheck disable=SC2086
-    timeout 120 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n "$ranks" "$bin/tsr-bench" generate "$@" >"$tmp/out" 2>"$tmp/err"
-    status=$?
-    out=$(cat "$tmp/out")
-    err=$(cat "$tmp/err")
-}
+gen() { ranks=$1; shift; run_tool tsr-bench "$ranks" generate "$@"; } # gen RANKS ARGS...: tsr-bench generate
 # good_gen LAYOUT KV: exit 0, one valid JSON line, the layout, both speeds > 0, the KV bytes per rank KV
 # equal to the formula's share
 good_gen() {
@@ -161,11 +121,11 @@ check "generate's text table: both speeds, ms/token and the KV line" \
           has "$out" "KV cache: 65536 bytes per rank"'
 gen 1 --prompt-len 60 --max-tokens 10
 check "generate: a prompt and decode past the context are refused" \
-    eval 'one_error "--prompt-len 60 and --max-tokens 10 pass the model'"'"'s context of 64"'
+    eval 'one_error_only "--prompt-len 60 and --max-tokens 10 pass the model'"'"'s context of 64"'
 gen 2 --batch 3
-check "generate: a batch not divisible by dp is refused" eval 'one_error "--batch 3 is not divisible by dp=2"'
+check "generate: a batch not divisible by dp is refused" eval 'one_error_only "--batch 3 is not divisible by dp=2"'
 gen 1 --model tiny --ckpt "$tmp/none"
-check "generate: --model and --ckpt together are refused" eval 'one_error "--model and --ckpt both name the model"'
+check "generate: --model and --ckpt together are refused" eval 'one_error_only "--model and --ckpt both name the model"'
 gen 1 --ckpt "$tmp/none"
-check "generate: a missing checkpoint is one line" eval 'one_error "No such file or directory"'
+check "generate: a missing checkpoint is one line" eval 'one_error_only "No such file or directory"'
 echo "1..$n"

@@ -14,34 +14,10 @@
 bin=${TSR_BUILDDIR:-.}/apps
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-train-cli.XXXXXX") || exit 99
 trap 'rm -rf "$tmp"' EXIT
-n=0
+. "$(dirname "$0")/tap-sh.sh"
 model="--model layers=2,dim=32,heads=4,vocab=256,seq=16 --batch 4"
 
-check() { # check DESCRIPTION CONDITION...
-    desc=$1
-    shift
-    n=$((n + 1))
-    if "$@"; then echo "ok $n - $desc"; else echo "not ok $n - $desc"; sed 's/^/# /' "$tmp/err"; fi
-}
-skip() { n=$((n + 1)); echo "ok $n - $1 # SKIP $2"; }
-within() { # within FILE1 FILE2 TOL: the losses on the lines of FILE1 and FILE2 agree within TOL relative
-    paste "$1" "$2" | awk -v tol="$3" '{ d = ($1 - $2) / $1; if (d < 0) d = -d; if (d > tol) bad = 1 } END { exit bad }'
-}
-run() { # run RANKS ARGS...: tsr-train on RANKS ranks; sets $out, $err and $status
-    ranks=$1
-    shift
-    # shellcheck disable=SC2086
-    timeout 120 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n "$ranks" "$bin/tsr-train" "$@" >"$tmp/out" 2>"$tmp/err"
-    status=$?
-    out=$(cat "$tmp/out")
-    err=$(cat "$tmp/err")
-}
-has() { case $1 in *"$2"*) return 0 ;; esac; return 1; }
-one_error() { # one_error TEXT: failed (not killed), one line on stderr containing TEXT
-    test "$status" -ne 0 -a "$status" -lt 124 && has "$err" "$1" && test "$(wc -l <"$tmp/err")" -eq 1
-}
-# The loss column of a --log-json file, steps FIRST..LAST.
-losses() { sed -n "$2,$3p" "$1" | sed 's/.*"loss":\([^,]*\),.*/\1/'; }
+run() { run_tool tsr-train "$@"; } # run RANKS ARGS...: tsr-train on RANKS ranks (tap-sh.sh)
 
 run 1 --help
 check "--help prints the usage and exits 0" eval 'test $status -eq 0 && has "$out" "--layout dp=D,pp=P,tp=RxC"'

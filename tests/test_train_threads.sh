@@ -7,32 +7,19 @@
 bin=${TSR_BUILDDIR:-.}/apps
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-train-threads.XXXXXX") || exit 99
 trap 'rm -rf "$tmp"' EXIT
-n=0
+. "$(dirname "$0")/tap-sh.sh"
 model="--model layers=2,dim=128,heads=4,vocab=512,seq=64 --batch 8 --steps 3"
 
-check() { # check DESCRIPTION CONDITION...
-    desc=$1
-    shift
-    n=$((n + 1))
-    if "$@"; then echo "ok $n - $desc"; else echo "not ok $n - $desc"; sed 's/^/# /' "$tmp/out" "$tmp/err"; fi
-}
-train() { # train THREADS NAME: 3 steps on 1 rank with OMP_NUM_THREADS=THREADS; losses in $tmp/NAME
+train() { # train THREADS NAME: 3 steps on 1 rank with OMP_NUM_THREADS=THREADS; "loss grad_norm" lines in $tmp/NAME
     # shellcheck disable=SC2086
-    OMP_NUM_THREADS=$1 timeout 120 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n 1 "$bin/tsr-train" $model \
-        --log-json "$tmp/$2.json" >"$tmp/out" 2>"$tmp/err"
-    status=$?
+    OMP_NUM_THREADS=$1 run_tool tsr-train 1 $model --log-json "$tmp/$2.json"
     sed -n 's/.*"loss":\([^,]*\),"grad_norm":\([^,]*\),.*/\1 \2/p' "$tmp/$2.json" >"$tmp/$2" 2>/dev/null
-}
-within() { # within FILE1 FILE2 TOL: the losses on the lines of FILE1 and FILE2 agree within TOL relative
-    test -s "$1" && paste "$1" "$2" | awk -v tol="$3" '{ d = ($1 - $3) / $1; if (d < 0) d = -d; if (d > tol) bad = 1 }
-                                                     END { exit bad }'
 }
 
 echo "1..4"
 train 2 a
 if grep -q "^tsr-train: 1 CPU thread per rank (no OpenMP in this build" "$tmp/out"; then
-    n=$((n + 1))
-    echo "ok $n - OMP_NUM_THREADS=2: 2 CPU threads per rank # SKIP this build has no OpenMP"
+    skip "OMP_NUM_THREADS=2: 2 CPU threads per rank" "this build has no OpenMP"
 else
     check "OMP_NUM_THREADS=2: tsr-train says 2 CPU threads per rank, chosen by OMP_NUM_THREADS" \
         eval 'test $status -eq 0 && grep -q "^tsr-train: 2 CPU threads per rank (OMP_NUM_THREADS=2)" "$tmp/out"'
@@ -44,7 +31,6 @@ train 1 c
 check "1 thread: the losses of 2 threads within 1e-5" eval 'test $status -eq 0 && within "$tmp/a" "$tmp/c" 1e-5'
 unset OMP_NUM_THREADS
 # shellcheck disable=SC2086
-timeout 120 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n 2 "$bin/tsr-train" $model --steps 1 >"$tmp/out" 2>"$tmp/err"
-status=$?
+run_tool tsr-train 2 $model --steps 1
 check "2 ranks without OMP_NUM_THREADS: a positive thread count per rank and how it was chosen" \
     eval 'test $status -eq 0 && grep -Eq "^tsr-train: [1-9][0-9]* CPU threads? per rank \((affinity|[0-9]+ CPUs shared|no OpenMP)" "$tmp/out"'

@@ -10,23 +10,10 @@ bin=${TSR_BUILDDIR:-.}/apps
 valid=${TSR_BUILDDIR:-.}/tests/json_valid
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-train-trace.XXXXXX") || exit 99
 trap 'rm -rf "$tmp"' EXIT
-n=0
 model="--model layers=2,dim=32,heads=4,vocab=256,seq=16 --batch 4 --steps 2"
+. "$(dirname "$0")/tap-sh.sh"
 
-check() { # check DESCRIPTION CONDITION...
-    desc=$1
-    shift
-    n=$((n + 1))
-    if "$@"; then echo "ok $n - $desc"; else echo "not ok $n - $desc"; sed 's/^/# /' "$tmp/err"; fi
-}
-run() { # run RANKS ARGS...: tsr-train on RANKS ranks; sets $status
-    ranks=$1
-    shift
-    rm -f "$tmp/t.json"
-    # shellcheck disable=SC2086
-    timeout 120 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n "$ranks" "$bin/tsr-train" "$@" >"$tmp/out" 2>"$tmp/err"
-    status=$?
-}
+run() { rm -f "$tmp/t.json"; run_tool tsr-train "$@"; } # run RANKS ARGS...: tsr-train, the trace $tmp/t.json anew
 traced() { test "$status" -eq 0 && "$valid" "$tmp/t.json" 2>>"$tmp/err"; }
 holds() { # holds TEXT...: the trace contains every TEXT
     for text; do grep -qF "$text" "$tmp/t.json" || { echo "trace lacks $text" >>"$tmp/err"; return 1; }; done
@@ -46,7 +33,7 @@ check "--trace-kernels adds the kernels by family" eval 'traced && holds "$(cat_
 
 run 1 $model --trace-kernels
 check "--trace-kernels without --trace is one line of error, exit 2" \
-    eval 'test $status -eq 2 && grep -q -- "--trace-kernels needs --trace FILE" "$tmp/err" && test "$(wc -l <"$tmp/err")" -eq 1'
+    eval 'test $status -eq 2 && one_error "--trace-kernels needs --trace FILE"'
 
 run 2 $model --layout pp=2 --micro-batches 2 --trace "$tmp/t.json"
 check "pp=2: both stages named by coordinates, pipeline waits and pp messages" \
