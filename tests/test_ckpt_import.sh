@@ -162,9 +162,13 @@ check "a truncated safetensors file is refused" eval 'failed_alone "are out of r
 # a file of 270 kB whose model would ask import for 512 MiB of logits (seq x vocab, batch 1)
 for kind in llmc hf; do
     "$craft" write $kind "$tmp/bad" --seed "$seed" --model 1,1,1,65536,65536,2048 2>"$tmp/err"
-    if [ $kind = hf ]; then ckpt import hf "$tmp/bad" "$tmp/nothing" --heads 1; else ckpt import llmc "$tmp/bad" "$tmp/nothing"; fi
+    heads=
+    test $kind = hf && heads="--heads 1"
+    # shellcheck disable=SC2086
+    ckpt import $kind "$tmp/bad" "$tmp/nothing" $heads
     check "$kind: a tiny file of a model with logits out of proportion (seq 2048, vocab 65536, dim 1) is refused" \
-        eval 'failed_alone "seq=2048 x vocab=65536 = 134217728 values, are more than 2^26 and 4 times its 67611 parameters" && test ! -e "$tmp/nothing"'
+        eval 'failed_alone "seq=2048 x vocab=65536 = 134217728 values, are more than 2^26 and 4 times its 67611 \
+parameters" && test ! -e "$tmp/nothing"'
 done
 ckpt import llmc "$tmp/missing.bin" "$tmp/nothing"
 check "a missing file is refused" eval 'failed_alone "missing.bin: No such file or directory"'
