@@ -79,25 +79,28 @@ EXTRA_DIST += tests/test_train_threads.sh
 TESTS += tests/test_bench_options.sh
 EXTRA_DIST += tests/test_bench_options.sh
 
-# Fuzz targets of the checkpoint and token-shard readers (tests/fuzz, see HACKING): replayed
+# Fuzz targets of the checkpoint, token-shard and weights-file readers (tests/fuzz, see HACKING): replayed
 # over their seeds by make check with any compiler; built for libFuzzer by `make fuzz`.
 fuzz_ckpt_common = tests/fuzz/ckpt_common.c tests/fuzz/fuzz.h
-check_PROGRAMS += tests/fuzz/replay_ckpt tests/fuzz/replay_ckpt_bytes tests/fuzz/replay_shard
+check_PROGRAMS += tests/fuzz/replay_ckpt tests/fuzz/replay_ckpt_bytes tests/fuzz/replay_shard tests/fuzz/replay_weights
 tests_fuzz_replay_ckpt_SOURCES = tests/fuzz/replay.c tests/fuzz/fuzz_ckpt.c $(fuzz_ckpt_common)
 tests_fuzz_replay_ckpt_LDADD = libtessera.la $(HDF5_LIBS)
 tests_fuzz_replay_ckpt_bytes_SOURCES = tests/fuzz/replay.c tests/fuzz/fuzz_ckpt_bytes.c $(fuzz_ckpt_common)
 tests_fuzz_replay_shard_SOURCES = tests/fuzz/replay.c tests/fuzz/fuzz_shard.c tests/fuzz/fuzz.h
+tests_fuzz_replay_weights_SOURCES = tests/fuzz/replay.c tests/fuzz/fuzz_weights.c tests/fuzz/fuzz.h
 TESTS += tests/test_fuzz_replay.sh
 EXTRA_DIST += tests/test_fuzz_replay.sh tests/fuzz/make-seeds.sh
-EXTRA_PROGRAMS = tests/fuzz/fuzz_ckpt tests/fuzz/fuzz_ckpt_bytes tests/fuzz/fuzz_shard
+EXTRA_PROGRAMS = tests/fuzz/fuzz_ckpt tests/fuzz/fuzz_ckpt_bytes tests/fuzz/fuzz_shard tests/fuzz/fuzz_weights
 tests_fuzz_fuzz_ckpt_SOURCES = tests/fuzz/fuzz_ckpt.c $(fuzz_ckpt_common)
 tests_fuzz_fuzz_ckpt_LDADD = libtessera.la $(HDF5_LIBS)
 tests_fuzz_fuzz_ckpt_bytes_SOURCES = tests/fuzz/fuzz_ckpt_bytes.c $(fuzz_ckpt_common)
 tests_fuzz_fuzz_shard_SOURCES = tests/fuzz/fuzz_shard.c tests/fuzz/fuzz.h
+tests_fuzz_fuzz_weights_SOURCES = tests/fuzz/fuzz_weights.c tests/fuzz/fuzz.h
 LIBFUZZER_FLAGS = -fsanitize=fuzzer
 tests_fuzz_fuzz_ckpt_LDFLAGS = $(AM_LDFLAGS) $(LIBFUZZER_FLAGS)
 tests_fuzz_fuzz_ckpt_bytes_LDFLAGS = $(AM_LDFLAGS) $(LIBFUZZER_FLAGS)
 tests_fuzz_fuzz_shard_LDFLAGS = $(AM_LDFLAGS) $(LIBFUZZER_FLAGS)
+tests_fuzz_fuzz_weights_LDFLAGS = $(AM_LDFLAGS) $(LIBFUZZER_FLAGS)
 CLEANFILES += $(EXTRA_PROGRAMS)
 fuzz: $(EXTRA_PROGRAMS)
 .PHONY: fuzz

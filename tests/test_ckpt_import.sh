@@ -8,7 +8,8 @@
 # (tsr_gpt_eval, 1 rank and tp=1x2) equals weights-craft's double-precision forward of the
 # file's own tensors within 1e-5 relative; tsr-train --resume trains one step on it and the
 # result exports; tsr-generate decodes the same tokens from it on 1 rank and tp=1x2. Every
-# malformed file is one line on stderr, exit 1, and no output; a directory with checkpoints
+# malformed file (a model whose logits of one sequence would dwarf the file too) is one line on
+# stderr, exit 1, and no output; a directory with checkpoints
 # and an existing output file are left as they were. Prints TAP.
 bin=${TSR_BUILDDIR:-.}/apps
 craft=${TSR_BUILDDIR:-.}/tests/weights-craft
@@ -149,6 +150,17 @@ cp "$tmp/a.safetensors" "$tmp/bad"
 truncate -s -4 "$tmp/bad"
 ckpt import hf "$tmp/bad" "$tmp/nothing"
 check "a truncated safetensors file is refused" eval 'failed_alone "are out of range" && test ! -e "$tmp/nothing"'
+# a file of 270 kB whose model would ask import for 512 MiB of logits (seq x vocab, batch 1)
+for kind in llmc hf; do
+    "$craft" write $kind "$tmp/bad" --seed "$seed" --model 1,1,1,65536,65536,2048 2>"$tmp/err"
+    heads=
+    test $kind = hf && heads="--heads 1"
+    # shellcheck disable=SC2086
+    ckpt import $kind "$tmp/bad" "$tmp/nothing" $heads
+    check "$kind: a tiny file of a model with logits out of proportion (seq 2048, vocab 65536, dim 1) is refused" \
+        eval 'failed_alone "seq=2048 x vocab=65536 = 134217728 values, are more than 2^26 and 4 times its 67611 \
+parameters" && test ! -e "$tmp/nothing"'
+done
 ckpt import llmc "$tmp/missing.bin" "$tmp/nothing"
 check "a missing file is refused" eval 'failed_alone "missing.bin: No such file or directory"'
 ckpt import hf "$tmp" "$tmp/nothing"

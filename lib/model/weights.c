@@ -38,6 +38,12 @@
  * 580 tensors. */
 #define MAX_LAYERS 4096
 #define HF_MAX_TENSORS 65536
+/* A model's buffers for one sequence (tsr-ckpt import builds it with batch 1) are led by its
+ * seq x vocab logits, which the file does not hold: a huge seq or vocab with a tiny dim makes
+ * a file of megabytes ask for hundreds of gigabytes. The logits may be at most the larger of
+ * 2^26 values (GPT-2's 1024 x 50257 are 51M) and 4 times the parameters the file holds. */
+#define MAX_LOGITS_FLOOR (1ll << 26)
+#define MAX_LOGITS_PER_PARAM 4
 
 static const char *const format_names[] = {[TSR_GPT_WEIGHTS_LLMC] = "llmc", [TSR_GPT_WEIGHTS_HF] = "hf"};
 
@@ -285,14 +291,22 @@ static uint64_t muladd(uint64_t a, uint64_t b, uint64_t c, int *ok)
     return *ok ? r : 0;
 }
 
-/* A model read from a file must be one Tessera builds (vocabulary, ...). */
+/* A model read from a file must be one Tessera builds (vocabulary, ...), whose buffers for
+ * one sequence are not out of proportion to the file (MAX_LOGITS_FLOOR). */
 static tsr_status_t check_model(const char *path, const tsr_gpt_config_t *cfg)
 {
     char why[512];
-    if (tsr_gpt_config_check(cfg) == TSR_OK)
-        return TSR_OK;
-    snprintf(why, sizeof why, "%s", tsr_last_error());
-    return TSR_ERROR(TSR_ERR_FORMAT, "%s: not a model Tessera builds: %s", path, why);
+    if (tsr_gpt_config_check(cfg) != TSR_OK) {
+        snprintf(why, sizeof why, "%s", tsr_last_error());
+        return TSR_ERROR(TSR_ERR_FORMAT, "%s: not a model Tessera builds: %s", path, why);
+    }
+    int64_t logits = (int64_t)cfg->seq * cfg->vocab, params = tsr_gpt_param_count(cfg);
+    if (logits > MAX_LOGITS_FLOOR && logits > MAX_LOGITS_PER_PARAM * params)
+        return TSR_ERROR(TSR_ERR_FORMAT, "%s: the model's logits of one sequence, seq=%d x vocab=%d = %lld values, "
+                         "are more than 2^26 and %d times its %lld parameters (the bound on what a model built "
+                         "from a weights file may allocate beyond the file)", path, cfg->seq, cfg->vocab,
+                         (long long)logits, MAX_LOGITS_PER_PARAM, (long long)params);
+    return TSR_OK;
 }
 
 /* Buffers for one file tensor (of at most max elements of `size` bytes) and the parameters. */

@@ -4,11 +4,13 @@
 # of tests/fuzz/fuzz.h, tsr-bench ckpt) and copies damaged by tests/ckpt-craft (for
 # fuzz_ckpt_bytes); OUT/ckpt-edit/ holds edit scripts (for fuzz_ckpt: bytes that pick
 # edits); OUT/shard/ holds token shards of tsr-tokenize, whole, truncated and with a wrong
-# magic number.
+# magic number; OUT/weights/ holds small GPT-2 weights files of tests/weights-craft (llm.c fp32
+# and bf16, safetensors F32, BF16 and F16, for fuzz_weights) and the minimized inputs of its
+# past findings, written here.
 out=$1
 build=${TSR_BUILDDIR:-.}
 test -n "$out" || { echo "usage: make-seeds.sh OUT" >&2; exit 2; }
-mkdir -p "$out/ckpt" "$out/ckpt-edit" "$out/shard" "$out/work" || exit 1
+mkdir -p "$out/ckpt" "$out/ckpt-edit" "$out/shard" "$out/weights" "$out/work" || exit 1
 # shellcheck disable=SC2086
 ${MPIEXEC:-mpiexec} $MPIEXEC_FLAGS -n 1 "$build/apps/tsr-train" --model layers=1,dim=4,heads=1,vocab=256,seq=4 \
     --batch 1 --steps 1 --ckpt-dir "$out/work/train" >/dev/null || exit 1
@@ -45,4 +47,15 @@ printf 'Hello, shards.\n' >"$out/work/text.txt"
 head -c 1030 "$out/shard/synthetic.bin" >"$out/shard/truncated.bin"
 head -c 1024 "$out/shard/synthetic.bin" >"$out/shard/header.bin"
 { printf 'XXXX'; tail -c +5 "$out/shard/text.bin"; } >"$out/shard/magic.bin"
+
+# Weights files of a model of 1 block, dim 4, 1 head, vocabulary 8 (llm.c pads it to 16), 4
+# positions: about 1.3 kB of values.
+weights() { # weights KIND NAME [OPTIONS...]
+    kind=$1 name=$2
+    shift 2
+    "$build/tests/weights-craft" write "$kind" "$out/weights/$name" --seed 1 --model 1,4,1,8,16,4 "$@"
+}
+weights llmc llmc.bin && weights llmc-bf16 llmc-bf16.bin && weights hf hf.safetensors &&
+    weights hf-bf16 hf-bf16.safetensors --prefix --mask --lm-head --shuffle &&
+    weights hf-f16 hf-f16.safetensors --lm-head || exit 1
 rm -rf "$out/work"

@@ -205,7 +205,9 @@ typedef struct tsr_gpt_weights_options {
  * file that cannot be read) with one line naming what is wrong: a bad magic number or version,
  * shapes that disagree with each other or with the file's size, a malformed safetensors header,
  * overlapping or out-of-range data, a missing, extra or misshapen tensor, an unknown dtype, a
- * value that is not finite. Local.
+ * value that is not finite, a model whose logits of one sequence (seq x vocab) are more than
+ * 2^26 values and 4 times its parameters (the file would ask for far more memory than it
+ * holds). Local.
  */
 TSR_API tsr_status_t tsr_gpt_weights_read(tsr_gpt_weights_format_t format, const char *path,
                                           const tsr_gpt_weights_options_t *opts, tsr_gpt_config_t *cfg,
