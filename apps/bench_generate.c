@@ -171,33 +171,13 @@ static int check_lengths(const opts_t *o)
 static tsr_status_t read_model(opts_t *o, char *path, size_t len)
 {
     struct stat st;
-    tsr_comm_t self = NULL;
-    tsr_ckpt_reader_t r = NULL;
     tsr_status_t rc = TSR_OK;
     if (stat(o->ckpt, &st) == 0 && S_ISDIR(st.st_mode))
         rc = tsr_ckpt_latest(o->ckpt, path, len);
     else
         snprintf(path, len, "%s", o->ckpt);
     if (rc == TSR_OK)
-        rc = tsr_comm_create(MPI_COMM_SELF, &self);
-    if (rc == TSR_OK)
-        rc = tsr_ckpt_reader_open(self, path, &r);
-    if (rc == TSR_OK)
-        rc = tsr_ckpt_verify_metadata(r);
-    if (rc == TSR_OK)
-        rc = tsr_gpt_config_load(r, &o->model);
-    tsr_ckpt_reader_close(&r);
-    tsr_comm_destroy(&self);
-    return rc;
-}
-
-static tsr_status_t load(tsr_grid_t grid, tsr_gpt_t gpt, const tsr_zero_config_t *z, const char *path)
-{
-    tsr_ckpt_reader_t r = NULL;
-    tsr_status_t rc = tsr_ckpt_reader_open(tsr_grid_comm(grid, TSR_AXIS_WORLD), path, &r);
-    if (rc == TSR_OK)
-        rc = tsr_ckpt_load_zero(r, grid, tsr_gpt_optimizer(gpt), z);
-    tsr_ckpt_reader_close(&r);
+        rc = tsr_gpt_ckpt_config(path, &o->model);
     return rc;
 }
 
@@ -311,7 +291,7 @@ int bench_generate(int argc, char **argv)
         goto done;
     o.gpt.batch = o.batch;
     if (bench_failed("generate", tsr_gpt_create(grid, dev, &o.model, &o.gpt, &o.zero, &gpt), "model", NULL) ||
-        (o.ckpt && bench_failed("generate", load(grid, gpt, &o.zero, path), path, NULL)))
+        (o.ckpt && bench_failed("generate", tsr_gpt_ckpt_load(gpt, &o.zero, path), path, NULL)))
         goto done;
     tsr_mem_stats(o.device, &before);
     if (bench_failed("generate", tsr_gpt_infer_create(gpt, o.batch, &ctx), "inference context", NULL))

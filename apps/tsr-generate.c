@@ -363,33 +363,6 @@ static tsr_status_t ckpt_path(const char *arg, char *path, size_t len)
     return TSR_OK;
 }
 
-/* The model of the checkpoint, read on every rank. */
-static tsr_status_t read_config(const char *path, tsr_gpt_config_t *cfg)
-{
-    tsr_ckpt_reader_t r = NULL;
-    tsr_comm_t self = NULL;
-    tsr_status_t rc = tsr_comm_create(MPI_COMM_SELF, &self);
-    if (rc == TSR_OK)
-        rc = tsr_ckpt_reader_open(self, path, &r);
-    if (rc == TSR_OK)
-        rc = tsr_ckpt_verify_metadata(r);
-    if (rc == TSR_OK)
-        rc = tsr_gpt_config_load(r, cfg);
-    tsr_ckpt_reader_close(&r);
-    tsr_comm_destroy(&self);
-    return rc;
-}
-
-static tsr_status_t load(tsr_grid_t grid, tsr_gpt_t gpt, const tsr_zero_config_t *z, const char *path)
-{
-    tsr_ckpt_reader_t r = NULL;
-    tsr_status_t rc = tsr_ckpt_reader_open(tsr_grid_comm(grid, TSR_AXIS_WORLD), path, &r);
-    if (rc == TSR_OK)
-        rc = tsr_ckpt_load_zero(r, grid, tsr_gpt_optimizer(gpt), z);
-    tsr_ckpt_reader_close(&r);
-    return rc;
-}
-
 /* Every replica's sequences on rank 0 (rank 0 is the first stage's tp rank 0 of replica 0;
  * the first stage's tp ranks 0 of all replicas share its dp communicator). */
 static void gather_tokens(tsr_grid_t grid, const int32_t *mine, int count, int len, int32_t *all)
@@ -415,7 +388,7 @@ static int generate(const options_t *o)
     int status = 1, np = 0, first = 0, count = 0;
     char path[PATH_MAX + NAME_MAX + 2];
     tsr_status_t rc = ckpt_path(o->ckpt, path, sizeof path);
-    if (failed(rc, "--ckpt") || failed(read_config(path, &cfg), "--ckpt"))
+    if (failed(rc, "--ckpt") || failed(tsr_gpt_ckpt_config(path, &cfg), "--ckpt"))
         goto done;
     if (failed(prompt_ids(o, cfg.vocab, &prompt, &np), NULL))
         goto done;
@@ -436,7 +409,7 @@ static int generate(const options_t *o)
     tsr_zero_config_t z = TSR_ZERO_CONFIG_INIT;
     go.batch = o->batch;
     z.precision = o->precision;
-    if (failed(tsr_gpt_create(grid, dev, &cfg, &go, &z, &gpt), NULL) || failed(load(grid, gpt, &z, path), path) ||
+    if (failed(tsr_gpt_create(grid, dev, &cfg, &go, &z, &gpt), NULL) || failed(tsr_gpt_ckpt_load(gpt, &z, path), path) ||
         failed(tsr_gpt_infer_create(gpt, o->batch, &ctx), NULL))
         goto done;
     tsr_gpt_infer_slice(ctx, &first, &count);

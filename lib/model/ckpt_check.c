@@ -191,3 +191,31 @@ cleanup:
     free(info);
     return rc;
 }
+
+tsr_status_t tsr_gpt_ckpt_config(const char *path, tsr_gpt_config_t *cfg)
+{
+    tsr_ckpt_reader_t r = NULL;
+    tsr_comm_t self = NULL;
+    tsr_status_t rc = TSR_OK;
+    TSR_CHECK(path && cfg, TSR_ERR_INVALID_ARG, "tsr_gpt_ckpt_config: NULL argument");
+    TSR_TRY(tsr_comm_create(MPI_COMM_SELF, &self));
+    TSR_TRY(tsr_ckpt_reader_open(self, path, &r));
+    TSR_TRY(tsr_ckpt_verify_metadata(r));
+    TSR_TRY(tsr_gpt_config_load(r, cfg));
+cleanup:
+    tsr_ckpt_reader_close(&r);
+    tsr_comm_destroy(&self);
+    return rc;
+}
+
+tsr_status_t tsr_gpt_ckpt_load(tsr_gpt_t gpt, const tsr_zero_config_t *zcfg, const char *path)
+{
+    tsr_ckpt_reader_t r = NULL;
+    tsr_status_t rc = TSR_OK;
+    TSR_CHECK(gpt && zcfg && path, TSR_ERR_INVALID_ARG, "tsr_gpt_ckpt_load: NULL argument");
+    TSR_TRY(tsr_ckpt_reader_open(tsr_grid_comm(gpt->grid, TSR_AXIS_WORLD), path, &r));
+    TSR_TRY(tsr_ckpt_load_zero(r, gpt->grid, gpt->zero, zcfg));
+cleanup:
+    tsr_ckpt_reader_close(&r);
+    return rc;
+}

@@ -292,6 +292,20 @@ TSR_API tsr_status_t tsr_gpt_ckpt_save(tsr_ckpt_writer_t w, tsr_grid_t grid, tsr
                                        const tsr_zero_config_t *zcfg, const tsr_gpt_config_t *cfg,
                                        const tsr_gpt_options_t *opts, int64_t tokens_seen);
 
+/**
+ * The model of the checkpoint file @p path, read on this rank alone (its metadata checksum
+ * checked first), for creating the model that tsr_gpt_ckpt_load() then fills. Local.
+ */
+TSR_API tsr_status_t tsr_gpt_ckpt_config(const char *path, tsr_gpt_config_t *cfg);
+
+/**
+ * Load the parameters and optimizer state of the checkpoint file @p path into @p gpt, whose
+ * optimizer was created with @p zcfg (tsr_ckpt_load_zero() on the model's grid: any layout
+ * reads any layout's file). For inference and benchmarks; tsr-train's resume also checks the
+ * loader position and the hyperparameters. Collective over the model's grid.
+ */
+TSR_API tsr_status_t tsr_gpt_ckpt_load(tsr_gpt_t gpt, const tsr_zero_config_t *zcfg, const char *path);
+
 /** The optimizer holding the parameters (for checkpoints). Owned by the model. */
 TSR_API tsr_zero_t tsr_gpt_optimizer(tsr_gpt_t gpt);
 
