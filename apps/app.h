@@ -1,7 +1,8 @@
 /*
  * apps/app.h: the error conventions tsr-train and tsr-generate share. Every failure is one
  * line on stderr, "TOOL: what: why", printed once for the job; usage errors exit 2, other
- * failures 1. Also tsr-train's optimizer defaults, which tsr-ckpt import records.
+ * failures 1. Also tsr-train's optimizer defaults, which tsr-ckpt import records and
+ * tsr-bench train and ps train with.
  */
 #ifndef TSR_APP_H
 #define TSR_APP_H

@@ -34,6 +34,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "app.h"
 #include "bench.h"
 
 #define TEXT_BYTES (1 << 20) /* the first half trains, the second validates */
@@ -131,11 +132,11 @@ static int parse(int argc, char **argv, int world, opts_t *o)
     const tsr_layout_t lay = TSR_LAYOUT_INIT;
     const tsr_gpt_config_t model = TSR_GPT_CONFIG_INIT;
     const tsr_gpt_options_t gpt = TSR_GPT_OPTIONS_INIT;
-    const tsr_zero_config_t zero = TSR_ZERO_CONFIG_INIT;
+    const tsr_zero_config_t zero = train_zero_defaults();
     int have_layout = 0;
     *o = (opts_t){lay, model, gpt, zero, 30, 4, 0, 5, {0, 1, 2, 4, TSR_PS_STALENESS_INF}, {1, 1, 1}, -1.0};
     o->gpt.batch = 8;
-    o->zero.lr = 3e-3f, o->zero.beta2 = 0.95f, o->zero.weight_decay = 0.1f, o->zero.clip_norm = 1.0f;
+    o->zero.lr = 3e-3f;
     opterr = 0;
     optind = 1;
     for (int c; (c = getopt_long(argc, argv, ":", longopts, NULL)) != -1;) {

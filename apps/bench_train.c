@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app.h"
 #include "bench.h"
 
 /* Peak dense bf16 TFLOP/s of an H100 SXM, the default MFU reference on cuda. */
@@ -110,11 +111,9 @@ static int parse(int argc, char **argv, int world, opts_t *o)
     const tsr_layout_t lay = TSR_LAYOUT_INIT;
     const tsr_gpt_config_t model = TSR_GPT_CONFIG_INIT;
     const tsr_gpt_options_t gpt = TSR_GPT_OPTIONS_INIT;
-    const tsr_zero_config_t zero = TSR_ZERO_CONFIG_INIT;
+    const tsr_zero_config_t zero = train_zero_defaults(); /* a step here is a step of tsr-train */
     int have_peak = 0;
     *o = (opts_t){0, 0, 0, 2, 10, 0, TSR_DEVICE_CPU, lay, model, gpt, zero, 0.0};
-    /* The optimizer of tsr-train, so a step here is a step there. */
-    o->zero.beta2 = 0.95f, o->zero.weight_decay = 0.1f, o->zero.clip_norm = 1.0f;
     opterr = 0;
     optind = 1;
     for (int c; (c = getopt_long(argc, argv, ":", longopts, NULL)) != -1;) {
@@ -205,7 +204,7 @@ static int parse(int argc, char **argv, int world, opts_t *o)
 }
 
 /* Agree on failure (bench_failed()), as tsr-bench train. */
-static int failed(tsr_status_t st, const char *what, const char *own)
+static int train_failed(tsr_status_t st, const char *what, const char *own)
 {
     return bench_failed("train", st, what, own);
 }
@@ -487,7 +486,7 @@ static tsr_status_t run_steps(const opts_t *o, tsr_device_t dev, tsr_gpt_t gpt, 
     tsr_pipe_trace_t trace = NULL;
     int good = 0;
     double *busy = calloc((size_t)o->steps * 3, sizeof *busy), *first = busy + o->steps, *last = first + o->steps;
-    if (failed(busy ? tsr_pipe_trace_create(&trace) : TSR_ERR_OUT_OF_MEMORY, NULL, "no memory for the trace"))
+    if (train_failed(busy ? tsr_pipe_trace_create(&trace) : TSR_ERR_OUT_OF_MEMORY, NULL, "no memory for the trace"))
         goto done;
     /* the first steps allocate what a step keeps; the peak must see them */
     tsr_mem_reset_peaks(o->device);
@@ -495,7 +494,7 @@ static tsr_status_t run_steps(const opts_t *o, tsr_device_t dev, tsr_gpt_t gpt, 
         st = tsr_gpt_train_step(gpt, in + (s % DATA_BATCHES) * batch_len, tg + (s % DATA_BATCHES) * batch_len, &info);
     if (st == TSR_OK)
         st = tsr_device_sync(dev);
-    if (failed(st, "warmup", NULL))
+    if (train_failed(st, "warmup", NULL))
         goto done;
     tsr_gpt_set_trace(gpt, trace);
     MPI_Barrier(MPI_COMM_WORLD);
@@ -515,7 +514,7 @@ static tsr_status_t run_steps(const opts_t *o, tsr_device_t dev, tsr_gpt_t gpt, 
     tsr_prof_set_level(TSR_PROF_OFF);
     if (st == TSR_OK && o->breakdown)
         st = tsr_prof_totals(&r->prof, &r->nprof);
-    if (failed(st, "step", NULL))
+    if (train_failed(st, "step", NULL))
         goto done;
     MPI_Barrier(MPI_COMM_WORLD);
     r->seconds = tsr_time_now() - t0;
@@ -554,24 +553,24 @@ int bench_train(int argc, char **argv)
     tsr_gpt_t gpt = NULL;
     int32_t *in = NULL, *tg = NULL;
     result_t r = {0};
-    if (failed(tsr_device_create(o.device, index, &dev), "device", NULL))
+    if (train_failed(tsr_device_create(o.device, index, &dev), "device", NULL))
         goto done;
-    if (failed(tsr_grid_create(MPI_COMM_WORLD, &o.layout, &grid), "layout", NULL))
+    if (train_failed(tsr_grid_create(MPI_COMM_WORLD, &o.layout, &grid), "layout", NULL))
         goto done;
     if (o.device == TSR_DEVICE_CPU) {
         MPI_Barrier(MPI_COMM_WORLD); /* the ranks of a node measure their shares together */
-        if (failed(tsr_gpt_peak_flops(dev, o.zero.precision, &r.sgemm_flops), "peak", NULL))
+        if (train_failed(tsr_gpt_peak_flops(dev, o.zero.precision, &r.sgemm_flops), "peak", NULL))
             goto done;
         MPI_Allreduce(MPI_IN_PLACE, &r.sgemm_flops, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
     }
-    if (failed(tsr_gpt_create(grid, dev, &o.model, &o.gpt, &o.zero, &gpt), "model", NULL))
+    if (train_failed(tsr_gpt_create(grid, dev, &o.model, &o.gpt, &o.zero, &gpt), "model", NULL))
         goto done;
     r.devices = o.device == TSR_DEVICE_CUDA ? distinct_devices(index) : world;
     tsr_gpt_batch_slice(gpt, &first, &count);
     size_t batch_len = (size_t)count * o.model.seq;
     in = malloc(DATA_BATCHES * batch_len * sizeof *in);
     tg = malloc(DATA_BATCHES * batch_len * sizeof *tg);
-    if (failed(in && tg ? TSR_OK : TSR_ERR_OUT_OF_MEMORY, NULL, "no memory for the synthetic batches"))
+    if (train_failed(in && tg ? TSR_OK : TSR_ERR_OUT_OF_MEMORY, NULL, "no memory for the synthetic batches"))
         goto done;
     for (int b = 0; b < DATA_BATCHES; b++)
         make_batch(b, first, count, o.model.seq, o.model.vocab, in + b * batch_len, tg + b * batch_len);
