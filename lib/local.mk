@@ -6,7 +6,7 @@ libtessera_la_LIBADD = lib/libtsr_cpu.la $(NCCL_LIBS) $(CUDA_LIBS) $(BLAS_LIBS) 
 # The CPU backend and its kernels, a convenience library of libtessera so that they get the
 # kernels' optimization level (TSR_KERNEL_OPT: -O3 unless CFLAGS was given to configure).
 noinst_LTLIBRARIES = lib/libtsr_cpu.la
-lib_libtsr_cpu_la_CFLAGS = $(AM_CFLAGS) $(TSR_KERNEL_OPT)
+lib_libtsr_cpu_la_CFLAGS = $(AM_CFLAGS) $(TSR_KERNEL_OPT) $(TSR_DISPATCH_CFLAGS)
 lib_libtsr_cpu_la_SOURCES = lib/device/cpu.c lib/device/cpu_threads.c lib/device/cpu_math.h \
 	lib/device/cpu_layer.c lib/device/cpu_gemm.c lib/device/cpu_optim.c lib/device/cpu_attention.c
 

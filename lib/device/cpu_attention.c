@@ -46,6 +46,7 @@ static void axpy(int n, float alpha, const float *x, float *y)
 #define WORTH_THREADS(seqs, T, heads, hd) ((seqs) * (heads) > 1 && (double)(seqs) * (heads) * (T) * (T) * (hd) >= 1 << 20)
 
 /* Output row i of pair (s, h): acc (hd floats of scratch) and sc (KEY_BLOCK) are the thread's. */
+TSR_CPU_KERNEL
 static void forward_row(int T, int hd, const float *q, const float *k, const float *v, int ld_in, float *o, int ld_o,
                         int s, int h, int i, float scale, float *acc, float *sc, float *lse)
 {
@@ -80,6 +81,7 @@ static void forward_row(int T, int hd, const float *q, const float *k, const flo
     *lse = mx + logf(l);
 }
 
+TSR_CPU_KERNEL
 tsr_status_t tsr__cpu_attention_forward(int seqs, int T, int heads, int hd, const float *q, const float *k,
                                         const float *v, int ld_in, float *o, int ld_o, float *lse)
 {
@@ -107,6 +109,7 @@ tsr_status_t tsr__cpu_attention_forward(int seqs, int T, int heads, int hd, cons
 }
 
 /* The gradients of pair (s, h); dqi (hd floats) and sc (KEY_BLOCK) are the thread's scratch. */
+TSR_CPU_KERNEL
 static void backward_pair(int T, int hd, const float *q, const float *k, const float *v, int ld_in, const float *o,
                           const float *d_o, int ld_o, const float *lse, float *delta, float *dq, float *dk, float *dv,
                           int s, int h, float scale, float *dqi, float *sc)
@@ -139,6 +142,7 @@ static void backward_pair(int T, int hd, const float *q, const float *k, const f
     }
 }
 
+TSR_CPU_KERNEL
 tsr_status_t tsr__cpu_attention_backward(int seqs, int T, int heads, int hd, const float *q, const float *k,
                                          const float *v, int ld_in, const float *o, const float *d_o, int ld_o,
                                          const float *lse, float *delta, float *dq, float *dk, float *dv)

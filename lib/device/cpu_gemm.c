@@ -8,6 +8,7 @@
 #include "device/gemm_impl.h"
 
 /* Row i of the epilogue: c = c + bias; x = x + bias, c = gelu(x); c = c gelu'(x). */
+TSR_CPU_KERNEL
 static void epilogue_row(tsr_epilogue_t epilogue, int n, const float *bias, float *c, float *x)
 {
     switch (epilogue) {

@@ -24,6 +24,7 @@
 /* Rows of cols elements below which a row loop stays on the calling thread. */
 #define PAR_ROWS(rows, cols) ((size_t)(rows) * (size_t)(cols) >= TSR_CPU_PAR_MIN && (rows) > 1)
 
+TSR_CPU_KERNEL
 void tsr__cpu_layernorm_forward(int rows, int cols, const float *x, const float *gamma, const float *beta,
                                 float eps, float *y, float *mean, float *rstd)
 {
@@ -47,6 +48,7 @@ void tsr__cpu_layernorm_forward(int rows, int cols, const float *x, const float 
 }
 
 /* dx += rstd (g - mg - xhat mgx) over one row, g = dy gamma, from the row means mg and mgx. */
+TSR_CPU_KERNEL
 static void layernorm_dx_row(int cols, const float *dy, const float *x, const float *gamma, float mean, float rstd,
                              double mg, double mgx, float *dx)
 {
@@ -59,6 +61,7 @@ static void layernorm_dx_row(int cols, const float *dy, const float *x, const fl
     }
 }
 
+TSR_CPU_KERNEL
 tsr_status_t tsr__cpu_layernorm_backward(int rows, int cols, const float *dy, const float *x, const float *gamma,
                                          const float *mean, const float *rstd, float *dx, float *dgamma,
                                          float *dbeta)
@@ -103,6 +106,7 @@ tsr_status_t tsr__cpu_layernorm_backward(int rows, int cols, const float *dy, co
     return TSR_OK;
 }
 
+TSR_CPU_KERNEL
 void tsr__cpu_layernorm_stats(int rows, int cols, const float *x, float *stats)
 {
 #pragma omp parallel for schedule(static) if (PAR_ROWS(rows, cols))
@@ -123,6 +127,7 @@ void tsr__cpu_layernorm_stats(int rows, int cols, const float *x, float *stats)
     }
 }
 
+TSR_CPU_KERNEL
 void tsr__cpu_layernorm_apply(int rows, int cols, int width, const float *x, const float *gamma, const float *beta,
                               float eps, const float *stats, float *y, float *mean, float *rstd)
 {
@@ -139,6 +144,7 @@ void tsr__cpu_layernorm_apply(int rows, int cols, int width, const float *x, con
     }
 }
 
+TSR_CPU_KERNEL
 void tsr__cpu_layernorm_backward_stats(int rows, int cols, const float *dy, const float *x, const float *gamma,
                                        const float *mean, const float *rstd, float *stats)
 {
@@ -156,6 +162,7 @@ void tsr__cpu_layernorm_backward_stats(int rows, int cols, const float *dy, cons
     }
 }
 
+TSR_CPU_KERNEL
 void tsr__cpu_layernorm_backward_apply(int rows, int cols, int width, const float *dy, const float *x,
                                        const float *gamma, const float *mean, const float *rstd, const float *stats,
                                        float *dx)
@@ -168,6 +175,7 @@ void tsr__cpu_layernorm_backward_apply(int rows, int cols, int width, const floa
     }
 }
 
+TSR_CPU_KERNEL
 void tsr__cpu_gelu_forward(size_t n, const float *x, float *y)
 {
 #pragma omp parallel for simd schedule(static) if (n >= TSR_CPU_PAR_MIN)
@@ -175,6 +183,7 @@ void tsr__cpu_gelu_forward(size_t n, const float *x, float *y)
         y[i] = tsr__gelu(x[i]);
 }
 
+TSR_CPU_KERNEL
 void tsr__cpu_gelu_backward(size_t n, const float *x, const float *dy, float *dx)
 {
 #pragma omp parallel for simd schedule(static) if (n >= TSR_CPU_PAR_MIN)
@@ -182,6 +191,7 @@ void tsr__cpu_gelu_backward(size_t n, const float *x, const float *dy, float *dx
         dx[i] = dy[i] * tsr__gelu_grad(x[i]);
 }
 
+TSR_CPU_KERNEL
 void tsr__cpu_add(size_t n, const float *a, const float *b, float *y)
 {
 #pragma omp parallel for simd schedule(static) if (n >= TSR_CPU_PAR_MIN)
@@ -189,6 +199,7 @@ void tsr__cpu_add(size_t n, const float *a, const float *b, float *y)
         y[i] = a[i] + b[i];
 }
 
+TSR_CPU_KERNEL
 void tsr__cpu_axpby_2d(int rows, int cols, float alpha, const float *src, int lds, float beta, float *dst, int ldd)
 {
 #pragma omp parallel for schedule(static) if (PAR_ROWS(rows, cols))
@@ -206,6 +217,7 @@ void tsr__cpu_axpby_2d(int rows, int cols, float alpha, const float *src, int ld
     }
 }
 
+TSR_CPU_KERNEL
 void tsr__cpu_bias_grad(int rows, int cols, const float *dy, int ld, float *db)
 {
     int nblocks = (cols + COL_BLOCK - 1) / COL_BLOCK;
@@ -333,6 +345,7 @@ static float row_max(const float *row, int V)
     return mx;
 }
 
+TSR_CPU_KERNEL
 void tsr__cpu_cross_entropy_stats(int rows, int V, int v0, const float *logits, int ld, const int32_t *targets,
                                   float *stats)
 {
@@ -351,6 +364,7 @@ void tsr__cpu_cross_entropy_stats(int rows, int V, int v0, const float *logits, 
     }
 }
 
+TSR_CPU_KERNEL
 void tsr__cpu_cross_entropy_finish(int rows, int V, int v0, float *logits, int ld, const int32_t *targets, int parts,
                                    const float *stats, float *losses, float dscale)
 {

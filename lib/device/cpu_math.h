@@ -14,6 +14,24 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "config.h"
+
+/*
+ * TSR_CPU_KERNEL marks a kernel (or a per-row helper that does not inline) to be compiled
+ * three times, for AVX-512, AVX2 and the baseline of CFLAGS, the loader choosing one by the
+ * CPU (configure's --disable-cpu-dispatch turns it off). The kernels are compiled with
+ * -ffp-contract=off (AVX-512F has fused multiply-adds of its own), so no multiply-add is
+ * contracted: an element-wise kernel gives the same bits in every version, on every node of a
+ * cluster. Reductions that `omp simd` may reorder (attention's dot
+ * products, the cross-entropy and layernorm sums) can differ in the last bits between CPU
+ * kinds, never between runs on one node.
+ */
+#ifdef TSR_HAVE_CPU_DISPATCH
+#define TSR_CPU_KERNEL __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define TSR_CPU_KERNEL
+#endif
+
 /* Fewer elements than this stay on the calling thread: starting the team costs more. */
 #define TSR_CPU_PAR_MIN 32768
 

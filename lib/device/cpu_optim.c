@@ -37,6 +37,7 @@ static void *work_at(void *work, tsr_dtype_t work_dt, size_t i)
     return (char *)work + i * tsr_dtype_size(work_dt);
 }
 
+TSR_CPU_KERNEL
 void tsr__cpu_adamw(size_t n, float *p, const float *g, float *m, float *v, const tsr_adamw_params_t *hp,
                     tsr_dtype_t work_dt, void *work)
 {
@@ -57,6 +58,7 @@ void tsr__cpu_adamw(size_t n, float *p, const float *g, float *m, float *v, cons
     }
 }
 
+TSR_CPU_KERNEL
 void tsr__cpu_sgd(size_t n, float *p, const float *g, float *m, float lr, float momentum, float weight_decay,
                   float grad_coef, tsr_dtype_t work_dt, void *work)
 {
@@ -82,6 +84,7 @@ void tsr__cpu_sgd(size_t n, float *p, const float *g, float *m, float lr, float 
 
 /* Sum (squares when sq) of x[0..n), n <= SUM_BLOCK: eight interleaved partial sums in double,
  * then added pairwise: the same bits on every thread. */
+TSR_CPU_KERNEL
 static double block_sum(const float *x, size_t n, int sq)
 {
     double part[8] = {0};
@@ -122,6 +125,7 @@ double tsr__cpu_sum(const float *x, size_t n)
     return blocked_sum(x, n, 0);
 }
 
+TSR_CPU_KERNEL
 void tsr__cpu_axpy(size_t n, float alpha, const float *x, float *y)
 {
 #pragma omp parallel for simd schedule(static) if (n >= TSR_CPU_PAR_MIN)
@@ -129,6 +133,7 @@ void tsr__cpu_axpy(size_t n, float alpha, const float *x, float *y)
         y[i] += alpha * x[i];
 }
 
+TSR_CPU_KERNEL
 void tsr__cpu_scale(tsr_dtype_t dt, size_t n, void *x, float alpha)
 {
     if (dt == TSR_DTYPE_BF16) {
@@ -143,6 +148,7 @@ void tsr__cpu_scale(tsr_dtype_t dt, size_t n, void *x, float alpha)
     }
 }
 
+TSR_CPU_KERNEL
 void tsr__cpu_cast(tsr_dtype_t src_type, const void *src, tsr_dtype_t dst_type, void *dst, size_t n)
 {
     if (src_type == dst_type) {
