@@ -1187,6 +1187,15 @@ static int train(const options_t *o)
             goto done;
         double ms = (MPI_Wtime() - t0) * 1e3;
         seen += (int64_t)o->gpt.batch * o->model.seq;
+        if (o->layout.ps > 0 && o->staleness != 0) {
+            /* Each replica hears the loss and norm of the last round its server applied, and at
+             * staleness > 0 replicas at one step may have heard different rounds: agree, so that
+             * all stop at the same step (a non-finite value makes the sum non-finite). */
+            double v[2] = {info.loss, info.grad_norm};
+            MPI_Allreduce(MPI_IN_PLACE, v, 2, MPI_DOUBLE, MPI_SUM, agree_comm);
+            if (!isfinite(v[0]) || !isfinite(v[1]))
+                info.loss = v[0], info.grad_norm = v[1];
+        }
         if (!isfinite(info.loss) || !isfinite(info.grad_norm)) { /* the same on every rank */
             report_not_finite(o, step + 1, &info, ++bad_steps);
             if (bad_steps > o->max_bad_steps)

@@ -37,10 +37,12 @@ one_error_only() { one_error "$1" && test ! -s "$tmp/out"; }
 # before_step1 PART: one_error PART, and tsr-train trained no step (no "step 1/" on stdout).
 before_step1() { one_error "$1" && ! has "$out" "step 1/"; }
 
-# run_cmd COMMAND...: COMMAND, killed after $TIMEOUT s (120 where unset); sets $out, $err and
-# $status (124: it hung) and leaves its output in $tmp/out and $tmp/err.
+# run_cmd COMMAND...: COMMAND, stopped after $TIMEOUT s (120 where unset) and killed 10 s
+# later (tsr-train takes SIGTERM as a request to stop after its step, which a hung run never
+# finishes); sets $out, $err and $status (124 or 137: it hung) and leaves its output in
+# $tmp/out and $tmp/err.
 run_cmd() {
-    timeout "${TIMEOUT:-120}" "$@" >"$tmp/out" 2>"$tmp/err"
+    timeout -k 10 "${TIMEOUT:-120}" "$@" >"$tmp/out" 2>"$tmp/err"
     status=$?
     out=$(cat "$tmp/out")
     err=$(cat "$tmp/err")

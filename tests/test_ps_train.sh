@@ -7,7 +7,8 @@
 #     negative staleness, --staleness without ps, worker ranks that do not make whole
 #     pp x tp groups, a layout of the wrong size, a ZeRO stage above 0, a malformed
 #     TSR_PS_DELAY (exit 1), a staleness that is not a number, and what is not built with
-#     servers yet (--trace). Checkpoints and faults: test_ps_ckpt.sh.
+#     servers yet (--trace); a non-finite loss at staleness 1 stops every replica at one
+#     step. Checkpoints and faults: test_ps_ckpt.sh.
 # Prints TAP.
 bin=${TSR_BUILDDIR:-.}/apps
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/tsr-ps-train.XXXXXX") || exit 99
@@ -58,4 +59,9 @@ run 3 $model --layout ps=1 --staleness 2x
 check "a staleness that is not a number is refused" usage_before_step1 "--staleness 2x: expected a non-negative integer or inf"
 run 3 $model --layout ps=1 --trace "$tmp/trace.json"
 check "--trace with servers says it is not built yet" usage_before_step1 "--trace is not built with parameter servers"
+# A diverging run at staleness 1 with one slow replica: the replicas hear the loss of different
+# rounds at one step, and must still stop at the same step (they agree), not hang.
+TSR_PS_DELAY=2:150 run 4 $model --layout ps=1,dp=3 --staleness 1 --steps 8 --lr 1e30
+check "a non-finite loss at staleness 1 with a slow replica ends the run on every worker (exit 1, no hang)" \
+    eval 'test $status -eq 1 && has "$err" "(expected a finite number; try a lower --lr)"'
 echo "1..$n"

@@ -100,6 +100,11 @@ int tsr__ps_tensor_index(const ps_table_t *t, const char *name);
  * failed keeps its own message; the others get one saying which rank failed. */
 tsr_status_t tsr__ps_agree(tsr_comm_t job, tsr_status_t mine, const char *stage);
 
+/* Whether one message can carry the link between a worker rank and a server: push_n floats
+ * one way, pull_n the other, a header before them, at most INT_MAX bytes (one MPI call).
+ * Both ends check before the set-up agreement, so an oversized link fails on every rank. */
+tsr_status_t tsr__ps_check_link(size_t push_n, size_t pull_n, int worker, int server);
+
 /* Test every request until all are done, sleeping between polls (up to max_us). */
 tsr_status_t tsr__ps_wait_all(tsr_request_t *reqs, int n, int max_us);
 

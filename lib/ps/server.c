@@ -153,6 +153,7 @@ static tsr_status_t build_sources(server_t *s)
             w->push_n += w->push[i].n;
         for (int i = 0; i < w->npull; i++)
             w->pull_n += w->pull[i].n;
+        TSR_TRY(tsr__ps_check_link(w->push_n, w->pull_n, r, tsr_comm_rank(s->job) - s->t.workers));
         w->rbuf = malloc(sizeof(ps_header_t) + w->push_n * sizeof(float));
         w->sbuf = malloc(sizeof(ps_header_t) + (w->pull_n * sizeof(float) > PS_MSG_MAX ? w->pull_n * sizeof(float)
                                                                                            : PS_MSG_MAX));
@@ -253,11 +254,14 @@ static tsr_status_t take(server_t *s, source_t *w, int *took)
     TSR_CHECK(!w->awaiting && !w->request && h.type != PS_INIT, TSR_ERR_INTERNAL,
               "worker rank %d sent a message of type %lld before its last one was answered", w->rank,
               (long long)h.type);
-    if (s->broken) { /* whatever it asks, the answer is ABORT */
+    if (s->broken) { /* whatever it asks, the answer is ABORT, of the length the asker expects */
         w->received = 0;
         w->clock = h.clock;
         *took = 1;
-        TSR_TRY(post_receive(s, w));
+        if (h.type == PS_SAVE || h.type == PS_LOAD)
+            w->request = h.type; /* send_abort posts its next receive */
+        else
+            TSR_TRY(post_receive(s, w));
         TSR_TRY(send_abort(s, w));
         goto cleanup;
     }

@@ -5,6 +5,7 @@
  * of that vector into the servers' shards, at row boundaries so that a shard holds whole
  * rows of each tensor (rectangular blocks, as the checkpoint writer and the optimizer take).
  */
+#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -66,6 +67,17 @@ tsr_status_t tsr__ps_agree(tsr_comm_t job, tsr_status_t mine, const char *stage)
     if (mine != TSR_OK)
         return mine;
     return TSR_ERROR(TSR_ERR_MISMATCH, "parameter server %s: rank %lld of the job failed", stage, (long long)first);
+}
+
+tsr_status_t tsr__ps_check_link(size_t push_n, size_t pull_n, int worker, int server)
+{
+    size_t n = push_n > pull_n ? push_n : pull_n;
+    if (n <= ((size_t)INT_MAX - sizeof(ps_header_t) - PS_MSG_MAX) / sizeof(float))
+        return TSR_OK;
+    return TSR_ERROR(TSR_ERR_INVALID_ARG,
+                     "the link between worker rank %d and server %d carries %zu floats a step, more than one MPI "
+                     "message holds (%d bytes): use more servers (ps=S) or split the model over tp or pp",
+                     worker, server, n, INT_MAX);
 }
 
 static int by_layer_name(const void *a, const void *b)

@@ -143,6 +143,8 @@ tsr_status_t tsr__ps_worker_join(tsr_grid_t grid, tsr_zero_t z, tsr__ps_worker_t
             break;
         l->push_n = span_total(l->push, l->npush);
         l->pull_n = span_total(l->pull, l->npull);
+        if ((mine = tsr__ps_check_link(l->push_n, l->pull_n, me, j)) != TSR_OK)
+            break;
         l->rcap = sizeof(ps_header_t) + (l->pull_n * sizeof(float) > PS_MSG_MAX ? l->pull_n * sizeof(float) : PS_MSG_MAX);
         l->sbuf = malloc(sizeof(ps_header_t) + l->push_n * sizeof(float));
         l->rbuf = malloc(l->rcap);
