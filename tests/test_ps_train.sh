@@ -61,7 +61,7 @@ run 3 $model --layout ps=1 --trace "$tmp/trace.json"
 check "--trace with servers says it is not built yet" usage_before_step1 "--trace is not built with parameter servers"
 # A diverging run at staleness 1 with one slow replica: the replicas hear the loss of different
 # rounds at one step, and must still stop at the same step (they agree), not hang.
-TSR_PS_DELAY=2:150 run 4 $model --layout ps=1,dp=3 --staleness 1 --steps 8 --lr 1e30
+TSR_PS_DELAY=1:150 run 3 $model --layout ps=1,dp=2 --staleness 1 --steps 8 --lr 1e30
 check "a non-finite loss at staleness 1 with a slow replica ends the run on every worker (exit 1, no hang)" \
     eval 'test $status -eq 1 && has "$err" "(expected a finite number; try a lower --lr)"'
 echo "1..$n"
