@@ -22,9 +22,9 @@
  * CPU (configure's --disable-cpu-dispatch turns it off). The kernels are compiled with
  * -ffp-contract=off (AVX-512F has fused multiply-adds of its own), so no multiply-add is
  * contracted: an element-wise kernel gives the same bits in every version, on every node of a
- * cluster. Reductions that `omp simd` may reorder (attention's dot
- * products, the cross-entropy and layernorm sums) can differ in the last bits between CPU
- * kinds, never between runs on one node.
+ * cluster. Reductions that `omp simd` may reorder (attention's dot products, the cross-entropy
+ * and layernorm sums) can differ in the last bits between CPU kinds, never between runs on
+ * one node.
  */
 #ifdef TSR_HAVE_CPU_DISPATCH
 #define TSR_CPU_KERNEL __attribute__((target_clones("avx512f", "avx2", "default")))
