@@ -71,6 +71,7 @@ tsr_status_t tsr__comm_adopt(MPI_Comm owned, tsr_comm_t *out)
     TSR_CALL_MPI(MPI_Comm_size(owned, &c->size));
     c->backend = TSR_COMM_BACKEND_MPI;
     c->ops = backends[TSR_COMM_BACKEND_MPI];
+    c->pair = MPI_COMM_NULL;
     *out = c;
     c = NULL;
 cleanup:
@@ -101,6 +102,8 @@ void tsr_comm_destroy(tsr_comm_t *comm)
         tsr__comm_nccl_disable(*comm);
     tsr__comm_stage_free(*comm, 1);
     free((*comm)->stages);
+    if ((*comm)->pair != MPI_COMM_NULL)
+        MPI_Comm_free(&(*comm)->pair);
     MPI_Comm_free(&(*comm)->mpi);
     free(*comm);
     *comm = NULL;
@@ -265,6 +268,7 @@ static tsr_status_t begin(tsr_comm_t c, const tsr_comm_ops_t *ops, tsr_comm_op_t
     if (!*out)
         return TSR_ERROR(TSR_ERR_OUT_OF_MEMORY, "no memory for a request");
     (*out)->mpi = MPI_REQUEST_NULL;
+    (*out)->mpi2 = MPI_REQUEST_NULL;
     (*out)->comm = c;
     (*out)->ops = ops;
     return TSR_OK;

@@ -26,6 +26,10 @@ struct tsr_request {
     const void *unstage_src;         /* ... from this address in the staging buffer */
     size_t unstage_bytes;            /* ... this many bytes (0: nothing comes back) */
     void *event;                     /* NCCL: the cudaEvent_t recorded after the operation */
+    MPI_Request mpi2;                /* the pairwise reduce-scatter (comm_mpi.c): its send */
+    float *sum_dst;                  /* ... on completion sum_dst[i] += sum_src[i], i < sum_n */
+    const float *sum_src;
+    size_t sum_n;
 };
 
 typedef struct tsr_comm_ops {
@@ -59,6 +63,8 @@ struct tsr_comm {
     size_t nstages;
     void *nccl; /* comm_nccl.c's state while the backend is NCCL */
     const char *label; /* the profiler's name of its axis (tsr__comm_set_label), or NULL */
+    MPI_Comm pair;     /* comm_mpi.c's pairwise reduce-scatter: a duplicate of mpi made on first use,
+                        * so that its messages never meet the caller's; or MPI_COMM_NULL */
 };
 
 extern const tsr_comm_ops_t tsr__comm_mpi_ops;

@@ -123,11 +123,31 @@ cleanup:
     return rc;
 }
 
+/* dst[i] += src[i]: the pairwise reduce-scatter's sum, once the peer's block is in dst. */
+static void add_block(float *dst, const float *src, size_t n)
+{
+#pragma omp parallel for simd schedule(static) if (n >= 1 << 16)
+    for (size_t i = 0; i < n; i++)
+        dst[i] += src[i];
+}
+
 tsr_status_t tsr__mpi_complete(struct tsr_request *r, int blocking, int *done)
 {
     tsr_status_t rc = TSR_OK;
     MPI_Status status;
     int flag = 1;
+    if (r->mpi2 != MPI_REQUEST_NULL) { /* the pairwise reduce-scatter: its receive, its send, then the sum */
+        MPI_Request both[2] = {r->mpi, r->mpi2};
+        MPI_Status st[2];
+        if (blocking)
+            TSR_CALL_MPI(MPI_Waitall(2, both, st));
+        else
+            TSR_CALL_MPI(MPI_Testall(2, both, &flag, st));
+        r->mpi = both[0], r->mpi2 = both[1];
+        if (flag)
+            add_block(r->sum_dst, r->sum_src, r->sum_n);
+        goto cleanup;
+    }
     if (blocking)
         TSR_CALL_MPI(MPI_Wait(&r->mpi, &status));
     else
@@ -155,12 +175,46 @@ cleanup:
     return rc;
 }
 
+/*
+ * A reduce-scatter of fp32 sums on two ranks as one exchange: each rank sends the peer's block
+ * and receives the peer's copy of its own into recv, then adds its own block (a + b = b + a:
+ * the same bits as any order). MPICH 4.0's MPI_Ireduce_scatter_block on 2 ranks takes about
+ * as long as an all-reduce of the whole vector (500 MB in 15 pieces, all posted, then waited:
+ * 145 ms against 115 for the all-reduce), this exchange about half. Its messages travel on
+ * c->pair, a duplicate made on the first call (which every rank makes, as a collective), so
+ * that they cannot match the caller's own receives.
+ */
+static tsr_status_t pair_reduce_scatter(tsr_comm_t c, const float *send, float *recv, size_t n,
+                                        struct tsr_request *req)
+{
+    tsr_status_t rc = TSR_OK;
+    int peer = 1 - c->rank;
+    MPI_Request q[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
+    MPI_Status st[2];
+    if (c->pair == MPI_COMM_NULL)
+        TSR_CALL_MPI(MPI_Comm_dup(c->mpi, &c->pair));
+    TSR_CALL_MPI(MPI_Irecv(recv, (int)n, MPI_FLOAT, peer, 0, c->pair, &q[0]));
+    TSR_CALL_MPI(MPI_Isend(send + (size_t)peer * n, (int)n, MPI_FLOAT, peer, 0, c->pair, &q[1]));
+    if (req) {
+        req->mpi = q[0], req->mpi2 = q[1];
+        req->sum_dst = recv, req->sum_src = send + (size_t)c->rank * n, req->sum_n = n;
+        q[0] = q[1] = MPI_REQUEST_NULL;
+    } else {
+        TSR_CALL_MPI(MPI_Waitall(2, q, st));
+        add_block(recv, send + (size_t)c->rank * n, n);
+    }
+cleanup:
+    return rc;
+}
+
 static tsr_status_t mpi_reduce_scatter(tsr_comm_t c, const void *send, void *recv, size_t recv_count,
                                        tsr_dtype_t dtype, tsr_reduce_op_t op, struct tsr_request *req)
 {
     tsr_status_t rc = TSR_OK;
     MPI_Datatype t = tsr__mpi_dtype(dtype);
     MPI_Op mop = MPI_OP_NULL;
+    if (c->size == 2 && dtype == TSR_DTYPE_F32 && op == TSR_REDUCE_SUM && recv_count > 0)
+        return pair_reduce_scatter(c, send, recv, recv_count, req);
     TSR_TRY(mpi_op(op, dtype, &mop));
     if (req)
         TSR_CALL_MPI(MPI_Ireduce_scatter_block(send, recv, (int)recv_count, t, mop, c->mpi, &req->mpi));
