@@ -72,6 +72,10 @@ tsr_status_t tsr__comm_adopt(MPI_Comm owned, tsr_comm_t *out)
     c->backend = TSR_COMM_BACKEND_MPI;
     c->ops = backends[TSR_COMM_BACKEND_MPI];
     c->pair = MPI_COMM_NULL;
+    /* comm_mpi.c's pairwise reduce-scatter sends on a duplicate, made here, while every rank is
+     * in this collective call: made on its first use, it would block a non-blocking post. */
+    if (c->size == 2)
+        TSR_CALL_MPI(MPI_Comm_dup(owned, &c->pair));
     *out = c;
     c = NULL;
 cleanup:

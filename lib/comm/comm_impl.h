@@ -63,8 +63,8 @@ struct tsr_comm {
     size_t nstages;
     void *nccl; /* comm_nccl.c's state while the backend is NCCL */
     const char *label; /* the profiler's name of its axis (tsr__comm_set_label), or NULL */
-    MPI_Comm pair;     /* comm_mpi.c's pairwise reduce-scatter: a duplicate of mpi made on first use,
-                        * so that its messages never meet the caller's; or MPI_COMM_NULL */
+    MPI_Comm pair;     /* on 2 ranks, a duplicate of mpi for comm_mpi.c's pairwise reduce-scatter, so
+                        * that its messages never meet the caller's; else MPI_COMM_NULL */
 };
 
 extern const tsr_comm_ops_t tsr__comm_mpi_ops;

@@ -181,8 +181,8 @@ cleanup:
  * the same bits as any order). MPICH 4.0's MPI_Ireduce_scatter_block on 2 ranks takes about
  * as long as an all-reduce of the whole vector (500 MB in 15 pieces, all posted, then waited:
  * 145 ms against 115 for the all-reduce), this exchange about half. Its messages travel on
- * c->pair, a duplicate made on the first call (which every rank makes, as a collective), so
- * that they cannot match the caller's own receives.
+ * c->pair, the duplicate tsr__comm_adopt makes of a 2-rank communicator, so that they cannot
+ * match the caller's own receives.
  */
 static tsr_status_t pair_reduce_scatter(tsr_comm_t c, const float *send, float *recv, size_t n,
                                         struct tsr_request *req)
@@ -191,8 +191,6 @@ static tsr_status_t pair_reduce_scatter(tsr_comm_t c, const float *send, float *
     int peer = 1 - c->rank;
     MPI_Request q[2] = {MPI_REQUEST_NULL, MPI_REQUEST_NULL};
     MPI_Status st[2];
-    if (c->pair == MPI_COMM_NULL)
-        TSR_CALL_MPI(MPI_Comm_dup(c->mpi, &c->pair));
     TSR_CALL_MPI(MPI_Irecv(recv, (int)n, MPI_FLOAT, peer, 0, c->pair, &q[0]));
     TSR_CALL_MPI(MPI_Isend(send + (size_t)peer * n, (int)n, MPI_FLOAT, peer, 0, c->pair, &q[1]));
     if (req) {
@@ -213,7 +211,7 @@ static tsr_status_t mpi_reduce_scatter(tsr_comm_t c, const void *send, void *rec
     tsr_status_t rc = TSR_OK;
     MPI_Datatype t = tsr__mpi_dtype(dtype);
     MPI_Op mop = MPI_OP_NULL;
-    if (c->size == 2 && dtype == TSR_DTYPE_F32 && op == TSR_REDUCE_SUM && recv_count > 0)
+    if (c->pair != MPI_COMM_NULL && dtype == TSR_DTYPE_F32 && op == TSR_REDUCE_SUM && recv_count > 0)
         return pair_reduce_scatter(c, send, recv, recv_count, req);
     TSR_TRY(mpi_op(op, dtype, &mop));
     if (req)
