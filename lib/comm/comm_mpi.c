@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "comm/comm_impl.h"
+#include "device/optim_impl.h"
 
 /* Reductions of uint8 as user operations: MPICH 4.0 compares MPI_UINT8_T and
  * MPI_UNSIGNED_CHAR as signed in its built-in MAX and MIN (pmodels/mpich#6083), and Open MPI
@@ -123,14 +124,6 @@ cleanup:
     return rc;
 }
 
-/* dst[i] += src[i]: the pairwise reduce-scatter's sum, once the peer's block is in dst. */
-static void add_block(float *dst, const float *src, size_t n)
-{
-#pragma omp parallel for simd schedule(static) if (n >= 1 << 16)
-    for (size_t i = 0; i < n; i++)
-        dst[i] += src[i];
-}
-
 tsr_status_t tsr__mpi_complete(struct tsr_request *r, int blocking, int *done)
 {
     tsr_status_t rc = TSR_OK;
@@ -145,7 +138,7 @@ tsr_status_t tsr__mpi_complete(struct tsr_request *r, int blocking, int *done)
             TSR_CALL_MPI(MPI_Testall(2, both, &flag, st));
         r->mpi = both[0], r->mpi2 = both[1];
         if (flag)
-            add_block(r->sum_dst, r->sum_src, r->sum_n);
+            tsr__cpu_axpy(r->sum_n, 1.0f, r->sum_src, r->sum_dst); /* 1 x is x: the sum */
         goto cleanup;
     }
     if (blocking)
@@ -199,7 +192,7 @@ static tsr_status_t pair_reduce_scatter(tsr_comm_t c, const float *send, float *
         q[0] = q[1] = MPI_REQUEST_NULL;
     } else {
         TSR_CALL_MPI(MPI_Waitall(2, q, st));
-        add_block(recv, send + (size_t)c->rank * n, n);
+        tsr__cpu_axpy(n, 1.0f, send + (size_t)c->rank * n, recv);
     }
 cleanup:
     return rc;
