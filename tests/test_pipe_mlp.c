@@ -4,13 +4,18 @@
  * An MLP of L tanh layers (y = tanh(x Wᵀ + b), L = max(4, p v), width 8), split by the
  * partitioner into one part per virtual stage, is trained for 3 SGD steps with m = 8
  * micro-batches under each schedule (GPipe, 1F1B, interleaved with v = 2, ZB-H1 with its
- * weight gradients in separate W callbacks) on p = the number of ranks. Every rank checks
+ * weight gradients in separate W callbacks) on p = the number of ranks, and again with the
+ * messages posted in order (in_order: each at its action, one tag, matched in posting order
+ * as NCCL matches them, so a list order the two ends disagree on would mix messages up; on
+ * MPI strictly, each message synchronous and alone in flight, so an order NCCL's stream
+ * would deadlock on hangs or fails here; one rank, which only sends to itself, runs plain).
+ * Every rank checks
  * its layers against a serial double-precision run of the same model on the same data
  * (relative error 1e-5). The activation pool of the last stage must hold at least m buffers
  * under GPipe and no more than its simulated peak plus what is in flight under 1F1B. The
  * Chrome trace of the 1F1B run must be valid JSON with one process per rank. The executor
- * must refuse, before communicating, a ZB-H1 schedule without weight_grad, a schedule for
- * another number of stages, and a schedule that fails the simulator.
+ * must refuse, before communicating, a ZB-H1 schedule without weight_grad, options of another
+ * size, a schedule for another number of stages, and a schedule that fails the simulator.
  *
  * Data and initial weights are drawn with a fresh seed each run (printed; TSR_TEST_SEED=N
  * repeats it).
@@ -219,7 +224,8 @@ static double compare(const mlp_t *n, double W[][D * D], double b[][D])
 }
 
 /* Train STEPS steps with one schedule; returns the executor's status. */
-static tsr_status_t train(mlp_t *n, tsr_pipe_kind_t kind, tsr_comm_t pp, tsr_pipe_trace_t trace, uint64_t *pool_peak)
+static tsr_status_t train(mlp_t *n, tsr_pipe_kind_t kind, tsr_comm_t pp, const tsr_pipe_exec_config_t *cfg,
+                          tsr_pipe_trace_t trace, uint64_t *pool_peak)
 {
     tsr_pipe_schedule_t s = NULL;
     tsr_pipe_stage_t stage = TSR_PIPE_STAGE_INIT;
@@ -234,7 +240,7 @@ static tsr_status_t train(mlp_t *n, tsr_pipe_kind_t kind, tsr_comm_t pp, tsr_pip
     for (n->step = 0; st == TSR_OK && n->step < STEPS; n->step++) {
         memset(n->dW, 0, sizeof n->dW);
         memset(n->db, 0, sizeof n->db);
-        st = tsr_pipe_execute(s, pp, n->dev, &stage, NULL, n->step == 0 ? trace : NULL);
+        st = tsr_pipe_execute(s, pp, n->dev, &stage, cfg, n->step == 0 ? trace : NULL);
         for (int l = 0; l < n->L; l++) {
             for (int i = 0; i < D * D; i++)
                 n->W[l][i] -= LR * n->dW[l][i];
@@ -294,6 +300,14 @@ static void refusals(tsr_comm_t pp, tsr_device_t dev, mlp_t *n)
        "ZB-H1 without a weight_grad callback is refused");
     tsr_pipe_schedule_destroy(&s);
 
+    tsr_pipe_exec_config_t old = TSR_PIPE_EXEC_INIT;
+    old.struct_size -= sizeof(int); /* a caller built against a header before in_order */
+    tsr_pipe_schedule_create(TSR_PIPE_1F1B, p, M, 1, &s);
+    st = tsr_pipe_execute(s, pp, dev, &stage, &old, NULL);
+    ok(st == TSR_ERR_INVALID_ARG && strstr(tsr_last_error(), "TSR_PIPE_EXEC_INIT"),
+       "options of another size are refused (%s)", tsr_last_error());
+    tsr_pipe_schedule_destroy(&s);
+
     tsr_pipe_schedule_create(TSR_PIPE_1F1B, p + 1, M, 1, &s);
     st = tsr_pipe_execute(s, pp, dev, &stage, NULL, NULL);
     ok(st == TSR_ERR_INVALID_ARG && strstr(tsr_last_error(), "stages"),
@@ -344,8 +358,11 @@ int main(int argc, char **argv)
     static double W[MAXL][D * D], b[MAXL][D];
     uint64_t pool[TSR_PIPE_KIND_COUNT] = {0};
     const tsr_pipe_kind_t kinds[] = {TSR_PIPE_GPIPE, TSR_PIPE_1F1B, TSR_PIPE_INTERLEAVED, TSR_PIPE_ZB_H1};
-    for (int k = 0; k < 4; k++) {
-        tsr_pipe_kind_t kind = kinds[k];
+    tsr_pipe_exec_config_t in_order = TSR_PIPE_EXEC_INIT;
+    in_order.in_order = 1;
+    for (int k = 0; k < 8; k++) {
+        tsr_pipe_kind_t kind = kinds[k % 4];
+        int ordered = k >= 4;
         memset(&net, 0, sizeof net);
         net.p = layout.pp;
         net.v = kind == TSR_PIPE_INTERLEAVED ? 2 : 1;
@@ -359,10 +376,14 @@ int main(int argc, char **argv)
         tsr_pipe_partition(cost, net.L, net.p * net.v, net.bounds, NULL);
         init_weights(net.L, net.W, net.b);
         serial(net.L, W, b);
-        st = train(&net, kind, pp, kind == TSR_PIPE_1F1B ? trace : NULL, &pool[kind]);
+        uint64_t peak;
+        st = train(&net, kind, pp, ordered ? &in_order : NULL, kind == TSR_PIPE_1F1B && !ordered ? trace : NULL,
+                   &peak);
+        if (!ordered)
+            pool[kind] = peak;
         double err = compare(&net, W, b);
-        ok(st == TSR_OK && err <= 1e-5, "%s (p=%d m=%d v=%d, %d layers): parameters after %d steps match serial",
-           tsr_pipe_kind_name(kind), net.p, M, net.v, net.L, STEPS);
+        ok(st == TSR_OK && err <= 1e-5, "%s (p=%d m=%d v=%d, %d layers)%s: parameters after %d steps match serial",
+           tsr_pipe_kind_name(kind), net.p, M, net.v, net.L, ordered ? ", messages in order" : "", STEPS);
         TAP_DETAIL_(err <= 1e-5, "relative error %.3g > 1e-5", err);
     }
 

@@ -38,6 +38,13 @@ void tsr__comm_set_label(tsr_comm_t c, const char *label)
         c->label = label;
 }
 
+int tsr__comm_set_sync_sends(tsr_comm_t c, int on)
+{
+    int was = c->sync_sends;
+    c->sync_sends = on;
+    return was;
+}
+
 /* The device whose stream an operation of ops is timed on: NCCL's operations are queued on
  * the device; MPI's, staged or not, have finished (or been posted) when the call returns. */
 static tsr_device_t timed_device(tsr_comm_t c, const tsr_comm_ops_t *ops)

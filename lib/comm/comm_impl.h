@@ -65,6 +65,7 @@ struct tsr_comm {
     const char *label; /* the profiler's name of its axis (tsr__comm_set_label), or NULL */
     MPI_Comm pair;     /* on 2 ranks, a duplicate of mpi for comm_mpi.c's pairwise reduce-scatter, so
                         * that its messages never meet the caller's; else MPI_COMM_NULL */
+    int sync_sends;    /* MPI sends complete only with their receive (tsr__comm_set_sync_sends) */
 };
 
 extern const tsr_comm_ops_t tsr__comm_mpi_ops;

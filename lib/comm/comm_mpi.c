@@ -248,10 +248,15 @@ static tsr_status_t mpi_send(tsr_comm_t c, const void *buf, size_t count, tsr_dt
                              struct tsr_request *req)
 {
     tsr_status_t rc = TSR_OK;
-    if (req)
-        TSR_CALL_MPI(MPI_Isend(buf, (int)count, tsr__mpi_dtype(dtype), dest, tag, c->mpi, &req->mpi));
+    MPI_Datatype type = tsr__mpi_dtype(dtype);
+    if (req && c->sync_sends)
+        TSR_CALL_MPI(MPI_Issend(buf, (int)count, type, dest, tag, c->mpi, &req->mpi));
+    else if (req)
+        TSR_CALL_MPI(MPI_Isend(buf, (int)count, type, dest, tag, c->mpi, &req->mpi));
+    else if (c->sync_sends)
+        TSR_CALL_MPI(MPI_Ssend(buf, (int)count, type, dest, tag, c->mpi));
     else
-        TSR_CALL_MPI(MPI_Send(buf, (int)count, tsr__mpi_dtype(dtype), dest, tag, c->mpi));
+        TSR_CALL_MPI(MPI_Send(buf, (int)count, type, dest, tag, c->mpi));
 cleanup:
     return rc;
 }

@@ -198,4 +198,9 @@ static inline void tsr__region_end(tsr__region_t *r)
 /* The axis name a communicator's regions carry ("dp", "tp_row", ...; lib/comm/comm.c). */
 void tsr__comm_set_label(tsr_comm_t c, const char *label);
 
+/* Make c's point-to-point sends on MPI synchronous (MPI_Issend, MPI_Ssend: complete only once
+ * their receive has started), or plain again; returns the previous setting. The pipeline
+ * executor's in-order check on MPI (lib/pipe/execute.c). */
+int tsr__comm_set_sync_sends(tsr_comm_t c, int on);
+
 #endif /* TESSERA_CORE_INTERNAL_H */

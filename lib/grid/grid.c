@@ -221,13 +221,10 @@ tsr_status_t tsr_grid_set_device(tsr_grid_t grid, tsr_device_t dev, tsr_comm_bac
     int gpu = dev && tsr_device_kind(dev) == TSR_DEVICE_CUDA;
     for (int a = 0; a < TSR_AXIS_COUNT; a++) {
         tsr_comm_t c = grid->comms[a];
-        /* The pipeline axis stays on MPI: NCCL runs a rank's sends and receives in the order they
-         * were posted, and the executor's order on two neighbouring stages need not match
-         * (stage s sends forward activations while s+1 sends gradients back). */
-        int nccl = gpu && preferred == TSR_COMM_BACKEND_NCCL && a != TSR_AXIS_PP;
+        /* The pipeline axis too: on NCCL the executor posts its messages in list order
+         * (tsr_pipe_exec_config_t.in_order), which NCCL matches as posted. */
+        int nccl = gpu && preferred == TSR_COMM_BACKEND_NCCL;
         TSR_TRY(set_axis_device(c, dev, nccl, why, sizeof why));
-        if (gpu && a == TSR_AXIS_PP && preferred == TSR_COMM_BACKEND_NCCL && tsr_comm_size(c) > 1)
-            snprintf(why, sizeof why, "pipeline messages are matched by MPI, not in posting order");
         if (tsr_comm_rank(c) != 0) /* one line per communicator, not one per rank */
             continue;
         int n = tsr_comm_size(c);

@@ -632,8 +632,14 @@ static tsr_status_t sum_tied(tsr_gpt_t gpt)
     tsr_dmat_local(gpt->wte_grad, &v);
     size_t n = (size_t)v.rows * (size_t)v.cols;
     TSR_TRY(tsr_device_alloc(gpt->dev, TSR_MEM_COMM, n * sizeof(float), (void **)&theirs));
+    /* NCCL runs a rank's send and receive in turn, as posted: there the last stage receives
+     * first. MPI lets both directions move at once. */
+    int recv_first = last_stage(gpt) && tsr_comm_backend(pp) == TSR_COMM_BACKEND_NCCL;
+    if (recv_first)
+        TSR_TRY(tsr_comm_recv(pp, theirs, n, TSR_DTYPE_F32, peer, TIE_TAG));
     TSR_TRY(tsr_comm_isend(pp, v.data, n, TSR_DTYPE_F32, peer, TIE_TAG, &req));
-    TSR_TRY(tsr_comm_recv(pp, theirs, n, TSR_DTYPE_F32, peer, TIE_TAG));
+    if (!recv_first)
+        TSR_TRY(tsr_comm_recv(pp, theirs, n, TSR_DTYPE_F32, peer, TIE_TAG));
     TSR_TRY(tsr_request_wait(&req));
     TSR_TRY(tsr_kernel_axpy(gpt->dev, n, 1.0f, theirs, v.data));
 cleanup:

@@ -12,7 +12,13 @@
  * in flight.
  *
  * Tags encode (micro-batch, receiving chunk, direction), so a message can only match its
- * own receive, whatever order messages arrive in.
+ * own receive, whatever order messages arrive in. In order (NCCL, or in_order asked for),
+ * each receive is posted at its own action and every message has tag 0: two stages'
+ * messages then match in the order both post them, which is their list order; the
+ * rendezvous check (tsr_pipe_simulate) guarantees the two orders agree (pipe.h). On MPI
+ * the in-order run is strict: sends are synchronous and every message completes at its own
+ * action, one at a time, as NCCL's stream runs them, so a CPU run hangs or mixes messages up
+ * wherever NCCL would.
  */
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +37,8 @@ typedef struct exec {
     const tsr_pipe_stage_t *cb;
     tsr_comm_t comm;
     int me, lookahead, max_sends, poll_us;
+    int in_order, strict; /* messages in list order, one tag; strict: each completes at its action */
+    int messages;         /* posted and not yet waited for */
     const tsr_pipe_action_t *acts;
     size_t n;
     unsigned char *has_w;
@@ -94,7 +102,10 @@ static tsr_status_t record(exec_t *x, const tsr_pipe_action_t *a, double start, 
     return TSR_OK;
 }
 
-static int tag_of(const exec_t *x, int mb, int chunk, int grad) { return (int)key(x, mb, chunk) * 2 + grad; }
+static int tag_of(const exec_t *x, int mb, int chunk, int grad)
+{
+    return x->in_order ? 0 : (int)key(x, mb, chunk) * 2 + grad;
+}
 
 /* Bytes of the message of action a (receive: on this stage's side; send: the same size). */
 static size_t message_bytes(const exec_t *x, const tsr_pipe_action_t *a)
@@ -103,13 +114,26 @@ static size_t message_bytes(const exec_t *x, const tsr_pipe_action_t *a)
     return x->cb->buffer_bytes(x->cb->ctx, a->chunk, input_side ? TSR_PIPE_INPUT : TSR_PIPE_OUTPUT);
 }
 
-/* Post the receives of acts[posted .. i + lookahead computes). */
+/* Count a message about to be posted; a strict run has no other in flight, as on NCCL's stream. */
+static tsr_status_t posting(exec_t *x, const tsr_pipe_action_t *a)
+{
+    char what[96];
+    if (x->strict && x->messages > 0) {
+        tsr__pipe_action_str(a, what, sizeof what);
+        return TSR_ERROR(TSR_ERR_INTERNAL, "stage %d: %s posted while %d message%s in flight (in-order run)", x->me,
+                         what, x->messages, x->messages == 1 ? " is" : "s are");
+    }
+    x->messages++;
+    return TSR_OK;
+}
+
+/* Post the receives of acts[posted .. i + lookahead computes), or in order of acts[posted .. i]. */
 static tsr_status_t post_receives(exec_t *x, size_t i)
 {
     tsr_status_t rc = TSR_OK;
     size_t end = i;
     for (int computes = 0; end < x->n; end++) {
-        if (tsr__pipe_is_compute(x->acts[end].op) && ++computes > x->lookahead)
+        if (x->in_order ? end > i : (tsr__pipe_is_compute(x->acts[end].op) && ++computes > x->lookahead))
             break;
     }
     for (; x->posted < end; x->posted++) {
@@ -119,6 +143,7 @@ static tsr_status_t post_receives(exec_t *x, size_t i)
         int grad = a->op == TSR_PIPE_RECV_GRAD;
         int *slot = &(grad ? x->gout_slot : x->in_slot)[key(x, a->mb, a->chunk)];
         TSR_TRY(acquire(x, slot));
+        TSR_TRY(posting(x, a));
         if (!x->planning)
             TSR_TRY(tsr_comm_irecv(x->comm, slot_ptr(x, *slot), message_bytes(x, a), TSR_DTYPE_U8, a->peer,
                                    tag_of(x, a->mb, a->chunk, grad), &x->recv_req[x->posted]));
@@ -148,6 +173,7 @@ static tsr_status_t wait_oldest_send(exec_t *x)
     tsr_status_t rc = TSR_OK;
     if (!x->planning)
         TSR_TRY(wait_request(x, &x->sends[0].req));
+    x->messages--;
     release(x, &x->sends[0].slot);
     memmove(x->sends, x->sends + 1, (x->nsends - 1) * sizeof *x->sends);
     x->nsends--;
@@ -178,6 +204,7 @@ static tsr_status_t do_send(exec_t *x, const tsr_pipe_action_t *a)
     tsr__pipe_neighbour(x->s->p, x->s->v, x->me, a->chunk, !grad, &peer, &peer_chunk);
     if (x->nsends == (size_t)x->max_sends)
         TSR_TRY(wait_oldest_send(x));
+    TSR_TRY(posting(x, a));
     inflight_t *f = &x->sends[x->nsends++];
     f->req = NULL;
     f->slot = *slot;
@@ -185,6 +212,8 @@ static tsr_status_t do_send(exec_t *x, const tsr_pipe_action_t *a)
     if (!x->planning)
         TSR_TRY(tsr_comm_isend(x->comm, slot_ptr(x, f->slot), message_bytes(x, a), TSR_DTYPE_U8, a->peer,
                                tag_of(x, a->mb, peer_chunk, grad), &f->req));
+    if (x->strict)
+        TSR_TRY(wait_oldest_send(x));
     TSR_TRY(push_sends(x));
 cleanup:
     return rc;
@@ -234,6 +263,7 @@ static tsr_status_t run_action(exec_t *x, size_t i)
     if (tsr__pipe_is_recv(a->op)) {
         if (!x->planning)
             TSR_TRY(wait_request(x, &x->recv_req[i]));
+        x->messages--;
     } else if (tsr__pipe_is_send(a->op)) {
         TSR_TRY(do_send(x, a));
     } else {
@@ -255,6 +285,7 @@ static tsr_status_t run_all(exec_t *x)
         x->in_slot[k] = x->gout_slot[k] = x->out_slot[k] = x->gin_slot[k] = -1;
     x->posted = 0;
     x->nsends = 0;
+    x->messages = 0;
     x->used = 0;
     for (size_t i = 0; i < x->n; i++)
         TSR_TRY(run_action(x, i));
@@ -315,9 +346,13 @@ tsr_status_t tsr_pipe_execute(tsr_pipe_schedule_t sched, tsr_comm_t comm, tsr_de
     exec_t x;
     memset(&x, 0, sizeof x);
     void *pool = NULL;
+    int sync_was;
     TSR_CHECK(sched && comm && dev && stage, TSR_ERR_INVALID_ARG, "schedule, communicator, device and stage are required");
     if (!config)
         config = &defaults;
+    TSR_CHECK(config->struct_size == sizeof *config, TSR_ERR_INVALID_ARG,
+              "tsr_pipe_execute: options not from TSR_PIPE_EXEC_INIT (size %zu, expected %zu)", config->struct_size,
+              sizeof *config);
     TSR_CHECK(config->lookahead >= 1 && config->poll_us >= 0, TSR_ERR_INVALID_ARG,
               "lookahead must be >= 1 and poll_us >= 0, got %d and %d", config->lookahead, config->poll_us);
     x.s = sched;
@@ -327,6 +362,9 @@ tsr_status_t tsr_pipe_execute(tsr_pipe_schedule_t sched, tsr_comm_t comm, tsr_de
     x.lookahead = config->lookahead;
     x.poll_us = config->poll_us;
     x.max_sends = config->lookahead + 1;
+    /* one stage (p = 1, v > 1) sends to itself, which NCCL never does: in order needs p > 1 */
+    x.in_order = (config->in_order || tsr_comm_backend(comm) == TSR_COMM_BACKEND_NCCL) && sched->p > 1;
+    x.strict = x.in_order && tsr_comm_backend(comm) != TSR_COMM_BACKEND_NCCL;
     x.trace = trace;
     TSR_TRY(tsr__pipe_weight_flags(sched, x.me < sched->p ? x.me : 0, &x.has_w));
     TSR_TRY(check_args(sched, comm, stage, x.has_w, x.me));
@@ -354,7 +392,9 @@ tsr_status_t tsr_pipe_execute(tsr_pipe_schedule_t sched, tsr_comm_t comm, tsr_de
         x.free_slots[x.nfree++] = x.capacity - 1 - k;
     TSR_TRY(tsr_device_alloc(dev, TSR_MEM_ACTIVATIONS, (size_t)x.capacity * x.slot_bytes, &pool));
     x.pool = pool;
-    TSR_TRY(run_all(&x));
+    sync_was = tsr__comm_set_sync_sends(comm, x.strict);
+    rc = run_all(&x);
+    tsr__comm_set_sync_sends(comm, sync_was);
 cleanup:
     /* After a failure, receives may still be posted into the pool: waiting for them could
      * hang and freeing the pool would let MPI write into freed memory, so it is left. */

@@ -118,9 +118,9 @@ TSR_API tsr_comm_t tsr_grid_comm(tsr_grid_t grid, tsr_axis_t axis);
  * NCCL where it can: NCCL is built, the axis has more than one rank and no two of its ranks
  * share a GPU; every other axis uses the MPI backend, staged through host memory. So
  * ranks sharing one GPU, or a build without NCCL, still run, only slower. With @p preferred
- * MPI, or a CPU device, every axis uses MPI. The pipeline axis always uses MPI: its
- * point-to-point messages are posted in different orders on neighbouring stages, which
- * MPI matches by tag and NCCL would not. Rank 0 of each axis communicator logs the
+ * MPI, or a CPU device, every axis uses MPI. The pipeline axis follows the same rule: on
+ * NCCL the executor posts its messages in each stage's list order, which NCCL matches as
+ * posted (tsr_pipe_execute()). Rank 0 of each axis communicator logs the
  * choice and the reason at info level (TSR_LOG=info).
  *
  * Collective over the grid. Complete every non-blocking operation on the grid's

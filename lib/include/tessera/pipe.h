@@ -236,16 +236,28 @@ typedef struct tsr_pipe_exec_config {
     int poll_us;        /**< 0: wait inside MPI (it spins); > 0: test every poll_us microseconds and
                              sleep in between, which leaves the cores to other ranks when a node
                              runs more ranks than it has cores */
+    int in_order;       /**< 1: post each send and receive at its own action, in the stage's list
+                             order, all with one tag, so that two stages' messages match in the
+                             order they are posted (NCCL's rule; lookahead is then unused). Set by
+                             the executor itself when the communicator's backend is NCCL. On MPI
+                             the run is strict, to check the order on a CPU: synchronous sends,
+                             each message alone in flight. Unused with one stage. */
 } tsr_pipe_exec_config_t;
 
-/** Receives posted two compute actions ahead; waits inside MPI. */
-#define TSR_PIPE_EXEC_INIT {sizeof(tsr_pipe_exec_config_t), 2, 0}
+/** Receives posted two compute actions ahead, matched by tag; waits inside MPI. */
+#define TSR_PIPE_EXEC_INIT {sizeof(tsr_pipe_exec_config_t), 2, 0, 0}
 
 /**
  * Run this rank's part of @p sched: stage = rank of @p comm (the grid's pp communicator,
  * whose size must be the schedule's stage count). Receives are posted ahead with
  * tsr_comm_irecv() and sends go out with tsr_comm_isend(); tags encode (micro-batch, chunk,
- * direction), so messages may arrive in any order. Activation and gradient buffers come
+ * direction), so messages may arrive in any order. On an NCCL communicator (or with
+ * config->in_order) every message is instead posted at its own action, in list order: NCCL
+ * runs a rank's sends and receives one after another in posting order and matches two
+ * ranks' messages by that order, and a list that passes the rendezvous check below
+ * neither deadlocks nor mismatches under that rule (each rank's operations there run one at
+ * a time in list order, and a send completes only with its receive; NCCL's streams order
+ * less than that). Activation and gradient buffers come
  * from a pool allocated on @p dev (TSR_MEM_ACTIVATIONS) whose size is the most buffers this
  * stage's list holds at once. Actions are appended to @p trace if it is not NULL. Returns
  * once every send of this stage has completed.
@@ -253,7 +265,8 @@ typedef struct tsr_pipe_exec_config {
  * Before any message, the schedule is checked with tsr_pipe_simulate() under rendezvous
  * rules, and a schedule that fails, a stage count other than the communicator's size, or W
  * actions without a weight_grad callback is refused (TSR_ERR_INVALID_ARG) alike on every
- * rank. @p config may be NULL (#TSR_PIPE_EXEC_INIT). If a callback fails, the error is
+ * rank. @p config may be NULL (#TSR_PIPE_EXEC_INIT); one not from #TSR_PIPE_EXEC_INIT (its
+ * struct_size another) is refused. If a callback fails, the error is
  * returned and, should receives still be posted into the pool, the pool is not freed.
  */
 TSR_API tsr_status_t tsr_pipe_execute(tsr_pipe_schedule_t sched, tsr_comm_t comm, tsr_device_t dev,
