@@ -745,8 +745,8 @@ static void gpu_part(tsr_device_t gpu, int ndev)
         for (int a = 0; a < TSR_AXIS_COUNT; a++) {
             tsr_comm_t c = tsr_grid_comm(g, (tsr_axis_t)a);
             int size = tsr_comm_size(c);
-            tsr_comm_backend_t want = TSR_HAVE_NCCL && a != TSR_AXIS_PP && size > 1 && ndev >= size ? TSR_COMM_BACKEND_NCCL
-                                                                                   : TSR_COMM_BACKEND_MPI;
+            tsr_comm_backend_t want = TSR_HAVE_NCCL && size > 1 && ndev >= size ? TSR_COMM_BACKEND_NCCL
+                                                                              : TSR_COMM_BACKEND_MPI;
             if (tsr_comm_backend(c) != want || tsr_comm_device(c) != gpu) {
                 as_expected = 0;
                 fprintf(stderr, "#   [rank %d] axis %s (%d ranks): backend %d, expected %d\n", tap_rank(),
