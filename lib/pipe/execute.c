@@ -360,7 +360,9 @@ tsr_status_t tsr_pipe_execute(tsr_pipe_schedule_t sched, tsr_comm_t comm, tsr_de
     x.comm = comm;
     x.me = tsr_comm_rank(comm);
     x.lookahead = config->lookahead;
-    x.poll_us = config->poll_us;
+    /* On NCCL a wait is queued on the device's stream; testing in a loop would hold the host
+     * until the GPU got there, and nothing would be queued ahead. */
+    x.poll_us = tsr_comm_backend(comm) == TSR_COMM_BACKEND_NCCL ? 0 : config->poll_us;
     x.max_sends = config->lookahead + 1;
     /* one stage (p = 1, v > 1) sends to itself, which NCCL never does: in order needs p > 1 */
     x.in_order = (config->in_order || tsr_comm_backend(comm) == TSR_COMM_BACKEND_NCCL) && sched->p > 1;

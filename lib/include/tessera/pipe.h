@@ -235,7 +235,8 @@ typedef struct tsr_pipe_exec_config {
     int lookahead;      /**< receives are posted this many compute actions ahead (>= 1) */
     int poll_us;        /**< 0: wait inside MPI (it spins); > 0: test every poll_us microseconds and
                              sleep in between, which leaves the cores to other ranks when a node
-                             runs more ranks than it has cores */
+                             runs more ranks than it has cores (MPI only: on NCCL the executor's
+                             waits are queued on the device's stream) */
     int in_order;       /**< 1: post each send and receive at its own action, in the stage's list
                              order, all with one tag, so that two stages' messages match in the
                              order they are posted (NCCL's rule; lookahead is then unused). Set by
