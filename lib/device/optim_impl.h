@@ -1,6 +1,7 @@
 /*
  * optim_impl.h: the CPU optimizer updates, reductions, scaling and casts (cpu_optim.c),
- * private to lib/device but for tsr__cpu_axpy, which lib/comm's pairwise reduce-scatter sums with. Arguments are already checked by kernels_optim.c; these cannot fail.
+ * private to lib/device but for tsr__cpu_axpy, which lib/comm's pairwise reduce-scatter sums
+ * with. Arguments are already checked by kernels_optim.c; these cannot fail.
  *
  * bf16 values are stored on the CPU as uint16_t: the top half of the float.
  */
