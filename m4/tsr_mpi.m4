@@ -27,6 +27,14 @@ AC_COMPILE_IFELSE([AC_LANG_PROGRAM([[#include <mpi.h>
 #error not MPICH
 #endif]], [])], [tsr_mpi_flavor=mpich], [tsr_mpi_flavor=other])])
 AC_MSG_RESULT([$tsr_mpi_flavor])
+# How the MPI library says whether it takes CUDA device buffers (comm_mpi.c, tsr_comm_gpu_aware):
+# MPICH 4 and Open MPI 5 answer MPIX_GPU_query_support, Open MPI 4.1 MPIX_Query_cuda_support
+# (declared in its mpi-ext.h).
+AC_CHECK_HEADERS([mpi-ext.h], [], [], [[#include <mpi.h>]])
+AC_CHECK_FUNCS([MPIX_GPU_query_support MPIX_Query_cuda_support])
+AS_IF([test "$ac_cv_func_MPIX_GPU_query_support" = yes], [tsr_gpu_aware_summary="asked through MPIX_GPU_query_support"],
+      [test "$ac_cv_func_MPIX_Query_cuda_support" = yes], [tsr_gpu_aware_summary="asked through MPIX_Query_cuda_support"],
+      [tsr_gpu_aware_summary="not asked (this MPI has no query; TSR_GPU_AWARE_MPI=1 says it is)"])
 AC_ARG_VAR([MPIEXEC], [launcher for the MPI tests (default: the mpiexec of the same MPI as CC)])
 AC_ARG_VAR([MPIEXEC_FLAGS], [extra flags for MPIEXEC in the tests])
 # Debian names each MPI's programs with a suffix (mpicc.openmpi, mpiexec.openmpi); prefer the

@@ -7,7 +7,8 @@
  *   - with the CPU device set, on every build: everything behaves as with host buffers,
  *     and no staging memory is allocated;
  *   - with a GPU (skipped where none is visible): the MPI backend staged through host
- *     memory, with all ranks of the job sharing the GPUs there are; NCCL on communicators
+ *     memory, with all ranks of the job sharing the GPUs there are; on a GPU-aware MPI,
+ *     send and recv of device buffers handed to MPI as they are; NCCL on communicators
  *     of one rank (MPI_COMM_SELF), since NCCL refuses two ranks on one GPU; NCCL over the
  *     whole job only where every rank has a GPU of its own, and otherwise the clean refusal;
  *     the grid choosing NCCL or staged MPI per axis.
@@ -346,7 +347,7 @@ static void battery(tsr_comm_t c, tsr_device_t dev, const char *label, int nccl)
         if (!nccl) {
             /* A message shorter than the receive fails (and is not counted). Staged, nothing
              * reaches the device buffer; host buffers get what MPI wrote. */
-            int staged = tsr_device_kind(dev) == TSR_DEVICE_CUDA;
+            int staged = tsr_device_kind(dev) == TSR_DEVICE_CUDA && !tsr_comm_gpu_aware(c);
             fill(&r, 0, 0, me, 0, salt);
             push(&r);
             ring(c, s.d, 3, r.d, PC, TSR_DTYPE_BF16, &st_send, &st_recv);
@@ -567,9 +568,12 @@ static void cpu_part(tsr_device_t cpu)
     if (!report(st, "tsr_comm_create"))
         MPI_Abort(MPI_COMM_WORLD, 2);
     ok(tsr_comm_device(c) == NULL, "a new communicator works on host memory (tsr_comm_device is NULL)");
+    setenv("TSR_GPU_AWARE_MPI", "yes", 1); /* read for GPU buffers alone */
     st = tsr_comm_set_device(c, cpu);
-    ok(report(st, "set_device(cpu)") && tsr_comm_device(c) == cpu && tsr_comm_backend(c) == TSR_COMM_BACKEND_MPI,
-       "tsr_comm_set_device(CPU): TSR_OK, the device recorded, backend MPI");
+    unsetenv("TSR_GPU_AWARE_MPI");
+    ok(report(st, "set_device(cpu)") && tsr_comm_device(c) == cpu && tsr_comm_backend(c) == TSR_COMM_BACKEND_MPI &&
+           !tsr_comm_gpu_aware(c),
+       "tsr_comm_set_device(CPU): TSR_OK, the device recorded, backend MPI, not GPU-aware (TSR_GPU_AWARE_MPI unread)");
 
     uint64_t before = comm_host_bytes();
     battery(c, cpu, "CPU device", 0);
@@ -637,21 +641,78 @@ static int nccl_wanted(tsr_status_t st)
     return TSR_HAVE_NCCL ? st == TSR_OK : st == TSR_ERR_NOT_SUPPORTED;
 }
 
+/* Send and recv of device buffers on a GPU-aware MPI, as the MPI library answers: the
+ * battery, and a send of what a kernel queued just before it wrote (the stream is
+ * synchronized before MPI reads the buffer). TSR_TEST_GPU_AWARE=0|1, where set, is what the
+ * test expects the MPI library to say (.ci/gpu-check sets it for the MPI it runs). */
+static void gpu_aware_part(tsr_device_t gpu)
+{
+    const int n = tap_size(), me = tap_rank();
+    tsr_comm_t c = NULL;
+    if (!report(tsr_comm_create(MPI_COMM_WORLD, &c), "tsr_comm_create"))
+        MPI_Abort(MPI_COMM_WORLD, 2);
+    setenv("TSR_GPU_AWARE_MPI", "yes", 1);
+    tsr_status_t st = tsr_comm_set_device(c, gpu);
+    ok(st == TSR_ERR_INVALID_ARG && strstr(tsr_last_error(), "TSR_GPU_AWARE_MPI=yes: expected 1") &&
+           tsr_comm_device(c) == NULL,
+       "TSR_GPU_AWARE_MPI=yes: set_device(GPU) fails, saying what the variable takes, and changes nothing (\"%s\")",
+       tsr_last_error());
+    tsr_clear_error();
+    unsetenv("TSR_GPU_AWARE_MPI");
+    st = tsr_comm_set_device(c, gpu);
+    const int aware = tsr_comm_gpu_aware(c);
+    diag("the MPI library says it is %sGPU-aware", aware ? "" : "not ");
+    const char *want = getenv("TSR_TEST_GPU_AWARE");
+    if (want && *want)
+        ok(report(st, "set_device(gpu)") && aware == (want[0] == '1'),
+           "TSR_GPU_AWARE_MPI unset: tsr_comm_gpu_aware is %d, as TSR_TEST_GPU_AWARE expects", aware);
+    else
+        skip(1, "TSR_TEST_GPU_AWARE not set: what this MPI says is not checked");
+    if (st == TSR_OK && aware) {
+        battery(c, gpu, "GPU, GPU-aware MPI", 0);
+        enum { FC = 1 << 22 }; /* 16 MiB: the fill is still running when a send that did not wait posts */
+        buf_t s = mkbuf(gpu, TSR_DTYPE_F32, FC), r = mkbuf(gpu, TSR_DTYPE_F32, FC);
+        fill(&r, 0, 0, me, 0, 1);
+        push(&r);
+        tsr_request_t rq = NULL;
+        tsr_status_t st1 = tsr_comm_irecv(c, r.d, FC, TSR_DTYPE_F32, (me + n - 1) % n, 3, &rq);
+        tsr_status_t st2 = tsr_device_fill_f32(gpu, s.d, (float)(me + 1), FC);
+        st2 = st2 ? st2 : tsr_comm_send(c, s.d, FC, TSR_DTYPE_F32, (me + 1) % n, 3);
+        tsr_status_t st3 = tsr_request_wait(&rq);
+        pull(&r);
+        double *w = malloc(FC * sizeof *w);
+        for (size_t i = 0; i < FC; i++)
+            w[i] = (me + n - 1) % n + 1;
+        ok(report(st1, "irecv") && report(st2, "fill, send") && report(st3, "wait") && same(&r, 0, FC, w, "fill, send"),
+           "GPU-aware MPI: a send carries what a fill queued just before it wrote (16 MiB)");
+        free(w);
+        rmbuf(&s);
+        rmbuf(&r);
+    } else {
+        skip(1, "this MPI is not GPU-aware: send and recv of GPU buffers are staged");
+    }
+    tsr_comm_destroy(&c);
+}
+
 static void gpu_part(tsr_device_t gpu, int ndev)
 {
     const int n = tap_size();
     const int shared = ndev < n; /* one node: rank r uses GPU r % ndev */
     tsr_status_t st;
 
-    /* The MPI backend, staged through host memory; all ranks may share one GPU. */
+    /* The MPI backend, staged through host memory (TSR_GPU_AWARE_MPI=0, whatever the MPI);
+     * all ranks may share one GPU. */
     {
         tsr_comm_t c = NULL;
         if (!report(tsr_comm_create(MPI_COMM_WORLD, &c), "tsr_comm_create"))
             MPI_Abort(MPI_COMM_WORLD, 2);
         uint64_t before = comm_host_bytes();
+        setenv("TSR_GPU_AWARE_MPI", "0", 1);
         st = tsr_comm_set_device(c, gpu);
-        ok(report(st, "set_device(gpu)") && tsr_comm_device(c) == gpu && tsr_comm_backend(c) == TSR_COMM_BACKEND_MPI,
-           "tsr_comm_set_device(GPU): TSR_OK, backend MPI");
+        unsetenv("TSR_GPU_AWARE_MPI");
+        ok(report(st, "set_device(gpu)") && tsr_comm_device(c) == gpu && tsr_comm_backend(c) == TSR_COMM_BACKEND_MPI &&
+               !tsr_comm_gpu_aware(c),
+           "tsr_comm_set_device(GPU) with TSR_GPU_AWARE_MPI=0: TSR_OK, backend MPI, staged");
         battery(c, gpu, "GPU, staged MPI", 0);
         bf16_rounding(c, gpu, "GPU, staged MPI");
         ok(comm_host_bytes() > before, "staging buffers are counted as host TSR_MEM_COMM memory (%llu bytes)",
@@ -693,6 +754,8 @@ static void gpu_part(tsr_device_t gpu, int ndev)
         tsr_comm_destroy(&c);
         is_int(comm_host_bytes(), before, "tsr_comm_destroy frees the staging buffers");
     }
+
+    gpu_aware_part(gpu);
 
     /* NCCL on a communicator of one rank per process: works even with ranks sharing a GPU. */
     {

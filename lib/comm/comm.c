@@ -153,11 +153,15 @@ cleanup:
 tsr_status_t tsr_comm_set_device(tsr_comm_t comm, tsr_device_t dev)
 {
     tsr_status_t rc = TSR_OK;
+    int gpu_aware = 0;
     TSR_CHECK(comm, TSR_ERR_INVALID_ARG, "tsr_comm_set_device on a NULL communicator");
     TSR_TRY(agree_idle(comm, "tsr_comm_set_device"));
+    if (dev && tsr_device_kind(dev) == TSR_DEVICE_CUDA)
+        TSR_TRY(tsr__mpi_gpu_aware(&gpu_aware));
     if (comm->nccl)
         tsr__comm_nccl_disable(comm);
     comm->dev = dev;
+    comm->gpu_aware = gpu_aware;
     comm->backend = TSR_COMM_BACKEND_MPI;
     comm->ops = mpi_ops_for(comm);
     if (!on_gpu(comm))
@@ -169,6 +173,11 @@ cleanup:
 tsr_device_t tsr_comm_device(tsr_comm_t comm)
 {
     return comm->dev;
+}
+
+int tsr_comm_gpu_aware(tsr_comm_t comm)
+{
+    return comm->gpu_aware;
 }
 
 tsr_status_t tsr_comm_set_backend(tsr_comm_t comm, tsr_comm_backend_t backend)

@@ -3,7 +3,8 @@
  * comm.c checks arguments, counts bytes and dispatches; a backend only moves data. Each
  * backend operation takes a request pointer: NULL means blocking, otherwise it starts the
  * operation and fills *req. Three tables exist: MPI on host buffers (comm_mpi.c), MPI on
- * CUDA buffers staged through host memory (comm_stage.c) and NCCL (comm_nccl.c).
+ * CUDA buffers (comm_stage.c: staged through host memory, or point-to-point handed to a
+ * GPU-aware MPI as they are) and NCCL (comm_nccl.c).
  */
 #ifndef TESSERA_COMM_IMPL_H
 #define TESSERA_COMM_IMPL_H
@@ -66,6 +67,7 @@ struct tsr_comm {
     MPI_Comm pair;     /* on 2 ranks, a duplicate of mpi for comm_mpi.c's pairwise reduce-scatter, so
                         * that its messages never meet the caller's; else MPI_COMM_NULL */
     int sync_sends;    /* MPI sends complete only with their receive (tsr__comm_set_sync_sends) */
+    int gpu_aware;     /* MPI takes this rank's GPU buffers in send and recv (tsr_comm_gpu_aware) */
 };
 
 extern const tsr_comm_ops_t tsr__comm_mpi_ops;
@@ -80,6 +82,10 @@ tsr_status_t tsr__check_recv_count(const MPI_Status *status, MPI_Datatype type, 
 
 /* The MPI backend's completion of r (comm_mpi.c): MPI_Wait or MPI_Test, then a receive's length. */
 tsr_status_t tsr__mpi_complete(struct tsr_request *r, int blocking, int *done);
+
+/* Whether this process's MPI takes CUDA device buffers (comm_stage.c): TSR_GPU_AWARE_MPI=1
+ * or 0 if set, else what the MPI library answers, else no. Fails on another value. */
+tsr_status_t tsr__mpi_gpu_aware(int *aware);
 
 /* Free the staging buffers of c that no request holds; all of them when all is set (comm_stage.c). */
 void tsr__comm_stage_free(tsr_comm_t c, int all);

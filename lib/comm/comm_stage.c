@@ -1,5 +1,6 @@
 /*
- * comm_stage.c: the MPI backend on GPU buffers, through host staging buffers.
+ * comm_stage.c: the MPI backend on GPU buffers, through host staging buffers, or, for
+ * point-to-point on a GPU-aware MPI, as they are.
  *
  * Each operation copies what this rank contributes from the device into a host buffer,
  * runs the MPI backend on host buffers, and copies the result back to the device. A
@@ -11,18 +12,53 @@
  * This path works where NCCL does not (several ranks on one GPU, no NCCL in the build) and
  * is the reference the NCCL backend is checked against.
  *
+ * A GPU-aware MPI (one that says it takes CUDA buffers: tsr__mpi_gpu_aware) gets the device
+ * buffers of send and recv as they are, which saves the two copies through host memory on
+ * every pipeline message. The device's stream is synchronized first, so a send reads what
+ * the kernels queued before it wrote, and a receive writes nothing a queued kernel still
+ * uses; from there the rules are MPI's, as on host buffers. Collectives stay staged: the
+ * reductions of bf16 and u8 are user operations that run on the host, and an MPI's
+ * reductions on device memory stage through the host anyway.
+ *
  * Staging buffers belong to the communicator: a pool that grows to the largest message and
  * to the number of operations in flight at once, pinned (cudaHostAlloc) so that copies run
  * at full speed, plain host memory if pinning fails. They are counted in the tracked
  * allocator as host (TSR_DEVICE_CPU) memory of category TSR_MEM_COMM.
  */
 #include <stdlib.h>
+#include <string.h>
 
 #include "comm/comm_impl.h"
 
 #if TSR_HAVE_CUDA
 #include <cuda_runtime.h>
 #endif
+#if HAVE_MPI_EXT_H
+#include <mpi-ext.h> /* Open MPI's MPIX_Query_cuda_support */
+#endif
+
+tsr_status_t tsr__mpi_gpu_aware(int *aware)
+{
+    const char *env = getenv("TSR_GPU_AWARE_MPI");
+    *aware = 0;
+    if (env && *env) {
+        if (strcmp(env, "0") != 0 && strcmp(env, "1") != 0)
+            return TSR_ERROR(TSR_ERR_INVALID_ARG,
+                             "TSR_GPU_AWARE_MPI=%s: expected 1 (this MPI takes GPU buffers) or 0 (stage them "
+                             "through host memory), or unset to ask the MPI library",
+                             env);
+        *aware = env[0] == '1';
+        return TSR_OK;
+    }
+#if HAVE_MPIX_GPU_QUERY_SUPPORT
+    int supported = 0;
+    if (MPIX_GPU_query_support(MPIX_GPU_SUPPORT_CUDA, &supported) == MPI_SUCCESS)
+        *aware = supported != 0;
+#elif HAVE_MPIX_QUERY_CUDA_SUPPORT
+    *aware = MPIX_Query_cuda_support() != 0;
+#endif
+    return TSR_OK;
+}
 
 struct tsr_stage {
     void *host;
@@ -261,6 +297,10 @@ static tsr_status_t staged_send(tsr_comm_t c, const void *buf, size_t count, tsr
     struct tsr_stage *s = NULL;
     char *host;
     size_t bytes = count * tsr_dtype_size(dtype);
+    if (c->gpu_aware) {
+        TSR_TRY(tsr_device_sync(c->dev));
+        return tsr__comm_mpi_ops.send(c, buf, count, dtype, dest, tag, req);
+    }
     TSR_TRY(stage_for(c, bytes, &s, &host));
     TSR_TRY(to_host(c, host, buf, bytes));
     TSR_TRY(tsr__comm_mpi_ops.send(c, host, count, dtype, dest, tag, req));
@@ -270,7 +310,8 @@ cleanup:
     return rc;
 }
 
-/* recv: a message of the wrong length fails in the MPI backend before anything is copied. */
+/* recv: staged, a message of the wrong length fails in the MPI backend before anything is
+ * copied; handed to a GPU-aware MPI, the buffer may hold part of it, as host buffers do. */
 static tsr_status_t staged_recv(tsr_comm_t c, void *buf, size_t count, tsr_dtype_t dtype, int src, int tag,
                                 struct tsr_request *req)
 {
@@ -278,6 +319,10 @@ static tsr_status_t staged_recv(tsr_comm_t c, void *buf, size_t count, tsr_dtype
     struct tsr_stage *s = NULL;
     char *host;
     size_t bytes = count * tsr_dtype_size(dtype);
+    if (c->gpu_aware) {
+        TSR_TRY(tsr_device_sync(c->dev));
+        return tsr__comm_mpi_ops.recv(c, buf, count, dtype, src, tag, req);
+    }
     TSR_TRY(stage_for(c, bytes, &s, &host));
     TSR_TRY(tsr__comm_mpi_ops.recv(c, host, count, dtype, src, tag, req));
     TSR_TRY(stage_finish(c, &s, buf, host, bytes, req));

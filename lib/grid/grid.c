@@ -233,8 +233,11 @@ tsr_status_t tsr_grid_set_device(tsr_grid_t grid, tsr_device_t dev, tsr_comm_bac
         else if (tsr_comm_backend(c) == TSR_COMM_BACKEND_NCCL)
             tsr_log(TSR_LOG_INFO, "%s axis (%d ranks): NCCL on GPU memory", axis_names[a], n);
         else
-            tsr_log(TSR_LOG_INFO, "%s axis (%d rank%s): MPI on GPU memory staged through the host%s%s%s", axis_names[a],
-                    n, n == 1 ? "" : "s", why[0] ? " (" : "", why, why[0] ? ")" : "");
+            tsr_log(TSR_LOG_INFO, "%s axis (%d rank%s): MPI on GPU memory, %s%s%s%s", axis_names[a], n,
+                    n == 1 ? "" : "s",
+                    tsr_comm_gpu_aware(c) ? "messages direct (GPU-aware MPI), collectives staged through the host"
+                                          : "staged through the host",
+                    why[0] ? " (" : "", why, why[0] ? ")" : "");
     }
 cleanup:
     return rc;

@@ -32,7 +32,11 @@
  *     after the work queued on the device's stream. A blocking call returns with the result
  *     in device memory; a non-blocking one copies in when posted and copies back in the
  *     tsr_request_wait() or tsr_request_test() that finds it complete. Several ranks may
- *     share one GPU.
+ *     share one GPU. On a GPU-aware MPI (tsr_comm_gpu_aware()), send and recv skip the
+ *     staging: the device's stream is synchronized and MPI gets the device buffer itself,
+ *     under MPI's rules (a send buffer is not to be changed, nor a receive buffer read,
+ *     until the request completes; a short message may leave part of itself). Collectives
+ *     are staged on every MPI.
  *   - NCCL backend (tsr_comm_set_backend()): operations run on a CUDA stream of the
  *     communicator's own, after the work queued on the device's stream, and the device's
  *     stream waits for them. Nothing waits on the host: a blocking call returns once the
@@ -134,12 +138,24 @@ TSR_API MPI_Comm tsr_comm_mpi(tsr_comm_t comm);
  * tsr_comm_set_backend() again to get it back on the new device). Ranks may give different
  * kinds of devices as long as they stay on the MPI backend.
  * @return #TSR_OK, or TSR_ERR_INVALID_ARG on every rank if any rank of @p comm has
- *         non-blocking operations in flight.
+ *         non-blocking operations in flight, or on a rank whose TSR_GPU_AWARE_MPI is
+ *         neither 0 nor 1 (see tsr_comm_gpu_aware()) when @p dev is a GPU.
  */
 TSR_API tsr_status_t tsr_comm_set_device(tsr_comm_t comm, tsr_device_t dev);
 
 /** The device set by tsr_comm_set_device(), or NULL for host memory. */
 TSR_API tsr_device_t tsr_comm_device(tsr_comm_t comm);
+
+/**
+ * 1 when send and recv of this rank's GPU buffers go to MPI as they are, 0 when they are
+ * staged through host memory (or the communicator has no GPU). tsr_comm_set_device() decides
+ * it for a CUDA device: the environment variable TSR_GPU_AWARE_MPI=1 or 0 if set (1 on an
+ * MPI that is not GPU-aware crashes in MPI), else the MPI library's own answer
+ * (MPIX_GPU_query_support in MPICH 4, MPIX_Query_cuda_support in Open MPI), else 0. Any
+ * other value of the variable makes tsr_comm_set_device() fail with TSR_ERR_INVALID_ARG.
+ * It matters on the MPI backend only: NCCL moves GPU buffers itself.
+ */
+TSR_API int tsr_comm_gpu_aware(tsr_comm_t comm);
 
 /**
  * Choose the backend. Collective over @p comm whenever it changes the backend.
