@@ -151,8 +151,10 @@ TSR_API tsr_device_t tsr_comm_device(tsr_comm_t comm);
  * staged through host memory (or the communicator has no GPU). tsr_comm_set_device() decides
  * it for a CUDA device: the environment variable TSR_GPU_AWARE_MPI=1 or 0 if set (1 on an
  * MPI that is not GPU-aware crashes in MPI), else the MPI library's own answer
- * (MPIX_GPU_query_support in MPICH 4, MPIX_Query_cuda_support in Open MPI), else 0. Any
- * other value of the variable makes tsr_comm_set_device() fail with TSR_ERR_INVALID_ARG.
+ * (MPIX_GPU_query_support in MPICH 4, MPIX_Query_cuda_support in Open MPI), else 0. Open
+ * MPI 4.1 answers from how it was built: a run with `--mca opal_cuda_support 0` needs
+ * TSR_GPU_AWARE_MPI=0 too. Any other value of the variable makes tsr_comm_set_device() fail
+ * with TSR_ERR_INVALID_ARG.
  * It matters on the MPI backend only: NCCL moves GPU buffers itself.
  */
 TSR_API int tsr_comm_gpu_aware(tsr_comm_t comm);
