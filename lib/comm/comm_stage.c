@@ -44,7 +44,7 @@ tsr_status_t tsr__mpi_gpu_aware(int *aware)
     if (env && *env) {
         if (strcmp(env, "0") != 0 && strcmp(env, "1") != 0)
             return TSR_ERROR(TSR_ERR_INVALID_ARG,
-                             "TSR_GPU_AWARE_MPI=%s: expected 1 (this MPI takes GPU buffers) or 0 (stage them "
+                             "TSR_GPU_AWARE_MPI=%.40s: expected 1 (this MPI takes GPU buffers) or 0 (stage them "
                              "through host memory), or unset to ask the MPI library",
                              env);
         *aware = env[0] == '1';
