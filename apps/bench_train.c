@@ -396,8 +396,11 @@ static void report(const opts_t *o, const result_t *r)
     int threads = o->device == TSR_DEVICE_CPU ? tsr_device_cpu_threads(&threads_how) : 0;
     const char *prec = o->zero.precision == TSR_PRECISION_BF16 ? "bf16" : "fp32";
     const char *recompute = tsr_gpt_recompute_name(o->gpt.recompute);
-    char mfu_text[32], loss_text[32], sgemm_text[32];
+    char mfu_text[32], loss_text[32], sgemm_text[32], schedule[32];
     tsr_layout_format(&o->layout, lay, sizeof lay);
+    /* the spelling --schedule takes */
+    snprintf(schedule, sizeof schedule, o->gpt.schedule == TSR_PIPE_INTERLEAVED ? "%s:%d" : "%s",
+             tsr_pipe_kind_name(o->gpt.schedule), o->gpt.chunks);
     tsr_gpt_config_format(m, model, sizeof model);
     if (o->json) {
         /* JSON has no NaN: an unknown MFU or a broken loss is null */
@@ -405,12 +408,12 @@ static void report(const opts_t *o, const result_t *r)
         snprintf(loss_text, sizeof loss_text, isfinite(r->loss) ? "%.6f" : "null", r->loss);
         snprintf(sgemm_text, sizeof sgemm_text, isfinite(sgemm) ? "%.6f" : "null", sgemm);
         printf("{\"bench\":\"train\",\"device\":\"%s\",\"devices\":%d,\"layout\":\"%s\",\"model\":\"%s\","
-               "\"params\":%lld,\"precision\":\"%s\",\"recompute\":\"%s\",\"zero_stage\":%d,\"batch\":%d,\"micro_batches\":%d,"
+               "\"params\":%lld,\"schedule\":\"%s\",\"precision\":\"%s\",\"recompute\":\"%s\",\"zero_stage\":%d,\"batch\":%d,\"micro_batches\":%d,"
                "\"seq\":%d,\"warmup\":%d,\"steps\":%d,\"seconds\":%.6f,\"ms_per_step\":%.3f,\"tokens_per_s\":%.1f,"
                "\"flops_per_token\":%.0f,\"tflops\":%.6f,\"peak_tflops\":%g,\"mfu\":%s,\"threads\":%d,"
                "\"gflops_per_rank\":%.3f,\"sgemm_gflops_per_rank\":%.3f,\"sgemm_fraction\":%s,\"loss\":%s,"
                "\"bubble\":%.4f,\"peak_bytes\":{",
-               tsr_device_kind_name(o->device), r->devices, lay, model, (long long)params, prec, recompute, o->zero.stage,
+               tsr_device_kind_name(o->device), r->devices, lay, model, (long long)params, schedule, prec, recompute, o->zero.stage,
                o->gpt.batch, o->gpt.micro_batches, m->seq, o->warmup, o->steps, r->seconds, ms, tokens_per_s,
                flops_per_token, tflops, peak, mfu_text, threads, tflops * 1e3 / r->devices,
                r->sgemm_flops / 1e9 / r->devices, sgemm_text, loss_text, r->bubble);
@@ -426,8 +429,8 @@ static void report(const opts_t *o, const result_t *r)
         printf("model %s (%lld parameters), layout %s, %s %s on %d %s%s, recompute %s, ZeRO %d\n", model,
                (long long)params, lay, tsr_device_kind_name(o->device), prec, r->devices, unit,
                r->devices == 1 ? "" : "s", recompute, o->zero.stage);
-        printf("batch %d x %d tokens in %d micro-batch%s, %d warmup + %d timed steps\n", o->gpt.batch, m->seq,
-               o->gpt.micro_batches, o->gpt.micro_batches == 1 ? "" : "es", o->warmup, o->steps);
+        printf("batch %d x %d tokens in %d micro-batch%s, schedule %s, %d warmup + %d timed steps\n", o->gpt.batch,
+               m->seq, o->gpt.micro_batches, o->gpt.micro_batches == 1 ? "" : "es", schedule, o->warmup, o->steps);
         if (threads)
             printf("%d CPU thread%s per rank (%s); fp32 GEMM measured at %.1f GFLOP/s per rank; achieved %.1f "
                    "GFLOP/s per rank, %.1f%% of it\n",

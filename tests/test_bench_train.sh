@@ -45,6 +45,14 @@ run 2 --json $short --layout pp=2 --micro-batches 2
 check "2 ranks, pp=2, 2 micro-batches: one JSON line" \
     eval 'good_json dp=1,pp=2,tp=1x1 && test "$(field micro_batches)" = 2 && test "$(field comm)" -gt 0'
 check "pp=2 gives the 1-rank loss within 1e-4" close_to "$loss1" "$(field loss)"
+check "the JSON names the default schedule, 1f1b" test "$(field schedule)" = 1f1b
+
+run 2 --json $short --layout pp=2 --micro-batches 2 --schedule zb-h1
+check "pp=2 zb-h1: the JSON names the schedule" test "$(field schedule)" = zb-h1
+check "pp=2 zb-h1 gives the 1-rank loss within 1e-4" close_to "$loss1" "$(field loss)"
+
+run 2 --json $short --layout pp=2 --micro-batches 4 --schedule interleaved:2 --model layers=4,dim=64,heads=4,vocab=256,seq=64
+check "pp=2 interleaved:2: the JSON names the schedule as --schedule takes it" test "$(field schedule)" = interleaved:2
 
 run 1 --steps 1 --warmup 0 --peak-tflops 1
 check "the text table shows tokens/s and an MFU in percent" \
