@@ -56,8 +56,9 @@ static void usage(void)
     printf("usage: mpiexec -n N tsr-bench train [--json] [OPTIONS]\n"
            "Training throughput of the GPT model with synthetic tokens: tokens/s (global), ms per step,\n"
            "model TFLOP/s, MFU, the last step's loss, the pipeline bubble measured from the executor's\n"
-           "trace and the peak bytes per memory category (the largest over the ranks, over warmup and\n"
-           "timed steps).\n"
+           "trace, the peak bytes per memory category (the largest over the ranks, over warmup and\n"
+           "timed steps) and the device allocations a timed step makes (the most of any rank; on cuda\n"
+           "each is a cudaMalloc, and its cudaFree waits for the whole GPU).\n"
            "  --device cpu|cuda        device (default cpu; on cuda each rank takes GPU local rank mod count)\n"
            "  --model SPEC             tiny, gpt2-124m or layers=L,dim=H,heads=A,vocab=V,seq=T (default tiny)\n"
            "  --layout LAYOUT          process grid dp=D,pp=P,tp=RxC (default dp=N)\n"
@@ -267,6 +268,7 @@ typedef struct result {
     int devices;
     double sgemm_flops; /* the ranks' measured fp32 GEMM rate, summed (cpu; 0 on cuda) */
     tsr_mem_stats_t mem; /* peaks: the largest over the ranks */
+    double allocs_per_step; /* tsr_device_alloc calls in a timed step, the most of any rank */
     double own_seconds;     /* this rank's timed steps by its own clock (--breakdown) */
     tsr_prof_total_t *prof; /* this rank's profile of the timed steps (--breakdown) */
     size_t nprof;
@@ -412,11 +414,12 @@ static void report(const opts_t *o, const result_t *r)
                "\"seq\":%d,\"warmup\":%d,\"steps\":%d,\"seconds\":%.6f,\"ms_per_step\":%.3f,\"tokens_per_s\":%.1f,"
                "\"flops_per_token\":%.0f,\"tflops\":%.6f,\"peak_tflops\":%g,\"mfu\":%s,\"threads\":%d,"
                "\"gflops_per_rank\":%.3f,\"sgemm_gflops_per_rank\":%.3f,\"sgemm_fraction\":%s,\"loss\":%s,"
-               "\"bubble\":%.4f,\"peak_bytes\":{",
+               "\"bubble\":%.4f,\"allocs_per_step\":%g,\"peak_bytes\":{",
                tsr_device_kind_name(o->device), r->devices, lay, model, (long long)params, schedule, prec, recompute, o->zero.stage,
                o->gpt.batch, o->gpt.micro_batches, m->seq, o->warmup, o->steps, r->seconds, ms, tokens_per_s,
                flops_per_token, tflops, peak, mfu_text, threads, tflops * 1e3 / r->devices,
-               r->sgemm_flops / 1e9 / r->devices, sgemm_text, loss_text, r->bubble);
+               r->sgemm_flops / 1e9 / r->devices, sgemm_text, loss_text, r->bubble,
+               r->allocs_per_step);
         for (int c = 0; c < TSR_MEM_CATEGORY_COUNT; c++)
             printf("\"%s\":%llu,", tsr_mem_category_name((tsr_mem_category_t)c), (unsigned long long)r->mem.peak[c]);
         printf("\"total\":%llu}", (unsigned long long)r->mem.total_peak);
@@ -443,6 +446,7 @@ static void report(const opts_t *o, const result_t *r)
         for (int c = 0; c < TSR_MEM_CATEGORY_COUNT; c++)
             printf(" %s %.2f", tsr_mem_category_name((tsr_mem_category_t)c), r->mem.peak[c] / 1048576.0);
         printf(", total %.2f\n", r->mem.total_peak / 1048576.0);
+        printf("device allocations per timed step (most of any rank): %g\n", r->allocs_per_step);
         if (o->breakdown)
             report_breakdown_text(o, r);
     }
@@ -505,6 +509,8 @@ static tsr_status_t run_steps(const opts_t *o, tsr_device_t dev, tsr_gpt_t gpt, 
         tsr_prof_reset();
         tsr_prof_set_level(TSR_PROF_TOTALS);
     }
+    tsr_mem_stats_t before;
+    tsr_mem_stats(o->device, &before);
     double t0 = tsr_time_now();
     for (int s = 0; s < o->steps && st == TSR_OK; s++) {
         int b = (o->warmup + s) % DATA_BATCHES;
@@ -525,6 +531,8 @@ static tsr_status_t run_steps(const opts_t *o, tsr_device_t dev, tsr_gpt_t gpt, 
     r->bubble = measured_bubble(busy, first, last, o->steps);
     MPI_Allreduce(MPI_IN_PLACE, &r->seconds, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     tsr_mem_stats(o->device, &r->mem);
+    r->allocs_per_step = (double)(r->mem.allocations - before.allocations) / o->steps;
+    MPI_Allreduce(MPI_IN_PLACE, &r->allocs_per_step, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
     MPI_Allreduce(MPI_IN_PLACE, r->mem.peak, TSR_MEM_CATEGORY_COUNT, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
     MPI_Allreduce(MPI_IN_PLACE, &r->mem.total_peak, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD);
     good = 1;

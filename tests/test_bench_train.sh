@@ -36,9 +36,11 @@ check "1 rank on the CPU: MFU against the measured GEMM rate (mfu = sgemm_fracti
               -v g="$(field sgemm_gflops_per_rank)" "BEGIN { exit !(f + 0 > 0 && t + 0 >= 1 && g + 0 > 0) }" &&
           test "$(field devices)" = 1 && test "$(field bench)" = train'
 loss1=$(field loss)
+check "1 rank: a timed step allocates no device memory (allocs_per_step 0)" test "$(field allocs_per_step)" = 0
 
 run 2 --json $short --layout dp=2
 check "2 ranks, dp=2: one JSON line, devices 2" eval 'good_json dp=2,pp=1,tp=1x1 && test "$(field devices)" = 2'
+check "dp=2 ZeRO 0: a timed step allocates no device memory" test "$(field allocs_per_step)" = 0
 check "dp=2 gives the 1-rank loss within 1e-4" close_to "$loss1" "$(field loss)"
 
 run 2 --json $short --layout pp=2 --micro-batches 2
@@ -92,10 +94,12 @@ if test "$status" -eq 0; then
     check "cuda --breakdown: kernels by CUDA events, the device parts within 5% of the step" \
         eval 'test "$(field clock)" = "cuda events" && within5 "$(field sum_ms)" "$(field step_ms)" &&
               has "$out" "\"cat\":\"kernel\",\"name\":\"gemm"'
+    check "cuda, 1 rank: a timed step makes no cudaMalloc (allocs_per_step 0)" test "$(field allocs_per_step)" = 0
 else
     check "--device cuda without CUDA or a GPU is refused" \
         eval 'one_error_only "--device cuda: this build has no CUDA backend" || one_error_only "--device cuda: no GPU visible"'
     skip "cuda --breakdown: kernels by CUDA events, the device parts within 5% of the step" "no GPU"
+    skip "cuda, 1 rank: a timed step makes no cudaMalloc (allocs_per_step 0)" "no GPU"
 fi
 
 # ---- tsr-bench generate ----

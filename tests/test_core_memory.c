@@ -127,6 +127,8 @@ int main(int argc, char **argv)
         void *ptrs[sizeof sizes / sizeof sizes[0]] = {0};
         int all_ok = 1, aligned = 1, counted = 1;
         int64_t bytes = 0;
+        tsr_mem_stats_t before;
+        tsr_mem_stats(TSR_DEVICE_CPU, &before);
         for (size_t i = 0; i < n_sizes; i++) {
             all_ok &= tsr_device_alloc(dev, (tsr_mem_category_t)c, sizes[i], &ptrs[i]) == TSR_OK && ptrs[i] != NULL;
             if (ptrs[i]) {
@@ -158,6 +160,8 @@ int main(int argc, char **argv)
         ok(freed, "%s: every free succeeds", category_names[c]);
         ok(nulled, "%s: tsr_device_free sets the pointer to NULL", category_names[c]);
         ok(uncounted, "%s: after each free, the counts fell by exactly its size, back to the start", category_names[c]);
+        is_int(s.allocations - before.allocations, n_sizes, "%s: allocations counts the %zu calls, and frees leave it",
+               category_names[c], n_sizes);
     }
 
     /* --- Zero bytes, NULL, and failures count nothing ------------------------------------- */

@@ -117,6 +117,7 @@ tsr_status_t tsr__mem_record(tsr_device_kind_t kind, tsr_mem_category_t category
     if (s->total_current > s->total_peak)
         s->total_peak = s->total_current;
     s->live_allocations++;
+    s->allocations++;
     pthread_mutex_unlock(&lock);
     return TSR_OK;
 }

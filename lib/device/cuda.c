@@ -14,6 +14,7 @@
 
 #include "device/cuda_impl.h"
 #include "device/cuda_kernels.h"
+#include "device/cuda_optim.h"
 
 /* cuBLASLt's workspace: 32 MiB is what NVIDIA recommends for Hopper; smaller rules out the
  * fastest algorithms of large GEMMs. */
@@ -24,6 +25,7 @@ typedef struct cuda_state {
     cublasHandle_t blas;
     cublasLtHandle_t lt;
     void *lt_workspace; /* LT_WORKSPACE_BYTES, tracked under TSR_MEM_WORKSPACE */
+    double *reduce_scratch; /* TSR__CUDA_REDUCE_SCRATCH doubles, TSR_MEM_WORKSPACE */
     struct tsr__gemm_plans *gemm_plans;
 } cuda_state_t;
 
@@ -47,6 +49,11 @@ cublasLtHandle_t tsr__cuda_cublaslt(struct tsr_device *dev, void **workspace, si
     *workspace = state(dev)->lt_workspace;
     *workspace_bytes = LT_WORKSPACE_BYTES;
     return state(dev)->lt;
+}
+
+double *tsr__cuda_reduce_scratch(struct tsr_device *dev)
+{
+    return state(dev)->reduce_scratch;
 }
 
 struct tsr__gemm_plans **tsr__cuda_gemm_plans(struct tsr_device *dev)
@@ -80,6 +87,7 @@ static void cuda_close(struct tsr_device *dev)
         cudaStreamSynchronize(s->stream); /* nothing queued may still use the workspace */
     tsr__cuda_gemm_plans_destroy(s->gemm_plans);
     (void)tsr_device_free(dev, &s->lt_workspace);
+    (void)tsr_device_free(dev, (void **)&s->reduce_scratch);
     if (s->lt)
         cublasLtDestroy(s->lt);
     if (s->blas)
@@ -104,6 +112,8 @@ static tsr_status_t cuda_open(struct tsr_device *dev, int index)
     CALL_CUBLAS(cublasSetStream(state(dev)->blas, state(dev)->stream));
     CALL_CUBLAS(cublasLtCreate(&state(dev)->lt));
     TSR_TRY(tsr_device_alloc(dev, TSR_MEM_WORKSPACE, LT_WORKSPACE_BYTES, &state(dev)->lt_workspace));
+    TSR_TRY(tsr_device_alloc(dev, TSR_MEM_WORKSPACE, TSR__CUDA_REDUCE_SCRATCH * sizeof(double),
+                             (void **)&state(dev)->reduce_scratch));
 cleanup:
     if (rc != TSR_OK)
         cuda_close(dev);

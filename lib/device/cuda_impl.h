@@ -24,6 +24,10 @@ cublasHandle_t tsr__cuda_cublas(struct tsr_device *dev);
 /* The cuBLASLt handle of @p dev and the workspace its matmuls may use. */
 cublasLtHandle_t tsr__cuda_cublaslt(struct tsr_device *dev, void **workspace, size_t *workspace_bytes);
 
+/* The device's scratch for the reductions of cuda_optim.cu (TSR__CUDA_REDUCE_SCRATCH doubles):
+ * free again once the stream is synchronized after a reduction. */
+double *tsr__cuda_reduce_scratch(struct tsr_device *dev);
+
 /* The slot where cuda_gemm.c keeps the device's cache of cuBLASLt matmul plans (NULL until
  * the first GEMM); cuda.c destroys it at close with tsr__cuda_gemm_plans_destroy (NULL is fine). */
 struct tsr__gemm_plans;

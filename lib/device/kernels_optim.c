@@ -10,11 +10,11 @@
  *   - F32 to BF16 turns every NaN into the canonical NaN 0x7fff, on both devices.
  *   - tsr_kernel_cast copies any one type to itself; src and dst must not overlap (unless
  *     they are the same buffer of the same type: nothing to do).
- *   - The CUDA reductions need TSR__CUDA_REDUCE_SCRATCH doubles of device memory for their
- *     block sums. A device has no scratch of its own yet, and the host must wait for the
- *     result anyway, so each call allocates it (TSR_MEM_WORKSPACE) and frees it after the
- *     sync: one cudaMalloc and one cudaFree per call, negligible at one or two calls per
- *     training step. A per-device scratch would remove them.
+ *   - The CUDA reductions put their block sums in the device's scratch
+ *     (tsr__cuda_reduce_scratch, made when the device opens): the host waits for the
+ *     result, so the next reduction finds it free. A training step makes one reduction per
+ *     gradient bucket for the norm, and allocates nothing for them (a cudaFree would also
+ *     synchronize the whole device).
  */
 #include <math.h>
 #include <stdint.h>
@@ -133,7 +133,6 @@ cleanup:
 static tsr_status_t reduce(tsr_device_t dev, const float *x, size_t n, int square, double *out, const char *what)
 {
     tsr_status_t rc = TSR_OK;
-    void *scratch = NULL;
     TSR_TRY(check_device(dev, what));
     TSR_CHECK(out, TSR_ERR_INVALID_ARG, "%s: NULL result pointer", what);
     TSR_CHECK(n == 0 || x, TSR_ERR_INVALID_ARG, "%s of %zu values: x is NULL", what, n);
@@ -146,9 +145,9 @@ static tsr_status_t reduce(tsr_device_t dev, const float *x, size_t n, int squar
     } else {
 #if TSR_HAVE_CUDA
         double total = 0.0;
-        TSR_TRY(tsr_device_alloc(dev, TSR_MEM_WORKSPACE, TSR__CUDA_REDUCE_SCRATCH * sizeof(double), &scratch));
-        cudaError_t err = (square ? tsr__cuda_sumsq : tsr__cuda_sum)(x, n, scratch, &total, tsr__cuda_stream(dev));
-        /* Wait even when a launch failed: what was queued before it may still use scratch. */
+        cudaError_t err = (square ? tsr__cuda_sumsq : tsr__cuda_sum)(x, n, tsr__cuda_reduce_scratch(dev), &total,
+                                                                      tsr__cuda_stream(dev));
+        /* Wait even when a launch failed: what was queued before it may still use the scratch. */
         tsr_status_t sync_rc = tsr_device_sync(dev);
         TSR_TRY(tsr__cuda_status(err, what));
         TSR_TRY(sync_rc);
@@ -156,11 +155,6 @@ static tsr_status_t reduce(tsr_device_t dev, const float *x, size_t n, int squar
 #endif
     }
 cleanup:
-    if (scratch) {
-        tsr_status_t free_rc = tsr_device_free(dev, &scratch);
-        if (rc == TSR_OK)
-            rc = free_rc;
-    }
     return rc;
 }
 

@@ -43,6 +43,7 @@ typedef struct tsr_mem_stats {
     uint64_t total_current;                   /**< sum of current[] */
     uint64_t total_peak;                      /**< largest total_current seen (not the sum of peak[]) */
     uint64_t live_allocations;                /**< allocations not yet freed */
+    uint64_t allocations;                     /**< allocations made since the start (on a GPU, each a cudaMalloc) */
 } tsr_mem_stats_t;
 
 /** The lower-case name of a category ("params", "grads", ...), or "unknown". */
